@@ -1,0 +1,38 @@
+"""gguf-embed: private, offline semantic search with GGUF embedding models."""
+
+from .engine import Embeddings, Engine, EngineOptions
+from .errors import (
+    EngineError,
+    GgufEmbedError,
+    IndexMismatch,
+    InputError,
+    InputTooLong,
+    InvalidDimensions,
+    ModelError,
+    ModelLoadError,
+    ModelNotFound,
+)
+from .models import CATALOG, DEFAULT_MODEL, ModelSpec, ResolvedModel, resolve_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CATALOG",
+    "DEFAULT_MODEL",
+    "Embeddings",
+    "Engine",
+    "EngineError",
+    "EngineOptions",
+    "GgufEmbedError",
+    "IndexMismatch",
+    "InputError",
+    "InputTooLong",
+    "InvalidDimensions",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotFound",
+    "ModelSpec",
+    "ResolvedModel",
+    "__version__",
+    "resolve_model",
+]

@@ -1,0 +1,442 @@
+"""The embedding engine: a GGUF model in llama.cpp's embedding mode, numpy in and out.
+
+Correctness: the model's own pooling, EOS appended as a token id when the model needs it
+(Qwen3-Embedding: ``<|endoftext|>``), query/document prompts from the catalog, Matryoshka cut
+then L2 normalization, and a typed error (never a silent cut) for inputs longer than the context.
+
+Speed: inputs sorted by length and packed into as few ``llama_decode`` calls as fit; for causal
+models each sequence gets its own KV stream (``kv_unified=False``) so attention never spans the
+whole batch; long inputs of causal last-token models are decoded in ``batch_tokens`` chunks.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as lc
+import numpy as np
+
+from . import _llama
+from ._batch import TokenBatch
+from .errors import EngineError, InputError, InputTooLong, InvalidDimensions, ModelLoadError, \
+    ModelNotFound
+from .models import QWEN3_QUERY, QWEN3_TASK, ModelSpec, ResolvedModel, spec_for_file
+
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+POOLING_NAMES = {v: k for k, v in POOLING.items()}
+NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
+                    "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
+ALL_LAYERS = 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Tuning knobs; the defaults are what measured fastest (see BENCHMARKS.md)."""
+
+    batch_tokens: int = 2048  # tokens per llama_decode call (n_batch)
+    ubatch_tokens: int | None = None  # physical batch (n_ubatch); None: fitted to the model
+    max_seqs: int = 64  # sequences packed into one decode
+    kv_unified: bool = False  # True makes attention span every sequence in the batch
+    flash_attn: bool | None = None  # None: llama.cpp decides
+
+
+@dataclass
+class Embeddings:
+    """Vectors in input order with what it took to make them."""
+
+    vectors: np.ndarray  # (n, dims) float32, C-contiguous, L2-normalized
+    token_counts: list[int] = field(default_factory=list)
+    truncated: list[int] = field(default_factory=list)  # indices of inputs cut to the context
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+class Engine:
+    """One GGUF embedding model loaded in llama.cpp.  Not for concurrent use from several
+    threads at once (calls are serialized by a lock); make one engine per process."""
+
+    def __init__(
+        self,
+        model: str | Path | ResolvedModel,
+        *,
+        spec: ModelSpec | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int | None = None,
+        options: EngineOptions | None = None,
+    ) -> None:
+        if isinstance(model, ResolvedModel):
+            path, spec = model.path, spec or model.spec
+        else:
+            path = Path(model)
+        self.path = path
+        self.options = options or EngineOptions()
+        self.n_threads = n_threads or _llama.physical_cores()
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._packed: _Context | None = None
+        self._long: _Context | None = None
+        _check_gguf_file(path)
+        _llama.backend()
+        params = lc.llama_model_default_params()
+        if n_gpu_layers is None:
+            n_gpu_layers = ALL_LAYERS if _llama.supports_gpu_offload() else 0
+        params.n_gpu_layers = n_gpu_layers
+        self.n_gpu_layers = n_gpu_layers
+        self._model = lc.llama_model_load_from_file(str(path).encode("utf-8"), params)
+        if not self._model:
+            raise ModelLoadError(
+                f"llama.cpp cannot load {path}: the file is corrupt or truncated, or its "
+                f"architecture is unknown to this llama.cpp build; re-download it or run with "
+                f"--verbose to see llama.cpp's reason"
+            )
+        self.metadata = _llama.model_metadata(self._model)
+        self.arch = self.metadata.get("general.architecture", "")
+        self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(
+            self._model))
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
+        causal_key = self.metadata.get(f"{self.arch}.attention.causal")
+        self.causal = (causal_key == "true") if causal_key is not None else (
+            self.arch not in NON_CAUSAL_ARCHS)
+        self.spec = _fit_spec(spec or spec_for_file(path), self)
+        self.pooling = self.spec.pooling or "mean"
+        limit = n_ctx or self.spec.n_ctx or self.n_ctx_train
+        self.max_tokens = min(limit, self.n_ctx_train) if self.n_ctx_train > 0 else limit
+        self._eos_id = self._find_eos() if self.spec.eos else None
+        self._adds_tail = bool(self._eos_id is not None or lc.llama_vocab_get_add_eos(self._vocab)
+                               or lc.llama_vocab_get_add_sep(self._vocab))
+        # Causal last-token models keep state across decodes, so a long input can be fed in
+        # chunks; any other model must see a whole input in one physical batch.
+        self.chunked = self.causal and self.pooling == "last"
+
+    # ---------------------------------------------------------------- public API
+    @property
+    def dims(self) -> int:
+        return self.n_embd
+
+    @property
+    def matryoshka_range(self) -> tuple[int, int]:
+        return (self.spec.matryoshka_min or 1, self.n_embd)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path), "name": self.spec.name, "architecture": self.arch,
+            "dims": self.n_embd, "pooling": self.pooling, "causal": self.causal,
+            "eos": self.spec.eos, "context": self.max_tokens, "context_train": self.n_ctx_train,
+            "threads": self.n_threads, "gpu_layers": self.n_gpu_layers,
+            "gpu_offload": _llama.supports_gpu_offload(),
+            "matryoshka": list(self.matryoshka_range),
+            "query_prompt": self.spec.query_prompt, "document_prompt": self.spec.document_prompt,
+            "size": int(lc.llama_model_size(self._model)),
+            "parameters": int(lc.llama_model_n_params(self._model)),
+        }
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """The token ids the model sees for ``text`` (specials and EOS included)."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (lc.llama_token * capacity)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
+        if n < 0:
+            capacity = -n
+            buf = (lc.llama_token * capacity)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
+        tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()
+        return self._with_eos(tokens)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self.tokenize(t)) for t in texts]
+
+    def format(self, texts: Sequence[str], *, query: bool = False,
+               task: str | None = None) -> list[str]:
+        """Apply the model's query or document prompt."""
+        if query:
+            return [self.spec.format_query(t, task) for t in texts]
+        return [self.spec.format_document(t) for t in texts]
+
+    def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
+              dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
+        """Embed texts (documents by default; ``query=True`` adds the query instruction)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.encode(texts, query=query, task=task, dimensions=dimensions,
+                           truncate=truncate).vectors
+
+    def encode(self, texts: Sequence[str], *, query: bool = False, task: str | None = None,
+               dimensions: int | None = None, truncate: bool = False) -> Embeddings:
+        """Like :meth:`embed`, with token counts and which inputs were truncated."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"input {i} is not a string", param="input")
+            if not text:
+                raise InputError(f"input {i} is empty; pass non-empty text", param="input")
+        prompts = self.format(texts, query=query, task=task)
+        return self.encode_tokens([self.tokenize(p) for p in prompts], dimensions=dimensions,
+                                  truncate=truncate, add_eos=False)
+
+    def encode_tokens(self, sequences: Sequence[Sequence[int] | np.ndarray], *,
+                      dimensions: int | None = None, truncate: bool = False,
+                      add_eos: bool = True) -> Embeddings:
+        """Embed pre-tokenized inputs (as OpenAI's token-id arrays)."""
+        self._check_dimensions(dimensions)
+        n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        seqs: list[np.ndarray] = []
+        truncated: list[int] = []
+        for i, seq in enumerate(sequences):
+            tokens = np.asarray(seq, dtype=np.int32)
+            if tokens.ndim != 1 or len(tokens) == 0:
+                raise InputError(f"input {i} has no tokens", param="input")
+            if tokens.min() < 0 or tokens.max() >= n_vocab:
+                raise InputError(f"input {i} has token ids outside 0..{n_vocab - 1}",
+                                 param="input")
+            if add_eos:
+                tokens = self._with_eos(tokens)
+            if len(tokens) > self.max_tokens:
+                if not truncate:
+                    raise InputTooLong(
+                        f"input {i} has {len(tokens)} tokens but the context holds "
+                        f"{self.max_tokens}; split it, or ask for truncation",
+                        index=i, n_tokens=len(tokens), limit=self.max_tokens)
+                tokens = self._truncate(tokens)
+                truncated.append(i)
+            seqs.append(tokens)
+        with self._lock:
+            raw = self._embed_sequences(seqs)
+        return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], truncated)
+
+    def close(self) -> None:
+        for ctx in (self._packed, self._long):
+            if ctx is not None:
+                ctx.free()
+        self._packed = self._long = None
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown
+            pass
+
+    # ---------------------------------------------------------------- internals
+    def _find_eos(self) -> int:
+        text = self.spec.eos_token
+        if text:
+            data = text.encode("utf-8")
+            buf = (lc.llama_token * 8)()
+            n = lc.llama_tokenize(self._vocab, data, len(data), buf, 8, False, True)
+            if n == 1:
+                return int(buf[0])
+        return int(lc.llama_vocab_eos(self._vocab))
+
+    def _with_eos(self, tokens: np.ndarray) -> np.ndarray:
+        if self._eos_id is None or (len(tokens) and tokens[-1] == self._eos_id):
+            return tokens
+        return np.append(tokens, np.int32(self._eos_id))
+
+    def _truncate(self, tokens: np.ndarray) -> np.ndarray:
+        if self._adds_tail:  # keep the EOS/SEP the model was trained to see last
+            return np.concatenate([tokens[: self.max_tokens - 1], tokens[-1:]])
+        return tokens[: self.max_tokens]
+
+    def _check_dimensions(self, dimensions: int | None) -> None:
+        if dimensions is None:
+            return
+        low, high = self.matryoshka_range
+        if not isinstance(dimensions, int) or not low <= dimensions <= high:
+            raise InvalidDimensions(
+                f"dimensions must be an integer from {low} to {high} for {self.spec.name}, "
+                f"got {dimensions!r}")
+
+    def _embed_sequences(self, seqs: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(seqs), self.n_embd), dtype=np.float32)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        packed = self._packed_context()
+        pending: list[int] = []
+        used = 0
+        for i in order:
+            n = len(seqs[i])
+            if n > packed.seq_capacity:
+                out[i] = self._embed_long(seqs[i])
+                continue
+            if pending and (used + n > packed.n_batch or len(pending) == packed.n_seqs):
+                out[pending] = packed.decode([seqs[j] for j in pending])
+                pending, used = [], 0
+            pending.append(i)
+            used += n
+        if pending:
+            out[pending] = packed.decode([seqs[j] for j in pending])
+        return out
+
+    def _embed_long(self, tokens: np.ndarray) -> np.ndarray:
+        need = len(tokens)
+        if self._long is None or self._long.n_ctx < need:
+            if self._long is not None:
+                self._long.free()
+            size = min(self.max_tokens, max(need, 4096))
+            size = min(max(size, need), _round_up(size, 256))
+            self._long = _Context(self, n_ctx=size, n_batch=self._packed_context().n_batch,
+                                  n_ubatch=self._packed_context().n_ubatch, n_seqs=1,
+                                  seq_capacity=size, unified=True)
+        return self._long.decode_chunked(tokens)
+
+    def _packed_context(self) -> _Context:
+        if self._packed is None:
+            opts = self.options
+            if self.chunked:
+                n_batch = opts.batch_tokens
+                n_ubatch = min(opts.ubatch_tokens or 512, n_batch)
+                n_seqs = max(1, min(opts.max_seqs, n_batch))
+                if opts.kv_unified:
+                    capacity, n_ctx = n_batch, n_batch
+                else:
+                    capacity = min(n_batch, max(256, _round_up(2 * n_batch // n_seqs, 64)))
+                    n_ctx = capacity * n_seqs
+            else:  # each input whole in one physical batch
+                n_batch = max(opts.batch_tokens, self.max_tokens)
+                n_ubatch = n_batch
+                n_seqs = max(1, min(opts.max_seqs, n_batch))
+                capacity, n_ctx = self.max_tokens, n_batch
+            self._packed = _Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+                                    n_seqs=n_seqs, seq_capacity=capacity,
+                                    unified=opts.kv_unified or not self.chunked)
+        return self._packed
+
+
+class _Context:
+    """A llama.cpp context plus its batch buffer."""
+
+    def __init__(self, engine: Engine, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
+                 seq_capacity: int, unified: bool) -> None:
+        self.engine = engine
+        self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
+        self.seq_capacity = seq_capacity
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_seq_max = n_seqs
+        params.n_threads = params.n_threads_batch = engine.n_threads
+        params.embeddings = True
+        params.pooling_type = POOLING[engine.pooling]
+        params.kv_unified = unified
+        params.no_perf = True
+        fa = engine.options.flash_attn
+        params.flash_attn_type = -1 if fa is None else int(fa)
+        self.ctx = lc.llama_init_from_model(engine._model, params)
+        if not self.ctx:
+            raise ModelLoadError(
+                f"cannot create a llama.cpp context for {engine.path} with {n_ctx} tokens "
+                f"({n_seqs} sequences): out of memory? lower the context or batch size")
+        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
+        self.batch = TokenBatch(n_batch)
+        self._mem = lc.llama_get_memory(self.ctx)
+
+    def _run(self) -> None:
+        rc = lc.llama_decode(self.ctx, self.batch.as_llama())
+        if rc != 0:
+            self.clear()
+            raise EngineError(f"llama_decode failed with code {rc} ({self.batch.n_tokens} "
+                              f"tokens); try a smaller batch size")
+
+    def _pooled(self, seq_id: int) -> np.ndarray:
+        ptr = lc.llama_get_embeddings_seq(self.ctx, seq_id)
+        if not ptr:
+            raise EngineError(f"llama.cpp returned no embedding for sequence {seq_id}")
+        return np.ctypeslib.as_array(
+            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.engine.n_embd,)
+        ).copy()
+
+    def clear(self) -> None:
+        if self._mem:
+            lc.llama_memory_clear(self._mem, True)
+
+    def decode(self, seqs: list[np.ndarray]) -> np.ndarray:
+        self.batch.clear()
+        for s, tokens in enumerate(seqs):
+            self.batch.add(tokens, s)
+        try:
+            self._run()
+            return np.stack([self._pooled(s) for s in range(len(seqs))])
+        finally:
+            self.clear()
+
+    def decode_chunked(self, tokens: np.ndarray) -> np.ndarray:
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                self.batch.clear()
+                self.batch.add(tokens[start:start + self.n_batch], 0, start)
+                self._run()
+            return self._pooled(0)
+        finally:
+            self.clear()
+
+    def free(self) -> None:
+        if self.ctx:
+            lc.llama_free(self.ctx)
+            self.ctx = None
+
+
+def finish(raw: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+    """Matryoshka cut (if asked), then L2 normalization; float32, C-contiguous."""
+    vectors = raw[:, :dimensions] if dimensions else raw
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
+
+
+def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _check_gguf_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelNotFound(f"model file not found: {path}")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from exc
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (it starts with {magic!r}); pass a .gguf embedding model")
+
+
+def _fit_spec(spec: ModelSpec, engine: Engine) -> ModelSpec:
+    """Fill what the catalog does not say from the GGUF header."""
+    pooling = spec.pooling
+    if pooling is None:
+        value = engine.metadata.get(f"{engine.arch}.pooling_type")
+        pooling = POOLING_NAMES.get(int(value)) if value and value.isdigit() else None
+        if pooling in (None, "none", "rank"):
+            pooling = "last" if engine.causal else "mean"
+        spec = replace(spec, pooling=pooling)
+    if spec.repo is None and engine.arch == "qwen3" and pooling == "last":
+        # An uncatalogued Qwen3 embedding GGUF (a local conversion): Qwen3-Embedding rules.
+        spec = replace(spec, eos=True, eos_token="<|endoftext|>", query_prompt=QWEN3_QUERY,
+                       default_task=QWEN3_TASK)
+    elif spec.repo is None and pooling == "last" and engine.causal:
+        spec = replace(spec, eos=True)
+    if spec.dims is None:
+        spec = replace(spec, dims=engine.n_embd)
+    return spec

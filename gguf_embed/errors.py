@@ -1,0 +1,71 @@
+"""The one exception hierarchy of gguf-embed.
+
+    GgufEmbedError                 anything this library raises on purpose
+    ├── ModelError                 a model cannot be found, fetched, verified or loaded
+    │   ├── ModelNotFound          unknown catalog name, missing path, or not cached while offline
+    │   └── ModelLoadError         the file exists but llama.cpp cannot use it (corrupt, not GGUF, no embeddings)
+    ├── InputError                 a caller gave input that cannot be embedded
+    │   ├── InputTooLong           more tokens than the context allows (and truncation was not asked for)
+    │   └── InvalidDimensions      a Matryoshka size outside the model's range
+    ├── IndexError_                the SQLite index (see store.py) cannot serve the request
+    │   └── IndexMismatch          the index was built with another model, dimensions or settings
+    └── EngineError                llama.cpp failed while decoding
+
+The CLI maps each class to a one-line ``Error: ...`` once; the server maps them to OpenAI's
+error envelope once.  Messages name the file or field and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class GgufEmbedError(Exception):
+    """Base class for every error gguf-embed raises on purpose."""
+
+
+class ModelError(GgufEmbedError):
+    """A model cannot be found, fetched, verified or loaded."""
+
+
+class ModelNotFound(ModelError):
+    """Unknown catalog name, missing path, or a file that is not cached while offline."""
+
+
+class ModelLoadError(ModelError):
+    """The file exists but llama.cpp cannot load it as an embedding model."""
+
+
+class InputError(GgufEmbedError):
+    """Input that cannot be embedded as given."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class InputTooLong(InputError):
+    """An input has more tokens than the context allows."""
+
+    def __init__(self, message: str, *, index: int, n_tokens: int, limit: int) -> None:
+        super().__init__(message, param="input")
+        self.index = index
+        self.n_tokens = n_tokens
+        self.limit = limit
+
+
+class InvalidDimensions(InputError):
+    """A requested output size is outside the model's Matryoshka range."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="dimensions")
+
+
+class IndexError_(GgufEmbedError):  # noqa: N801 - avoid shadowing the builtin IndexError
+    """The SQLite index cannot serve the request."""
+
+
+class IndexMismatch(IndexError_):
+    """The index was built with another model, dimensions or settings."""
+
+
+class EngineError(GgufEmbedError):
+    """llama.cpp failed while decoding."""

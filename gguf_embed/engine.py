@@ -11,9 +11,10 @@ whole batch; long inputs of causal last-token models are decoded in ``batch_toke
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,14 @@ import numpy as np
 
 from . import _llama
 from ._batch import TokenBatch
-from .errors import EngineError, InputError, InputTooLong, InvalidDimensions, ModelLoadError, \
-    ModelNotFound
+from .errors import (
+    EngineError,
+    InputError,
+    InputTooLong,
+    InvalidDimensions,
+    ModelLoadError,
+    ModelNotFound,
+)
 from .models import QWEN3_QUERY, QWEN3_TASK, ModelSpec, ResolvedModel, spec_for_file
 
 POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
@@ -38,11 +45,12 @@ ALL_LAYERS = 0x7FFFFFFF
 class EngineOptions:
     """Tuning knobs; the defaults are what measured fastest (see BENCHMARKS.md)."""
 
-    batch_tokens: int = 2048  # tokens per llama_decode call (n_batch)
-    ubatch_tokens: int | None = None  # physical batch (n_ubatch); None: fitted to the model
+    batch_tokens: int | None = None  # tokens packed per llama_decode; None: 2048 for causal
+    #   models, 512 for bidirectional ones (their attention spans the whole batch)
+    ubatch_tokens: int | None = None  # physical batch of causal models (n_ubatch); None: 512
     max_seqs: int = 64  # sequences packed into one decode
     kv_unified: bool = False  # True makes attention span every sequence in the batch
-    flash_attn: bool | None = None  # None: llama.cpp decides
+    flash_attn: bool | None = True  # None: llama.cpp decides; True skips masked blocks
 
 
 @dataclass
@@ -228,10 +236,8 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # interpreter shutdown
             self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
     # ---------------------------------------------------------------- internals
     def _find_eos(self) -> int:
@@ -274,7 +280,7 @@ class Engine:
             if n > packed.seq_capacity:
                 out[i] = self._embed_long(seqs[i])
                 continue
-            if pending and (used + n > packed.n_batch or len(pending) == packed.n_seqs):
+            if pending and (used + n > packed.pack_tokens or len(pending) == packed.n_seqs):
                 out[pending] = packed.decode([seqs[j] for j in pending])
                 pending, used = [], 0
             pending.append(i)
@@ -299,7 +305,7 @@ class Engine:
         if self._packed is None:
             opts = self.options
             if self.chunked:
-                n_batch = opts.batch_tokens
+                n_batch = opts.batch_tokens or 2048
                 n_ubatch = min(opts.ubatch_tokens or 512, n_batch)
                 n_seqs = max(1, min(opts.max_seqs, n_batch))
                 if opts.kv_unified:
@@ -307,14 +313,16 @@ class Engine:
                 else:
                     capacity = min(n_batch, max(256, _round_up(2 * n_batch // n_seqs, 64)))
                     n_ctx = capacity * n_seqs
-            else:  # each input whole in one physical batch
-                n_batch = max(opts.batch_tokens, self.max_tokens)
+            else:  # each input whole in one physical batch; pack up to batch_tokens
+                n_batch = max(opts.batch_tokens or 512, self.max_tokens)
                 n_ubatch = n_batch
                 n_seqs = max(1, min(opts.max_seqs, n_batch))
                 capacity, n_ctx = self.max_tokens, n_batch
             self._packed = _Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                     n_seqs=n_seqs, seq_capacity=capacity,
-                                    unified=opts.kv_unified or not self.chunked)
+                                    unified=opts.kv_unified or not self.chunked,
+                                    pack_tokens=min(n_batch, opts.batch_tokens or (
+                                        2048 if self.chunked else 512)))
         return self._packed
 
 
@@ -322,9 +330,10 @@ class _Context:
     """A llama.cpp context plus its batch buffer."""
 
     def __init__(self, engine: Engine, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
-                 seq_capacity: int, unified: bool) -> None:
+                 seq_capacity: int, unified: bool, pack_tokens: int | None = None) -> None:
         self.engine = engine
         self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
+        self.pack_tokens = pack_tokens or n_batch
         self.seq_capacity = seq_capacity
         params = lc.llama_context_default_params()
         params.n_ctx = n_ctx
@@ -398,11 +407,6 @@ def finish(raw: np.ndarray, dimensions: int | None = None) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
     return np.ascontiguousarray(vectors / norms, dtype=np.float32)
-
-
-def iter_batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -2,10 +2,10 @@
 
     GgufEmbedError                 anything this library raises on purpose
     ├── ModelError                 a model cannot be found, fetched, verified or loaded
-    │   ├── ModelNotFound          unknown catalog name, missing path, or not cached while offline
-    │   └── ModelLoadError         the file exists but llama.cpp cannot use it (corrupt, not GGUF, no embeddings)
+    │   ├── ModelNotFound          unknown name, missing path, or not cached while offline
+    │   └── ModelLoadError         llama.cpp cannot use the file (corrupt, not GGUF)
     ├── InputError                 a caller gave input that cannot be embedded
-    │   ├── InputTooLong           more tokens than the context allows (and truncation was not asked for)
+    │   ├── InputTooLong           more tokens than the context holds (no truncation asked)
     │   └── InvalidDimensions      a Matryoshka size outside the model's range
     ├── IndexError_                the SQLite index (see store.py) cannot serve the request
     │   └── IndexMismatch          the index was built with another model, dimensions or settings
@@ -59,7 +59,7 @@ class InvalidDimensions(InputError):
         super().__init__(message, param="dimensions")
 
 
-class IndexError_(GgufEmbedError):  # noqa: N801 - avoid shadowing the builtin IndexError
+class IndexError_(GgufEmbedError):
     """The SQLite index cannot serve the request."""
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball  # noqa: E402
+from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
 
 PRESETS = Path(__file__).resolve().parent.parent / "CMakePresets.json"
 

@@ -1,0 +1,55 @@
+"""Shared fixtures: the generated test models (built by scripts/build_test_models.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+CORPORA = ROOT.parent / "shared" / "corpora"
+NEEDED = ["all-minilm-l6-v2-f16.gguf", "all-minilm-l6-v2-q8_0.gguf", "tiny-qwen3-f32.gguf",
+          "tiny-qwen3-eos-f32.gguf", "tiny-qwen3-q4_k_m.gguf", "tiny-qwen3-q8_0.gguf"]
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    if not all((MODELS / name).exists() for name in NEEDED):
+        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_test_models.py")],
+                       check=True)
+    return MODELS
+
+
+@pytest.fixture(scope="session")
+def minilm_path(models_dir: Path) -> Path:
+    return models_dir / "all-minilm-l6-v2-f16.gguf"
+
+
+@pytest.fixture(scope="session")
+def qwen_path(models_dir: Path) -> Path:
+    return models_dir / "tiny-qwen3-f32.gguf"
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_path: Path):
+    from gguf_embed import Engine
+
+    with Engine(minilm_path) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def qwen(qwen_path: Path):
+    from gguf_embed import Engine
+
+    with Engine(qwen_path) as engine:
+        yield engine
+
+
+@pytest.fixture(scope="session")
+def corpora() -> Path:
+    assert (CORPORA / "tldr-linux" / "pages").is_dir(), f"shared corpora missing at {CORPORA}"
+    return CORPORA

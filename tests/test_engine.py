@@ -1,0 +1,179 @@
+"""Engine behaviour: batching, Matryoshka, limits, bad model files, quantized models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gguf_embed import (
+    Engine,
+    EngineOptions,
+    InputError,
+    InputTooLong,
+    InvalidDimensions,
+    ModelLoadError,
+    ModelNotFound,
+)
+
+
+def assert_same_vectors(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to float rounding: flash attention rounds K/V through F16 and kernels differ
+    with batch shape, so bit equality is not promised; a leak between sequences would show
+    as cosines far below these bounds."""
+    assert a.shape == b.shape
+    assert float((a * b).sum(axis=1).min()) >= 0.9999
+    np.testing.assert_allclose(a, b, atol=3e-3)
+
+
+def corpus_texts(corpora: Path, n: int) -> list[str]:
+    pages = sorted((corpora / "tldr-linux" / "pages").glob("*.md"))[:n]
+    return [p.read_text(encoding="utf-8") for p in pages]
+
+
+@pytest.mark.parametrize("engine_name", ["minilm", "qwen"])
+def test_batched_equals_one_by_one(engine_name: str, request, corpora: Path) -> None:
+    engine: Engine = request.getfixturevalue(engine_name)
+    texts = [*corpus_texts(corpora, 40), "a", "short one", "Zwei Wörter"]
+    batched = engine.embed(texts, truncate=True)
+    single = np.stack([engine.embed([t], truncate=True)[0] for t in texts])
+    assert batched.shape == (len(texts), engine.dims)
+    assert batched.dtype == np.float32 and batched.flags["C_CONTIGUOUS"]
+    assert_same_vectors(batched, single)
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
+
+
+def test_order_is_input_order_whatever_the_lengths(qwen: Engine) -> None:
+    texts = ["word " * 300, "tiny", "word " * 50, "mid " * 120]
+    vectors = qwen.embed(texts)
+    for i, text in enumerate(texts):
+        assert_same_vectors(vectors[i:i + 1], qwen.embed([text]))
+
+
+def test_unified_kv_gives_the_same_vectors(qwen_path: Path, qwen: Engine, corpora: Path) -> None:
+    texts = corpus_texts(corpora, 12)
+    with Engine(qwen_path, options=EngineOptions(kv_unified=True)) as unified:
+        assert_same_vectors(unified.embed(texts), qwen.embed(texts))
+
+
+def test_matryoshka_is_cut_and_renormalized(qwen: Engine) -> None:
+    texts = ["first text", "second, longer text about files"]
+    full = qwen.embed(texts)
+    for dims in (1, 32, 100, qwen.dims):
+        cut = qwen.embed(texts, dimensions=dims)
+        expected = full[:, :dims] / np.linalg.norm(full[:, :dims], axis=1, keepdims=True)
+        assert cut.shape == (2, dims)
+        np.testing.assert_allclose(cut, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [0, -3, 257, 10_000])
+def test_dimensions_out_of_range(qwen: Engine, dims: int) -> None:
+    with pytest.raises(InvalidDimensions, match="dimensions must be"):
+        qwen.embed(["x"], dimensions=dims)
+
+
+def test_too_long_raises_with_details(minilm: Engine) -> None:
+    text = "word " * 2000
+    with pytest.raises(InputTooLong) as info:
+        minilm.embed(["fine", text])
+    assert info.value.index == 1
+    assert info.value.n_tokens > minilm.max_tokens == info.value.limit == 512
+    assert "input 1 has" in str(info.value)
+
+
+@pytest.mark.parametrize("engine_name", ["minilm", "qwen"])
+def test_truncation_is_reported_and_keeps_the_end_token(engine_name: str, request) -> None:
+    engine: Engine = request.getfixturevalue(engine_name)
+    long_text = "lorem ipsum dolor " * 2000
+    result = engine.encode(["short", long_text], truncate=True)
+    assert result.truncated == [1]
+    assert result.token_counts[1] == engine.max_tokens
+    tokens = engine.tokenize(long_text)
+    kept = engine._truncate(tokens)
+    assert len(kept) == engine.max_tokens and kept[-1] == tokens[-1]  # EOS / [SEP] kept
+    expected = engine.encode_tokens([kept], add_eos=False).vectors[0]
+    assert_same_vectors(result.vectors[1:2], expected[None, :])
+
+
+def test_eos_appended_once(qwen: Engine, models_dir: Path) -> None:
+    tokens = qwen.tokenize("hello")
+    eos = qwen._eos_id
+    assert tokens[-1] == eos and tokens[-2] != eos
+    with Engine(models_dir / "tiny-qwen3-eos-f32.gguf") as with_flag:
+        assert with_flag.tokenize("hello").tolist() == tokens.tolist()
+    # the literal text is not the EOS token
+    assert qwen.tokenize("<|endoftext|>")[:-1].tolist() != [eos]
+
+
+def test_token_id_input_matches_text(qwen: Engine) -> None:
+    text = "find files by name"
+    ids = qwen.tokenize(text)[:-1].tolist()  # without EOS: it is added
+    np.testing.assert_allclose(qwen.encode_tokens([ids]).vectors, qwen.embed([text]), atol=1e-6)
+    with pytest.raises(InputError, match="outside"):
+        qwen.encode_tokens([[10**9]])
+
+
+@pytest.mark.parametrize("bad", [[""], ["ok", ""]])
+def test_empty_input_is_an_error(qwen: Engine, bad: list[str]) -> None:
+    with pytest.raises(InputError, match="empty"):
+        qwen.embed(bad)
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFound, match="not found"):
+        Engine(tmp_path / "nope.gguf")
+
+
+def test_not_a_gguf_file(tmp_path: Path) -> None:
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"<html>not a model</html>" * 10)
+    with pytest.raises(ModelLoadError, match="not a GGUF file"):
+        Engine(bad)
+
+
+def test_truncated_gguf_file(tmp_path: Path, qwen_path: Path) -> None:
+    bad = tmp_path / "cut.gguf"
+    bad.write_bytes(qwen_path.read_bytes()[: 200_000])
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        Engine(bad)
+
+
+QUANT_SCRIPT = """
+import json, sys
+import numpy as np
+from gguf_embed import Engine
+texts = ["hello world", "list files in a directory", "Grüße aus Köln"]
+with Engine(sys.argv[1]) as q, Engine(sys.argv[2]) as ref:
+    a, b = q.embed(texts), ref.embed(texts)
+print(json.dumps({"cos": (a * b).sum(1).tolist(), "pair": float(a[0] @ a[1])}))
+"""
+
+
+@pytest.mark.parametrize("name,floor", [("tiny-qwen3-q4_k_m.gguf", 0.93),
+                                        ("tiny-qwen3-q8_0.gguf", 0.995)])
+def test_quantized_model_runs_in_a_subprocess(models_dir: Path, name: str, floor: float) -> None:
+    """A quantized model must run: a native AVX-512/AMX build segfaults here (llama.cpp
+    #20824). A subprocess turns such a crash into a failure instead of killing pytest."""
+    proc = subprocess.run(
+        [sys.executable, "-c", QUANT_SCRIPT, str(models_dir / name),
+         str(models_dir / "tiny-qwen3-f32.gguf")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode} (negative = signal): {proc.stderr}"
+    assert proc.stderr == ""  # the library never prints
+    result = json.loads(proc.stdout)
+    assert min(result["cos"]) >= floor
+    assert result["pair"] < 0.9
+
+
+def test_info_describes_the_model(qwen: Engine, minilm: Engine) -> None:
+    info = qwen.info()
+    assert info["pooling"] == "last" and info["causal"] and info["eos"]
+    assert info["dims"] == 256 and info["context"] == 2048
+    assert "Instruct:" in info["query_prompt"]
+    info = minilm.info()
+    assert info["pooling"] == "mean" and not info["causal"] and info["dims"] == 384

@@ -281,3 +281,12 @@ def _silent_tqdm() -> type:
             super().__init__(*args, **kwargs)
 
     return Silent
+
+
+def file_fingerprint(path: Path, head: int = 1 << 20) -> str:
+    """A fast identity for a model file: sha256 of its size and first MiB (the GGUF header
+    and the first tensors), so an index can refuse a different model without hashing GBs."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(head))
+    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""The ``gguf-embed`` command: thin click shells over the library.
+"""The ``gguf-embed`` group, shared options, and the embed and models commands.
 
 Paths, environment variables and terminal concerns are resolved here and nowhere else.
 stdout carries results only; progress, logs and errors go to stderr.
@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
-from .errors import GgufEmbedError
-from .models import CATALOG, DEFAULT_MODEL, ResolvedModel, parse_ref, resolve_model
+from ..errors import GgufEmbedError
+from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
 
 
 class _Group(click.Group):
@@ -34,10 +34,10 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--offline", is_flag=True, envvar="HF_HUB_OFFLINE",
                         help="Never download; use the Hugging Face cache only "
                              "[env: HF_HUB_OFFLINE].")(func)
-    func = click.option("-m", "--model", envvar="GGUF_EMBED_MODEL", default=DEFAULT_MODEL,
-                        show_default=True,
+    func = click.option("-m", "--model", envvar="GGUF_EMBED_MODEL", default=None,
                         help="A catalog name, owner/repo:file.gguf, or a .gguf path "
-                             "[env: GGUF_EMBED_MODEL].")(func)
+                             f"[env: GGUF_EMBED_MODEL; default: the index's model, else "
+                             f"{DEFAULT_MODEL}].")(func)
     return func
 
 
@@ -55,11 +55,11 @@ def resolve(model: str, *, offline: bool = False, hf_endpoint: str | None = None
                          progress=sys.stderr.isatty(), verify=verify)
 
 
-def load_engine(model: str, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
-                **kwargs: Any) -> Any:
-    from .engine import Engine
+def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
+                cache_dir: str | None, **kwargs: Any) -> Any:
+    from ..engine import Engine
 
-    return Engine(resolve(model, offline=offline, hf_endpoint=hf_endpoint,
+    return Engine(resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
                           cache_dir=cache_dir), **kwargs)
 
 
@@ -87,7 +87,7 @@ def cli(verbose: bool) -> None:
 @click.option("--truncate", is_flag=True,
               help="Cut inputs longer than the context (reported on stderr) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of all vectors.")
-def embed(texts: tuple[str, ...], model: str, offline: bool, hf_endpoint: str | None,
+def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint: str | None,
           cache_dir: str | None, query: bool, task: str | None, dimensions: int | None,
           truncate: bool, as_json: bool) -> None:
     """Embed TEXTS (or stdin, one text per line) and print the vectors in input order.
@@ -167,8 +167,3 @@ def _cached_path(name: str, cache_dir: str | None) -> Any:
         return None
 
 
-def main() -> None:
-    cli(prog_name="gguf-embed")
-
-
-__all__ = ["cli", "main", "parse_ref"]

@@ -1,0 +1,137 @@
+"""Token-aware chunks with overlap that keep their line (and page) ranges.
+
+Chunks are built from whole lines, sized with the model's own tokenizer; a chunk ends at the
+last heading, else the last blank line (paragraph), else the last line that fits, and the next
+chunk starts ``overlap`` tokens earlier.  A single line longer than a chunk is split by
+characters.  Every chunk is checked against the exact token count, so none is ever longer than
+``max_tokens``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .extract import Extracted
+
+MD_HEADING = re.compile(r"^#{1,6}\s")
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    max_tokens: int
+    overlap: int
+
+    @classmethod
+    def for_context(cls, context: int) -> ChunkSettings:
+        """Defaults fitted to a model's context: 8,192/512 for 32k models, smaller for small."""
+        if context <= 512:
+            return cls(max_tokens=max(32, min(256, context - 16)), overlap=32)
+        size = min(8192, context // 4)
+        return cls(max_tokens=size, overlap=max(32, size // 16))
+
+    def to_dict(self) -> dict[str, int]:
+        return {"max_tokens": self.max_tokens, "overlap": self.overlap}
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    start_line: int
+    end_line: int
+    start_page: int | None
+    end_page: int | None
+    n_tokens: int
+
+
+def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings) -> list[Chunk]:
+    """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``)."""
+    lines = doc.lines_text
+    budget = settings.max_tokens
+    pieces: list[tuple[str, int, int | None]] = []  # (text, source line, page)
+    for i, text in enumerate(lines):
+        page = doc.pages[i] if doc.pages else None
+        if count(text) > budget:
+            pieces.extend((part, doc.lines[i], page) for part in _split_long(text, count, budget))
+        else:
+            pieces.append((text, doc.lines[i], page))
+    sizes = [count(text) + 1 for text, _, _ in pieces]  # +1: the newline joining lines
+    chunks: list[Chunk] = []
+    start = 0
+    n = len(pieces)
+    while start < n:
+        while start < n and not pieces[start][0].strip():
+            start += 1
+        if start >= n:
+            break
+        end, used = start, 0
+        while end < n and used + sizes[end] <= budget:
+            used += sizes[end]
+            end += 1
+        end = max(end, start + 1)
+        if end < n:
+            end = _best_break(pieces, start, end)
+        made = _make(pieces, start, end, count, budget)
+        chunks.extend(made)
+        if end >= n:
+            break
+        # step back for the overlap, but always move forward
+        back, carried = end, 0
+        while back - 1 > start and carried + sizes[back - 1] <= settings.overlap:
+            back -= 1
+            carried += sizes[back]
+        start = back if back > start else end
+    return chunks
+
+
+def _best_break(pieces: list[tuple[str, int, int | None]], start: int, end: int) -> int:
+    """Where to end a chunk that would run to ``end``: before a heading, else after a blank
+    line, in the second half of the chunk; else at ``end``."""
+    half = start + (end - start) // 2
+    for i in range(end - 1, half, -1):
+        if MD_HEADING.match(pieces[i][0]):
+            return i
+    for i in range(end - 1, half, -1):
+        if not pieces[i][0].strip():
+            return i + 1
+    return end
+
+
+def _make(pieces: list[tuple[str, int, int | None]], start: int, end: int,
+          count: Callable[[str], int], budget: int) -> list[Chunk]:
+    part = pieces[start:end]
+    while part and not part[-1][0].strip():
+        part = part[:-1]
+    text = "\n".join(p[0] for p in part)
+    n_tokens = count(text)
+    if n_tokens > budget and len(part) > 1:  # the per-line estimate was low: halve and retry
+        mid = len(part) // 2
+        return (_make(pieces, start, start + mid, count, budget)
+                + _make(pieces, start + mid, end, count, budget))
+    pages = [p[2] for p in part if p[2] is not None]
+    return [Chunk(text=text, start_line=part[0][1], end_line=part[-1][1],
+                  start_page=min(pages) if pages else None,
+                  end_page=max(pages) if pages else None, n_tokens=n_tokens)]
+
+
+def _split_long(text: str, count: Callable[[str], int], budget: int) -> list[str]:
+    """Cut one over-long line into pieces of at most ``budget`` tokens, at spaces if any."""
+    out: list[str] = []
+    rest = text
+    while rest:
+        if count(rest) <= budget:
+            out.append(rest)
+            break
+        lo, hi = 1, len(rest)
+        while lo < hi:  # the longest prefix that fits
+            mid = (lo + hi + 1) // 2
+            if count(rest[:mid]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        cut = rest.rfind(" ", 0, lo)
+        cut = cut if cut > lo // 2 else lo
+        out.append(rest[:cut])
+        rest = rest[cut:].lstrip(" ")
+    return out

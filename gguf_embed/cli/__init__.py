@@ -1,0 +1,17 @@
+"""The ``gguf-embed`` command: thin click shells over the library.
+
+Paths, environment variables and terminal concerns are resolved here and nowhere else.
+stdout carries results only; progress, logs and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+from . import _index  # noqa: F401  (registers index, search, status)
+from ._base import cli
+
+
+def main() -> None:
+    cli(prog_name="gguf-embed")
+
+
+__all__ = ["cli", "main"]

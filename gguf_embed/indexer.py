@@ -1,0 +1,265 @@
+"""Deciding what changed under some paths and feeding extract → chunk → embed → store.
+
+* unchanged files (same size and mtime, or same content hash) cost nothing;
+* a chunk whose text is already in the index reuses its vector (moved, copied and partly
+  edited files are not re-embedded);
+* documents are written in batches, each batch one transaction: a killed run leaves a
+  consistent file and the next run finishes the job;
+* bad files never stop the run: they are listed in the summary with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .chunking import Chunk, ChunkSettings, chunk
+from .errors import GgufEmbedError
+from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
+from .store import Store, vec_blob
+from .walk import Found, Refused, Rules, walk
+
+BATCH_CHUNKS = 256
+BATCH_TOKENS = 32_768
+
+
+@dataclass
+class IndexSummary:
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    chunks: int = 0
+    chunks_reused: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added, "updated": self.updated, "moved": self.moved,
+            "removed": self.removed, "unchanged": self.unchanged,
+            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+            "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "chunks": self.chunks, "chunks_reused": self.chunks_reused,
+            "tokens_embedded": self.tokens_embedded, "seconds": round(self.seconds, 3),
+            "tokens_per_second": round(self.tokens_embedded / self.seconds, 1)
+            if self.seconds else 0.0,
+        }
+
+
+@dataclass
+class Progress:
+    """Handed to the progress callback after every batch."""
+
+    files_done: int
+    files_total: int
+    chunks: int
+    tokens: int
+    elapsed: float
+    path: str = ""
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        if not self.files_done or self.files_done >= self.files_total:
+            return None
+        return self.elapsed / self.files_done * (self.files_total - self.files_done)
+
+
+@dataclass
+class _Pending:
+    path: str
+    hash: str
+    size: int
+    mtime: float
+    kind: str
+    chunks: list[Any]
+    existed: bool
+
+
+@dataclass(frozen=True)
+class _ChunkRecord:
+    text: str
+    start_line: int
+    end_line: int
+    start_page: int | None
+    end_page: int | None
+    n_tokens: int
+    hash: str
+
+
+class Indexer:
+    """Brings the documents under some paths in ``store`` up to date, using ``engine``."""
+
+    def __init__(self, store: Store, engine: Any, settings: ChunkSettings, *,
+                 dimensions: int | None = None, rules: Rules | None = None,
+                 max_file_bytes: int = DEFAULT_MAX_BYTES,
+                 progress: Callable[[Progress], None] | None = None) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.dimensions = dimensions
+        self.rules = rules or Rules()
+        self.max_file_bytes = max_file_bytes
+        self.progress = progress
+        self.summary = IndexSummary()
+        self._moved_from: set[str] = set()
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.engine.tokenize(self.engine.spec.format_document(text)))
+
+    def run(self, roots: Sequence[str | Path]) -> IndexSummary:
+        start = time.perf_counter()
+        summary = self.summary
+        existing = self.store.documents()
+        found: list[Found] = []
+        for item in walk(roots, self.rules):
+            if isinstance(item, Refused):
+                summary.skipped.append((str(item.path), item.reason))
+            else:
+                found.append(item)
+        seen = {str(f.path) for f in found}
+        scopes = [os.path.abspath(r) for r in roots]
+        gone = {p: v for p, v in existing.items()
+                if p not in seen and _under(p, scopes) and not os.path.exists(p)}
+        gone_by_hash = {v[1]: p for p, v in gone.items()}
+
+        batch: list[_Pending] = []
+        batch_tokens = 0
+        done = 0
+        for item in found:
+            done += 1
+            path = str(item.path)
+            pending = self._examine(item.path, existing.get(path), gone_by_hash)
+            if pending is not None:
+                batch.append(pending)
+                batch_tokens += sum(c.n_tokens for c in pending.chunks)
+            if len(batch) and (sum(len(p.chunks) for p in batch) >= BATCH_CHUNKS
+                               or batch_tokens >= BATCH_TOKENS):
+                self._flush(batch)
+                batch, batch_tokens = [], 0
+                self._report(done, len(found), start, path)
+        if batch:
+            self._flush(batch)
+        self._report(done, len(found), start, "")
+        still_gone = [p for p in gone if p not in self._moved_from]
+        if still_gone:
+            with self.store.transaction():
+                summary.removed += self.store.delete_documents(still_gone)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def _examine(self, path: Path, known: tuple[int, str, int, float] | None,
+                 gone_by_hash: dict[str, str]) -> _Pending | None:
+        summary = self.summary
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            summary.failed.append((str(path), f"unreadable: {exc.strerror or exc}"))
+            return None
+        if known is not None and known[2] == stat.st_size and known[3] == stat.st_mtime:
+            summary.unchanged += 1
+            return None
+        if stat.st_size > self.max_file_bytes:
+            summary.skipped.append((str(path), too_large(stat.st_size, self.max_file_bytes).reason))
+            return None
+        try:
+            data = path.read_bytes()
+        except PermissionError:
+            summary.failed.append((str(path), "unreadable: permission denied"))
+            return None
+        except OSError as exc:
+            summary.failed.append((str(path), f"unreadable: {exc.strerror or exc}"))
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if known is not None and known[1] == digest:
+            with self.store.transaction():
+                self.store.touch_document(str(path), stat.st_mtime)
+            summary.unchanged += 1
+            return None
+        if known is None and digest in gone_by_hash:
+            old = gone_by_hash.pop(digest)
+            with self.store.transaction():
+                self.store.move_document(old, str(path), stat.st_mtime)
+            self._moved_from.add(old)
+            summary.moved += 1
+            return None
+        doc = extract(path, data, self.max_file_bytes)
+        if isinstance(doc, Skip):
+            (summary.failed if doc.failed else summary.skipped).append((str(path), doc.reason))
+            return None
+        pieces = self._chunks(doc)
+        if not pieces:
+            summary.skipped.append((str(path), "empty (no text)"))
+            return None
+        return _Pending(str(path), digest, stat.st_size, stat.st_mtime, doc.kind, pieces,
+                        existed=known is not None)
+
+    def _chunks(self, doc: Extracted) -> list[_ChunkRecord]:
+        out = []
+        for item in chunk(doc, self.count_tokens, self.settings):
+            if not item.text.strip():
+                continue
+            out.append(_record(item))
+        return out
+
+    def _flush(self, batch: list[_Pending]) -> None:
+        summary = self.summary
+        hashes = [c.hash for p in batch for c in p.chunks]
+        vectors = self.store.vectors_by_hash(hashes)
+        todo: dict[str, str] = {}
+        for pending in batch:
+            for c in pending.chunks:
+                if c.hash not in vectors:
+                    todo.setdefault(c.hash, c.text)
+        if todo:
+            texts = list(todo.values())
+            try:
+                result = self.engine.encode(texts, dimensions=self.dimensions)
+            except GgufEmbedError as exc:
+                for pending in batch:
+                    summary.failed.append((pending.path, f"embedding failed: {exc}"))
+                return
+            for key, vector in zip(todo, result.vectors, strict=True):
+                vectors[key] = vec_blob(vector)
+            summary.tokens_embedded += result.total_tokens
+        with self.store.transaction():
+            for pending in batch:
+                self.store.write_document(
+                    path=pending.path, hash=pending.hash, size=pending.size,
+                    mtime=pending.mtime, kind=pending.kind, chunks=pending.chunks,
+                    vectors=[vectors[c.hash] for c in pending.chunks])
+                if pending.existed:
+                    summary.updated += 1
+                else:
+                    summary.added += 1
+                summary.chunks += len(pending.chunks)
+        summary.chunks_reused += len(hashes) - len(todo)
+
+    def _report(self, done: int, total: int, start: float, path: str) -> None:
+        if self.progress:
+            self.progress(Progress(done, total, self.summary.chunks,
+                                   self.summary.tokens_embedded,
+                                   time.perf_counter() - start, path))
+
+
+def _record(item: Chunk) -> _ChunkRecord:
+    digest = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
+    return _ChunkRecord(item.text, item.start_line, item.end_line, item.start_page,
+                        item.end_page, item.n_tokens, digest)
+
+
+def _under(path: str, scopes: list[str]) -> bool:
+    return any(path == s or path.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)
+

@@ -1,0 +1,328 @@
+"""The index: one SQLite file (APSW + sqlite-vec + FTS5).
+
+Tables
+  meta        key → JSON value: what made the index (model, dims, pooling, prompts, chunking)
+  migrations  named schema steps, each recorded once
+  documents   path, content hash, size, mtime
+  chunks      text, line and page ranges, token count, text hash (→ vector reuse)
+  vec_chunks  vec0 float[dims], cosine; rowid = chunk id
+  vec_bits    vec0 bit[dims], the sign of each value: a coarse pass for fast KNN
+  fts_chunks  FTS5 over chunk text (external content), kept in step by triggers
+  runs        one row per index run, with its summary
+
+Every write goes through :meth:`Store.transaction`; WAL mode lets readers search while a run
+writes.  A killed process leaves the file at its last committed transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+import numpy as np
+import sqlite_vec
+
+from .errors import IndexError_, IndexMismatch
+
+SCHEMA_VERSION = 1
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_base", """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE documents (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            hash TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            mtime REAL NOT NULL,
+            kind TEXT NOT NULL,
+            n_chunks INTEGER NOT NULL,
+            indexed_at REAL NOT NULL
+        );
+        CREATE INDEX documents_hash ON documents(hash);
+        CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY,
+            doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            text TEXT NOT NULL,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            start_page INTEGER,
+            end_page INTEGER,
+            n_tokens INTEGER NOT NULL,
+            hash TEXT NOT NULL
+        );
+        CREATE INDEX chunks_doc ON chunks(doc_id);
+        CREATE INDEX chunks_hash ON chunks(hash);
+        CREATE VIRTUAL TABLE fts_chunks USING fts5(
+            text, content='chunks', content_rowid='id', tokenize='porter unicode61');
+        CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
+            INSERT INTO fts_chunks(rowid, text) VALUES (new.id, new.text);
+        END;
+        CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+            INSERT INTO fts_chunks(fts_chunks, rowid, text) VALUES ('delete', old.id, old.text);
+            DELETE FROM vec_chunks WHERE rowid = old.id;
+            DELETE FROM vec_bits WHERE rowid = old.id;
+        END;
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            finished_at REAL,
+            summary TEXT
+        );
+    """),
+]
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    id: int
+    path: str
+    text: str
+    start_line: int
+    end_line: int
+    start_page: int | None
+    end_page: int | None
+
+
+def vec_blob(vector: np.ndarray) -> bytes:
+    """A vector as sqlite-vec wants it: little-endian float32."""
+    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
+
+
+def bit_blob(vector: np.ndarray | bytes) -> bytes:
+    """The signs of a vector packed as bits (zero-padded to whole bytes) for the coarse pass."""
+    if isinstance(vector, bytes):
+        vector = np.frombuffer(vector, dtype="<f4")
+    return np.packbits(np.asarray(vector) > 0, bitorder="little").tobytes()
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
+        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    try:
+        conn = apsw.Connection(str(path), flags=flags)
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        conn.enable_load_extension(False)
+        conn.setbusytimeout(10_000)
+        if not readonly:
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except apsw.Error as exc:
+        raise IndexError_(f"cannot open index {path}: {exc}") from exc
+    return conn
+
+
+class Store:
+    """The SQLite file.  Open with :meth:`open`; all writes inside :meth:`transaction`."""
+
+    def __init__(self, conn: apsw.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+        self.meta = self._read_meta()
+        self.dims: int | None = self.meta.get("dims")
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True, readonly: bool = False) -> Store:
+        path = Path(path)
+        if not path.exists():
+            if not create or readonly:
+                raise IndexError_(
+                    f"no index at {path}; build one first with 'gguf-embed index PATH' "
+                    f"(or pass --db FILE)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path, readonly=readonly)
+        try:
+            if not readonly:
+                _migrate(conn)
+            elif not _has_table(conn, "meta"):
+                raise IndexError_(f"{path} is not a gguf-embed index")
+        except apsw.Error as exc:
+            conn.close()
+            raise IndexError_(f"{path} is not a usable gguf-embed index: {exc}") from exc
+        return cls(conn, path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[apsw.Connection]:
+        with self.conn:
+            yield self.conn
+
+    # ---------------------------------------------------------------- meta
+    def _read_meta(self) -> dict[str, Any]:
+        if not _has_table(self.conn, "meta"):
+            return {}
+        return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        with self.transaction():
+            for key, value in values.items():
+                self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                                  (key, json.dumps(value)))
+        self.meta = self._read_meta()
+
+    def ensure_vectors(self, dims: int) -> None:
+        """Create the vector tables for ``dims`` (once per index)."""
+        if self.dims is not None:
+            if self.dims != dims:
+                raise IndexMismatch(f"index {self.path} holds {self.dims}-dim vectors, not {dims}")
+            return
+        with self.transaction():
+            self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_chunks USING vec0("
+                              f"embedding float[{dims}] distance_metric=cosine)")
+            bits = (dims + 7) // 8 * 8
+            self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_bits USING vec0("
+                              f"embedding bit[{bits}])")
+            self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('dims', ?)",
+                              (json.dumps(dims),))
+        self.dims = dims
+        self.meta = self._read_meta()
+
+    def reset(self) -> None:
+        """Drop every document, chunk and vector, and the meta (for --reindex)."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM documents")  # cascades to chunks, FTS and vectors
+            for table in ("vec_chunks", "vec_bits"):
+                self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.execute("DELETE FROM meta WHERE key != 'schema_version'")
+        self.dims = None
+        self.meta = self._read_meta()
+
+    # ---------------------------------------------------------------- documents
+    def documents(self) -> dict[str, tuple[int, str, int, float]]:
+        """path → (id, hash, size, mtime)."""
+        return {row[0]: tuple(row[1:]) for row in self.conn.execute(
+            "SELECT path, id, hash, size, mtime FROM documents")}  # type: ignore[misc]
+
+    def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
+        """Stored vectors of chunks with these text hashes (unchanged text is not re-embedded)."""
+        found: dict[str, bytes] = {}
+        wanted = list(set(hashes))
+        for start in range(0, len(wanted), 500):
+            part = wanted[start:start + 500]
+            marks = ",".join("?" * len(part))
+            for chunk_hash, blob in self.conn.execute(
+                    f"SELECT c.hash, v.embedding FROM chunks c JOIN vec_chunks v ON v.rowid = c.id "
+                    f"WHERE c.hash IN ({marks}) GROUP BY c.hash", part):
+                found[chunk_hash] = blob
+        return found
+
+    def write_document(self, *, path: str, hash: str, size: int, mtime: float, kind: str,
+                       chunks: Sequence[Any], vectors: Sequence[bytes]) -> None:
+        """Replace one document's rows; call inside :meth:`transaction`."""
+        conn = self.conn
+        conn.execute("DELETE FROM documents WHERE path = ?", (path,))
+        conn.execute(
+            "INSERT INTO documents(path, hash, size, mtime, kind, n_chunks, indexed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (path, hash, size, mtime, kind, len(chunks), time.time()))
+        doc_id = conn.last_insert_rowid()
+        for seq, (item, blob) in enumerate(zip(chunks, vectors, strict=True)):
+            conn.execute(
+                "INSERT INTO chunks(doc_id, seq, text, start_line, end_line, start_page, "
+                "end_page, n_tokens, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (doc_id, seq, item.text, item.start_line, item.end_line, item.start_page,
+                 item.end_page, item.n_tokens, item.hash))
+            chunk_id = conn.last_insert_rowid()
+            conn.execute("INSERT INTO vec_chunks(rowid, embedding) VALUES (?, ?)",
+                         (chunk_id, blob))
+            conn.execute("INSERT INTO vec_bits(rowid, embedding) VALUES (?, vec_bit(?))",
+                         (chunk_id, bit_blob(blob)))
+
+    def move_document(self, old: str, new: str, mtime: float) -> None:
+        self.conn.execute("UPDATE documents SET path = ?, mtime = ? WHERE path = ?",
+                          (new, mtime, old))
+
+    def touch_document(self, path: str, mtime: float) -> None:
+        self.conn.execute("UPDATE documents SET mtime = ? WHERE path = ?", (mtime, path))
+
+    def delete_documents(self, paths: Iterable[str]) -> int:
+        count = 0
+        for path in paths:
+            self.conn.execute("DELETE FROM documents WHERE path = ?", (path,))
+            count += self.conn.changes()
+        return count
+
+    # ---------------------------------------------------------------- runs and status
+    def start_run(self) -> int:
+        with self.transaction():
+            self.conn.execute("INSERT INTO runs(started_at) VALUES (?)", (time.time(),))
+            return self.conn.last_insert_rowid()
+
+    def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        with self.transaction():
+            self.conn.execute("UPDATE runs SET finished_at = ?, summary = ? WHERE id = ?",
+                              (time.time(), json.dumps(summary), run_id))
+
+    def counts(self) -> dict[str, int]:
+        (docs,), = self.conn.execute("SELECT count(*) FROM documents")
+        (chunks, tokens), = self.conn.execute("SELECT count(*), coalesce(sum(n_tokens), 0) "
+                                              "FROM chunks")
+        return {"documents": docs, "chunks": chunks, "tokens": tokens}
+
+    def last_run(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT started_at, finished_at, summary FROM runs "
+                                "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return {"started_at": row[0], "finished_at": row[1],
+                "summary": json.loads(row[2]) if row[2] else None}
+
+    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+        rows: dict[int, ChunkRow] = {}
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            marks = ",".join("?" * len(part))
+            for row in self.conn.execute(
+                    f"SELECT c.id, d.path, c.text, c.start_line, c.end_line, c.start_page, "
+                    f"c.end_page FROM chunks c JOIN documents d ON d.id = c.doc_id "
+                    f"WHERE c.id IN ({marks})", part):
+                rows[row[0]] = ChunkRow(*row)
+        return rows
+
+    def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """Float vectors of these chunks (in the order found)."""
+        found: list[int] = []
+        blobs: list[bytes] = []
+        for start in range(0, len(ids), 500):
+            part = list(ids[start:start + 500])
+            marks = ",".join("?" * len(part))
+            for rowid, blob in self.conn.execute(
+                    f"SELECT rowid, embedding FROM vec_chunks WHERE rowid IN ({marks})", part):
+                found.append(rowid)
+                blobs.append(blob)
+        dims = self.dims or 0
+        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dims)
+        return found, matrix
+
+
+def _has_table(conn: apsw.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() \
+        is not None
+
+
+def _migrate(conn: apsw.Connection) -> None:
+    """Apply each named migration once, recording it (the vector tables come later, with dims)."""
+    with conn:
+        if _has_table(conn, "documents") and not _has_table(conn, "migrations"):
+            raise IndexError_("this SQLite file has other tables: it is not a gguf-embed index")
+        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
+                     "applied_at REAL NOT NULL)")
+        done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
+        for name, sql in MIGRATIONS:
+            if name not in done:
+                conn.execute(sql)
+                conn.execute("INSERT INTO migrations(name, applied_at) VALUES (?, ?)",
+                             (name, time.time()))
+        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
+                     (json.dumps(SCHEMA_VERSION),))

@@ -24,8 +24,8 @@ from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .store import Store, vec_blob
 from .walk import Found, Refused, Rules, walk
 
-BATCH_CHUNKS = 256
-BATCH_TOKENS = 32_768
+BATCH_CHUNKS = 64
+BATCH_TOKENS = 8192
 
 
 @dataclass

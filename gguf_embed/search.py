@@ -1,8 +1,8 @@
 """Query → ranked chunks: vector (sqlite-vec), keyword (FTS5 BM25), or hybrid (RRF, default).
 
-Vector search on a large index takes a coarse pass over sign bits (Hamming distance, cheap in
-sqlite-vec) and rescores the candidates exactly with their float vectors; a small index, or a
-path filter, is searched exactly.
+Vector search on a large index takes a coarse KNN pass in sqlite-vec over sign bits (Hamming
+distance) and rescores the candidates exactly with their float vectors; a small index, or a
+path filter, is scanned exactly with sqlite-vec's cosine distance.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from .store import Store, bit_blob, vec_blob
 
 MODES = ("hybrid", "vector", "keyword")
 RRF_K = 60
-EXACT_BELOW = 20_000  # chunks: below this, exact KNN is as fast as the coarse pass
-COARSE_FACTOR = 40  # candidates per wanted result in the coarse pass
+EXACT_BELOW = 10_000  # chunks: below this an exact scan takes under ~20 ms
+# Coarse candidates: 10 per wanted result, at least 100, and more on smaller indexes, where
+# sign bits separate neighbours less well (measured in BENCHMARKS.md: recall@10 >= 0.98).
+COARSE_FACTOR = 10
+COARSE_MIN = 100
+COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
 WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -92,18 +96,19 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
     if path_glob:
         rows = conn.execute(
             "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
-            "JOIN documents doc ON doc.id = c.doc_id JOIN vec_chunks v ON v.rowid = c.id "
+            "JOIN documents doc ON doc.id = c.doc_id JOIN chunk_vectors v ON v.chunk_id = c.id "
             "WHERE doc.path GLOB ? ORDER BY d LIMIT ?", (blob, path_glob, k)).fetchall()
         return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
+    (total,), = conn.execute("SELECT count(*) FROM chunks")  # via a small index: ~0.5 ms
     if exact is None:
-        (total,), = conn.execute("SELECT count(*) FROM chunks")
         exact = total < EXACT_BELOW
     if exact:
-        rows = conn.execute("SELECT rowid, distance FROM vec_chunks WHERE embedding MATCH ? "
-                            "AND k = ?", (blob, k)).fetchall()
+        rows = conn.execute("SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
+                            "FROM chunk_vectors ORDER BY d LIMIT ?", (blob, k)).fetchall()
         return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
     coarse = conn.execute("SELECT rowid FROM vec_bits WHERE embedding MATCH vec_bit(?) "
-                          "AND k = ?", (bit_blob(query_vector), k * COARSE_FACTOR)).fetchall()
+                          "AND k = ?", (bit_blob(query_vector), coarse_candidates(k, total))
+                          ).fetchall()
     ids, matrix = store.vectors([int(r[0]) for r in coarse])
     if not ids:
         return []
@@ -111,6 +116,11 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
     sims = (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
     order = np.argsort(-sims)[:k]
     return [(ids[i], float(sims[i])) for i in order]
+
+
+def coarse_candidates(k: int, total: int) -> int:
+    return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1)),
+               max(total, 1))
 
 
 def fts_query(query: str) -> str:

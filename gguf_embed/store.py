@@ -5,8 +5,8 @@ Tables
   migrations  named schema steps, each recorded once
   documents   path, content hash, size, mtime
   chunks      text, line and page ranges, token count, text hash (→ vector reuse)
-  vec_chunks  vec0 float[dims], cosine; rowid = chunk id
-  vec_bits    vec0 bit[dims], the sign of each value: a coarse pass for fast KNN
+  chunk_vectors  float32 vectors by chunk id (exact scoring and rescoring)
+  vec_bits    vec0 bit[dims], the sign of each value: sqlite-vec's fast coarse KNN pass
   fts_chunks  FTS5 over chunk text (external content), kept in step by triggers
   runs        one row per index run, with its summary
 
@@ -59,6 +59,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             hash TEXT NOT NULL
         );
         CREATE INDEX chunks_doc ON chunks(doc_id);
+        CREATE TABLE chunk_vectors (
+            chunk_id INTEGER PRIMARY KEY,
+            embedding BLOB NOT NULL
+        );
         CREATE INDEX chunks_hash ON chunks(hash);
         CREATE VIRTUAL TABLE fts_chunks USING fts5(
             text, content='chunks', content_rowid='id', tokenize='porter unicode61');
@@ -67,7 +71,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         END;
         CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
             INSERT INTO fts_chunks(fts_chunks, rowid, text) VALUES ('delete', old.id, old.text);
-            DELETE FROM vec_chunks WHERE rowid = old.id;
+            DELETE FROM chunk_vectors WHERE chunk_id = old.id;
             DELETE FROM vec_bits WHERE rowid = old.id;
         END;
         CREATE TABLE runs (
@@ -178,8 +182,6 @@ class Store:
                 raise IndexMismatch(f"index {self.path} holds {self.dims}-dim vectors, not {dims}")
             return
         with self.transaction():
-            self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_chunks USING vec0("
-                              f"embedding float[{dims}] distance_metric=cosine)")
             bits = (dims + 7) // 8 * 8
             self.conn.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS vec_bits USING vec0("
                               f"embedding bit[{bits}])")
@@ -192,8 +194,7 @@ class Store:
         """Drop every document, chunk and vector, and the meta (for --reindex)."""
         with self.transaction():
             self.conn.execute("DELETE FROM documents")  # cascades to chunks, FTS and vectors
-            for table in ("vec_chunks", "vec_bits"):
-                self.conn.execute(f"DROP TABLE IF EXISTS {table}")
+            self.conn.execute("DROP TABLE IF EXISTS vec_bits")
             self.conn.execute("DELETE FROM meta WHERE key != 'schema_version'")
         self.dims = None
         self.meta = self._read_meta()
@@ -212,8 +213,8 @@ class Store:
             part = wanted[start:start + 500]
             marks = ",".join("?" * len(part))
             for chunk_hash, blob in self.conn.execute(
-                    f"SELECT c.hash, v.embedding FROM chunks c JOIN vec_chunks v ON v.rowid = c.id "
-                    f"WHERE c.hash IN ({marks}) GROUP BY c.hash", part):
+                    f"SELECT c.hash, v.embedding FROM chunks c JOIN chunk_vectors v "
+                    f"ON v.chunk_id = c.id WHERE c.hash IN ({marks}) GROUP BY c.hash", part):
                 found[chunk_hash] = blob
         return found
 
@@ -234,7 +235,7 @@ class Store:
                 (doc_id, seq, item.text, item.start_line, item.end_line, item.start_page,
                  item.end_page, item.n_tokens, item.hash))
             chunk_id = conn.last_insert_rowid()
-            conn.execute("INSERT INTO vec_chunks(rowid, embedding) VALUES (?, ?)",
+            conn.execute("INSERT INTO chunk_vectors(chunk_id, embedding) VALUES (?, ?)",
                          (chunk_id, blob))
             conn.execute("INSERT INTO vec_bits(rowid, embedding) VALUES (?, vec_bit(?))",
                          (chunk_id, bit_blob(blob)))
@@ -298,7 +299,8 @@ class Store:
             part = list(ids[start:start + 500])
             marks = ",".join("?" * len(part))
             for rowid, blob in self.conn.execute(
-                    f"SELECT rowid, embedding FROM vec_chunks WHERE rowid IN ({marks})", part):
+                    f"SELECT chunk_id, embedding FROM chunk_vectors WHERE chunk_id IN ({marks})",
+                    part):
                 found.append(rowid)
                 blobs.append(blob)
         dims = self.dims or 0

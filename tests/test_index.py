@@ -36,12 +36,14 @@ def orphans(index: Index) -> dict[str, int]:
     q = {
         "chunks_without_document": "SELECT count(*) FROM chunks WHERE doc_id NOT IN "
                                    "(SELECT id FROM documents)",
-        "vectors_without_chunk": "SELECT count(*) FROM vec_chunks WHERE rowid NOT IN "
+        "vectors_without_chunk": "SELECT count(*) FROM chunk_vectors WHERE chunk_id NOT IN "
                                  "(SELECT id FROM chunks)",
         "bits_without_chunk": "SELECT count(*) FROM vec_bits WHERE rowid NOT IN "
                               "(SELECT id FROM chunks)",
         "chunks_without_vector": "SELECT count(*) FROM chunks WHERE id NOT IN "
-                                 "(SELECT rowid FROM vec_chunks)",
+                                 "(SELECT chunk_id FROM chunk_vectors)",
+        "chunks_without_bits": "SELECT count(*) FROM chunks WHERE id NOT IN "
+                               "(SELECT rowid FROM vec_bits)",
     }
     out = {name: conn.execute(sql).fetchone()[0] for name, sql in q.items()}
     (fts,), = conn.execute("SELECT count(*) FROM fts_chunks")
@@ -197,7 +199,7 @@ def test_matryoshka_index(tmp_path: Path, docs: Path) -> None:
     with Index(tmp_path / "i.db", engine, dimensions=16) as index:
         index.add([docs])
         assert index.dims == 16
-        (blob,), = index.store.conn.execute("SELECT embedding FROM vec_chunks LIMIT 1")
+        (blob,), = index.store.conn.execute("SELECT embedding FROM chunk_vectors LIMIT 1")
         assert len(np.frombuffer(blob, dtype="<f4")) == 16
         assert index.search("archive", k=3)
 

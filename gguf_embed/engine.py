@@ -108,6 +108,7 @@ class Engine:
         self.metadata = _llama.model_metadata(self._model)
         self.arch = self.metadata.get("general.architecture", "")
         self._vocab = lc.llama_model_get_vocab(self._model)
+        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(
             self._model))
         self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
@@ -158,7 +159,7 @@ class Engine:
             buf = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
         tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()
-        return self._with_eos(tokens)
+        return self.with_eos(tokens)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenize(t)) for t in texts]
@@ -194,8 +195,8 @@ class Engine:
                       dimensions: int | None = None, truncate: bool = False,
                       add_eos: bool = True) -> Embeddings:
         """Embed pre-tokenized inputs (as OpenAI's token-id arrays)."""
-        self._check_dimensions(dimensions)
-        n_vocab = lc.llama_vocab_n_tokens(self._vocab)
+        self.check_dimensions(dimensions)
+        n_vocab = self.n_vocab
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
         for i, seq in enumerate(sequences):
@@ -206,7 +207,7 @@ class Engine:
                 raise InputError(f"input {i} has token ids outside 0..{n_vocab - 1}",
                                  param="input")
             if add_eos:
-                tokens = self._with_eos(tokens)
+                tokens = self.with_eos(tokens)
             if len(tokens) > self.max_tokens:
                 if not truncate:
                     raise InputTooLong(
@@ -250,7 +251,8 @@ class Engine:
                 return int(buf[0])
         return int(lc.llama_vocab_eos(self._vocab))
 
-    def _with_eos(self, tokens: np.ndarray) -> np.ndarray:
+    def with_eos(self, tokens: np.ndarray) -> np.ndarray:
+        """``tokens`` ending with the EOS token if the model needs one (added once)."""
         if self._eos_id is None or (len(tokens) and tokens[-1] == self._eos_id):
             return tokens
         return np.append(tokens, np.int32(self._eos_id))
@@ -260,7 +262,8 @@ class Engine:
             return np.concatenate([tokens[: self.max_tokens - 1], tokens[-1:]])
         return tokens[: self.max_tokens]
 
-    def _check_dimensions(self, dimensions: int | None) -> None:
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """Raise :class:`InvalidDimensions` unless ``dimensions`` is None or in range."""
         if dimensions is None:
             return
         low, high = self.matryoshka_range

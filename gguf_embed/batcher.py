@@ -1,0 +1,87 @@
+"""Gathering concurrent embedding requests into shared decodes.
+
+Requests put their token sequences on a queue; one worker thread takes everything that arrives
+within ``window`` seconds of the first (up to ``max_tokens``) and embeds it in one
+``encode_tokens`` call, so many small concurrent requests cost about one decode, not one each.
+Each request then gets its own Matryoshka cut.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .engine import finish
+
+
+@dataclass
+class _Job:
+    sequences: list[np.ndarray]
+    dimensions: int | None
+    future: Future = field(default_factory=Future)
+
+
+class Batcher:
+    def __init__(self, engine: Any, *, window: float = 0.004, max_tokens: int = 16_384) -> None:
+        self.engine = engine
+        self.window = window
+        self.max_tokens = max_tokens
+        self.decodes = 0  # engine calls made (for tests and benchmarks)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="gguf-embed-batcher",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, sequences: list[np.ndarray], dimensions: int | None) -> Future:
+        job = _Job(sequences, dimensions)
+        self._queue.put(job)
+        return job.future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            jobs = [job]
+            tokens = sum(len(s) for s in job.sequences)
+            deadline = time.monotonic() + self.window
+            while tokens < self.max_tokens:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    more = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                jobs.append(more)
+                tokens += sum(len(s) for s in more.sequences)
+            self._serve(jobs)
+
+    def _serve(self, jobs: list[_Job]) -> None:
+        sequences = [s for job in jobs for s in job.sequences]
+        try:
+            self.decodes += 1
+            result = self.engine.encode_tokens(sequences, add_eos=False)
+        except Exception as exc:  # handed to every waiting request, raised there
+            for job in jobs:
+                job.future.set_exception(exc)
+            return
+        start = 0
+        for job in jobs:
+            n = len(job.sequences)
+            vectors = result.vectors[start:start + n]
+            job.future.set_result(finish(vectors, job.dimensions) if job.dimensions else vectors)
+            start += n

@@ -1,0 +1,297 @@
+"""HTTP API over the library: OpenAI-compatible embeddings, plus search over an index.
+
+    POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage)
+    GET  /v1/models       the one model served
+    GET  /health          liveness and what is loaded
+    POST /v1/search       {"query", "k", "mode", "path"} → the objects of `search --json`
+
+Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
+the request body; with the official client: ``extra_body={"input_type": "query"}``.
+
+Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.  Security:
+loopback by default; requests whose Host is not the bound address or whose Origin is not a
+loopback origin are refused (DNS rebinding); body size and input count are limited; the API
+key, when set, is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from .batcher import Batcher
+from .errors import (
+    GgufEmbedError,
+    IndexError_,
+    InputError,
+    InputTooLong,
+    InvalidDimensions,
+    ModelError,
+)
+
+MAX_INPUTS = 2048
+MAX_BODY = 16 * 1024 * 1024
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = (
+            status, message, type_, param, code)
+
+
+def api_error(exc: BaseException) -> ApiError:
+    """The one mapping from the library's exceptions to HTTP errors."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InputTooLong):
+        return ApiError(400, str(exc), param="input", code="context_length_exceeded")
+    if isinstance(exc, InvalidDimensions):
+        return ApiError(400, str(exc), param="dimensions", code="invalid_dimensions")
+    if isinstance(exc, InputError):
+        return ApiError(400, str(exc), param=exc.param, code="invalid_input")
+    if isinstance(exc, IndexError_):
+        return ApiError(400, str(exc), param=None, code="index_error")
+    if isinstance(exc, ModelError):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, GgufEmbedError):
+        return ApiError(500, str(exc), type_="server_error", code="engine_error")
+    return ApiError(500, "internal error", type_="server_error", code="internal_error")
+
+
+@dataclass
+class ServerConfig:
+    model_name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    index_path: str | None = None
+    max_inputs: int = MAX_INPUTS
+    max_body: int = MAX_BODY
+    batch_window: float = 0.004  # seconds; 0 turns cross-request batching off
+
+
+def create_app(engine: Any, config: ServerConfig) -> Any:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    batcher = Batcher(engine, window=config.batch_window) if config.batch_window > 0 else None
+    lock = asyncio.Lock()
+    names = {config.model_name, engine.spec.name, engine.path.name, engine.path.stem}
+    created = int(time.time())
+
+    def error_response(err: ApiError) -> Response:
+        return JSONResponse({"error": {"message": err.message, "type": err.type,
+                                       "param": err.param, "code": err.code}},
+                            status_code=err.status)
+
+    async def guard(request: Request) -> None:
+        if not _host_allowed(request.headers.get("host", ""), config):
+            raise ApiError(403, "Host header does not match the server address",
+                           type_="permission_error", code="forbidden_host")
+        origin = request.headers.get("origin")
+        if origin and not _loopback_origin(origin):
+            raise ApiError(403, f"cross-origin requests from {origin} are not allowed",
+                           type_="permission_error", code="forbidden_origin")
+        if config.api_key:
+            sent = request.headers.get("authorization", "")
+            token = sent[7:] if sent.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                               type_="authentication_error", code="invalid_api_key")
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.max_body:
+            raise ApiError(413, f"request body over {config.max_body} bytes",
+                           code="request_too_large")
+        body = b""
+        async for part in request.stream():
+            body += part
+            if len(body) > config.max_body:
+                raise ApiError(413, f"request body over {config.max_body} bytes",
+                               code="request_too_large")
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") \
+                from exc
+        if not isinstance(data, dict):
+            raise ApiError(400, "the body must be a JSON object", code="invalid_json")
+        return data
+
+    def handler(func: Any) -> Any:
+        async def wrapped(request: Request) -> Response:
+            try:
+                await guard(request)
+                return await func(request)
+            except Exception as exc:
+                return error_response(api_error(exc))
+        return wrapped
+
+    async def embeddings(request: Request) -> Response:
+        data = await read_json(request)
+        model = data.get("model")
+        if model is not None and model not in names:
+            raise ApiError(404, f"model {model!r} is not served here; this server has "
+                                f"{config.model_name!r}", param="model", code="model_not_found")
+        fmt = data.get("encoding_format", "float")
+        if fmt not in ("float", "base64"):
+            raise ApiError(400, "encoding_format must be 'float' or 'base64'",
+                           param="encoding_format")
+        dims = data.get("dimensions")
+        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)):
+            raise ApiError(400, "dimensions must be an integer", param="dimensions")
+        engine.check_dimensions(dims)
+        input_type = data.get("input_type", "document")
+        if input_type not in ("query", "document"):
+            raise ApiError(400, "input_type must be 'query' or 'document'", param="input_type")
+        task = data.get("task")
+        if task is not None and not isinstance(task, str):
+            raise ApiError(400, "task must be a string", param="task")
+        sequences = _sequences(engine, data.get("input"), input_type == "query", task,
+                               config.max_inputs)
+        if batcher is not None:
+            vectors = await asyncio.wrap_future(batcher.submit(sequences, dims))
+        else:
+            async with lock:
+                result = await asyncio.to_thread(engine.encode_tokens, sequences,
+                                                 dimensions=dims, add_eos=False)
+            vectors = result.vectors
+        used = sum(len(s) for s in sequences)
+        items = []
+        for i, vector in enumerate(vectors):
+            embedding: Any = (base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())
+                              .decode("ascii") if fmt == "base64" else vector.tolist())
+            items.append({"object": "embedding", "index": i, "embedding": embedding})
+        return JSONResponse({"object": "list", "data": items, "model": config.model_name,
+                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+    async def models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": config.model_name, "object": "model", "created": created,
+             "owned_by": "gguf-embed"}]})
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
+                             "context": engine.max_tokens,
+                             "index": config.index_path})
+
+    async def search(request: Request) -> Response:
+        from .index import Index
+
+        if not config.index_path:
+            raise ApiError(404, "no index is served; start the server with --db FILE",
+                           code="no_index")
+        data = await read_json(request)
+        query = data.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ApiError(400, "query must be a non-empty string", param="query")
+        k = data.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
+            raise ApiError(400, "k must be an integer from 1 to 1000", param="k")
+        mode = data.get("mode", "hybrid")
+        path = data.get("path")
+        if path is not None and not isinstance(path, str):
+            raise ApiError(400, "path must be a string", param="path")
+
+        def run() -> list[dict[str, Any]]:
+            with Index(config.index_path, engine, readonly=True) as index:  # type: ignore[arg-type]
+                return [r.to_dict() for r in index.search(query, k=k, mode=mode, path=path)]
+
+        async with lock:  # the engine decodes one request at a time outside the batcher
+            results = await asyncio.to_thread(run)
+        return JSONResponse({"object": "list", "data": results})
+
+    routes = [
+        Route("/v1/embeddings", handler(embeddings), methods=["POST"]),
+        Route("/embeddings", handler(embeddings), methods=["POST"]),
+        Route("/v1/models", handler(models), methods=["GET"]),
+        Route("/health", handler(health), methods=["GET"]),
+        Route("/v1/search", handler(search), methods=["POST"]),
+    ]
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        yield
+        if batcher is not None:
+            batcher.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.batcher = batcher
+    return app
+
+
+def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
+               max_inputs: int) -> list[np.ndarray]:
+    """OpenAI's four input shapes → token sequences, every one checked before any decode."""
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "input must be a non-empty string or array", param="input")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        raw = [raw]  # one array of token ids
+    if len(raw) > max_inputs:
+        raise ApiError(400, f"too many inputs: {len(raw)} > {max_inputs}", param="input")
+    n_vocab = engine.n_vocab
+    out: list[np.ndarray] = []
+    for i, item in enumerate(raw):
+        if isinstance(item, str):
+            if not item:
+                raise ApiError(400, f"input[{i}] is empty", param="input")
+            text = engine.format([item], query=query, task=task)[0]
+            tokens = engine.tokenize(text)
+        elif isinstance(item, list) and item and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in item):
+            tokens = np.asarray(item, dtype=np.int64)
+            if tokens.min() < 0 or tokens.max() >= n_vocab:
+                raise ApiError(400, f"input[{i}] has token ids outside 0..{n_vocab - 1}",
+                               param="input")
+            tokens = engine.with_eos(tokens.astype(np.int32))
+        else:
+            raise ApiError(400, f"input[{i}] must be a non-empty string or array of token "
+                                f"ids", param="input")
+        if len(tokens) > engine.max_tokens:
+            raise ApiError(400, f"input[{i}] has {len(tokens)} tokens; the model's context "
+                                f"holds {engine.max_tokens}", param="input",
+                           code="context_length_exceeded")
+        out.append(tokens)
+    return out
+
+
+def _host_allowed(host: str, config: ServerConfig) -> bool:
+    if config.host in ("0.0.0.0", "::", ""):
+        return True  # listening everywhere on purpose: use --api-key
+    name = urlsplit(f"//{host}").hostname or ""
+    port = urlsplit(f"//{host}").port
+    bound = config.host.strip("[]")
+    names = LOOPBACK | {bound} if bound in LOOPBACK else {bound}
+    return name in {n.strip("[]") for n in names} and (port is None or port == config.port)
+
+
+def _loopback_origin(origin: str) -> bool:
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and (parts.hostname or "") in {
+        "localhost", "127.0.0.1", "::1"}
+
+
+def serve(engine: Any, config: ServerConfig, *, log_level: str = "warning") -> None:
+    """Run the server until interrupted (blocking)."""
+    import uvicorn
+
+    app = create_app(engine, config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level,
+                timeout_graceful_shutdown=5)

@@ -12,7 +12,10 @@ from .errors import (
     ModelLoadError,
     ModelNotFound,
 )
+from .index import Index
+from .indexer import IndexSummary, Progress
 from .models import CATALOG, DEFAULT_MODEL, ModelSpec, ResolvedModel, resolve_model
+from .search import SearchResult
 
 __version__ = "0.1.0"
 
@@ -24,7 +27,9 @@ __all__ = [
     "EngineError",
     "EngineOptions",
     "GgufEmbedError",
+    "Index",
     "IndexMismatch",
+    "IndexSummary",
     "InputError",
     "InputTooLong",
     "InvalidDimensions",
@@ -32,7 +37,9 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelSpec",
+    "Progress",
     "ResolvedModel",
+    "SearchResult",
     "__version__",
     "resolve_model",
 ]

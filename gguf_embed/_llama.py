@@ -73,3 +73,35 @@ def system_info() -> str:
 
 def supports_gpu_offload() -> bool:
     return bool(lc.llama_supports_gpu_offload())
+
+
+def devices() -> list[dict[str, Any]]:
+    """ggml's compute devices (CPU, CUDA GPUs, ...) with their memory, via libggml."""
+    import llama_cpp
+
+    folder = Path(llama_cpp.__file__).parent / "lib"
+    names = sorted(folder.glob("libggml.so*")) + sorted(folder.glob("libggml.dylib")) + sorted(
+        folder.glob("ggml.dll"))
+    if not names:
+        return []
+    try:
+        lib = ctypes.CDLL(str(names[0]))
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                                ctypes.POINTER(ctypes.c_size_t)]
+        out = []
+        for i in range(lib.ggml_backend_dev_count()):
+            dev = lib.ggml_backend_dev_get(i)
+            free, total = ctypes.c_size_t(), ctypes.c_size_t()
+            lib.ggml_backend_dev_memory(dev, ctypes.byref(free), ctypes.byref(total))
+            out.append({"name": lib.ggml_backend_dev_name(dev).decode(),
+                        "description": lib.ggml_backend_dev_description(dev).decode(),
+                        "memory_free": free.value, "memory_total": total.value})
+        return out
+    except (OSError, AttributeError):
+        return []

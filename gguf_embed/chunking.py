@@ -9,6 +9,8 @@ characters.  Every chunk is checked against the exact token count, so none is ev
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +45,11 @@ class Chunk:
     start_page: int | None
     end_page: int | None
     n_tokens: int
+
+    @functools.cached_property
+    def hash(self) -> str:
+        """sha256 of the text: the key under which its vector is reused."""
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
 def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings) -> list[Chunk]:

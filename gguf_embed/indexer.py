@@ -84,19 +84,8 @@ class _Pending:
     size: int
     mtime: float
     kind: str
-    chunks: list[Any]
+    chunks: list[Chunk]
     existed: bool
-
-
-@dataclass(frozen=True)
-class _ChunkRecord:
-    text: str
-    start_line: int
-    end_line: int
-    start_page: int | None
-    end_page: int | None
-    n_tokens: int
-    hash: str
 
 
 class Indexer:
@@ -206,13 +195,8 @@ class Indexer:
         return _Pending(str(path), digest, stat.st_size, stat.st_mtime, doc.kind, pieces,
                         existed=known is not None)
 
-    def _chunks(self, doc: Extracted) -> list[_ChunkRecord]:
-        out = []
-        for item in chunk(doc, self.count_tokens, self.settings):
-            if not item.text.strip():
-                continue
-            out.append(_record(item))
-        return out
+    def _chunks(self, doc: Extracted) -> list[Chunk]:
+        return [c for c in chunk(doc, self.count_tokens, self.settings) if c.text.strip()]
 
     def _flush(self, batch: list[_Pending]) -> None:
         summary = self.summary
@@ -252,12 +236,6 @@ class Indexer:
             self.progress(Progress(done, total, self.summary.chunks,
                                    self.summary.tokens_embedded,
                                    time.perf_counter() - start, path))
-
-
-def _record(item: Chunk) -> _ChunkRecord:
-    digest = hashlib.sha256(item.text.encode("utf-8")).hexdigest()
-    return _ChunkRecord(item.text, item.start_line, item.end_line, item.start_page,
-                        item.end_page, item.n_tokens, digest)
 
 
 def _under(path: str, scopes: list[str]) -> bool:

@@ -60,6 +60,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sweep", action="store_true", help="try engine settings")
+    parser.add_argument("--batches", type=int, nargs="+", default=[512, 1024, 2048, 4096],
+                        help="pack sizes to sweep")
+    parser.add_argument("--seqs", type=int, nargs="+", default=[16, 64],
+                        help="sequences per decode to sweep")
     parser.add_argument("--no-peers", action="store_true", help="only our engine")
     opts = parser.parse_args()
 
@@ -81,7 +85,7 @@ def main() -> None:
     engine.close()
 
     if opts.sweep:
-        grid = itertools.product([512, 1024, 2048, 4096], [16, 64], [False, True], [False, True])
+        grid = itertools.product(opts.batches, opts.seqs, [False, True], [False, True])
         for batch, seqs, fa, unified in grid:
             o = EngineOptions(batch_tokens=batch, max_seqs=seqs, flash_attn=fa, kv_unified=unified)
             with Engine(opts.model, n_threads=opts.threads, options=o) as e:

@@ -215,3 +215,22 @@ def test_readers_during_writes(tmp_path: Path, docs: Path) -> None:
                 writer.store.delete_documents(list(writer.store.documents())[:10])
                 assert len(reader.search("files", k=5)) == 5  # sees the committed state
             assert reader.store.counts()["documents"] == 50
+
+
+def test_unreadable_file_is_named_even_as_root(tmp_path: Path, docs: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """chmod 0 does not stop root (CI runs as root), so make the read itself fail."""
+    locked = docs / "locked.md"
+    locked.write_text("secret")
+    real_read = Path.read_bytes
+
+    def read_bytes(self: Path) -> bytes:
+        if self.name == "locked.md":
+            raise PermissionError(13, "Permission denied")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        summary = index.add([docs])
+    assert (str(locked), "unreadable: permission denied") in summary.failed
+    assert summary.added == 60

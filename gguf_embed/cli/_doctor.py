@@ -1,0 +1,55 @@
+"""``gguf-embed doctor``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..doctor import environment, model_report, self_test, write_reference
+from ..models import file_fingerprint
+from ._base import cli, load_engine, model_options
+
+
+@cli.command()
+@model_options
+@click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Reference vectors for the self-test [default: MODEL.reference.json beside "
+                   "the model file, if present].")
+@click.option("--write-reference", "write_reference_", is_flag=True,
+              help="Record this run's vectors as the reference (on a build you trust).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
+           reference: Path | None, write_reference_: bool, as_json: bool) -> None:
+    """Check the llama.cpp build, SQLite extensions and the model; self-test its vectors.
+
+    Exits with 1 when the self-test fails (vectors differ from the reference, are not finite,
+    or do not tell texts apart).
+    """
+    env = environment()
+    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    fingerprint = file_fingerprint(Path(engine.path))
+    reference = reference or Path(str(engine.path) + ".reference.json")
+    if write_reference_:
+        write_reference(engine, reference, fingerprint)
+        click.echo(f"wrote {reference}", err=True)
+    test = self_test(engine, reference if reference.exists() else None, fingerprint)
+    report = {"environment": env, "model": model_report(engine), "self_test": test}
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+    else:
+        for key, value in env.items():
+            click.echo(f"{key + ':':<24} {value}")
+        info = report["model"]
+        for key in ("path", "name", "architecture", "dims", "pooling", "context",
+                    "gpu_layers", "threads", "parameters", "size"):
+            click.echo(f"{'model ' + key + ':':<24} {info[key]}")
+        state = "ok" if test["ok"] else "FAILED"
+        detail = (f"min cosine {test['min_cosine']} vs {test['reference']}"
+                  if "min_cosine" in test else test.get("reference_error")
+                  or "no reference vectors for this model (checked finite, normalized, distinct)")
+        click.echo(f"{'self-test:':<24} {state} ({detail})")
+    if not test["ok"]:
+        sys.exit(1)

@@ -1,0 +1,107 @@
+"""Checks of the installation and of a model: what llama.cpp was built with, what SQLite can
+load, and a self-test that embeds fixed texts and compares them with reference vectors stored
+for that model (a broken build, such as llama.cpp #20824's AMX miscompile, fails it).
+
+Reference files are JSON, keyed by the model file's fingerprint: ``{"model", "fingerprint",
+"texts", "vectors", "query"}``.  They are written with :func:`write_reference` from a trusted
+run (ideally vectors from the reference implementation) and shipped or kept beside the model.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _llama
+
+SELF_TEST_TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "How do I list hidden files in a directory?",
+    "Grüße aus Köln — 日本語のテキスト",
+]
+SELF_TEST_QUERY = "find large files on disk"
+MIN_COSINE = 0.999
+
+
+def environment() -> dict[str, Any]:
+    """llama.cpp build and devices, SQLite, sqlite-vec and APSW, and whether extensions load."""
+    import apsw
+    import llama_cpp
+    import sqlite_vec
+
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "llama_cpp_python": llama_cpp.__version__,
+        "llama_cpp_system_info": _llama.system_info().strip(),
+        "gpu_offload": _llama.supports_gpu_offload(),
+        "devices": _llama.devices(),
+        "physical_cores": _llama.physical_cores(),
+        "apsw": apsw.apsw_version(),
+        "sqlite": apsw.sqlite_lib_version(),
+        "sqlite_vec_package": getattr(sqlite_vec, "__version__", None),
+    }
+    try:
+        conn = apsw.Connection(":memory:")
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        (info["sqlite_vec"],), = conn.execute("SELECT vec_version()")
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        info["extensions_load"] = True
+        info["fts5"] = True
+    except Exception as exc:  # report, never crash: this is the diagnosis
+        info["extensions_load"] = False
+        info["extension_error"] = f"{type(exc).__name__}: {exc}"
+    return info
+
+
+def model_report(engine: Any) -> dict[str, Any]:
+    keys = ("general.architecture", "general.name", "general.file_type",
+            "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.add_eos_token")
+    arch = engine.arch
+    meta = {k: engine.metadata.get(k) for k in keys if k in engine.metadata}
+    meta.update({k: v for k, v in engine.metadata.items()
+                 if k.startswith(f"{arch}.") and not k.endswith(("_table", ".tokens"))})
+    return {**engine.info(), "metadata": meta}
+
+
+def self_vectors(engine: Any) -> tuple[np.ndarray, np.ndarray]:
+    return engine.embed(SELF_TEST_TEXTS), engine.embed([SELF_TEST_QUERY], query=True)
+
+
+def write_reference(engine: Any, path: Path, fingerprint: str) -> None:
+    docs, query = self_vectors(engine)
+    path.write_text(json.dumps({
+        "model": engine.spec.name, "fingerprint": fingerprint, "texts": SELF_TEST_TEXTS,
+        "query": SELF_TEST_QUERY, "vectors": docs.tolist(), "query_vector": query[0].tolist(),
+    }))
+
+
+def self_test(engine: Any, reference: Path | None, fingerprint: str) -> dict[str, Any]:
+    """Embed the fixed texts; compare with the reference if there is one for this model."""
+    docs, query = self_vectors(engine)
+    result: dict[str, Any] = {
+        "finite": bool(np.isfinite(docs).all() and np.isfinite(query).all()),
+        "normalized": bool(np.allclose(np.linalg.norm(docs, axis=1), 1.0, atol=1e-4)),
+        "distinct": bool(float((docs[0] * docs[1]).sum()) < 0.99),
+        "reference": str(reference) if reference else None,
+    }
+    ok = result["finite"] and result["normalized"] and result["distinct"]
+    if reference is not None:
+        data = json.loads(reference.read_text())
+        if data.get("fingerprint") != fingerprint:
+            result["reference_error"] = "the reference was made for another model file"
+            ok = False
+        else:
+            want = np.asarray(data["vectors"], dtype=np.float32)
+            want_q = np.asarray([data["query_vector"]], dtype=np.float32)
+            cos = np.concatenate([(docs * want).sum(axis=1), (query * want_q).sum(axis=1)])
+            result["cosines"] = [round(float(c), 6) for c in cos]
+            result["min_cosine"] = round(float(cos.min()), 6)
+            ok = ok and bool(cos.min() >= MIN_COSINE)
+    result["ok"] = bool(ok)
+    return result

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Qwen3 GGUFs with random weights at the exact layer shapes of Qwen3-Embedding-0.6B / -4B,
+for speed measurements without downloading (speed does not depend on weight values).
+
+    python scripts/build_shape_models.py                 # 0.6B: F16, Q8_0, Q4_K_M
+    python scripts/build_shape_models.py --shape 4b      # 4B (needs ~20 GB RAM while saving)
+
+The vocabulary is the small BPE of the test models (2k tokens, not 151k): it changes only the
+embedding lookup table, which costs nothing per token.  Files go to models/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from build_test_models import (  # noqa: E402
+    TINY_QWEN3,
+    corpus_texts,
+    log,
+    quantize,
+    run_convert,
+    train_tokenizer,
+)
+
+SHAPES = {
+    # from the models' config.json on the hub (Qwen3-Embedding-0.6B / -4B)
+    "0.6b": {"hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+             "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128},
+    "4b": {"hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36,
+           "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128},
+}
+QUANTS = {"q8_0": 7, "q4_k_m": 15}
+
+
+def build(shape: str, out: Path, corpus: Path) -> None:
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    src = out / f"shape-qwen3-{shape}"
+    f16 = out / f"shape-qwen3-{shape}-f16.gguf"
+    if not f16.exists():
+        if not (src / "config.json").exists():
+            log(f"saving a random-weight Qwen3 at the {shape} shape")
+            src.mkdir(parents=True, exist_ok=True)
+            tok = train_tokenizer(corpus_texts(corpus))
+            tok.save(str(src / "tokenizer.json"))
+            eos = tok.token_to_id("<|endoftext|>")
+            (src / "tokenizer_config.json").write_text(json.dumps({
+                "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>"}))
+            config = Qwen3Config(**{**TINY_QWEN3, **SHAPES[shape],
+                                    "max_position_embeddings": 40960,
+                                    "vocab_size": tok.get_vocab_size(), "eos_token_id": eos,
+                                    "bos_token_id": eos, "pad_token_id": eos,
+                                    "initializer_range": 0.02})
+            torch.manual_seed(0)
+            with torch.no_grad():
+                model = Qwen3ForCausalLM(config).to(torch.float16)
+            model.save_pretrained(src, safe_serialization=True)
+            (src / "modules.json").write_text(json.dumps([
+                {"idx": 1, "name": "1", "path": "1_Pooling",
+                 "type": "sentence_transformers.models.Pooling"}]))
+            (src / "1_Pooling").mkdir(exist_ok=True)
+            (src / "1_Pooling" / "config.json").write_text(json.dumps(
+                {"pooling_mode_lasttoken": True}))
+        run_convert(src, f16, "f16", pre="qwen2")
+    for name, ftype in QUANTS.items():
+        target = out / f"shape-qwen3-{shape}-{name}.gguf"
+        if not target.exists():
+            quantize(f16, target, ftype)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="0.6b")
+    parser.add_argument("--out", type=Path, default=HERE.parent / "models")
+    parser.add_argument("--corpus", type=Path, default=HERE.parent.parent / "shared" / "corpora")
+    opts = parser.parse_args()
+    build(opts.shape, opts.out, opts.corpus)
+
+
+if __name__ == "__main__":
+    main()

@@ -76,6 +76,15 @@ def test_model_errors(runner: CliRunner, args: list[str], message: str, tmp_path
     assert message in result.stderr and result.stdout == ""
 
 
+def test_hf_hub_offline_is_honoured(runner: CliRunner, tmp_path: Path) -> None:
+    with FakeHub() as hub:  # would serve nothing; it must not even be asked
+        result = runner.invoke(cli, ["embed", "-m", "test/x-GGUF:x.gguf", "x", "--hf-endpoint",
+                                     hub.url], env={"HF_HUB_OFFLINE": "1",
+                                                    "HF_HUB_CACHE": str(tmp_path)})
+        assert hub.requests == []
+    assert result.exit_code == 1 and "downloads are off (offline)" in result.stderr
+
+
 def test_empty_stdin_line_is_a_usage_error(runner: CliRunner, minilm_path: Path) -> None:
     result = runner.invoke(cli, ["embed", "-m", str(minilm_path)], input="a\n\nb\n")
     assert result.exit_code == 2 and "stdin line 2 is empty" in result.stderr

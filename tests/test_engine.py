@@ -54,10 +54,14 @@ def test_order_is_input_order_whatever_the_lengths(qwen: Engine) -> None:
         assert_same_vectors(vectors[i:i + 1], qwen.embed([text]))
 
 
-def test_unified_kv_gives_the_same_vectors(qwen_path: Path, qwen: Engine, corpora: Path) -> None:
-    texts = corpus_texts(corpora, 12)
-    with Engine(qwen_path, options=EngineOptions(kv_unified=True)) as unified:
-        assert_same_vectors(unified.embed(texts), qwen.embed(texts))
+@pytest.mark.parametrize("options", [
+    EngineOptions(kv_unified=False), EngineOptions(flash_attn=False),
+    EngineOptions(batch_tokens=2048, kv_unified=False, max_seqs=16)])
+def test_engine_settings_give_the_same_vectors(qwen_path: Path, qwen: Engine, corpora: Path,
+                                               options: EngineOptions) -> None:
+    texts = corpus_texts(corpora, 12) + ["short", "word " * 600]
+    with Engine(qwen_path, options=options) as other:
+        assert_same_vectors(other.embed(texts), qwen.embed(texts))
 
 
 def test_matryoshka_is_cut_and_renormalized(qwen: Engine) -> None:

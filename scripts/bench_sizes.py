@@ -61,7 +61,8 @@ else:
     from transformers import AutoTokenizer, Qwen3Model
     torch.set_num_threads(counter.n_threads if hasattr(counter, "n_threads") else 2)
     tok = AutoTokenizer.from_pretrained(hf_dir)
-    model = Qwen3Model.from_pretrained(hf_dir, dtype=torch.float32, attn_implementation="sdpa").eval()
+    model = Qwen3Model.from_pretrained(hf_dir, dtype=torch.float32,
+                                       attn_implementation="sdpa").eval()
     eos = tok.convert_tokens_to_ids("<|endoftext|>")
     def run():
         with torch.no_grad():

@@ -59,7 +59,7 @@ def test_order_is_input_order_whatever_the_lengths(qwen: Engine) -> None:
     EngineOptions(batch_tokens=2048, kv_unified=False, max_seqs=16)])
 def test_engine_settings_give_the_same_vectors(qwen_path: Path, qwen: Engine, corpora: Path,
                                                options: EngineOptions) -> None:
-    texts = corpus_texts(corpora, 12) + ["short", "word " * 600]
+    texts = [*corpus_texts(corpora, 12), "short", "word " * 600]
     with Engine(qwen_path, options=options) as other:
         assert_same_vectors(other.embed(texts), qwen.embed(texts))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .engine import finish
+from ._context import finish
 
 
 @dataclass

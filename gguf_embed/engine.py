@@ -12,7 +12,6 @@ causal last-token models are decoded alone, in ``batch_tokens`` chunks (BENCHMAR
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -23,9 +22,8 @@ import llama_cpp as lc
 import numpy as np
 
 from . import _llama
-from ._batch import TokenBatch
+from ._context import POOLING_NAMES, Context, finish
 from .errors import (
-    EngineError,
     InputError,
     InputTooLong,
     InvalidDimensions,
@@ -34,8 +32,6 @@ from .errors import (
 )
 from .models import QWEN3_QUERY, QWEN3_TASK, ModelSpec, ResolvedModel, spec_for_file
 
-POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
-POOLING_NAMES = {v: k for k, v in POOLING.items()}
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
 ALL_LAYERS = 0x7FFFFFFF
@@ -91,8 +87,8 @@ class Engine:
         self.n_threads = n_threads or _llama.physical_cores()
         self._lock = threading.Lock()
         self._model: Any = None
-        self._packed: _Context | None = None
-        self._long: _Context | None = None
+        self._packed: Context | None = None
+        self._long: Context | None = None
         _check_gguf_file(path)
         _llama.backend()
         params = lc.llama_model_default_params()
@@ -301,12 +297,12 @@ class Engine:
                 self._long.free()
             size = min(self.max_tokens, _round_up(max(need, 4096), 256))  # need <= max_tokens
             packed = self._packed_context()
-            self._long = _Context(self, n_ctx=size, n_batch=packed.n_batch,
+            self._long = Context(self, n_ctx=size, n_batch=packed.n_batch,
                                   n_ubatch=packed.n_ubatch, n_seqs=1, seq_capacity=size,
                                   unified=True)
         return self._long.decode_chunked(tokens)
 
-    def _packed_context(self) -> _Context:
+    def _packed_context(self) -> Context:
         if self._packed is None:
             opts = self.options
             pack = opts.batch_tokens or 512
@@ -324,94 +320,11 @@ class Engine:
                 n_ubatch = n_batch
                 n_seqs = max(1, min(opts.max_seqs, n_batch))
                 capacity, n_ctx = self.max_tokens, n_batch
-            self._packed = _Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
+            self._packed = Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                     n_seqs=n_seqs, seq_capacity=capacity,
                                     unified=opts.kv_unified or not self.chunked,
                                     pack_tokens=pack)
         return self._packed
-
-
-class _Context:
-    """A llama.cpp context plus its batch buffer."""
-
-    def __init__(self, engine: Engine, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
-                 seq_capacity: int, unified: bool, pack_tokens: int | None = None) -> None:
-        self.engine = engine
-        self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
-        self.pack_tokens = pack_tokens or n_batch
-        self.seq_capacity = seq_capacity
-        params = lc.llama_context_default_params()
-        params.n_ctx = n_ctx
-        params.n_batch = n_batch
-        params.n_ubatch = n_ubatch
-        params.n_seq_max = n_seqs
-        params.n_threads = params.n_threads_batch = engine.n_threads
-        params.embeddings = True
-        params.pooling_type = POOLING[engine.pooling]
-        params.kv_unified = unified
-        params.no_perf = True
-        fa = engine.options.flash_attn
-        params.flash_attn_type = -1 if fa is None else int(fa)
-        self.ctx = lc.llama_init_from_model(engine._model, params)
-        if not self.ctx:
-            raise ModelLoadError(
-                f"cannot create a llama.cpp context for {engine.path} with {n_ctx} tokens "
-                f"({n_seqs} sequences): out of memory? lower the context or batch size")
-        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
-        self.batch = TokenBatch(n_batch)
-        self._mem = lc.llama_get_memory(self.ctx)
-
-    def _run(self) -> None:
-        rc = lc.llama_decode(self.ctx, self.batch.as_llama())
-        if rc != 0:
-            self.clear()
-            raise EngineError(f"llama_decode failed with code {rc} ({self.batch.n_tokens} "
-                              f"tokens); try a smaller batch size")
-
-    def _pooled(self, seq_id: int) -> np.ndarray:
-        ptr = lc.llama_get_embeddings_seq(self.ctx, seq_id)
-        if not ptr:
-            raise EngineError(f"llama.cpp returned no embedding for sequence {seq_id}")
-        return np.ctypeslib.as_array(
-            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.engine.n_embd,)
-        ).copy()
-
-    def clear(self) -> None:
-        if self._mem:
-            lc.llama_memory_clear(self._mem, True)
-
-    def decode(self, seqs: list[np.ndarray]) -> np.ndarray:
-        self.batch.clear()
-        for s, tokens in enumerate(seqs):
-            self.batch.add(tokens, s)
-        try:
-            self._run()
-            return np.stack([self._pooled(s) for s in range(len(seqs))])
-        finally:
-            self.clear()
-
-    def decode_chunked(self, tokens: np.ndarray) -> np.ndarray:
-        try:
-            for start in range(0, len(tokens), self.n_batch):
-                self.batch.clear()
-                self.batch.add(tokens[start:start + self.n_batch], 0, start)
-                self._run()
-            return self._pooled(0)
-        finally:
-            self.clear()
-
-    def free(self) -> None:
-        if self.ctx:
-            lc.llama_free(self.ctx)
-            self.ctx = None
-
-
-def finish(raw: np.ndarray, dimensions: int | None = None) -> np.ndarray:
-    """Matryoshka cut (if asked), then L2 normalization; float32, C-contiguous."""
-    vectors = raw[:, :dimensions] if dimensions else raw
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)
 
 
 def _round_up(n: int, multiple: int) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import Embeddings, finish
+from ._context import finish
+from .engine import Embeddings
 from .errors import InputError, InputTooLong
 from .models import ModelSpec
 

@@ -1,0 +1,99 @@
+"""A llama.cpp context in embedding mode plus its batch buffer: decode packed sequences, or
+one long sequence in chunks, and read the pooled vectors back as numpy."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import llama_cpp as lc
+import numpy as np
+
+from ._batch import TokenBatch
+from .errors import EngineError, ModelLoadError
+
+POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
+POOLING_NAMES = {v: k for k, v in POOLING.items()}
+
+
+class Context:
+    """A llama.cpp context plus its batch buffer."""
+
+    def __init__(self, engine: Any, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
+                 seq_capacity: int, unified: bool, pack_tokens: int | None = None) -> None:
+        self.engine = engine
+        self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
+        self.pack_tokens = pack_tokens or n_batch
+        self.seq_capacity = seq_capacity
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = n_batch
+        params.n_ubatch = n_ubatch
+        params.n_seq_max = n_seqs
+        params.n_threads = params.n_threads_batch = engine.n_threads
+        params.embeddings = True
+        params.pooling_type = POOLING[engine.pooling]
+        params.kv_unified = unified
+        params.no_perf = True
+        fa = engine.options.flash_attn
+        params.flash_attn_type = -1 if fa is None else int(fa)
+        self.ctx = lc.llama_init_from_model(engine._model, params)
+        if not self.ctx:
+            raise ModelLoadError(
+                f"cannot create a llama.cpp context for {engine.path} with {n_ctx} tokens "
+                f"({n_seqs} sequences): out of memory? lower the context or batch size")
+        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
+        self.batch = TokenBatch(n_batch)
+        self._mem = lc.llama_get_memory(self.ctx)
+
+    def _run(self) -> None:
+        rc = lc.llama_decode(self.ctx, self.batch.as_llama())
+        if rc != 0:
+            self.clear()
+            raise EngineError(f"llama_decode failed with code {rc} ({self.batch.n_tokens} "
+                              f"tokens); try a smaller batch size")
+
+    def _pooled(self, seq_id: int) -> np.ndarray:
+        ptr = lc.llama_get_embeddings_seq(self.ctx, seq_id)
+        if not ptr:
+            raise EngineError(f"llama.cpp returned no embedding for sequence {seq_id}")
+        return np.ctypeslib.as_array(
+            ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.engine.n_embd,)
+        ).copy()
+
+    def clear(self) -> None:
+        if self._mem:
+            lc.llama_memory_clear(self._mem, True)
+
+    def decode(self, seqs: list[np.ndarray]) -> np.ndarray:
+        self.batch.clear()
+        for s, tokens in enumerate(seqs):
+            self.batch.add(tokens, s)
+        try:
+            self._run()
+            return np.stack([self._pooled(s) for s in range(len(seqs))])
+        finally:
+            self.clear()
+
+    def decode_chunked(self, tokens: np.ndarray) -> np.ndarray:
+        try:
+            for start in range(0, len(tokens), self.n_batch):
+                self.batch.clear()
+                self.batch.add(tokens[start:start + self.n_batch], 0, start)
+                self._run()
+            return self._pooled(0)
+        finally:
+            self.clear()
+
+    def free(self) -> None:
+        if self.ctx:
+            lc.llama_free(self.ctx)
+            self.ctx = None
+
+
+def finish(raw: np.ndarray, dimensions: int | None = None) -> np.ndarray:
+    """Matryoshka cut (if asked), then L2 normalization; float32, C-contiguous."""
+    vectors = raw[:, :dimensions] if dimensions else raw
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

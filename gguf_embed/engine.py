@@ -194,30 +194,37 @@ class Engine:
                       add_eos: bool = True) -> Embeddings:
         """Embed pre-tokenized inputs (as OpenAI's token-id arrays)."""
         self.check_dimensions(dimensions)
-        n_vocab = self.n_vocab
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
         for i, seq in enumerate(sequences):
-            tokens = np.asarray(seq, dtype=np.int32)
-            if tokens.ndim != 1 or len(tokens) == 0:
-                raise InputError(f"input {i} has no tokens", param="input")
-            if tokens.min() < 0 or tokens.max() >= n_vocab:
-                raise InputError(f"input {i} has token ids outside 0..{n_vocab - 1}",
-                                 param="input")
-            if add_eos:
-                tokens = self.with_eos(tokens)
-            if len(tokens) > self.max_tokens:
-                if not truncate:
-                    raise InputTooLong(
-                        f"input {i} has {len(tokens)} tokens but the context holds "
-                        f"{self.max_tokens}; split it, or ask for truncation",
-                        index=i, n_tokens=len(tokens), limit=self.max_tokens)
-                tokens = self._truncate(tokens)
-                truncated.append(i)
+            tokens, cut = self.check_tokens(seq, i, add_eos=add_eos, truncate=truncate)
             seqs.append(tokens)
+            if cut:
+                truncated.append(i)
         with self._lock:
             raw = self._embed_sequences(seqs)
         return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], truncated)
+
+    def check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
+                     add_eos: bool = True, truncate: bool = False) -> tuple[np.ndarray, bool]:
+        """One input's tokens, checked (non-empty, ids in the vocabulary, within the context)
+        and ready to decode; the flag says whether it was truncated."""
+        tokens = np.asarray(seq, dtype=np.int32)
+        if tokens.ndim != 1 or len(tokens) == 0:
+            raise InputError(f"input {index} has no tokens", param="input")
+        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+            raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
+                             param="input")
+        if add_eos:
+            tokens = self.with_eos(tokens)
+        if len(tokens) <= self.max_tokens:
+            return tokens, False
+        if not truncate:
+            raise InputTooLong(
+                f"input {index} has {len(tokens)} tokens but the context holds "
+                f"{self.max_tokens}; split it, or ask for truncation",
+                index=index, n_tokens=len(tokens), limit=self.max_tokens)
+        return self._truncate(tokens), True
 
     def close(self) -> None:
         for ctx in (self._packed, self._long):

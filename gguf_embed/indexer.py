@@ -125,7 +125,7 @@ class Indexer:
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []
-        batch_tokens = 0
+        batch_chunks = batch_tokens = 0
         done = 0
         for item in found:
             done += 1
@@ -133,11 +133,11 @@ class Indexer:
             pending = self._examine(item.path, existing.get(path), gone_by_hash)
             if pending is not None:
                 batch.append(pending)
+                batch_chunks += len(pending.chunks)
                 batch_tokens += sum(c.n_tokens for c in pending.chunks)
-            if len(batch) and (sum(len(p.chunks) for p in batch) >= BATCH_CHUNKS
-                               or batch_tokens >= BATCH_TOKENS):
+            if batch and (batch_chunks >= BATCH_CHUNKS or batch_tokens >= BATCH_TOKENS):
                 self._flush(batch)
-                batch, batch_tokens = [], 0
+                batch, batch_chunks, batch_tokens = [], 0, 0
                 self._report(done, len(found), start, path)
         if batch:
             self._flush(batch)

@@ -59,18 +59,10 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
         if query_vector is None:
             raise InputError("vector search needs a query vector", param="query")
         hits = vector_hits(store, query_vector, pool, path_glob, exact=exact)
-        if mode == "vector":
-            ranked = dict(hits)
-        else:
-            for rank, (chunk_id, _) in enumerate(hits):
-                ranked[chunk_id] = ranked.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = dict(hits) if mode == "vector" else _fuse(ranked, hits)
     if mode in ("keyword", "hybrid"):
         hits = keyword_hits(store, query, pool, path_glob)
-        if mode == "keyword":
-            ranked = dict(hits)
-        else:
-            for rank, (chunk_id, _) in enumerate(hits):
-                ranked[chunk_id] = ranked.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+        ranked = dict(hits) if mode == "keyword" else _fuse(ranked, hits)
     top = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))[:k]
     rows = store.chunk_rows([chunk_id for chunk_id, _ in top])
     terms = {w.lower() for w in WORD.findall(query)}
@@ -84,6 +76,13 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
             end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
             start_page=row.start_page, end_page=row.end_page))
     return results
+
+
+def _fuse(ranked: dict[int, float], hits: list[tuple[int, float]]) -> dict[int, float]:
+    """Add one ranking's reciprocal-rank scores (RRF) to ``ranked``."""
+    for rank, (chunk_id, _) in enumerate(hits):
+        ranked[chunk_id] = ranked.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+    return ranked
 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,

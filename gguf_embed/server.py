@@ -246,29 +246,21 @@ def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
         raw = [raw]  # one array of token ids
     if len(raw) > max_inputs:
         raise ApiError(400, f"too many inputs: {len(raw)} > {max_inputs}", param="input")
-    n_vocab = engine.n_vocab
     out: list[np.ndarray] = []
     for i, item in enumerate(raw):
         if isinstance(item, str):
             if not item:
                 raise ApiError(400, f"input[{i}] is empty", param="input")
-            text = engine.format([item], query=query, task=task)[0]
-            tokens = engine.tokenize(text)
+            tokens = engine.tokenize(engine.format([item], query=query, task=task)[0])
+            add_eos = False  # tokenize already ends with it
         elif isinstance(item, list) and item and all(
                 isinstance(t, int) and not isinstance(t, bool) for t in item):
-            tokens = np.asarray(item, dtype=np.int64)
-            if tokens.min() < 0 or tokens.max() >= n_vocab:
-                raise ApiError(400, f"input[{i}] has token ids outside 0..{n_vocab - 1}",
-                               param="input")
-            tokens = engine.with_eos(tokens.astype(np.int32))
+            tokens, add_eos = np.asarray(item, dtype=np.int64), True
         else:
             raise ApiError(400, f"input[{i}] must be a non-empty string or array of token "
                                 f"ids", param="input")
-        if len(tokens) > engine.max_tokens:
-            raise ApiError(400, f"input[{i}] has {len(tokens)} tokens; the model's context "
-                                f"holds {engine.max_tokens}", param="input",
-                           code="context_length_exceeded")
-        out.append(tokens)
+        # the engine's own checks (ids, context), raised here, before this joins a batch
+        out.append(engine.check_tokens(tokens, i, add_eos=add_eos)[0])
     return out
 
 

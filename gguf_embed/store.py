@@ -208,10 +208,7 @@ class Store:
     def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """Stored vectors of chunks with these text hashes (unchanged text is not re-embedded)."""
         found: dict[str, bytes] = {}
-        wanted = list(set(hashes))
-        for start in range(0, len(wanted), 500):
-            part = wanted[start:start + 500]
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(list(set(hashes))):
             for chunk_hash, blob in self.conn.execute(
                     f"SELECT c.hash, v.embedding FROM chunks c JOIN chunk_vectors v "
                     f"ON v.chunk_id = c.id WHERE c.hash IN ({marks}) GROUP BY c.hash", part):
@@ -281,9 +278,7 @@ class Store:
 
     def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
         rows: dict[int, ChunkRow] = {}
-        for start in range(0, len(ids), 500):
-            part = list(ids[start:start + 500])
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(ids):
             for row in self.conn.execute(
                     f"SELECT c.id, d.path, c.text, c.start_line, c.end_line, c.start_page, "
                     f"c.end_page FROM chunks c JOIN documents d ON d.id = c.doc_id "
@@ -295,9 +290,7 @@ class Store:
         """Float vectors of these chunks (in the order found)."""
         found: list[int] = []
         blobs: list[bytes] = []
-        for start in range(0, len(ids), 500):
-            part = list(ids[start:start + 500])
-            marks = ",".join("?" * len(part))
+        for part, marks in _in_batches(ids):
             for rowid, blob in self.conn.execute(
                     f"SELECT chunk_id, embedding FROM chunk_vectors WHERE chunk_id IN ({marks})",
                     part):
@@ -306,6 +299,13 @@ class Store:
         dims = self.dims or 0
         matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dims)
         return found, matrix
+
+
+def _in_batches(items: Sequence[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
+    """``items`` in slices small enough for one ``IN (?, ...)``, with their placeholders."""
+    for start in range(0, len(items), size):
+        part = list(items[start:start + size])
+        yield part, ",".join("?" * len(part))
 
 
 def _has_table(conn: apsw.Connection, name: str) -> bool:

@@ -2,9 +2,14 @@
 load, and a self-test that embeds fixed texts and compares them with reference vectors stored
 for that model (a broken build, such as llama.cpp #20824's AMX miscompile, fails it).
 
-Reference files are JSON, keyed by the model file's fingerprint: ``{"model", "fingerprint",
-"texts", "vectors", "query"}``.  They are written with :func:`write_reference` from a trusted
-run (ideally vectors from the reference implementation) and shipped or kept beside the model.
+Two kinds of reference, both JSON with ``texts``, ``vectors``, ``query`` and ``query_vector``:
+
+* one bound to a model *file* by its ``fingerprint``, written with :func:`write_reference` from a
+  run on a build you trust and kept beside the model (``MODEL.gguf.reference.json``); it must
+  match to a cosine of 0.999;
+* one for a catalog *model*, shipped in ``gguf_embed/references/NAME.json`` and made from the
+  reference implementation on the original weights (``scripts/make_reference.py``); it applies
+  to every GGUF of that model, so the cosine it must reach depends on the file's quantization.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ SELF_TEST_TEXTS = [
 ]
 SELF_TEST_QUERY = "find large files on disk"
 MIN_COSINE = 0.999
+REFERENCES = Path(__file__).resolve().parent / "references"
+
+# general.file_type -> the cosine a quantized GGUF must reach against the original model's
+# vectors (F32/F16/BF16 keep MIN_COSINE); measured with all-MiniLM-L6-v2 Q8_0: 0.9995
+_QUANT_MIN_COSINE = {
+    7: 0.995,                                  # Q8_0
+    8: 0.99, 9: 0.99, 16: 0.99, 17: 0.99, 18: 0.99,  # Q5_0, Q5_1, Q5_K_S, Q5_K_M, Q6_K
+    2: 0.98, 3: 0.98, 14: 0.98, 15: 0.98, 25: 0.98, 30: 0.98,  # 4-bit
+}
 
 
 def environment() -> dict[str, Any]:
@@ -81,6 +95,35 @@ def write_reference(engine: Any, path: Path, fingerprint: str) -> None:
     }))
 
 
+def packaged_reference(name: str) -> Path | None:
+    """The shipped reference-implementation vectors of catalog model ``name``, if any."""
+    path = REFERENCES / f"{name}.json"
+    return path if path.is_file() else None
+
+
+def min_cosine_for(engine: Any) -> float:
+    """What a GGUF of this quantization must reach against the original model's vectors."""
+    try:
+        file_type = int(engine.metadata.get("general.file_type", 0))
+    except ValueError:
+        file_type = -1
+    if file_type in (0, 1, 32):
+        return MIN_COSINE
+    return _QUANT_MIN_COSINE.get(file_type, 0.95)
+
+
+def _reference_error(engine: Any, data: dict[str, Any], fingerprint: str) -> str | None:
+    if "fingerprint" in data:
+        if data["fingerprint"] != fingerprint:
+            return "the reference was made for another model file"
+    elif data.get("model") != engine.spec.name:
+        return f"the reference is for model {data.get('model')!r}, not {engine.spec.name!r}"
+    if len(data["query_vector"]) != engine.n_embd:
+        return f"the reference has {len(data['query_vector'])} dimensions, the model " \
+               f"{engine.n_embd}"
+    return None
+
+
 def self_test(engine: Any, reference: Path | None, fingerprint: str) -> dict[str, Any]:
     """Embed the fixed texts; compare with the reference if there is one for this model."""
     docs, query = self_vectors(engine)
@@ -92,16 +135,25 @@ def self_test(engine: Any, reference: Path | None, fingerprint: str) -> dict[str
     }
     ok = result["finite"] and result["normalized"] and result["distinct"]
     if reference is not None:
-        data = json.loads(reference.read_text())
-        if data.get("fingerprint") != fingerprint:
-            result["reference_error"] = "the reference was made for another model file"
+        try:
+            data = json.loads(reference.read_text(encoding="utf-8"))
+            error = _reference_error(engine, data, fingerprint)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data, error = {}, f"cannot read the reference: {type(exc).__name__}: {exc}"
+        if error:
+            result["reference_error"] = error
             ok = False
         else:
+            bound = MIN_COSINE if "fingerprint" in data else min_cosine_for(engine)
+            result["reference_kind"] = "model file" if "fingerprint" in data else \
+                "original model"
+            result["reference_source"] = data.get("source", "")
+            result["required_cosine"] = bound
             want = np.asarray(data["vectors"], dtype=np.float32)
             want_q = np.asarray([data["query_vector"]], dtype=np.float32)
             cos = np.concatenate([(docs * want).sum(axis=1), (query * want_q).sum(axis=1)])
             result["cosines"] = [round(float(c), 6) for c in cos]
             result["min_cosine"] = round(float(cos.min()), 6)
-            ok = ok and bool(cos.min() >= MIN_COSINE)
+            ok = ok and bool(cos.min() >= bound)
     result["ok"] = bool(ok)
     return result

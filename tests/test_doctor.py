@@ -43,3 +43,54 @@ def test_without_reference_checks_sanity(minilm_path: Path, tmp_path: Path) -> N
                                       str(tmp_path / "none.json")])
     assert result.exit_code == 0
     assert "no reference vectors" in result.stdout and "extensions_load:" in result.stdout
+
+
+def test_shipped_reference_of_the_original_model(models_dir: Path, qwen_path: Path,
+                                                 tmp_path: Path) -> None:
+    """A GGUF under a catalog model's file name is checked against the vectors that
+    sentence-transformers made from the original weights, with a bound set by its quantization."""
+    runner = CliRunner()
+    for source, bound in (("all-minilm-l6-v2-q8_0.gguf", 0.995),
+                          ("all-minilm-l6-v2-f16.gguf", 0.999)):
+        link = tmp_path / source / "all-MiniLM-L6-v2-Q8_0.gguf"  # the catalog's file name
+        link.parent.mkdir()
+        link.symlink_to(models_dir / source)
+        result = runner.invoke(cli, ["doctor", "-m", str(link), "--json"])
+        assert result.exit_code == 0, result.stdout
+        test = json.loads(result.stdout)["self_test"]
+        assert test["reference"].endswith("references/all-minilm-l6-v2.json")
+        assert test["reference_kind"] == "original model"
+        assert test["reference_source"].startswith("sentence-transformers/all-MiniLM-L6-v2")
+        assert test["required_cosine"] == bound and test["min_cosine"] >= bound
+
+    shipped = json.loads(Path(test["reference"]).read_text())
+    rng = np.random.default_rng(1)
+    shipped["vectors"] = (np.array(shipped["vectors"]) + rng.normal(0, 0.1, (3, 384))).tolist()
+    (tmp_path / "moved.json").write_text(json.dumps(shipped))
+    drift = runner.invoke(cli, ["doctor", "-m", str(link), "--reference",
+                                str(tmp_path / "moved.json"), "--json"])
+    assert drift.exit_code == 1 and json.loads(drift.stdout)["self_test"]["min_cosine"] < 0.999
+
+    impostor = tmp_path / "impostor" / "all-MiniLM-L6-v2-Q8_0.gguf"
+    impostor.parent.mkdir()
+    impostor.symlink_to(qwen_path)
+    wrong = runner.invoke(cli, ["doctor", "-m", str(impostor)])
+    assert wrong.exit_code == 1 and "384 dimensions, the model 256" in wrong.stdout
+
+    (tmp_path / "broken.json").write_text("{not json")
+    broken = runner.invoke(cli, ["doctor", "-m", str(link), "--reference",
+                                 str(tmp_path / "broken.json")])
+    assert broken.exit_code == 1 and "cannot read the reference" in broken.stdout
+
+
+def test_quantization_sets_the_bound() -> None:
+    from types import SimpleNamespace
+
+    from gguf_embed.doctor import min_cosine_for
+
+    def bound(file_type: str) -> float:
+        return min_cosine_for(SimpleNamespace(metadata={"general.file_type": file_type}))
+
+    assert bound("0") == bound("1") == bound("32") == 0.999
+    assert bound("7") == 0.995 and bound("18") == 0.99 and bound("15") == 0.98
+    assert bound("24") == 0.95  # 1-bit and other unlisted types: a looser sanity bound

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..doctor import environment, model_report, self_test, write_reference
+from ..doctor import environment, model_report, packaged_reference, self_test, write_reference
 from ..models import file_fingerprint
 from ._base import cli, load_engine, model_options
 
@@ -16,8 +16,8 @@ from ._base import cli, load_engine, model_options
 @cli.command()
 @model_options
 @click.option("--reference", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Reference vectors for the self-test [default: MODEL.reference.json beside "
-                   "the model file, if present].")
+              help="Reference vectors for the self-test [default: MODEL.gguf.reference.json "
+                   "beside the model file, else the shipped vectors of the original model].")
 @click.option("--write-reference", "write_reference_", is_flag=True,
               help="Record this run's vectors as the reference (on a build you trust).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -31,11 +31,14 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
     env = environment()
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     fingerprint = file_fingerprint(Path(engine.path))
-    reference = reference or Path(str(engine.path) + ".reference.json")
+    beside = Path(str(engine.path) + ".reference.json")
     if write_reference_:
-        write_reference(engine, reference, fingerprint)
-        click.echo(f"wrote {reference}", err=True)
-    test = self_test(engine, reference if reference.exists() else None, fingerprint)
+        write_reference(engine, reference or beside, fingerprint)
+        click.echo(f"wrote {reference or beside}", err=True)
+    if reference is None:
+        reference = beside if beside.exists() else packaged_reference(engine.spec.name)
+    test = self_test(engine, reference if reference and reference.exists() else None,
+                     fingerprint)
     report = {"environment": env, "model": model_report(engine), "self_test": test}
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
@@ -47,7 +50,8 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
                     "gpu_layers", "threads", "parameters", "size"):
             click.echo(f"{'model ' + key + ':':<24} {info[key]}")
         state = "ok" if test["ok"] else "FAILED"
-        detail = (f"min cosine {test['min_cosine']} vs {test['reference']}"
+        detail = (f"min cosine {test['min_cosine']}, needs {test['required_cosine']}, against "
+                  f"the {test['reference_kind']}'s vectors in {test['reference']}"
                   if "min_cosine" in test else test.get("reference_error")
                   or "no reference vectors for this model (checked finite, normalized, distinct)")
         click.echo(f"{'self-test:':<24} {state} ({detail})")

@@ -48,7 +48,7 @@ def cmake_args(variables: dict[str, str]) -> str:
     return " ".join(f"-D{k}={v}" for k, v in sorted(variables.items()))
 
 
-def build_wheel(preset: str, defines: list[str], version: str) -> Path:
+def build_wheel(preset: str, defines: list[str], version: str, isolation: bool = True) -> Path:
     variables = preset_variables(preset)
     for item in defines:
         key, _, value = item.partition("=")
@@ -66,7 +66,7 @@ def build_wheel(preset: str, defines: list[str], version: str) -> Path:
     print(f"building llama-cpp-python {version} with preset {preset}: {args}", file=sys.stderr)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(folder),
-         str(sdist_tarball(version))],
+         *([] if isolation else ["--no-build-isolation"]), str(sdist_tarball(version))],
         check=True, env=env, stdout=sys.stderr,
     )
     (folder / "cmake-args.txt").write_text(args + "\n")
@@ -80,8 +80,10 @@ def main() -> None:
                         metavar="VAR=VALUE", help="extra CMake cache variable")
     parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION)
     parser.add_argument("--wheel-only", action="store_true", help="build the wheel, do not install")
+    parser.add_argument("--no-build-isolation", action="store_true",
+                        help="build with this environment's scikit-build-core (offline machines)")
     opts = parser.parse_args()
-    wheel = build_wheel(opts.preset, opts.defines, opts.version)
+    wheel = build_wheel(opts.preset, opts.defines, opts.version, not opts.no_build_isolation)
     if opts.wheel_only:
         print(wheel)
         return

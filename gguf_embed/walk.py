@@ -113,8 +113,12 @@ def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:
 
 
 def _ignored(path: Path, is_dir: bool, specs: list[tuple[Path, pathspec.PathSpec]]) -> bool:
-    for base, spec in specs:
+    """Git's precedence: the deepest ignore file with a matching pattern decides (so a nested
+    ``!keep.log`` re-includes what a parent's ``*.log`` left out), and in one folder
+    .ggufembedignore overrides .gitignore."""
+    for base, spec in reversed(specs):
         rel = path.relative_to(base).as_posix() + ("/" if is_dir else "")
-        if spec.match_file(rel):
-            return True
+        decided = spec.check_file(rel).include
+        if decided is not None:
+            return decided
     return False

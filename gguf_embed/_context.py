@@ -20,7 +20,8 @@ class Context:
     """A llama.cpp context plus its batch buffer."""
 
     def __init__(self, engine: Any, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
-                 seq_capacity: int, unified: bool, pack_tokens: int | None = None) -> None:
+                 seq_capacity: int, unified: bool, flash_attn: bool | None,
+                 pack_tokens: int | None = None) -> None:
         self.engine = engine
         self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
         self.pack_tokens = pack_tokens or n_batch
@@ -35,8 +36,7 @@ class Context:
         params.pooling_type = POOLING[engine.pooling]
         params.kv_unified = unified
         params.no_perf = True
-        fa = engine.options.flash_attn
-        params.flash_attn_type = -1 if fa is None else int(fa)
+        params.flash_attn_type = -1 if flash_attn is None else int(flash_attn)
         self.ctx = lc.llama_init_from_model(engine._model, params)
         if not self.ctx:
             raise ModelLoadError(

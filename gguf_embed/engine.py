@@ -37,6 +37,9 @@ NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jin
 ALL_LAYERS = 0x7FFFFFFF
 
 
+LONG_FLASH_ATTN_CPU_MAX = 4096  # tokens; see EngineOptions.long_flash_attn
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Tuning knobs; the defaults are what measured fastest (see BENCHMARKS.md)."""
@@ -49,6 +52,11 @@ class EngineOptions:
     # shared cache is as fast as one stream per sequence, in a fraction of the memory.
     kv_unified: bool = True
     flash_attn: bool | None = True  # None: llama.cpp decides; True skips masked blocks
+    # Inputs longer than a pack are decoded alone, chunk by chunk, in a second context. On the
+    # CPU, ggml's flash-attention kernel wins up to ~4k tokens and loses beyond (0.6B shape:
+    # 2k 168 vs 157 tokens/s, 8k 72 vs 85, 30k 26 vs 32), so by default that context uses it
+    # with a GPU (faster, and no 32k-token attention matrix in memory) or up to 4,096 tokens.
+    long_flash_attn: bool | None = None  # None: as above; True / False: always / never
 
 
 @dataclass
@@ -140,6 +148,9 @@ class Engine:
             "eos": self.spec.eos, "context": self.max_tokens, "context_train": self.n_ctx_train,
             "threads": self.n_threads, "gpu_layers": self.n_gpu_layers,
             "gpu_offload": _llama.supports_gpu_offload(),
+            "flash_attn": self.options.flash_attn,
+            "long_flash_attn": "auto" if self.options.long_flash_attn is None
+            else self.options.long_flash_attn,
             "matryoshka": list(self.matryoshka_range),
             "query_prompt": self.spec.query_prompt, "document_prompt": self.spec.document_prompt,
             "size": int(lc.llama_model_size(self._model)),
@@ -306,8 +317,16 @@ class Engine:
             packed = self._packed_context()
             self._long = Context(self, n_ctx=size, n_batch=packed.n_batch,
                                   n_ubatch=packed.n_ubatch, n_seqs=1, seq_capacity=size,
-                                  unified=True)
+                                  unified=True, flash_attn=self.long_flash_attn(size))
         return self._long.decode_chunked(tokens)
+
+    def long_flash_attn(self, n_ctx: int) -> bool:
+        """Whether the context for inputs longer than a pack, of ``n_ctx`` tokens, uses flash
+        attention."""
+        choice = self.options.long_flash_attn
+        if choice is not None:
+            return choice
+        return self.n_gpu_layers > 0 or n_ctx <= LONG_FLASH_ATTN_CPU_MAX
 
     def _packed_context(self) -> Context:
         if self._packed is None:
@@ -330,7 +349,7 @@ class Engine:
             self._packed = Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
                                     n_seqs=n_seqs, seq_capacity=capacity,
                                     unified=opts.kv_unified or not self.chunked,
-                                    pack_tokens=pack)
+                                    flash_attn=opts.flash_attn, pack_tokens=pack)
         return self._packed
 
 

@@ -181,3 +181,16 @@ def test_info_describes_the_model(qwen: Engine, minilm: Engine) -> None:
     assert "Instruct:" in info["query_prompt"]
     info = minilm.info()
     assert info["pooling"] == "mean" and not info["causal"] and info["dims"] == 384
+
+
+def test_long_inputs_choose_flash_attention_by_device_and_length(qwen: Engine) -> None:
+    from gguf_embed.engine import LONG_FLASH_ATTN_CPU_MAX
+
+    assert qwen.n_gpu_layers == 0  # this suite runs on the CPU build
+    assert qwen.long_flash_attn(LONG_FLASH_ATTN_CPU_MAX) is True
+    assert qwen.long_flash_attn(LONG_FLASH_ATTN_CPU_MAX + 256) is False
+    forced = Engine(qwen.path, options=EngineOptions(long_flash_attn=True))
+    try:
+        assert forced.long_flash_attn(32768) is True and forced.info()["long_flash_attn"] is True
+    finally:
+        forced.close()

@@ -17,7 +17,7 @@ DEFINES=()
 export PYTHONUNBUFFERED=1 GGUF_EMBED_DEV_CACHE=${GGUF_EMBED_DEV_CACHE:-/tmp/gguf-embed-dev}
 OUT=${OUT:-/tmp/gguf-embed-out}
 mkdir -p "$OUT" "$GGUF_EMBED_DEV_CACHE/sdist"
-if [ -d .device/wheels ]; then
+if [ -d .device/wheels ] && ! python3 -c 'import apsw, sqlite_vec, pypdf, diskcache' 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/wheels/*.whl
   export PYTHONPATH=/tmp/site
 fi

@@ -12,6 +12,7 @@ causal last-token models are decoded alone, in ``batch_tokens`` chunks (BENCHMAR
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -291,21 +292,21 @@ class Engine:
     def _embed_sequences(self, seqs: list[np.ndarray]) -> np.ndarray:
         out = np.empty((len(seqs), self.n_embd), dtype=np.float32)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
-        packed = self._packed_context()
+        plan = self._plan
         pending: list[int] = []
         used = 0
         for i in order:
             n = len(seqs[i])
-            if n > packed.seq_capacity:
+            if n > plan.seq_capacity:
                 out[i] = self._embed_long(seqs[i])
                 continue
-            if pending and (used + n > packed.pack_tokens or len(pending) == packed.n_seqs):
-                out[pending] = packed.decode([seqs[j] for j in pending])
+            if pending and (used + n > plan.pack_tokens or len(pending) == plan.n_seqs):
+                out[pending] = self._packed_context().decode([seqs[j] for j in pending])
                 pending, used = [], 0
             pending.append(i)
             used += n
         if pending:
-            out[pending] = packed.decode([seqs[j] for j in pending])
+            out[pending] = self._packed_context().decode([seqs[j] for j in pending])
         return out
 
     def _embed_long(self, tokens: np.ndarray) -> np.ndarray:
@@ -314,9 +315,8 @@ class Engine:
             if self._long is not None:
                 self._long.free()
             size = min(self.max_tokens, _round_up(max(need, 4096), 256))  # need <= max_tokens
-            packed = self._packed_context()
-            self._long = Context(self, n_ctx=size, n_batch=packed.n_batch,
-                                  n_ubatch=packed.n_ubatch, n_seqs=1, seq_capacity=size,
+            self._long = Context(self, n_ctx=size, n_batch=self._plan.n_batch,
+                                  n_ubatch=self._plan.n_ubatch, n_seqs=1, seq_capacity=size,
                                   unified=True, flash_attn=self.long_flash_attn(size))
         return self._long.decode_chunked(tokens)
 
@@ -328,29 +328,50 @@ class Engine:
             return choice
         return self.n_gpu_layers > 0 or n_ctx <= LONG_FLASH_ATTN_CPU_MAX
 
+    @functools.cached_property
+    def _plan(self) -> _PackPlan:
+        """Sizes of the packing context, known before (and without) creating it."""
+        opts = self.options
+        pack = opts.batch_tokens or 512
+        if self.chunked:
+            n_batch = pack
+            n_ubatch = min(opts.ubatch_tokens or 512, n_batch)
+            n_seqs = max(1, min(opts.max_seqs, n_batch))
+            if opts.kv_unified:
+                capacity, n_ctx = n_batch, n_batch
+            else:
+                capacity = min(n_batch, max(256, _round_up(2 * n_batch // n_seqs, 64)))
+                n_ctx = capacity * n_seqs
+        else:  # each input whole in one physical batch; pack up to batch_tokens
+            n_batch = max(pack, self.max_tokens)
+            n_ubatch = n_batch
+            n_seqs = max(1, min(opts.max_seqs, n_batch))
+            capacity, n_ctx = self.max_tokens, n_batch
+        return _PackPlan(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch, n_seqs=n_seqs,
+                         seq_capacity=capacity, pack_tokens=pack,
+                         unified=opts.kv_unified or not self.chunked)
+
     def _packed_context(self) -> Context:
+        """Created on first use: a run of long inputs only never allocates it."""
         if self._packed is None:
-            opts = self.options
-            pack = opts.batch_tokens or 512
-            if self.chunked:
-                n_batch = pack
-                n_ubatch = min(opts.ubatch_tokens or 512, n_batch)
-                n_seqs = max(1, min(opts.max_seqs, n_batch))
-                if opts.kv_unified:
-                    capacity, n_ctx = n_batch, n_batch
-                else:
-                    capacity = min(n_batch, max(256, _round_up(2 * n_batch // n_seqs, 64)))
-                    n_ctx = capacity * n_seqs
-            else:  # each input whole in one physical batch; pack up to batch_tokens
-                n_batch = max(pack, self.max_tokens)
-                n_ubatch = n_batch
-                n_seqs = max(1, min(opts.max_seqs, n_batch))
-                capacity, n_ctx = self.max_tokens, n_batch
-            self._packed = Context(self, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_ubatch,
-                                    n_seqs=n_seqs, seq_capacity=capacity,
-                                    unified=opts.kv_unified or not self.chunked,
-                                    flash_attn=opts.flash_attn, pack_tokens=pack)
+            plan = self._plan
+            self._packed = Context(self, n_ctx=plan.n_ctx, n_batch=plan.n_batch,
+                                    n_ubatch=plan.n_ubatch, n_seqs=plan.n_seqs,
+                                    seq_capacity=plan.seq_capacity, unified=plan.unified,
+                                    flash_attn=self.options.flash_attn,
+                                    pack_tokens=plan.pack_tokens)
         return self._packed
+
+
+@dataclass(frozen=True)
+class _PackPlan:
+    n_ctx: int
+    n_batch: int
+    n_ubatch: int
+    n_seqs: int
+    seq_capacity: int
+    pack_tokens: int
+    unified: bool
 
 
 def _round_up(n: int, multiple: int) -> int:

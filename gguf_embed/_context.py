@@ -20,12 +20,9 @@ class Context:
     """A llama.cpp context plus its batch buffer."""
 
     def __init__(self, engine: Any, *, n_ctx: int, n_batch: int, n_ubatch: int, n_seqs: int,
-                 seq_capacity: int, unified: bool, flash_attn: bool | None,
-                 pack_tokens: int | None = None) -> None:
+                 unified: bool, flash_attn: bool | None) -> None:
         self.engine = engine
-        self.n_batch, self.n_ubatch, self.n_seqs = n_batch, n_ubatch, n_seqs
-        self.pack_tokens = pack_tokens or n_batch
-        self.seq_capacity = seq_capacity
+        self.n_batch = n_batch
         params = lc.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = n_batch

@@ -316,8 +316,8 @@ class Engine:
                 self._long.free()
             size = min(self.max_tokens, _round_up(max(need, 4096), 256))  # need <= max_tokens
             self._long = Context(self, n_ctx=size, n_batch=self._plan.n_batch,
-                                  n_ubatch=self._plan.n_ubatch, n_seqs=1, seq_capacity=size,
-                                  unified=True, flash_attn=self.long_flash_attn(size))
+                                  n_ubatch=self._plan.n_ubatch, n_seqs=1, unified=True,
+                                  flash_attn=self.long_flash_attn(size))
         return self._long.decode_chunked(tokens)
 
     def long_flash_attn(self, n_ctx: int) -> bool:
@@ -357,14 +357,15 @@ class Engine:
             plan = self._plan
             self._packed = Context(self, n_ctx=plan.n_ctx, n_batch=plan.n_batch,
                                     n_ubatch=plan.n_ubatch, n_seqs=plan.n_seqs,
-                                    seq_capacity=plan.seq_capacity, unified=plan.unified,
-                                    flash_attn=self.options.flash_attn,
-                                    pack_tokens=plan.pack_tokens)
+                                    unified=plan.unified, flash_attn=self.options.flash_attn)
         return self._packed
 
 
 @dataclass(frozen=True)
 class _PackPlan:
+    """The packing context's sizes; ``seq_capacity`` and ``pack_tokens`` decide which inputs
+    are packed and how many tokens go into one decode."""
+
     n_ctx: int
     n_batch: int
     n_ubatch: int

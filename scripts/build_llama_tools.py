@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from install_llama import preset_variables
+from install_llama import build_variables
 from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, llama_cpp_dir
 
 TARGETS = ("llama-bench", "llama-embedding")
@@ -27,10 +27,7 @@ TARGETS = ("llama-bench", "llama-embedding")
 
 def build_tools(preset: str, defines: list[str], version: str = LLAMA_CPP_PYTHON_VERSION,
                 ) -> Path:
-    variables = preset_variables(preset)
-    for item in defines:
-        key, _, value = item.partition("=")
-        variables[key] = value
+    variables = build_variables(preset, defines)
     variables.update(LLAMA_BUILD_TOOLS="ON", LLAMA_BUILD_EXAMPLES="ON", LLAMA_CURL="OFF",
                      LLAMA_OPENSSL="OFF", LLAMA_BUILD_APP="OFF", BUILD_SHARED_LIBS="OFF")
     args = [f"-D{k}={v}" for k, v in sorted(variables.items())]

@@ -44,16 +44,21 @@ def preset_variables(name: str, presets_file: Path = PRESETS) -> dict[str, str]:
     return collect(name)
 
 
+def build_variables(preset: str, defines: list[str]) -> dict[str, str]:
+    """The preset's cache variables with ``VAR=VALUE`` overrides from the command line."""
+    variables = preset_variables(preset)
+    for item in defines:
+        key, _, value = item.partition("=")
+        variables[key] = value
+    return variables
+
+
 def cmake_args(variables: dict[str, str]) -> str:
     return " ".join(f"-D{k}={v}" for k, v in sorted(variables.items()))
 
 
 def build_wheel(preset: str, defines: list[str], version: str, isolation: bool = True) -> Path:
-    variables = preset_variables(preset)
-    for item in defines:
-        key, _, value = item.partition("=")
-        variables[key] = value
-    args = cmake_args(variables)
+    args = cmake_args(build_variables(preset, defines))
     key = hashlib.sha256(f"{version} {args}".encode()).hexdigest()[:12]
     folder = CACHE / "wheels" / f"{preset}-{key}"
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))

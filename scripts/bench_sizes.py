@@ -115,6 +115,7 @@ if impl == "llama.cpp":
              "-b", str(pack), "-ub", "512", "--attention", "causal", "--pooling", "last",
              "-fa", flash, "-t", str(physical_cores()), "-ngl", "999", "--embd-normalize", "2",
              "--embd-output-format", "array"], capture_output=True, text=True)
+        Path(f.name).unlink()
         if proc.returncode:
             sys.exit("llama-embedding failed: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
         return time.perf_counter() - t0

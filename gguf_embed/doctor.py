@@ -87,12 +87,18 @@ def self_vectors(engine: Any) -> tuple[np.ndarray, np.ndarray]:
     return engine.embed(SELF_TEST_TEXTS), engine.embed([SELF_TEST_QUERY], query=True)
 
 
+def reference_record(model: str, docs: np.ndarray, query: np.ndarray,
+                     **extra: Any) -> dict[str, Any]:
+    """A reference file's content: the self-test texts with their vectors, plus either a
+    ``fingerprint`` (bound to one file) or a ``source`` (the original model's vectors)."""
+    return {"model": model, **extra, "texts": SELF_TEST_TEXTS, "query": SELF_TEST_QUERY,
+            "vectors": np.asarray(docs).tolist(), "query_vector": np.asarray(query).tolist()}
+
+
 def write_reference(engine: Any, path: Path, fingerprint: str) -> None:
     docs, query = self_vectors(engine)
-    path.write_text(json.dumps({
-        "model": engine.spec.name, "fingerprint": fingerprint, "texts": SELF_TEST_TEXTS,
-        "query": SELF_TEST_QUERY, "vectors": docs.tolist(), "query_vector": query[0].tolist(),
-    }))
+    path.write_text(json.dumps(reference_record(engine.spec.name, docs, query[0],
+                                                fingerprint=fingerprint)))
 
 
 def packaged_reference(name: str) -> Path | None:

@@ -20,10 +20,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gguf_embed.doctor import SELF_TEST_QUERY, SELF_TEST_TEXTS  # noqa: E402
+from gguf_embed.doctor import SELF_TEST_QUERY, SELF_TEST_TEXTS, reference_record  # noqa: E402
 from gguf_embed.models import CATALOG  # noqa: E402
 
 
@@ -58,14 +60,10 @@ def main() -> None:
     query = model.encode([spec.format_query(SELF_TEST_QUERY)], normalize_embeddings=True)
     out = opts.out or ROOT / "gguf_embed" / "references" / f"{spec.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "model": spec.name,
-        "source": f"{origin} with sentence-transformers {sentence_transformers.__version__}, "
-                  "fp32, catalog prompts applied",
-        "texts": SELF_TEST_TEXTS, "query": SELF_TEST_QUERY,
-        "vectors": [[round(float(x), 7) for x in v] for v in docs],
-        "query_vector": [round(float(x), 7) for x in query[0]],
-    }) + "\n")
+    source = (f"{origin} with sentence-transformers {sentence_transformers.__version__}, fp32, "
+              "catalog prompts applied")
+    docs, query = (np.round(np.asarray(v, dtype=np.float64), 7) for v in (docs, query[0]))
+    out.write_text(json.dumps(reference_record(spec.name, docs, query, source=source)) + "\n")
     print(out)
 
 

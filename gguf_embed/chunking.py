@@ -3,7 +3,8 @@
 Chunks are built from whole lines, sized with the model's own tokenizer; a chunk ends at the
 last heading, else the last blank line (paragraph), else the last line that fits, and the next
 chunk starts ``overlap`` tokens earlier.  A single line longer than a chunk is split by
-characters.  Every chunk is checked against the exact token count, so none is ever longer than
+characters, in time linear in its length (a 20 MB minified line takes seconds, not hours).
+Every chunk is checked against the exact token count, so none is ever longer than
 ``max_tokens``.
 """
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from .extract import Extracted
 
 MD_HEADING = re.compile(r"^#{1,6}\s")
+LONG_LINE_CHARS_PER_TOKEN = 16  # a line over budget x this many characters goes to _split_long
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,18 @@ def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings) 
     lines = doc.lines_text
     budget = settings.max_tokens
     pieces: list[tuple[str, int, int | None]] = []  # (text, source line, page)
+    sizes: list[int] = []  # tokens of each piece, +1 for the newline joining lines
     for i, text in enumerate(lines):
         page = doc.pages[i] if doc.pages else None
-        if count(text) > budget:
-            pieces.extend((part, doc.lines[i], page) for part in _split_long(text, count, budget))
+        # a line of many times the budget in characters is not tokenized whole, only split
+        n = count(text) if len(text) <= budget * LONG_LINE_CHARS_PER_TOKEN else budget + 1
+        if n > budget:
+            for part in _split_long(text, count, budget):
+                pieces.append((part, doc.lines[i], page))
+                sizes.append(count(part) + 1)
         else:
             pieces.append((text, doc.lines[i], page))
-    sizes = [count(text) + 1 for text, _, _ in pieces]  # +1: the newline joining lines
+            sizes.append(n + 1)
     chunks: list[Chunk] = []
     start = 0
     n = len(pieces)
@@ -123,22 +130,46 @@ def _make(pieces: list[tuple[str, int, int | None]], start: int, end: int,
 
 
 def _split_long(text: str, count: Callable[[str], int], budget: int) -> list[str]:
-    """Cut one over-long line into pieces of at most ``budget`` tokens, at spaces if any."""
+    """Cut one over-long line into pieces of at most ``budget`` tokens, at spaces if any.
+
+    Linear in the line's length: only a window a little longer than one piece is ever counted,
+    and the cut is found by interpolating on the characters per token just measured (a piece
+    filled to 90 % of the budget is good enough), with bisection as the fallback."""
     out: list[str] = []
-    rest = text
-    while rest:
-        if count(rest) <= budget:
-            out.append(rest)
-            break
-        lo, hi = 1, len(rest)
-        while lo < hi:  # the longest prefix that fits
-            mid = (lo + hi + 1) // 2
-            if count(rest[:mid]) <= budget:
-                lo = mid
+    pos, n = 0, len(text)
+    per_token = 4.0  # characters per token, re-measured at every count
+    while pos < n:
+        size = max(64, int(budget * per_token * 1.25))
+        while True:  # a window that overflows the budget (or the rest of the line, which fits)
+            end = min(n, pos + size)
+            used = count(text[pos:end])
+            if used > budget:
+                break
+            if end == n:
+                out.append(text[pos:])
+                return out
+            size *= 2
+        per_token = (end - pos) / used
+        lo, hi = pos, end  # text[pos:lo] fits, text[pos:hi] does not
+        for step in range(64):
+            if hi - lo <= 1:
+                break
+            guess = pos + int(budget * 0.95 * per_token) if step < 3 else (lo + hi) // 2
+            guess = min(max(guess, lo + 1), hi - 1)
+            used = count(text[pos:guess])
+            per_token = (guess - pos) / max(used, 1)
+            if used > budget:
+                hi = guess
             else:
-                hi = mid - 1
-        cut = rest.rfind(" ", 0, lo)
-        cut = cut if cut > lo // 2 else lo
-        out.append(rest[:cut])
-        rest = rest[cut:].lstrip(" ")
+                lo = guess
+                if used >= budget * 0.9:
+                    break
+        cut = max(lo, pos + 1)
+        space = text.rfind(" ", pos, cut)
+        if space > pos + (cut - pos) // 2:
+            cut = space
+        out.append(text[pos:cut])
+        pos = cut
+        while pos < n and text[pos] == " ":
+            pos += 1
     return out

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _llama
+from ._context import POOLING_NAMES
 
 SELF_TEST_TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -80,7 +81,20 @@ def model_report(engine: Any) -> dict[str, Any]:
     meta = {k: engine.metadata.get(k) for k in keys if k in engine.metadata}
     meta.update({k: v for k, v in engine.metadata.items()
                  if k.startswith(f"{arch}.") and not k.endswith(("_table", ".tokens"))})
-    return {**engine.info(), "metadata": meta}
+    return {**engine.info(), "metadata": meta, "warnings": model_warnings(engine)}
+
+
+def model_warnings(engine: Any) -> list[str]:
+    """What in the file disagrees with how it is used: a GGUF whose pooling says ``none`` or
+    ``rank`` (a converted chat model or a reranker) is embedded with the pooling shown."""
+    value = str(engine.metadata.get(f"{engine.arch}.pooling_type", ""))
+    said = POOLING_NAMES.get(int(value)) if value.isdigit() else None
+    if said not in ("none", "rank") or engine.pooling == said:
+        return []
+    what = "no pooling (a chat or base model?)" if said == "none" else \
+        "rank pooling (a reranker, not an embedding model)"
+    return [f"the GGUF's {engine.arch}.pooling_type says {said!r}: {what}; it is embedded with "
+            f"{engine.pooling!r} pooling instead, so its vectors may mean little"]
 
 
 def self_vectors(engine: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _llama
 from ._context import POOLING_NAMES, Context, finish
+from ._text import check_text
 from .errors import (
     InputError,
     InputTooLong,
@@ -160,7 +161,11 @@ class Engine:
 
     def tokenize(self, text: str) -> np.ndarray:
         """The token ids the model sees for ``text`` (specials and EOS included)."""
-        data = text.encode("utf-8")
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            check_text(text, "the input", "input")
+            raise
         capacity = len(data) + 8
         buf = (lc.llama_token * capacity)()
         n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)

@@ -6,10 +6,14 @@
     │   └── ModelLoadError         llama.cpp cannot use the file (corrupt, not GGUF)
     ├── InputError                 a caller gave input that cannot be embedded
     │   ├── InputTooLong           more tokens than the context holds (no truncation asked)
-    │   └── InvalidDimensions      a Matryoshka size outside the model's range
+    │   ├── InvalidDimensions      a Matryoshka size outside the model's range
+    │   └── PathError              a path named to index is missing or unreadable
     ├── IndexError_                the SQLite index (see store.py) cannot serve the request
-    │   └── IndexMismatch          the index was built with another model, dimensions or settings
+    │   ├── IndexMismatch          the index was built with another model, dimensions or settings
+    │   └── IndexBusy              another process is writing the index (and waiting was off)
     └── EngineError                llama.cpp failed while decoding
+
+    QueryTruncated (a UserWarning)  a search query was cut to the model's context
 
 The CLI maps each class to a one-line ``Error: ...`` once; the server maps them to OpenAI's
 error envelope once.  Messages name the file or field and say what to do.
@@ -59,12 +63,31 @@ class InvalidDimensions(InputError):
         super().__init__(message, param="dimensions")
 
 
+class PathError(InputError):
+    """A path named to index does not exist, cannot be read, or looks unmounted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, param="paths")
+
+
 class IndexError_(GgufEmbedError):
     """The SQLite index cannot serve the request."""
 
 
 class IndexMismatch(IndexError_):
     """The index was built with another model, dimensions or settings."""
+
+
+class IndexBusy(IndexError_):
+    """Another process holds the index's write lock (raised only when not waiting for it)."""
+
+    def __init__(self, message: str, *, pid: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+
+
+class QueryTruncated(UserWarning):
+    """A search query was longer than the model's context and was cut to fit (a warning)."""
 
 
 class EngineError(GgufEmbedError):

@@ -148,7 +148,7 @@ def extract_pdf(data: bytes) -> Extracted | Skip:
         import io
 
         from pypdf import PdfReader
-        from pypdf.errors import PdfReadError
+        from pypdf.errors import DependencyError
     except ImportError:  # pragma: no cover - pypdf is a dependency
         return Skip("PDF support needs pypdf: pip install pypdf", failed=True)
     import logging
@@ -156,8 +156,9 @@ def extract_pdf(data: bytes) -> Extracted | Skip:
     logging.getLogger("pypdf").setLevel(logging.ERROR)
     try:
         reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted:
-            return Skip("encrypted PDF; decrypt it first", failed=True)
+        # a PDF with only an owner password (permissions) opens with the empty user password
+        if reader.is_encrypted and not reader.decrypt(""):
+            return Skip("encrypted PDF (needs a password); decrypt it first", failed=True)
         texts: list[str] = []
         lines: list[int] = []
         pages: list[int] = []
@@ -167,8 +168,10 @@ def extract_pdf(data: bytes) -> Extracted | Skip:
                 texts.append(line.rstrip())
                 lines.append(line_no)
                 pages.append(page_no)
-    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, OSError,
-            RecursionError, IndexError, AssertionError) as exc:
+    except DependencyError:
+        return Skip("encrypted PDF (AES); install the 'cryptography' package to read it",
+                    failed=True)
+    except Exception as exc:  # pypdf raises many kinds on broken files; one file, one skip
         return Skip(f"broken PDF: {type(exc).__name__}: {_first_line(exc)}", failed=True)
     if not any(t.strip() for t in texts):
         return Skip("PDF has no extractable text (scanned images?)")

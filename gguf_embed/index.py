@@ -9,42 +9,61 @@
 
 An index records what made it (model file fingerprint, dims, pooling, prompts, chunking) and
 refuses another model; ``reindex=True`` rebuilds it for the engine given.  Several processes may
-read one index while another writes to it (WAL).  Nothing here prints or reads the environment.
+read one index while another writes to it (WAL); one writer at a time holds ``INDEX.lock``
+(a second waits for it, or raises :class:`IndexBusy` with ``wait=False``), so identity checks
+and vector writes never interleave.  Nothing here prints or reads the environment.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._lock import WriteLock
+from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexMismatch, InputError
+from .errors import IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
 from .models import file_fingerprint
 from .search import SearchResult, search
-from .store import Store
-from .walk import Rules
+from .store import Store, make_parent
+from .walk import Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
+MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
 
 
 class Index:
     def __init__(self, path: str | Path, engine: Any | None = None, *,
                  dimensions: int | None = None, chunking: ChunkSettings | None = None,
                  reindex: bool = False, readonly: bool = False,
-                 model_ref: str | None = None) -> None:
+                 model_ref: str | None = None, wait: bool = True,
+                 on_wait: Callable[[int | None], None] | None = None) -> None:
+        """Open (or create) the index at ``path``.  Opened for writing, it first takes the
+        write lock: if another process holds it, ``wait`` for it (``on_wait(pid)`` is called
+        once) or raise :class:`~gguf_embed.errors.IndexBusy`."""
         self.path = Path(path)
         self.engine = engine
-        self.store = Store.open(self.path, create=not readonly, readonly=readonly)
+        self._lock: WriteLock | None = None
+        if not readonly:
+            make_parent(self.path)
+            self._lock = WriteLock(self.path)
+            self._lock.acquire(wait=wait, on_wait=on_wait)
+        try:
+            self.store = Store.open(self.path, create=not readonly, readonly=readonly)
+        except Exception:
+            self._release()
+            raise
         try:
             if engine is not None:
                 self._bind(engine, dimensions, chunking, reindex, model_ref, readonly)
         except Exception:
-            self.store.close()
+            self.close()
             raise
 
     # ------------------------------------------------------------------ identity
@@ -91,11 +110,19 @@ class Index:
     def add(self, paths: Sequence[str | Path], *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), use_ignore_files: bool = True,
             max_file_bytes: int = DEFAULT_MAX_BYTES,
-            progress: Callable[[Progress], None] | None = None) -> IndexSummary:
-        """Bring the documents under ``paths`` up to date (add, update, move, remove)."""
+            progress: Callable[[Progress], None] | None = None,
+            prune_missing: bool = False) -> IndexSummary:
+        """Bring the documents under ``paths`` up to date (add, update, move, remove).
+
+        A path that does not exist or cannot be read (or an empty folder while the index holds
+        documents under it: an unmounted drive?) raises :class:`PathError` before anything
+        changes; ``prune_missing=True`` instead removes the documents under it.  Only files
+        that vanished inside a readable folder are removed otherwise."""
         engine = self._need_engine()
+        if not prune_missing:
+            self.check_paths(paths)
         skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal"))
+                         for s in ("", "-wal", "-shm", "-journal", ".lock"))
         rules = Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
         run_id = self.store.start_run()
         indexer = Indexer(self.store, engine, self.chunk_settings,
@@ -104,6 +131,24 @@ class Index:
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         return summary
+
+    def check_paths(self, paths: Sequence[str | Path]) -> None:
+        """Raise :class:`PathError` naming every path that is missing or unreadable, or an
+        empty folder the index holds documents under (an unmounted drive?)."""
+        check_roots(paths)
+        problems = []
+        docs = None
+        for p in paths:
+            folder = os.path.abspath(p)
+            if not os.path.isdir(folder) or not _is_empty(folder):
+                continue
+            docs = self.store.documents() if docs is None else docs
+            held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
+            if held:
+                problems.append(f"{p}: an empty folder, but the index holds {held} "
+                                f"documents under it (an unmounted drive?)")
+        if problems:
+            raise PathError(_refusal(problems))
 
     def remove(self, paths: Sequence[str | Path]) -> int:
         """Forget every document at or under ``paths``; returns how many."""
@@ -139,11 +184,18 @@ class Index:
 
     def _query_vectors(self, queries: list[str]) -> Any:
         engine = self._need_engine()
+        label = (lambda i: "the query") if len(queries) == 1 else (lambda i: f"query {i}")
         for i, q in enumerate(queries):
             if not q.strip():
-                raise InputError(f"query {i + 1} is empty", param="query")
-        return engine.embed(queries, query=True, dimensions=self.meta.get("dimensions"),
-                            truncate=True)
+                raise InputError(f"{label(i)} is empty", param="query")
+            check_text(q, label(i), "query")
+        result = engine.encode(queries, query=True, dimensions=self.meta.get("dimensions"),
+                               truncate=True)
+        for i in result.truncated:  # cut to fit, and said so (the caller shows or logs it)
+            warnings.warn(QueryTruncated(
+                f"{label(i)} is longer than the model's context; only its first "
+                f"{engine.max_tokens} tokens were searched for"), stacklevel=3)
+        return result.vectors
 
     def status(self) -> dict[str, Any]:
         size = sum(os.path.getsize(str(self.path) + s) for s in ("", "-wal")
@@ -164,6 +216,12 @@ class Index:
 
     def close(self) -> None:
         self.store.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Index:
         return self
@@ -194,14 +252,35 @@ def identity(engine: Any, dimensions: int | None = None,
     }
 
 
+def check_roots(paths: Sequence[str | Path]) -> None:
+    """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
+    problems = [f"{p}: {why}" for p in paths if (why := root_problem(p))]
+    if problems:
+        raise PathError(_refusal(problems))
+
+
+def _refusal(problems: list[str]) -> str:
+    return (f"{'; '.join(problems)}; nothing was changed (pass --prune-missing to remove "
+            f"the documents indexed under {'it' if len(problems) == 1 else 'them'})")
+
+
+def _is_empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
 def _glob(path: str | None) -> str | None:
     """A user's path filter as a GLOB on the absolute paths stored."""
     if not path:
         return None
+    check_text(path, "the path filter", "path")
+    if len(path) > MAX_PATH_FILTER:
+        raise InputError(f"the path filter is {len(path):,} characters long; at most "
+                         f"{MAX_PATH_FILTER:,}", param="path")
     if any(ch in path for ch in "*?["):
         return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
     absolute = os.path.abspath(path)
     return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")
 
 
-__all__ = ["Index", "IndexSummary", "Progress", "SearchResult", "identity"]
+__all__ = ["Index", "IndexSummary", "Progress", "SearchResult", "check_roots", "identity"]

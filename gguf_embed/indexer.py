@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
@@ -113,15 +114,19 @@ class Indexer:
         summary = self.summary
         existing = self.store.documents()
         found: list[Found] = []
+        unseen: list[str] = []  # folders not looked into: their documents stay
         for item in walk(roots, self.rules):
             if isinstance(item, Refused):
                 summary.skipped.append((str(item.path), item.reason))
+                if item.unseen:
+                    unseen.append(str(item.path))
             else:
                 found.append(item)
         seen = {str(f.path) for f in found}
         scopes = [os.path.abspath(r) for r in roots]
         gone = {p: v for p, v in existing.items()
-                if p not in seen and _under(p, scopes) and not os.path.exists(p)}
+                if p not in seen and _under(p, scopes) and not _under(p, unseen)
+                and _vanished(p)}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []
@@ -184,11 +189,16 @@ class Indexer:
             self._moved_from.add(old)
             summary.moved += 1
             return None
-        doc = extract(path, data, self.max_file_bytes)
-        if isinstance(doc, Skip):
-            (summary.failed if doc.failed else summary.skipped).append((str(path), doc.reason))
+        try:
+            doc = extract(path, data, self.max_file_bytes)
+            if isinstance(doc, Skip):
+                (summary.failed if doc.failed else summary.skipped).append((str(path), doc.reason))
+                return None
+            pieces = self._chunks(doc)
+        except (ValueError, LookupError, TypeError, RecursionError, GgufEmbedError) as exc:
+            # an extractor or tokenizer tripping on one odd file must not end the run
+            summary.failed.append((str(path), f"cannot read: {type(exc).__name__}: {exc}"))
             return None
-        pieces = self._chunks(doc)
         if not pieces:
             summary.skipped.append((str(path), "empty (no text)"))
             return None
@@ -236,6 +246,15 @@ class Indexer:
             self.progress(Progress(done, total, self.summary.chunks,
                                    self.summary.tokens_embedded,
                                    time.perf_counter() - start, path))
+
+
+def _vanished(path: str) -> bool:
+    """Whether ``path`` is gone (not merely unreadable, as under a folder without access)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+    return False
 
 
 def _under(path: str, scopes: list[str]) -> bool:

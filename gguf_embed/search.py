@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ._text import check_text
 from .errors import InputError
 from .store import Store, bit_blob, vec_blob
 
@@ -53,6 +54,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
         raise InputError(f"k must be at least 1, got {k}", param="k")
     if not query.strip():
         raise InputError("the query is empty", param="query")
+    check_text(query, "the query", "query")
     pool = k if mode != "hybrid" else max(50, 4 * k)
     ranked: dict[int, float] = {}
     if mode in ("vector", "hybrid"):

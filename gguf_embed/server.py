@@ -8,7 +8,9 @@
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
 the request body; with the official client: ``extra_body={"input_type": "query"}``.
 
-Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``.  Security:
+Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``: 400 for any
+malformed request (never a 500), and an unexpected failure is logged with its traceback (logger
+``gguf_embed.server``, on stderr by default) while the client gets the 500 envelope.  Security:
 loopback by default; requests whose Host is not the bound address or whose Origin is not a
 loopback origin are refused (DNS rebinding); body size and input count are limited; the API
 key, when set, is compared in constant time.
@@ -21,14 +23,18 @@ import base64
 import contextlib
 import hmac
 import json
+import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from ._text import unicode_problem
 from .batcher import Batcher
 from .errors import (
     GgufEmbedError,
@@ -42,6 +48,7 @@ from .errors import (
 MAX_INPUTS = 2048
 MAX_BODY = 16 * 1024 * 1024
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+log = logging.getLogger("gguf_embed.server")
 
 
 class ApiError(Exception):
@@ -86,12 +93,25 @@ class ServerConfig:
 def create_app(engine: Any, config: ServerConfig) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
+    from starlette.responses import JSONResponse as _JSONResponse
+    from starlette.responses import Response
+
+    class JSONResponse(_JSONResponse):
+        """UTF-8 JSON, or ASCII-escaped where text holds bytes that are not UTF-8 (a file
+        name), so that rendering a response can never fail."""
+
+        def render(self, content: Any) -> bytes:
+            try:
+                return super().render(content)
+            except UnicodeEncodeError:
+                return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                                  separators=(",", ":")).encode("ascii")
     from starlette.routing import Route
 
     batcher = Batcher(engine, window=config.batch_window) if config.batch_window > 0 else None
     lock = asyncio.Lock()
     names = {config.model_name, engine.spec.name, engine.path.name, engine.path.stem}
+    index_name = Path(config.index_path).name if config.index_path else None  # no full paths
     created = int(time.time())
 
     def error_response(err: ApiError) -> Response:
@@ -100,7 +120,10 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
                             status_code=err.status)
 
     async def guard(request: Request) -> None:
-        if not _host_allowed(request.headers.get("host", ""), config):
+        host = request.headers.get("host", "")
+        if not _valid_host(host):
+            raise ApiError(400, "the Host header is not a valid host[:port]", code="invalid_host")
+        if not _host_allowed(host, config):
             raise ApiError(403, "Host header does not match the server address",
                            type_="permission_error", code="forbidden_host")
         origin = request.headers.get("origin")
@@ -127,7 +150,10 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
                                code="request_too_large")
         try:
             data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError as exc:
+            raise ApiError(400, "the body is not usable JSON: nested too deeply",
+                           code="invalid_json") from exc
+        except ValueError as exc:  # bad JSON or UTF-8, an integer of over 4,300 digits
             raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") \
                 from exc
         if not isinstance(data, dict):
@@ -140,12 +166,17 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
                 await guard(request)
                 return await func(request)
             except Exception as exc:
+                if not isinstance(exc, (ApiError, GgufEmbedError)):
+                    log.error("unexpected error in %s %s", request.method, request.url.path,
+                              exc_info=exc)
                 return error_response(api_error(exc))
         return wrapped
 
     async def embeddings(request: Request) -> Response:
         data = await read_json(request)
         model = data.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ApiError(400, "model must be a string", param="model")
         if model is not None and model not in names:
             raise ApiError(404, f"model {model!r} is not served here; this server has "
                                 f"{config.model_name!r}", param="model", code="model_not_found")
@@ -189,7 +220,7 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
                              "context": engine.max_tokens,
-                             "index": config.index_path})
+                             "index": index_name})
 
     async def search(request: Request) -> Response:
         from .index import Index
@@ -205,6 +236,8 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
             raise ApiError(400, "k must be an integer from 1 to 1000", param="k")
         mode = data.get("mode", "hybrid")
+        if not isinstance(mode, str):
+            raise ApiError(400, "mode must be a string", param="mode")
         path = data.get("path")
         if path is not None and not isinstance(path, str):
             raise ApiError(400, "path must be a string", param="path")
@@ -247,14 +280,22 @@ def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
     if len(raw) > max_inputs:
         raise ApiError(400, f"too many inputs: {len(raw)} > {max_inputs}", param="input")
     out: list[np.ndarray] = []
+    if task is not None and (problem := unicode_problem(task)):
+        raise ApiError(400, f"task is not valid UTF-8 text ({problem})", param="task")
     for i, item in enumerate(raw):
         if isinstance(item, str):
             if not item:
                 raise ApiError(400, f"input[{i}] is empty", param="input")
+            if problem := unicode_problem(item):
+                raise ApiError(400, f"input[{i}] is not valid UTF-8 text ({problem})",
+                               param="input")
             tokens = engine.tokenize(engine.format([item], query=query, task=task)[0])
             add_eos = False  # tokenize already ends with it
         elif isinstance(item, list) and item and all(
                 isinstance(t, int) and not isinstance(t, bool) for t in item):
+            if not all(0 <= t < engine.n_vocab for t in item):  # before numpy meets 2**63
+                raise ApiError(400, f"input[{i}] has token ids outside 0..{engine.n_vocab - 1}",
+                               param="input")
             tokens, add_eos = np.asarray(item, dtype=np.int64), True
         else:
             raise ApiError(400, f"input[{i}] must be a non-empty string or array of token "
@@ -262,6 +303,16 @@ def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
         # the engine's own checks (ids, context), raised here, before this joins a batch
         out.append(engine.check_tokens(tokens, i, add_eos=add_eos)[0])
     return out
+
+
+def _valid_host(host: str) -> bool:
+    """A Host header that parses as host[:port] (``127.0.0.1:abc`` does not)."""
+    try:
+        parts = urlsplit(f"//{host}")
+        _ = parts.port
+    except ValueError:
+        return False
+    return not host or parts.hostname is not None
 
 
 def _host_allowed(host: str, config: ServerConfig) -> bool:
@@ -280,10 +331,30 @@ def _loopback_origin(origin: str) -> bool:
         "localhost", "127.0.0.1", "::1"}
 
 
-def serve(engine: Any, config: ServerConfig, *, log_level: str = "warning") -> None:
-    """Run the server until interrupted (blocking)."""
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is announced (``OSError`` if the port is
+    taken); with port 0 the system picks one: read it from ``getsockname()``."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(engine: Any, config: ServerConfig, *, log_level: str = "warning",
+          sock: socket.socket | None = None) -> None:
+    """Run the server until interrupted (blocking), on ``sock`` if given (see :func:`bind`)."""
     import uvicorn
 
+    if sock is None:
+        sock = bind(config.host, config.port)
+    config.port = sock.getsockname()[1]  # the Host check wants the real port (with port 0)
     app = create_app(engine, config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=log_level,
-                timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level,
+                                           timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])

@@ -12,13 +12,19 @@ Tables
 
 Every write goes through :meth:`Store.transaction`; WAL mode lets readers search while a run
 writes.  A killed process leaves the file at its last committed transaction.
+
+A path that is not valid UTF-8 (a file name with other bytes, which Python carries as lone
+surrogates) is stored as a BLOB of its exact bytes and read back as the same ``str``: nothing
+about a name is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +113,40 @@ def bit_blob(vector: np.ndarray | bytes) -> bytes:
     return np.packbits(np.asarray(vector) > 0, bitorder="little").tobytes()
 
 
+def make_parent(path: Path) -> None:
+    """Create the folder an index file goes into, or say in one line why it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise IndexError_(f"cannot create the index {path}: {why}; pass another --db") from exc
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
+    try:
+        try:
+            conn = _open(path, readonly=readonly, immutable=False)
+        except (apsw.CantOpenError, apsw.ReadOnlyError):
+            # A WAL index in a folder we cannot write (no -shm can be made): with no -wal file
+            # there is nothing beyond the main file to read, so read that as immutable.
+            if not readonly or os.path.exists(str(path) + "-wal"):
+                raise
+            conn = _open(path, readonly=True, immutable=True)
+    except apsw.Error as exc:
+        raise IndexError_(f"cannot open index {path}: {exc}") from exc
+    return conn
+
+
+def _open(path: str | Path, *, readonly: bool, immutable: bool) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else (
         apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
+    name = str(path)
+    if immutable:
+        flags |= apsw.SQLITE_OPEN_URI
+        name = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(name))) + "?immutable=1"
+    conn = apsw.Connection(name, flags=flags)
     try:
-        conn = apsw.Connection(str(path), flags=flags)
         conn.enable_load_extension(True)
         conn.load_extension(sqlite_vec.loadable_path())
         conn.enable_load_extension(False)
@@ -120,8 +155,11 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA synchronous=NORMAL")
-    except apsw.Error as exc:
-        raise IndexError_(f"cannot open index {path}: {exc}") from exc
+        if readonly:  # reading the schema finds a file that cannot be read now, not later
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
+    except apsw.Error:
+        conn.close()
+        raise
     return conn
 
 
@@ -142,7 +180,7 @@ class Store:
                 raise IndexError_(
                     f"no index at {path}; build one first with 'gguf-embed index PATH' "
                     f"(or pass --db FILE)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            make_parent(path)
         conn = connect(path, readonly=readonly)
         try:
             if not readonly:
@@ -202,7 +240,7 @@ class Store:
     # ---------------------------------------------------------------- documents
     def documents(self) -> dict[str, tuple[int, str, int, float]]:
         """path → (id, hash, size, mtime)."""
-        return {row[0]: tuple(row[1:]) for row in self.conn.execute(
+        return {path_out(row[0]): tuple(row[1:]) for row in self.conn.execute(
             "SELECT path, id, hash, size, mtime FROM documents")}  # type: ignore[misc]
 
     def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
@@ -219,11 +257,11 @@ class Store:
                        chunks: Sequence[Any], vectors: Sequence[bytes]) -> None:
         """Replace one document's rows; call inside :meth:`transaction`."""
         conn = self.conn
-        conn.execute("DELETE FROM documents WHERE path = ?", (path,))
+        conn.execute("DELETE FROM documents WHERE path = ?", (path_in(path),))
         conn.execute(
             "INSERT INTO documents(path, hash, size, mtime, kind, n_chunks, indexed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (path, hash, size, mtime, kind, len(chunks), time.time()))
+            (path_in(path), hash, size, mtime, kind, len(chunks), time.time()))
         doc_id = conn.last_insert_rowid()
         for seq, (item, blob) in enumerate(zip(chunks, vectors, strict=True)):
             conn.execute(
@@ -239,15 +277,15 @@ class Store:
 
     def move_document(self, old: str, new: str, mtime: float) -> None:
         self.conn.execute("UPDATE documents SET path = ?, mtime = ? WHERE path = ?",
-                          (new, mtime, old))
+                          (path_in(new), mtime, path_in(old)))
 
     def touch_document(self, path: str, mtime: float) -> None:
-        self.conn.execute("UPDATE documents SET mtime = ? WHERE path = ?", (mtime, path))
+        self.conn.execute("UPDATE documents SET mtime = ? WHERE path = ?", (mtime, path_in(path)))
 
     def delete_documents(self, paths: Iterable[str]) -> int:
         count = 0
         for path in paths:
-            self.conn.execute("DELETE FROM documents WHERE path = ?", (path,))
+            self.conn.execute("DELETE FROM documents WHERE path = ?", (path_in(path),))
             count += self.conn.changes()
         return count
 
@@ -283,7 +321,7 @@ class Store:
                     f"SELECT c.id, d.path, c.text, c.start_line, c.end_line, c.start_page, "
                     f"c.end_page FROM chunks c JOIN documents d ON d.id = c.doc_id "
                     f"WHERE c.id IN ({marks})", part):
-                rows[row[0]] = ChunkRow(*row)
+                rows[row[0]] = ChunkRow(row[0], path_out(row[1]), *row[2:])
         return rows
 
     def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
@@ -301,6 +339,20 @@ class Store:
         return found, matrix
 
 
+def path_in(path: str) -> str | bytes:
+    """A path as stored: text, or its exact bytes when it is not valid UTF-8."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+    return path
+
+
+def path_out(value: str | bytes) -> str:
+    """A stored path back as the ``str`` Python uses for it (undecodable bytes as surrogates)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
 def _in_batches(items: Sequence[Any], size: int = 500) -> Iterator[tuple[list[Any], str]]:
     """``items`` in slices small enough for one ``IN (?, ...)``, with their placeholders."""
     for start in range(0, len(items), size):
@@ -316,8 +368,15 @@ def _has_table(conn: apsw.Connection, name: str) -> bool:
 def _migrate(conn: apsw.Connection) -> None:
     """Apply each named migration once, recording it (the vector tables come later, with dims)."""
     with conn:
-        if _has_table(conn, "documents") and not _has_table(conn, "migrations"):
-            raise IndexError_("this SQLite file has other tables: it is not a gguf-embed index")
+        if not _has_table(conn, "migrations"):
+            tables = [row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+                "AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 4")]
+            if tables:
+                raise IndexError_(
+                    f"this SQLite file has other tables ({', '.join(tables[:3])}"
+                    f"{', ...' if len(tables) > 3 else ''}): it is not a gguf-embed index; "
+                    f"pass another --db")
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
                      "applied_at REAL NOT NULL)")
         done = {row[0] for row in conn.execute("SELECT name FROM migrations")}

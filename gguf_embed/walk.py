@@ -6,6 +6,7 @@ as a symlink loop instead of being walked forever.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ class Found:
 class Refused:
     path: Path
     reason: str
+    unseen: bool = False  # could not be looked into: keep the documents indexed under it
 
 
 @dataclass(frozen=True)
@@ -47,51 +49,87 @@ def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Fo
     exclude = rules._spec(rules.exclude)
     for raw in roots:
         root = Path(os.path.abspath(raw))
-        if not root.exists():
-            yield Refused(root, "not found" if not root.is_symlink() else "broken symlink")
+        problem = root_problem(root)
+        if problem is not None:
+            yield Refused(root, problem, unseen=problem.startswith("unreadable"))
         elif root.is_file():
             yield Found(root, root.parent)
         else:
-            yield from _walk_dir(root, root, [], {os.path.realpath(root)}, rules, include,
-                                 exclude)
+            yield from _walk_dir(root, rules, include, exclude)
 
 
-def _walk_dir(folder: Path, root: Path, specs: list[tuple[Path, pathspec.PathSpec]],
-              on_path: set[str], rules: Rules, include: pathspec.PathSpec | None,
-              exclude: pathspec.PathSpec | None) -> Iterator[Found | Refused]:
-    if rules.use_ignore_files:
-        specs = specs + [(folder, spec) for spec in _ignore_specs(folder)]
+def root_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be indexed as a root (missing, unreadable), or None."""
+    path = os.path.abspath(path)
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except PermissionError:
-        yield Refused(folder, "unreadable folder: permission denied")
-        return
+        os.stat(path)
     except OSError as exc:
-        yield Refused(folder, f"unreadable folder: {exc.strerror or exc}")
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "broken symlink" if os.path.islink(path) else "not found"
+        return f"unreadable: {exc.strerror or exc}"
+    try:
+        if os.path.isdir(path):
+            with os.scandir(path):
+                pass
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as exc:
+        kind = "unreadable folder" if os.path.isdir(path) else "unreadable"
+        return f"{kind}: {(exc.strerror or str(exc)).lower()}"
+    return None
+
+
+def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
+              exclude: pathspec.PathSpec | None) -> Iterator[Found | Refused]:
+    """Depth-first in name order, with an explicit stack (no recursion limit on depth)."""
+    real_root = os.path.realpath(root)
+    opened = _open_folder(root, [], rules)
+    if isinstance(opened, Refused):
+        yield opened
         return
-    for entry in entries:
+    stack: list[tuple[str, list[tuple[Path, pathspec.PathSpec]], Iterator[os.DirEntry[str]]]]
+    stack = [(real_root, opened[0], iter(opened[1]))]
+    on_path = {real_root}  # real paths of the folders on the way down (symlink loops)
+    while stack:
+        parent_real, specs, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            on_path.discard(parent_real)
+            continue
         path = Path(entry.path)
-        rel = path.relative_to(root).as_posix()
         try:
             is_dir = entry.is_dir()  # follows symlinks
         except OSError:
             is_dir = False
-        if _ignored(path, is_dir, specs) or (rules.skip and os.path.realpath(path) in rules.skip):
-            continue
-        if is_dir:
-            if entry.name in ALWAYS_SKIP or (exclude and exclude.match_file(rel + "/")):
+        try:
+            link = entry.is_symlink()
+            real = os.path.realpath(path) if link else os.path.join(parent_real, entry.name)
+            if _ignored(path, is_dir, specs) or (rules.skip and real in rules.skip):
                 continue
-            real = os.path.realpath(path)
-            if real in on_path:
-                yield Refused(path, "symlink loop (links back to a folder above it)")
+            rel = path.relative_to(root).as_posix()
+            if is_dir:
+                if entry.name in ALWAYS_SKIP or (exclude and exclude.match_file(rel + "/")):
+                    continue
+                if real in on_path:
+                    yield Refused(path, "symlink loop (links back to a folder above it)")
+                    continue
+                opened = _open_folder(path, specs, rules)
+                if isinstance(opened, Refused):
+                    yield opened
+                    continue
+                stack.append((real, opened[0], iter(opened[1])))
+                on_path.add(real)
                 continue
-            yield from _walk_dir(path, root, specs, on_path | {real}, rules, include, exclude)
+            if link and not path.exists():
+                yield Refused(path, "broken symlink")
+                continue
+            if not entry.is_file() and not path.is_file():
+                continue  # sockets, fifos, devices
+        except OSError as exc:
+            yield Refused(path, f"unreadable: {(exc.strerror or str(exc)).lower()}", unseen=True)
             continue
-        if entry.is_symlink() and not path.exists():
-            yield Refused(path, "broken symlink")
-            continue
-        if not entry.is_file() and not path.is_file():
-            continue  # sockets, fifos, devices
         if exclude and exclude.match_file(rel):
             continue
         if include and not include.match_file(rel):
@@ -99,17 +137,33 @@ def _walk_dir(folder: Path, root: Path, specs: list[tuple[Path, pathspec.PathSpe
         yield Found(path, root)
 
 
-def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:
-    specs = []
-    for name in IGNORE_FILES:
-        file = folder / name
-        if file.is_file():
+def _open_folder(folder: Path, specs: list[tuple[Path, pathspec.PathSpec]], rules: Rules
+                 ) -> tuple[list[tuple[Path, pathspec.PathSpec]], list[os.DirEntry[str]]] | Refused:
+    """A folder's entries (by name) and the ignore rules in force inside it, or why not.  An
+    ignore file that cannot be read refuses its folder: indexing it could take in exactly the
+    files it was written to keep out."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        return Refused(folder, f"unreadable folder: {(exc.strerror or str(exc)).lower()}",
+                       unseen=True)
+    if rules.use_ignore_files:
+        names = {e.name: e for e in entries}
+        specs = list(specs)
+        for name in IGNORE_FILES:
+            entry = names.get(name)
             try:
-                specs.append(pathspec.GitIgnoreSpec.from_lines(
-                    file.read_text(encoding="utf-8", errors="replace").splitlines()))
-            except OSError:
-                continue
-    return specs
+                if entry is None or not entry.is_file():
+                    continue
+                with open(entry.path, encoding="utf-8", errors="replace") as fh:
+                    lines = fh.read().splitlines()
+            except OSError as exc:
+                return Refused(folder / name, f"unreadable {name} (its folder was skipped): "
+                                              f"{(exc.strerror or str(exc)).lower()}",
+                               unseen=True)
+            specs.append((folder, pathspec.GitIgnoreSpec.from_lines(lines)))
+    return specs, entries
 
 
 def _ignored(path: Path, is_dir: bool, specs: list[tuple[Path, pathspec.PathSpec]]) -> bool:

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
+from .._text import unicode_problem
 from ..errors import GgufEmbedError
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
 
@@ -25,7 +27,59 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except GgufEmbedError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(terminal_text(str(exc))) from exc
+
+
+# C0 and C1 controls but tab (terminal escapes, newlines), bidi overrides, and lone surrogates
+_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (file names, arguments)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print on a terminal: control characters (escape sequences, newlines),
+    bidi overrides and undecodable bytes shown as backslash escapes.  JSON output keeps the
+    exact text instead."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def check_argument(text: str, what: str) -> str:
+    """An argument that is not UTF-8 (bytes the shell passed through) is a one-line error."""
+    problem = unicode_problem(text)
+    if problem:
+        raise click.ClickException(f"{what} is not valid UTF-8 text ({problem})")
+    return text
+
+
+def stdin_lines() -> list[str]:
+    """stdin as lines of UTF-8 text; a line that is not UTF-8 is a one-line error naming it."""
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None:
+        return sys.stdin.read().splitlines()
+    lines = []
+    for number, raw in enumerate(stream.read().splitlines(), 1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(
+                f"stdin line {number} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                f"byte {exc.start})") from exc
+    if lines and lines[0].startswith("\ufeff"):
+        lines[0] = lines[0][1:]
+    return lines
+
+
+def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise click.BadParameter("is empty; pass a catalog name, owner/repo:file.gguf or a "
+                                 ".gguf path", ctx, param)
+    return value
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -35,6 +89,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Never download; use the Hugging Face cache only "
                              "[env: HF_HUB_OFFLINE].")(func)
     func = click.option("-m", "--model", envvar="GGUF_EMBED_MODEL", default=None,
+                        callback=_not_empty,
                         help="A catalog name, owner/repo:file.gguf, or a .gguf path "
                              f"[env: GGUF_EMBED_MODEL; default: the index's model, else "
                              f"{DEFAULT_MODEL}].")(func)
@@ -94,14 +149,15 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
 
     Without --json, each vector is printed as a JSON array on its own line.
     """
-    items = list(texts) if texts else _stdin_lines()
+    items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
+        else _stdin_lines()
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     result = engine.encode(items, query=query, task=task, dimensions=dimensions,
                            truncate=truncate)
-    for i in result.truncated:
-        click.echo(f"warning: input {i + 1} was truncated to {engine.max_tokens} tokens",
+    for i in result.truncated:  # inputs are numbered from 0, as in errors and the server
+        click.echo(f"warning: input {i} was truncated to {engine.max_tokens} tokens",
                    err=True)
     rows = result.vectors.tolist()
     if as_json:
@@ -112,7 +168,7 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
 
 
 def _stdin_lines() -> list[str]:
-    lines = sys.stdin.read().splitlines()
+    lines = stdin_lines()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise click.UsageError(f"stdin line {number} is empty; give one text per line")

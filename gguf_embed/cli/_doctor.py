@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from ..doctor import environment, model_report, packaged_reference, self_test, write_reference
+from ..errors import GgufEmbedError
 from ..models import file_fingerprint
-from ._base import cli, load_engine, model_options
+from ._base import cli, load_engine, model_options, terminal_text
 
 
 @cli.command()
@@ -29,7 +30,17 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
     or do not tell texts apart).
     """
     env = environment()
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    try:
+        engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    except GgufEmbedError as exc:  # still report the environment: it is half the diagnosis
+        error = terminal_text(str(exc))
+        if as_json:
+            click.echo(json.dumps({"environment": env, "model": {"error": str(exc)},
+                                   "self_test": None}, indent=2, default=str))
+        else:
+            _print_environment(env)
+            click.echo(f"{'model:':<24} cannot load: {error}")
+        raise click.ClickException(error) from exc
     fingerprint = file_fingerprint(Path(engine.path))
     beside = Path(str(engine.path) + ".reference.json")
     if write_reference_:
@@ -43,12 +54,13 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
     else:
-        for key, value in env.items():
-            click.echo(f"{key + ':':<24} {value}")
+        _print_environment(env)
         info = report["model"]
         for key in ("path", "name", "architecture", "dims", "pooling", "context",
                     "gpu_layers", "threads", "parameters", "size"):
-            click.echo(f"{'model ' + key + ':':<24} {info[key]}")
+            click.echo(terminal_text(f"{'model ' + key + ':':<24} {info[key]}"))
+        for warning in info["warnings"]:
+            click.echo(terminal_text(f"{'model warning:':<24} {warning}"))
         state = "ok" if test["ok"] else "FAILED"
         detail = (f"min cosine {test['min_cosine']}, needs {test['required_cosine']}, against "
                   f"the {test['reference_kind']}'s vectors in {test['reference']}"
@@ -57,3 +69,8 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
         click.echo(f"{'self-test:':<24} {state} ({detail})")
     if not test["ok"]:
         sys.exit(1)
+
+
+def _print_environment(env: dict[str, object]) -> None:
+    for key, value in env.items():
+        click.echo(terminal_text(f"{key + ':':<24} {value}"))

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import time
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..chunking import ChunkSettings
-from ..index import Index
+from ..errors import QueryTruncated
+from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
 from ..search import MODES, SearchResult
-from ._base import cli, load_engine, model_options
+from ._base import check_argument, cli, load_engine, model_options, stdin_lines, terminal_text
 
 
 def default_db() -> Path:
@@ -57,14 +61,24 @@ def recorded_model(db: Path) -> str | None:
               help="Skip files larger than this many MB.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr [default: when stderr is a terminal].")
+@click.option("--prune-missing", is_flag=True,
+              help="Remove the documents of PATHS that no longer exist (otherwise a missing "
+                   "or unreadable PATH is an error and nothing changes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
           exclude: tuple[str, ...], no_ignore: bool, reindex: bool, dimensions: int | None,
           chunk_tokens: int | None, chunk_overlap: int | None, max_file_size: float,
-          progress: bool | None, as_json: bool) -> None:
-    """Index the files under PATHS: new and changed files are embedded, deleted ones removed."""
+          progress: bool | None, prune_missing: bool, as_json: bool) -> None:
+    """Index the files under PATHS: new and changed files are embedded, deleted ones removed.
+
+    A PATH that does not exist or cannot be read is an error (exit 1) and nothing changes,
+    unless --prune-missing.  One writer at a time: a second run on the same index waits for
+    the first to finish (and says so on stderr).
+    """
     db = db or default_db()
+    if not prune_missing:
+        check_roots(list(paths))  # before anything is loaded or created
     if not reindex:
         model = model or recorded_model(db)
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
@@ -75,17 +89,26 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                                  base.overlap if chunk_overlap is None else chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
     with Index(db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
-               model_ref=_model_ref(model, engine)) as idx:
+               model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
         summary = idx.add(list(paths), include=include, exclude=exclude,
                           use_ignore_files=not no_ignore,
                           max_file_bytes=int(max_file_size * 1e6),
-                          progress=_ProgressLine() if show else None)
+                          progress=_ProgressLine() if show else None,
+                          prune_missing=prune_missing)
     if show:
         click.echo("", err=True)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         _print_summary(summary)
+
+
+def _tell_waiting(db: Path) -> Any:
+    def tell(pid: int | None) -> None:
+        who = f"PID {pid}" if pid else "another process"
+        click.echo(terminal_text(f"waiting: index {db} is being written by {who}; this run "
+                                 f"starts when it finishes"), err=True)
+    return tell
 
 
 def _model_ref(model: str | None, engine: Any) -> str:
@@ -124,15 +147,16 @@ def _print_summary(summary: IndexSummary) -> None:
                f"{s.tokens_embedded:,} tokens embedded in {s.seconds:.1f} s ({rate:,.0f} tok/s)")
     for label, items in (("skipped", s.skipped), ("failed", s.failed)):
         for path, reason in items:
-            click.echo(f"  {label}: {_display(path)}: {reason}")
+            click.echo(f"  {label}: {_display(path)}: {terminal_text(reason)}")
 
 
 def _display(path: str) -> str:
+    """A path for a terminal: relative when under the current folder, escaped."""
     try:
         rel = os.path.relpath(path)
     except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+        rel = path
+    return terminal_text(path if rel.startswith("..") else rel)
 
 
 @cli.command()
@@ -148,15 +172,22 @@ def _display(path: str) -> str:
 def search(query: str, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
            path_glob: str | None, as_json: bool) -> None:
-    """Search the index for QUERY ('-' reads queries from stdin, one per line, JSON Lines out)."""
+    """Search the index for QUERY ('-' reads queries from stdin, one per line, JSON Lines out:
+    one array per line, in order, [] for a blank line)."""
     db = db or default_db()
+    check_argument(query, "the query")
+    if path_glob is not None:
+        check_argument(path_glob, "--path")
+    queries = stdin_lines() if query == "-" else [query]
     with Index(db, readonly=True) as probe:
         model = model or probe.meta.get("model")
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
-    with Index(db, engine, readonly=True, model_ref=model) as idx:
+    with Index(db, engine, readonly=True, model_ref=model) as idx, _warnings_to_stderr():
         if query == "-":
-            queries = [line for line in sys.stdin.read().splitlines() if line.strip()]
-            for results in idx.search_many(queries, k=k, mode=mode, path=path_glob):
+            asked = [q for q in queries if q.strip()]
+            answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob))
+            for q in queries:
+                results = next(answers) if q.strip() else []
                 click.echo(json.dumps([_row(r) for r in results]))
             return
         results = idx.search(query, k=k, mode=mode, path=path_glob)
@@ -169,11 +200,26 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
             pages = f" (p. {r.start_page}" + (f"-{r.end_page}" if r.end_page != r.start_page
                                               else "") + ")"
         click.echo(f"{_display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
-        click.echo(f"    {r.snippet}")
+        click.echo(f"    {terminal_text(r.snippet)}")
 
 
 def _row(result: SearchResult) -> dict[str, Any]:
     return result.to_dict()
+
+
+@contextlib.contextmanager
+def _warnings_to_stderr() -> Iterator[None]:
+    """The library's warnings (a query cut to the context) as one ``warning:`` line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", QueryTruncated)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, QueryTruncated):
+                    click.echo(terminal_text(f"warning: {w.message}"), err=True)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
 
 @cli.command()
@@ -190,8 +236,8 @@ def status(db: Path | None, as_json: bool) -> None:
     last = info["last_run"]
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started_at"])) if last \
         else "never"
-    click.echo(f"index:     {info['path']}")
-    click.echo(f"model:     {info['model']} ({info['model_file']})")
+    click.echo(terminal_text(f"index:     {info['path']}"))
+    click.echo(terminal_text(f"model:     {info['model']} ({info['model_file']})"))
     click.echo(f"dims:      {info['dims']}  pooling: {info['pooling']}  "
                f"chunks of {info['chunking']['max_tokens']} tokens" if info["chunking"] else
                f"dims:      {info['dims']}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._base import cli, load_engine, model_options
+from ._base import cli, load_engine, model_options, terminal_text
 from ._index import db_option, recorded_model
 
 
@@ -25,17 +25,30 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
           batch_window: float) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
-        from ..server import ServerConfig
+        import uvicorn  # noqa: F401
+
+        from ..server import ServerConfig, bind
         from ..server import serve as run
     except ImportError as exc:  # starlette/uvicorn are an extra
         raise click.ClickException(
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
-    if db is not None and not model:
-        model = recorded_model(db)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
-    config = ServerConfig(model_name=model or engine.spec.name, host=host, port=port,
-                          api_key=api_key, index_path=str(db) if db else None,
-                          batch_window=batch_window / 1000)
-    click.echo(f"serving {config.model_name} on http://{host}:{port}/v1 "
-               f"({engine.dims} dims)", err=True)
-    run(engine, config)
+    try:  # first, so a taken port fails before a model loads or anything is announced
+        sock = bind(host, port)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    with sock:
+        if db is not None and not model:
+            model = recorded_model(db)
+        engine = load_engine(model, offline, hf_endpoint, cache_dir)
+        # a model given as a file is served under its name, never its full path
+        name = engine.spec.name if not model or Path(model).suffix.lower() == ".gguf" or \
+            Path(model).is_file() else model
+        config = ServerConfig(model_name=name, host=host, port=sock.getsockname()[1],
+                              api_key=api_key, index_path=str(db) if db else None,
+                              batch_window=batch_window / 1000)
+        shown = f"[{host}]" if ":" in host else host
+        click.echo(terminal_text(f"serving {config.model_name} on "
+                                 f"http://{shown}:{config.port}/v1 ({engine.dims} dims)"),
+                   err=True)
+        run(engine, config, sock=sock)

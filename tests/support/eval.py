@@ -1,30 +1,28 @@
-#!/usr/bin/env python3
 """Retrieval eval on the tldr pages: MRR@10 and Recall@10 for vector, keyword and hybrid search,
-and an exact numpy search over the same stored vectors.
+and an exact numpy search over the same stored vectors. tests/test_eval.py runs it on a subset.
 
 Each page's first `> ` line is the query; the page without its `> ` block is the document.
 
-    python scripts/eval.py                                   # all-MiniLM-L6-v2, all 2,030 pages
-    python scripts/eval.py --model models/tiny-qwen3-f32.gguf --count 300
+    python -m tests.support.eval                             # all-MiniLM-L6-v2, all 2,030 pages
+    python -m tests.support.eval --model models/tiny-qwen3-f32.gguf --count 300
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine
+from gguf_embed.index import Index
+from gguf_embed.search import search
 
-from gguf_embed import Engine  # noqa: E402
-from gguf_embed.index import Index  # noqa: E402
-from gguf_embed.search import search  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 K = 10
 
@@ -75,21 +73,14 @@ def exact_numpy(index: Index, qvecs: np.ndarray) -> list[list[str]]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
-    parser.add_argument("--count", type=int, default=None, help="first N pages (default: all)")
-    parser.add_argument("--json", action="store_true")
-    opts = parser.parse_args()
-
+def evaluate(engine: Engine, corpus: Path, count: int | None = None) -> dict[str, Any]:
+    """Index the first ``count`` tldr pages under ``corpus`` and score every search mode."""
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
         docs.mkdir()
-        queries = build_docs(opts.corpus, docs, opts.count)
+        queries = build_docs(corpus, docs, count)
         truth = list(queries)
         qtexts = [queries[p] for p in truth]
-        engine = Engine(opts.model)
         start = time.perf_counter()
         with Index(Path(tmp) / "eval.db", engine) as index:
             summary = index.add([docs])
@@ -107,16 +98,28 @@ def main() -> None:
                 ranks_from_chunks(coarse, truth))
             results["exact numpy (vector)"] = metrics(ranks_from_chunks(
                 exact_numpy(index, qvecs), truth))
-    report = {"model": opts.model.name, "documents": len(truth), "chunks": summary.chunks,
-              "index_seconds": round(build, 1), "results": results}
+    return {"documents": len(truth), "chunks": summary.chunks,
+            "index_seconds": round(build, 1), "results": results}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="holds tldr-linux/pages (default: the copy in tests/data)")
+    parser.add_argument("--count", type=int, default=None, help="first N pages (default: all)")
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    with Engine(opts.model) as engine:
+        report = {"model": opts.model.name, **evaluate(engine, opts.corpus, opts.count)}
     if opts.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"model: {opts.model.name}, {len(truth)} tldr pages, {summary.chunks} chunks, "
-          f"indexed in {build:.1f} s\n")
+    print(f"model: {opts.model.name}, {report['documents']} tldr pages, {report['chunks']} "
+          f"chunks, indexed in {report['index_seconds']:.1f} s\n")
     print("| search | MRR@10 | Recall@10 |")
     print("| --- | ---: | ---: |")
-    for mode, m in results.items():
+    for mode, m in report["results"].items():
         print(f"| {mode} | {m['mrr@10']:.4f} | {m['recall@10']:.4f} |")
 
 

@@ -1,9 +1,10 @@
-#!/usr/bin/env python3
-"""A long document end to end: R-intro.pdf (~100 pages) embedded whole up to the model's context
-(the cut reported, never silent) and chunked, with every token counted.
+"""A long document end to end: a PDF embedded whole up to the model's context (the cut
+reported, never silent) and chunked, with every token counted. tests/test_long_doc.py runs it
+on the PDF in tests/data; BENCHMARKS.md on R-intro.pdf (~100 pages) from the shared corpora.
 
-    python scripts/long_doc.py --model models/shape-qwen3-0.6b-q8_0.gguf --context 32768
-    python scripts/long_doc.py --model models/tiny-qwen3-f32.gguf
+    python -m tests.support.long_doc --model models/tiny-qwen3-f32.gguf
+    python -m tests.support.long_doc --model models/shape-qwen3-0.6b-q8_0.gguf --context 32768 \
+        --pdf ../shared/corpora/pdf/R-intro.pdf
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine, InputTooLong
+from gguf_embed.chunking import ChunkSettings, chunk
+from gguf_embed.extract import Extracted, extract
 
-from gguf_embed import Engine, InputTooLong  # noqa: E402
-from gguf_embed.chunking import ChunkSettings, chunk  # noqa: E402
-from gguf_embed.extract import Extracted, extract  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def run(model: Path, pdf: Path, context: int | None,
@@ -29,7 +28,7 @@ def run(model: Path, pdf: Path, context: int | None,
     doc = extract(pdf)
     assert isinstance(doc, Extracted), doc
     total = len(engine.tokenize(doc.text))
-    report: dict[str, object] = {"model": model.name, "context": engine.max_tokens,
+    report: dict[str, object] = {"model": engine.path.name, "context": engine.max_tokens,
                                  "pages": max(doc.pages or [0]), "document_tokens": total}
     try:
         engine.encode([doc.text])
@@ -63,8 +62,7 @@ def run(model: Path, pdf: Path, context: int | None,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "tiny-qwen3-f32.gguf")
-    parser.add_argument("--pdf", type=Path,
-                        default=ROOT.parent / "shared" / "corpora" / "pdf" / "R-intro.pdf")
+    parser.add_argument("--pdf", type=Path, default=ROOT / "tests" / "data" / "pdf" / "R-FAQ.pdf")
     parser.add_argument("--context", type=int, default=None, help="n_ctx (default: the model's)")
     parser.add_argument("--skip-chunks", action="store_true", help="only the whole document")
     opts = parser.parse_args()

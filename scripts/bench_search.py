@@ -23,11 +23,10 @@ from types import SimpleNamespace
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed.search import vector_hits
+from gguf_embed.store import Store, vec_blob
 
-from gguf_embed.search import vector_hits  # noqa: E402
-from gguf_embed.store import Store, vec_blob  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 K = 10
 

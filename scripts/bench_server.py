@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +16,10 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine
+from gguf_embed.server import ServerConfig, create_app
 
-from gguf_embed import Engine  # noqa: E402
-from gguf_embed.server import ServerConfig, create_app  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(engine: Engine, window: float, texts: list[str], clients: int, per_client: int) -> float:
@@ -58,7 +56,7 @@ def run(engine: Engine, window: float, texts: list[str], clients: int, per_clien
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--requests", type=int, default=40, help="per client")
     opts = parser.parse_args()

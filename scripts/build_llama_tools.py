@@ -18,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from install_llama import build_variables
 from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, llama_cpp_dir
 

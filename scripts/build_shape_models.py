@@ -13,19 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from build_test_models import (  # noqa: E402
-    TINY_QWEN3,
-    corpus_texts,
-    log,
-    quantize,
-    run_convert,
-    train_tokenizer,
-)
+from llama_sdist import llama_cpp_dir
+from model_making import TINY_QWEN3, corpus_texts, log, quantize, run_convert, train_tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SHAPES = {
     # from the models' config.json on the hub (Qwen3-Embedding-0.6B / -4B)
@@ -68,7 +61,7 @@ def build(shape: str, out: Path, corpus: Path) -> None:
             (src / "1_Pooling").mkdir(exist_ok=True)
             (src / "1_Pooling" / "config.json").write_text(json.dumps(
                 {"pooling_mode_lasttoken": True}))
-        run_convert(src, f16, "f16", pre="qwen2")
+        run_convert(llama_cpp_dir(), src, f16, "f16", pre="qwen2")
     for name, ftype in QUANTS.items():
         target = out / f"shape-qwen3-{shape}-{name}.gguf"
         if not target.exists():
@@ -78,8 +71,9 @@ def build(shape: str, out: Path, corpus: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="0.6b")
-    parser.add_argument("--out", type=Path, default=HERE.parent / "models")
-    parser.add_argument("--corpus", type=Path, default=HERE.parent.parent / "shared" / "corpora")
+    parser.add_argument("--out", type=Path, default=ROOT / "models")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="holds tldr-linux/pages (the tokenizer's training text)")
     opts = parser.parse_args()
     build(opts.shape, opts.out, opts.corpus)
 

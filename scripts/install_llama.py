@@ -19,7 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
 
 PRESETS = Path(__file__).resolve().parent.parent / "CMakePresets.json"

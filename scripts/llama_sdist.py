@@ -1,7 +1,9 @@
 """Where the llama-cpp-python source and built wheels are cached for development and CI.
 
-Shared by ``install_llama.py`` (builds the wheel once per preset) and ``build_test_models.py``
-(uses llama.cpp's own ``convert_hf_to_gguf.py`` from the same source).
+Shared by ``install_llama.py`` (builds the wheel once per preset), ``build_llama_tools.py``,
+and the model makers (llama.cpp's own ``convert_hf_to_gguf.py`` from the same source).
+
+    python scripts/llama_sdist.py     # prints the unpacked source folder (downloads it once)
 """
 
 from __future__ import annotations
@@ -43,3 +45,7 @@ def source_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
 
 def llama_cpp_dir(version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
     return source_dir(version) / "vendor" / "llama.cpp"
+
+
+if __name__ == "__main__":
+    print(source_dir())

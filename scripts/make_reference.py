@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed.doctor import SELF_TEST_QUERY, SELF_TEST_TEXTS, reference_record
+from gguf_embed.models import CATALOG
 
-from gguf_embed.doctor import SELF_TEST_QUERY, SELF_TEST_TEXTS, reference_record  # noqa: E402
-from gguf_embed.models import CATALOG  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def local_weights(name: str) -> tuple[Path, str] | None:

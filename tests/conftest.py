@@ -1,4 +1,5 @@
-"""Shared fixtures: the generated test models (built by scripts/build_test_models.py)."""
+"""Shared fixtures: the generated test models (built by tests/support/build_models.py) and the
+test corpus committed in tests/data (tldr pages, a PDF, CJK pages; see tests/data/README.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
-CORPORA = ROOT.parent / "shared" / "corpora"
+DATA = ROOT / "tests" / "data"
 NEEDED = ["all-minilm-l6-v2-f16.gguf", "all-minilm-l6-v2-q8_0.gguf", "tiny-qwen3-f32.gguf",
           "tiny-qwen3-eos-f32.gguf", "tiny-qwen3-q4_k_m.gguf", "tiny-qwen3-q8_0.gguf"]
 
@@ -18,8 +19,8 @@ NEEDED = ["all-minilm-l6-v2-f16.gguf", "all-minilm-l6-v2-q8_0.gguf", "tiny-qwen3
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     if not all((MODELS / name).exists() for name in NEEDED):
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_test_models.py")],
-                       check=True)
+        subprocess.run([sys.executable, "-m", "tests.support.build_models"], check=True,
+                       cwd=ROOT)
     return MODELS
 
 
@@ -51,5 +52,5 @@ def qwen(qwen_path: Path):
 
 @pytest.fixture(scope="session")
 def corpora() -> Path:
-    assert (CORPORA / "tldr-linux" / "pages").is_dir(), f"shared corpora missing at {CORPORA}"
-    return CORPORA
+    """tests/data: the same layout as the shared corpora (tldr-linux/pages, tldr-cjk, pdf)."""
+    return DATA

@@ -1,23 +1,16 @@
 """The retrieval eval on real tldr pages: hybrid beats vector and keyword, and vector search
-matches an exact numpy search over the same vectors (scripts/eval.py, on a subset)."""
+matches an exact numpy search over the same vectors (tests/support/eval.py, on a subset)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from gguf_embed import Engine
+from tests.support.eval import evaluate
 
 
-def test_hybrid_beats_both_and_vector_matches_exact(minilm_path: Path, corpora: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "eval.py"), "--model", str(minilm_path),
-         "--corpus", str(corpora), "--count", "600", "--json"],
-        capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+def test_hybrid_beats_both_and_vector_matches_exact(minilm: Engine, corpora: Path) -> None:
+    report = evaluate(minilm, corpora, count=600)
     r = report["results"]
     assert report["documents"] >= 590
     for metric in ("mrr@10", "recall@10"):

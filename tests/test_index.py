@@ -131,7 +131,7 @@ def test_bad_inputs_are_named_and_do_not_stop_the_run(tmp_path: Path, docs: Path
     (docs / "sub").mkdir()
     (docs / "sub" / "loop").symlink_to(docs)
     (docs / "dangling.md").symlink_to(docs / "nowhere.md")
-    shutil.copy(corpora / "pdf" / "camlidl-1.04.doc.pdf", docs / "manual.pdf")
+    shutil.copy(corpora / "pdf" / "R-FAQ.pdf", docs / "manual.pdf")
     with Index(tmp_path / "i.db", FakeEngine()) as index:
         summary = index.add([docs], max_file_bytes=2_000_000)
         reasons = {Path(p).name: r for p, r in summary.skipped + summary.failed}
@@ -145,7 +145,7 @@ def test_bad_inputs_are_named_and_do_not_stop_the_run(tmp_path: Path, docs: Path
         assert reasons["loop"].startswith("symlink loop")
         assert reasons["dangling.md"] == "broken symlink"
         assert summary.added >= 61  # the 60 pages and the real PDF
-        pdf_hits = index.search("camlidl interface definition", k=3, mode="keyword")
+        pdf_hits = index.search("Kurt Hornik frequently asked questions", k=3, mode="keyword")
         assert pdf_hits[0].path.endswith("manual.pdf") and pdf_hits[0].start_page >= 1
         assert all(v == 0 for v in orphans(index).values())
 

@@ -31,5 +31,6 @@ def test_wheel_has_every_module_and_data_file(tmp_path: Path) -> None:
     missing = [str(p.relative_to(ROOT)) for p in wanted
                if p.relative_to(ROOT).as_posix() not in names]
     assert not missing, f"not in the wheel: {missing}"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)  # Apache-2.0 text
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "gguf-embed = gguf_embed.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -88,15 +88,15 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         chunking = ChunkSettings(chunk_tokens or base.max_tokens,
                                  base.overlap if chunk_overlap is None else chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
+    bar = _ProgressLine() if show else None
     with Index(db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
                model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
         summary = idx.add(list(paths), include=include, exclude=exclude,
                           use_ignore_files=not no_ignore,
                           max_file_bytes=int(max_file_size * 1e6),
-                          progress=_ProgressLine() if show else None,
-                          prune_missing=prune_missing)
-    if show:
-        click.echo("", err=True)
+                          progress=bar, prune_missing=prune_missing)
+    if bar:
+        bar.close()
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
@@ -118,24 +118,26 @@ def _model_ref(model: str | None, engine: Any) -> str:
 
 
 class _ProgressLine:
-    """One status line on stderr, rewritten in place."""
+    """A tqdm progress bar on stderr: files done, chunks, tokens/s and the time left."""
 
     def __init__(self) -> None:
-        self.last = 0.0
+        self.bar: Any = None
 
     def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.2 and p.files_done < p.files_total:
-            return
-        self.last = now
-        eta = f" · ETA {_clock(p.eta)}" if p.eta is not None else ""
-        click.echo(f"\r\x1b[K{p.files_done}/{p.files_total} files · {p.chunks} chunks · "
-                   f"{p.tokens_per_second:,.0f} tok/s{eta}", err=True, nl=False)
+        if self.bar is None:
+            from tqdm import tqdm
 
+            # smoothing=0: the ETA from the average rate, as Progress.eta computes it
+            self.bar = tqdm(total=p.files_total, unit="file", file=sys.stderr, smoothing=0,
+                            mininterval=0.2, dynamic_ncols=True)
+        self.bar.total = p.files_total
+        self.bar.set_postfix_str(f"{p.chunks} chunks, {p.tokens_per_second:,.0f} tok/s",
+                                 refresh=False)
+        self.bar.update(p.files_done - self.bar.n)
 
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _print_summary(summary: IndexSummary) -> None:

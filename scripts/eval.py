@@ -29,10 +29,20 @@ from gguf_embed.search import search  # noqa: E402
 K = 10
 
 
-def build_docs(corpus: Path, out: Path, count: int | None) -> dict[str, str]:
+LANGS = ("en", "zh", "ja", "ko")
+
+
+def corpus_pages(corpus: Path, lang: str = "en") -> list[Path]:
+    """The tldr pages of one language: English from tldr-linux, the others from tldr-cjk."""
+    if lang == "en":
+        return sorted((corpus / "tldr-linux" / "pages").glob("*.md"))
+    return sorted((corpus / "tldr-cjk" / f"pages.{lang}").glob("*/*.md"))
+
+
+def build_docs(corpus: Path, out: Path, count: int | None, lang: str = "en") -> dict[str, str]:
     """Write the pages without their `> ` block; return path → query."""
     queries: dict[str, str] = {}
-    pages = sorted((corpus / "tldr-linux" / "pages").glob("*.md"))
+    pages = corpus_pages(corpus, lang)
     for page in pages[:count] if count else pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         quoted = [ln for ln in lines if ln.startswith(">")]
@@ -40,7 +50,8 @@ def build_docs(corpus: Path, out: Path, count: int | None) -> dict[str, str]:
             continue
         query = quoted[0].lstrip("> ").strip()
         body = "\n".join(ln for ln in lines if not ln.startswith(">")).strip()
-        target = out / page.name
+        # CJK pages come from several platform folders that share command names
+        target = out / (page.name if lang == "en" else f"{page.parent.name}-{page.name}")
         target.write_text(body + "\n", encoding="utf-8")
         queries[str(target)] = query
     return queries

@@ -6,6 +6,9 @@ Each page's first `> ` line is the query; the page without its `> ` block is the
 
     python scripts/eval.py                                   # all-MiniLM-L6-v2, all 2,030 pages
     python scripts/eval.py --model models/tiny-qwen3-f32.gguf --count 300
+    python scripts/eval.py --lang zh                         # the Chinese pages of tldr-cjk
+
+Search returns one row per file (the default), so the metrics are over files.
 """
 
 from __future__ import annotations
@@ -91,13 +94,15 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
     parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--count", type=int, default=None, help="first N pages (default: all)")
+    parser.add_argument("--lang", choices=LANGS, default="en",
+                        help="en: tldr-linux; zh, ja, ko: tldr-cjk")
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
         docs.mkdir()
-        queries = build_docs(opts.corpus, docs, opts.count)
+        queries = build_docs(opts.corpus, docs, opts.count, opts.lang)
         truth = list(queries)
         qtexts = [queries[p] for p in truth]
         engine = Engine(opts.model)
@@ -107,7 +112,7 @@ def main() -> None:
             build = time.perf_counter() - start
             results: dict[str, dict[str, float]] = {}
             for mode in ("vector", "keyword", "hybrid"):
-                hits = index.search_many(qtexts, k=K * 3, mode=mode)
+                hits = index.search_many(qtexts, k=K, mode=mode)
                 results[mode] = metrics(ranks_from_chunks([[h.path for h in r] for r in hits],
                                                           truth))
             qvecs = index._query_vectors(qtexts)

@@ -160,21 +160,23 @@ class Index:
 
     # ------------------------------------------------------------------ reading
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",
-               path: str | None = None, exact: bool | None = None) -> list[SearchResult]:
-        """Ranked chunks for ``query``; ``path`` is a glob on document paths."""
+               path: str | None = None, exact: bool | None = None,
+               group: str = "file") -> list[SearchResult]:
+        """The ``k`` best files for ``query`` (each with its best chunk), or with
+        ``group="chunk"`` the ``k`` best chunks; ``path`` is a glob on document paths."""
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
         return search(self.store, vector, query, k=k, mode=mode,
-                      path_glob=_glob(path), exact=exact)
+                      path_glob=_glob(path), exact=exact, group=group)
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
-                    path: str | None = None) -> list[list[SearchResult]]:
+                    path: str | None = None, group: str = "file") -> list[list[SearchResult]]:
         """Several queries, embedded together (one model, one batch)."""
         vectors: list[Any] = [None] * len(queries)
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
-        return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path))
+        return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path), group=group)
                 for q, v in zip(queries, vectors, strict=True)]
 
     def embed_query(self, query: str) -> Any:

@@ -1,4 +1,6 @@
-"""Query → ranked chunks: vector (sqlite-vec), keyword (FTS5 BM25), or hybrid (RRF, default).
+"""Query → ranked files (or chunks): vector (sqlite-vec), keyword (FTS5 BM25), or hybrid
+(rank fusion, the default).  By default each file is one result, its best chunk's lines and
+snippet with the file's score; ``group="chunk"`` ranks chunks (see fusion.py).
 
 Vector search on a large index takes a coarse KNN pass in sqlite-vec over sign bits (Hamming
 distance) and rescores the candidates exactly with their float vectors; a small index, or a
@@ -13,12 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from . import fusion
 from ._text import check_text
 from .errors import InputError
+from .keywords import fts_query as fts_query
+from .keywords import index_text, query_terms
 from .store import Store, bit_blob, vec_blob
 
 MODES = ("hybrid", "vector", "keyword")
-RRF_K = 60
+GROUPS = ("file", "chunk")
 EXACT_BELOW = 10_000  # chunks: below this an exact scan takes under ~20 ms
 # Coarse candidates: 10 per wanted result, at least 100, and more on smaller indexes, where
 # sign bits separate neighbours less well (measured in BENCHMARKS.md: recall@10 >= 0.98).
@@ -26,6 +31,7 @@ COARSE_FACTOR = 10
 COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
 WORD = re.compile(r"\w+", re.UNICODE)
+FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
 
 @dataclass(frozen=True)
@@ -45,29 +51,34 @@ class SearchResult:
 
 def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int = 10,
            mode: str = "hybrid", path_glob: str | None = None,
-           exact: bool | None = None) -> list[SearchResult]:
-    """Rank chunks for ``query``.  ``query_vector`` (already embedded with the query prompt and
-    cut to the index's dimensions) is needed for vector and hybrid modes."""
+           exact: bool | None = None, group: str = "file") -> list[SearchResult]:
+    """Rank files (``group="file"``) or chunks (``"chunk"``) for ``query``.  ``query_vector``
+    (already embedded with the query prompt and cut to the index's dimensions) is needed for
+    vector and hybrid modes."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
+    if group not in GROUPS:
+        raise InputError(f"group must be one of {', '.join(GROUPS)}, got {group!r}",
+                         param="group")
     if k < 1:
         raise InputError(f"k must be at least 1, got {k}", param="k")
     if not query.strip():
         raise InputError("the query is empty", param="query")
     check_text(query, "the query", "query")
-    pool = k if mode != "hybrid" else max(50, 4 * k)
-    ranked: dict[int, float] = {}
-    if mode in ("vector", "hybrid"):
-        if query_vector is None:
-            raise InputError("vector search needs a query vector", param="query")
-        hits = vector_hits(store, query_vector, pool, path_glob, exact=exact)
-        ranked = dict(hits) if mode == "vector" else _fuse(ranked, hits)
-    if mode in ("keyword", "hybrid"):
-        hits = keyword_hits(store, query, pool, path_glob)
-        ranked = dict(hits) if mode == "keyword" else _fuse(ranked, hits)
-    top = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))[:k]
+    pool = max(FILE_POOL, 5 * k)  # enough chunks to find k files
+    if group == "chunk":
+        pool = k if mode != "hybrid" else max(50, 4 * k)
+    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact)
+    if group == "chunk":
+        fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
+        top = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+    else:
+        doc_of = store.chunk_docs([chunk_id for hits in lists for chunk_id, _ in hits])
+        files = (fusion.fuse_files(lists, doc_of) if mode == "hybrid"
+                 else fusion.best_per_file(lists[0], doc_of))
+        top = [(chunk_id, score) for _, chunk_id, score in files[:k]]
     rows = store.chunk_rows([chunk_id for chunk_id, _ in top])
-    terms = {w.lower() for w in WORD.findall(query)}
+    terms = set(query_terms(query))
     results = []
     for chunk_id, score in top:
         row = rows.get(chunk_id)
@@ -80,11 +91,18 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     return results
 
 
-def _fuse(ranked: dict[int, float], hits: list[tuple[int, float]]) -> dict[int, float]:
-    """Add one ranking's reciprocal-rank scores (RRF) to ``ranked``."""
-    for rank, (chunk_id, _) in enumerate(hits):
-        ranked[chunk_id] = ranked.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-    return ranked
+def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: str, pool: int,
+               path_glob: str | None = None,
+               exact: bool | None = None) -> list[list[tuple[int, float]]]:
+    """The ranked chunk lists a mode fuses: [vector], [keyword] or [vector, keyword]."""
+    lists: list[list[tuple[int, float]]] = []
+    if mode in ("vector", "hybrid"):
+        if query_vector is None:
+            raise InputError("vector search needs a query vector", param="query")
+        lists.append(vector_hits(store, query_vector, pool, path_glob, exact=exact))
+    if mode in ("keyword", "hybrid"):
+        lists.append(keyword_hits(store, query, pool, path_glob))
+    return lists
 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
@@ -124,16 +142,10 @@ def coarse_candidates(k: int, total: int) -> int:
                max(total, 1))
 
 
-def fts_query(query: str) -> str:
-    """Free text → an FTS5 query that cannot be a syntax error: quoted terms joined by OR."""
-    terms = dict.fromkeys(w.lower() for w in WORD.findall(query))
-    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-
-
 def keyword_hits(store: Store, query: str, k: int,
                  path_glob: str | None = None) -> list[tuple[int, float]]:
     """(chunk id, -bm25) best first."""
-    match = fts_query(query)
+    match = fts_query(query, store.fts_format)
     if not match:
         return []
     if path_glob:
@@ -150,13 +162,14 @@ def keyword_hits(store: Store, query: str, k: int,
 
 
 def snippet(text: str, terms: set[str], width: int = 240) -> str:
-    """The lines of a chunk that share most words with the query, on one line."""
+    """The lines of a chunk that share most keyword terms (``query_terms``) with the query,
+    from the original text, on one line."""
     lines = [line.strip() for line in text.split("\n") if line.strip()]
     if not lines:
         return ""
     best, best_score = 0, -1
     for i, line in enumerate(lines):
-        score = sum(1 for w in WORD.findall(line.lower()) if w in terms)
+        score = sum(1 for w in WORD.findall(index_text(line).lower()) if w in terms)
         if score > best_score:
             best, best_score = i, score
     out = " ".join(lines[best:best + 3])

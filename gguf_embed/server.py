@@ -3,7 +3,7 @@
     POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage)
     GET  /v1/models       the one model served
     GET  /health          liveness and what is loaded
-    POST /v1/search       {"query", "k", "mode", "path"} → the objects of `search --json`
+    POST /v1/search       {"query", "k", "mode", "path", "group"} → the objects of `search --json`
 
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
 the request body; with the official client: ``extra_body={"input_type": "query"}``.
@@ -238,13 +238,18 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
         mode = data.get("mode", "hybrid")
         if not isinstance(mode, str):
             raise ApiError(400, "mode must be a string", param="mode")
+        group = data.get("group", "file")
+        if group not in ("file", "chunk"):
+            raise ApiError(400, 'group must be "file" (one result per file, the default) or '
+                           '"chunk"', param="group")
         path = data.get("path")
         if path is not None and not isinstance(path, str):
             raise ApiError(400, "path must be a string", param="path")
 
         def run() -> list[dict[str, Any]]:
             with Index(config.index_path, engine, readonly=True) as index:  # type: ignore[arg-type]
-                return [r.to_dict() for r in index.search(query, k=k, mode=mode, path=path)]
+                return [r.to_dict() for r in index.search(query, k=k, mode=mode, path=path,
+                                                          group=group)]
 
         async with lock:  # the engine decodes one request at a time outside the batcher
             results = await asyncio.to_thread(run)

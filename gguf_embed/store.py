@@ -7,7 +7,8 @@ Tables
   chunks      text, line and page ranges, token count, text hash (→ vector reuse)
   chunk_vectors  float32 vectors by chunk id (exact scoring and rescoring)
   vec_bits    vec0 bit[dims], the sign of each value: sqlite-vec's fast coarse KNN pass
-  fts_chunks  FTS5 over chunk text (external content), kept in step by triggers
+  fts_chunks  FTS5 over chunk text in keyword form (CJK runs as bigrams, see keywords.py),
+              contentless: rows go in with their chunk, and leave by a trigger
   runs        one row per index run, with its summary
 
 Every write goes through :meth:`Store.transaction`; WAL mode lets readers search while a run
@@ -25,7 +26,7 @@ import json
 import os
 import time
 import urllib.parse
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,35 @@ import numpy as np
 import sqlite_vec
 
 from .errors import IndexError_, IndexMismatch
+from .keywords import CJK_BIGRAMS, UNICODE61, index_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+FTS_BIGRAMS = "0002_fts_cjk_bigrams"
 
-MIGRATIONS: list[tuple[str, str]] = [
+
+def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
+    """Rebuild the FTS table in keyword form from the stored chunk text (no re-embedding).
+
+    Runs inside the migration's one transaction: if it is interrupted, the old table, its
+    triggers and its rows are all still there and the index searches as before."""
+    conn.execute("""
+        DROP TRIGGER IF EXISTS chunks_ai;
+        DROP TRIGGER IF EXISTS chunks_ad;
+        DROP TABLE fts_chunks;
+        CREATE VIRTUAL TABLE fts_chunks USING fts5(
+            text, content='', contentless_delete=1, tokenize='porter unicode61');
+        CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
+            DELETE FROM fts_chunks WHERE rowid = old.id;
+            DELETE FROM chunk_vectors WHERE chunk_id = old.id;
+            DELETE FROM vec_bits WHERE rowid = old.id;
+        END;
+    """)
+    rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+    conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
+                     ((chunk_id, index_text(text)) for chunk_id, text in rows))
+
+
+MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
     ("0001_base", """
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         CREATE TABLE documents (
@@ -87,6 +113,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             summary TEXT
         );
     """),
+    (FTS_BIGRAMS, _fts_cjk_bigrams),
 ]
 
 
@@ -171,6 +198,8 @@ class Store:
         self.path = path
         self.meta = self._read_meta()
         self.dims: int | None = self.meta.get("dims")
+        # an index that was only opened read-only may still have its old FTS table
+        self.fts_format = CJK_BIGRAMS if FTS_BIGRAMS in _applied(conn) else UNICODE61
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True, readonly: bool = False) -> Store:
@@ -182,6 +211,10 @@ class Store:
                     f"(or pass --db FILE)")
             make_parent(path)
         conn = connect(path, readonly=readonly)
+        if readonly and _pending(conn) and os.access(path, os.W_OK):
+            conn.close()  # an old index we may write: upgrade it once, then read it
+            cls.open(path, create=False).close()
+            conn = connect(path, readonly=True)
         try:
             if not readonly:
                 _migrate(conn)
@@ -190,6 +223,9 @@ class Store:
         except apsw.Error as exc:
             conn.close()
             raise IndexError_(f"{path} is not a usable gguf-embed index: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
         return cls(conn, path)
 
     def close(self) -> None:
@@ -270,6 +306,9 @@ class Store:
                 (doc_id, seq, item.text, item.start_line, item.end_line, item.start_page,
                  item.end_page, item.n_tokens, item.hash))
             chunk_id = conn.last_insert_rowid()
+            if self.fts_format == CJK_BIGRAMS:  # the old table is fed by a trigger
+                conn.execute("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
+                             (chunk_id, index_text(item.text)))
             conn.execute("INSERT INTO chunk_vectors(chunk_id, embedding) VALUES (?, ?)",
                          (chunk_id, blob))
             conn.execute("INSERT INTO vec_bits(rowid, embedding) VALUES (?, vec_bit(?))",
@@ -324,6 +363,14 @@ class Store:
                 rows[row[0]] = ChunkRow(row[0], path_out(row[1]), *row[2:])
         return rows
 
+    def chunk_docs(self, ids: Iterable[int]) -> dict[int, int]:
+        """chunk id → document id, for the chunks that still exist."""
+        out: dict[int, int] = {}
+        for part, marks in _in_batches(list(set(ids))):
+            out.update(self.conn.execute(
+                f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall())
+        return out
+
     def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """Float vectors of these chunks (in the order found)."""
         found: list[int] = []
@@ -365,9 +412,30 @@ def _has_table(conn: apsw.Connection, name: str) -> bool:
         is not None
 
 
+def _applied(conn: apsw.Connection) -> set[str]:
+    if not _has_table(conn, "migrations"):
+        return set()
+    return {row[0] for row in conn.execute("SELECT name FROM migrations")}
+
+
+def _pending(conn: apsw.Connection) -> bool:
+    """Whether an existing index lacks some named migration."""
+    try:
+        done = _applied(conn)
+    except apsw.Error:
+        return False
+    return bool(done) and any(name not in done for name, _ in MIGRATIONS)
+
+
 def _migrate(conn: apsw.Connection) -> None:
-    """Apply each named migration once, recording it (the vector tables come later, with dims)."""
-    with conn:
+    """Apply each named migration once, recording it (the vector tables come later, with dims).
+
+    All pending steps run in one write transaction, taken up front so that two processes
+    opening an old index at once migrate it once: a step that fails leaves the file as it was."""
+    if _has_table(conn, "meta") and not _pending(conn):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         if not _has_table(conn, "migrations"):
             tables = [row[0] for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
@@ -379,11 +447,18 @@ def _migrate(conn: apsw.Connection) -> None:
                     f"pass another --db")
         conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
                      "applied_at REAL NOT NULL)")
-        done = {row[0] for row in conn.execute("SELECT name FROM migrations")}
-        for name, sql in MIGRATIONS:
+        done = _applied(conn)
+        for name, step in MIGRATIONS:
             if name not in done:
-                conn.execute(sql)
+                if callable(step):
+                    step(conn)
+                else:
+                    conn.execute(step)
                 conn.execute("INSERT INTO migrations(name, applied_at) VALUES (?, ?)",
                              (name, time.time()))
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
                      (json.dumps(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

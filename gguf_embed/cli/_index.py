@@ -170,12 +170,17 @@ def _display(path: str) -> str:
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
 @click.option("--path", "path_glob", default=None, metavar="GLOB",
               help="Only documents whose path matches (a folder, file or glob).")
+@click.option("--chunks", is_flag=True,
+              help="One row per matching chunk, not per file (a file may appear several times).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def search(query: str, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
-           path_glob: str | None, as_json: bool) -> None:
+           path_glob: str | None, chunks: bool, as_json: bool) -> None:
     """Search the index for QUERY ('-' reads queries from stdin, one per line, JSON Lines out:
-    one array per line, in order, [] for a blank line)."""
+    one array per line, in order, [] for a blank line).
+
+    Each result is one file: the lines and snippet of its best chunk, and the file's score."""
+    group = "chunk" if chunks else "file"
     db = db or default_db()
     check_argument(query, "the query")
     if path_glob is not None:
@@ -187,12 +192,13 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     with Index(db, engine, readonly=True, model_ref=model) as idx, _warnings_to_stderr():
         if query == "-":
             asked = [q for q in queries if q.strip()]
-            answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob))
+            answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob,
+                                           group=group))
             for q in queries:
                 results = next(answers) if q.strip() else []
                 click.echo(json.dumps([_row(r) for r in results]))
             return
-        results = idx.search(query, k=k, mode=mode, path=path_glob)
+        results = idx.search(query, k=k, mode=mode, path=path_glob, group=group)
     if as_json:
         click.echo(json.dumps([_row(r) for r in results], indent=2))
         return

@@ -5,6 +5,9 @@ Each page's first `> ` line is the query; the page without its `> ` block is the
 
     python -m tests.support.eval                             # all-MiniLM-L6-v2, all 2,030 pages
     python -m tests.support.eval --model models/tiny-qwen3-f32.gguf --count 300
+    python -m tests.support.eval --corpus ../shared/corpora --lang zh   # tldr-cjk's Chinese
+
+Search returns one row per file (the default), so the metrics are over files.
 """
 
 from __future__ import annotations
@@ -27,10 +30,20 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 K = 10
 
 
-def build_docs(corpus: Path, out: Path, count: int | None) -> dict[str, str]:
+LANGS = ("en", "zh", "ja", "ko")
+
+
+def corpus_pages(corpus: Path, lang: str = "en") -> list[Path]:
+    """The tldr pages of one language: English from tldr-linux, the others from tldr-cjk."""
+    if lang == "en":
+        return sorted((corpus / "tldr-linux" / "pages").glob("*.md"))
+    return sorted((corpus / "tldr-cjk" / f"pages.{lang}").glob("*/*.md"))
+
+
+def build_docs(corpus: Path, out: Path, count: int | None, lang: str = "en") -> dict[str, str]:
     """Write the pages without their `> ` block; return path → query."""
     queries: dict[str, str] = {}
-    pages = sorted((corpus / "tldr-linux" / "pages").glob("*.md"))
+    pages = corpus_pages(corpus, lang)
     for page in pages[:count] if count else pages:
         lines = page.read_text(encoding="utf-8").splitlines()
         quoted = [ln for ln in lines if ln.startswith(">")]
@@ -38,7 +51,8 @@ def build_docs(corpus: Path, out: Path, count: int | None) -> dict[str, str]:
             continue
         query = quoted[0].lstrip("> ").strip()
         body = "\n".join(ln for ln in lines if not ln.startswith(">")).strip()
-        target = out / page.name
+        # CJK pages come from several platform folders that share command names
+        target = out / (page.name if lang == "en" else f"{page.parent.name}-{page.name}")
         target.write_text(body + "\n", encoding="utf-8")
         queries[str(target)] = query
     return queries
@@ -73,12 +87,13 @@ def exact_numpy(index: Index, qvecs: np.ndarray) -> list[list[str]]:
     return out
 
 
-def evaluate(engine: Engine, corpus: Path, count: int | None = None) -> dict[str, Any]:
+def evaluate(engine: Engine, corpus: Path, count: int | None = None,
+             lang: str = "en") -> dict[str, Any]:
     """Index the first ``count`` tldr pages under ``corpus`` and score every search mode."""
     with tempfile.TemporaryDirectory() as tmp:
         docs = Path(tmp) / "docs"
         docs.mkdir()
-        queries = build_docs(corpus, docs, count)
+        queries = build_docs(corpus, docs, count, lang)
         truth = list(queries)
         qtexts = [queries[p] for p in truth]
         start = time.perf_counter()
@@ -87,7 +102,7 @@ def evaluate(engine: Engine, corpus: Path, count: int | None = None) -> dict[str
             build = time.perf_counter() - start
             results: dict[str, dict[str, float]] = {}
             for mode in ("vector", "keyword", "hybrid"):
-                hits = index.search_many(qtexts, k=K * 3, mode=mode)
+                hits = index.search_many(qtexts, k=K, mode=mode)
                 results[mode] = metrics(ranks_from_chunks([[h.path for h in r] for r in hits],
                                                           truth))
             qvecs = index._query_vectors(qtexts)
@@ -108,10 +123,13 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
                         help="holds tldr-linux/pages (default: the copy in tests/data)")
     parser.add_argument("--count", type=int, default=None, help="first N pages (default: all)")
+    parser.add_argument("--lang", choices=LANGS, default="en",
+                        help="en: tldr-linux; zh, ja, ko: tldr-cjk")
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
     with Engine(opts.model) as engine:
-        report = {"model": opts.model.name, **evaluate(engine, opts.corpus, opts.count)}
+        report = {"model": opts.model.name, **evaluate(engine, opts.corpus, opts.count,
+                                                             opts.lang)}
     if opts.json:
         print(json.dumps(report, indent=2))
         return

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Keyword search alone, one FTS5 tokenization against another, on the tldr eval recipe
+(tests/support/eval.py): MRR@10 and Recall@10 per language, BM25 over whole pages, no model.
+
+    python -m scripts.eval_keywords                 # en, zh, ja, ko
+    python -m scripts.eval_keywords --lang zh --jieba   # adds a jieba row (pip install jieba)
+
+Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `trigram`
+(CJK query runs cut into trigrams), CJK bigrams (gguf_embed.keywords, what the index uses),
+bigrams plus unigrams, and optionally the jieba segmenter (search mode) for Chinese.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from gguf_embed.keywords import CJK_RUN, UNICODE61, WORD, bigrams, fts_query, index_text
+from tests.support.eval import K, build_docs, metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Transform = Callable[[str], str]
+
+
+def with_unigrams(text: str) -> str:
+    return CJK_RUN.sub(lambda m: " " + " ".join([*m.group(), *bigrams(m.group())]) + " ", text)
+
+
+def with_trigrams(text: str) -> str:
+    def grams(run: str) -> list[str]:
+        return bigrams(run) + [run[i:i + 3] for i in range(len(run) - 2)]
+    return CJK_RUN.sub(lambda m: " " + " ".join(grams(m.group())) + " ", text)
+
+
+def cjk_only(query: str) -> str:
+    """The query without its Latin words (command and product names), CJK words alone."""
+    return " ".join(CJK_RUN.findall(query))
+
+
+def trigram_query(query: str) -> str:
+    terms: list[str] = []
+    for word in WORD.findall(query.lower()):
+        for run in CJK_RUN.split(word) + CJK_RUN.findall(word):
+            if not run:
+                continue
+            if CJK_RUN.fullmatch(run):
+                terms += [run[i:i + 3] for i in range(max(len(run) - 2, 1))]
+            else:
+                terms.append(run)
+    terms = [t for t in dict.fromkeys(terms) if len(t) >= 3]
+    return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+
+def run(docs: dict[str, str], queries: dict[str, str], tokenizer: str, doc_form: Transform,
+        make_query: Callable[[str], str]) -> dict[str, float]:
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE VIRTUAL TABLE f USING fts5(path UNINDEXED, text, tokenize='{tokenizer}')")
+    conn.executemany("INSERT INTO f(path, text) VALUES (?, ?)",
+                     [(p, doc_form(t)) for p, t in docs.items()])
+    ranks: list[int | None] = []
+    for path, query in queries.items():
+        match = make_query(query)
+        found = [r[0] for r in conn.execute(
+            "SELECT path FROM f WHERE f MATCH ? ORDER BY bm25(f) LIMIT ?", (match, K))] \
+            if match else []
+        ranks.append(found.index(path) + 1 if path in found else None)
+    return metrics(ranks)
+
+
+def rows(corpus: Path, lang: str, use_jieba: bool,
+         cjk_queries: bool = False) -> dict[str, dict[str, float]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        queries = build_docs(corpus, Path(tmp), None, lang)
+        docs = {p: Path(p).read_text(encoding="utf-8") for p in queries}
+    if cjk_queries:
+        queries = {p: cjk_only(q) for p, q in queries.items() if cjk_only(q)}
+    same: Transform = lambda text: text  # noqa: E731
+    out = {
+        "porter unicode61 (before)": run(docs, queries, "porter unicode61", same,
+                                         lambda q: fts_query(q, UNICODE61)),
+        "trigram": run(docs, queries, "trigram", same, trigram_query),
+        "CJK bigrams (chosen)": run(docs, queries, "porter unicode61",
+                                    index_text, fts_query),
+        "CJK bigrams + unigrams": run(docs, queries, "porter unicode61", with_unigrams,
+                                      lambda q: fts_query(with_unigrams(q), UNICODE61)),
+        "CJK bigrams + trigrams": run(docs, queries, "porter unicode61", with_trigrams,
+                                      lambda q: fts_query(with_trigrams(q), UNICODE61)),
+    }
+    if use_jieba and lang == "zh":
+        import jieba
+
+        jieba.setLogLevel(60)
+
+        def seg(text: str) -> str:
+            return " ".join(jieba.cut_for_search(text))
+
+        out["jieba cut_for_search"] = run(docs, queries, "porter unicode61", seg,
+                                          lambda q: fts_query(seg(q), UNICODE61))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--lang", action="append", choices=("en", "zh", "ja", "ko"))
+    parser.add_argument("--jieba", action="store_true", help="add a jieba row for Chinese")
+    parser.add_argument("--cjk-queries", action="store_true",
+                        help="drop the Latin words (command names) from the queries")
+    parser.add_argument("--json", action="store_true")
+    opts = parser.parse_args()
+    report = {lang: rows(opts.corpus, lang, opts.jieba, opts.cjk_queries)
+              for lang in opts.lang or ["en", "zh", "ja", "ko"]}
+    if opts.json:
+        print(json.dumps(report, indent=2))
+        return
+    print("| language | keyword index | MRR@10 | Recall@10 |")
+    print("| --- | --- | ---: | ---: |")
+    for lang, table in report.items():
+        for name, m in table.items():
+            print(f"| {lang} | {name} | {m['mrr@10']:.4f} | {m['recall@10']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Index:
                  model_ref: str | None = None) -> None:
         self.path = Path(path)
         self.engine = engine
+        self.last_rerank: dict[str, Any] | None = None
         self.store = Store.open(self.path, create=not readonly, readonly=readonly)
         try:
             if engine is not None:
@@ -115,13 +117,29 @@ class Index:
 
     # ------------------------------------------------------------------ reading
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",
-               path: str | None = None, exact: bool | None = None) -> list[SearchResult]:
-        """Ranked chunks for ``query``; ``path`` is a glob on document paths."""
+               path: str | None = None, exact: bool | None = None,
+               rerank: Any | None = None,
+               rerank_options: Any | None = None) -> list[SearchResult]:
+        """Ranked chunks for ``query``; ``path`` is a glob on document paths.  ``rerank``
+        (a :class:`~gguf_embed.reranker.Reranker`) rescores the top fused candidates
+        (``rerank_options``: how many, window size, blend); what it did is in
+        ``last_rerank``."""
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
-        return search(self.store, vector, query, k=k, mode=mode,
-                      path_glob=_glob(path), exact=exact)
+        hook = None
+        if rerank is not None:
+            from .reranker import SearchReranker
+
+            hook = SearchReranker(rerank, self.store, rerank_options)
+        results = search(self.store, vector, query, k=k, mode=mode,
+                         path_glob=_glob(path), exact=exact, rerank=hook)
+        if hook is None:
+            return results
+        self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
+                            "context": rerank.max_tokens}
+        return [replace(r, rerank_score=round(hook.scores[r.chunk_id], 6))
+                if r.chunk_id in hook.scores else r for r in results]
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
                     path: str | None = None) -> list[list[SearchResult]]:

@@ -8,6 +8,7 @@ path filter, is scanned exactly with sqlite-vec's cosine distance.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -37,6 +38,7 @@ class SearchResult:
     chunk_id: int
     start_page: int | None = None
     end_page: int | None = None
+    rerank_score: float | None = None  # the reranker's own score, when reranked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -44,9 +46,12 @@ class SearchResult:
 
 def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int = 10,
            mode: str = "hybrid", path_glob: str | None = None,
-           exact: bool | None = None) -> list[SearchResult]:
+           exact: bool | None = None,
+           rerank: Callable[[str, list[tuple[int, float]]], list[tuple[int, float]]] | None
+           = None) -> list[SearchResult]:
     """Rank chunks for ``query``.  ``query_vector`` (already embedded with the query prompt and
-    cut to the index's dimensions) is needed for vector and hybrid modes."""
+    cut to the index's dimensions) is needed for vector and hybrid modes.  ``rerank`` (see
+    reranker.SearchReranker) reorders the fused candidates, best first."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
     if k < 1:
@@ -54,6 +59,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if not query.strip():
         raise InputError("the query is empty", param="query")
     pool = k if mode != "hybrid" else max(50, 4 * k)
+    pool = max(pool, getattr(rerank, "candidates", 0))
     ranked: dict[int, float] = {}
     if mode in ("vector", "hybrid"):
         if query_vector is None:
@@ -63,7 +69,10 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if mode in ("keyword", "hybrid"):
         hits = keyword_hits(store, query, pool, path_glob)
         ranked = dict(hits) if mode == "keyword" else _fuse(ranked, hits)
-    top = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))[:k]
+    order = sorted(ranked.items(), key=lambda item: (-item[1], item[0]))
+    if rerank is not None:
+        order = rerank(query, order)
+    top = order[:k]
     rows = store.chunk_rows([chunk_id for chunk_id, _ in top])
     terms = {w.lower() for w in WORD.findall(query)}
     results = []

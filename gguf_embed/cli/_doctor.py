@@ -8,9 +8,17 @@ from pathlib import Path
 
 import click
 
-from ..doctor import environment, model_report, packaged_reference, self_test, write_reference
-from ..models import file_fingerprint
-from ._base import cli, load_engine, model_options
+from ..doctor import (
+    environment,
+    model_report,
+    packaged_reference,
+    rerank_self_test,
+    self_test,
+    write_reference,
+)
+from ..errors import ModelLoadError
+from ..models import DEFAULT_MODEL, ResolvedModel, file_fingerprint
+from ._base import cli, model_options, resolve
 
 
 @cli.command()
@@ -29,7 +37,15 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
     or do not tell texts apart).
     """
     env = environment()
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    resolved = resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
+                       cache_dir=cache_dir)
+    from ..engine import Engine
+    from ..reranker import looks_like_reranker
+
+    if resolved.spec.kind == "reranker" or looks_like_reranker(resolved.path):
+        _doctor_reranker(resolved, env, as_json)
+        return
+    engine = Engine(resolved)
     fingerprint = file_fingerprint(Path(engine.path))
     beside = Path(str(engine.path) + ".reference.json")
     if write_reference_:
@@ -55,5 +71,30 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
                   if "min_cosine" in test else test.get("reference_error")
                   or "no reference vectors for this model (checked finite, normalized, distinct)")
         click.echo(f"{'self-test:':<24} {state} ({detail})")
+    if not test["ok"]:
+        sys.exit(1)
+
+
+def _doctor_reranker(resolved: ResolvedModel, env: dict, as_json: bool) -> None:
+    """A reranker: refuse one without the head it needs, else score fixed pairs."""
+    from ..reranker import Reranker
+
+    try:
+        reranker = Reranker(resolved)
+    except ModelLoadError as exc:
+        info, test = {"path": str(resolved.path)}, {"ok": False, "error": str(exc)}
+    else:
+        info, test = reranker.info(), rerank_self_test(reranker)
+        reranker.close()
+    if as_json:
+        click.echo(json.dumps({"environment": env, "reranker": info, "self_test": test},
+                              indent=2, default=str))
+    else:
+        for key, value in env.items():
+            click.echo(f"{key + ':':<24} {value}")
+        for key, value in info.items():
+            click.echo(f"{'reranker ' + key + ':':<24} {value}")
+        detail = test.get("error") or f"scores {test['scores']}"
+        click.echo(f"{'self-test:':<24} {'ok' if test['ok'] else 'FAILED'} ({detail})")
     if not test["ok"]:
         sys.exit(1)

@@ -15,7 +15,7 @@ from ..chunking import ChunkSettings
 from ..index import Index
 from ..indexer import IndexSummary, Progress
 from ..search import MODES, SearchResult
-from ._base import cli, load_engine, model_options
+from ._base import check_roles, cli, load_engine, load_reranker, model_options
 
 
 def default_db() -> Path:
@@ -144,22 +144,50 @@ def _display(path: str) -> str:
 @click.option("--mode", type=click.Choice(MODES), default="hybrid", show_default=True)
 @click.option("--path", "path_glob", default=None, metavar="GLOB",
               help="Only documents whose path matches (a folder, file or glob).")
+@click.option("--rerank", "rerank", is_flag=False, flag_value="", default=None,
+              metavar="[MODEL]", envvar="GGUF_EMBED_RERANK",
+              help="Rescore the top candidates with a reranker (a catalog name, "
+                   "owner/repo:file.gguf or .gguf path; alone: bge-reranker-base). Off by "
+                   "default: it adds seconds on a CPU (see README) [env: GGUF_EMBED_RERANK].")
+@click.option("--rerank-candidates", type=click.IntRange(1, 1000), default=30,
+              show_default=True, help="How many fused candidates the reranker scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def search(query: str, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
-           path_glob: str | None, as_json: bool) -> None:
+           path_glob: str | None, rerank: str | None, rerank_candidates: int,
+           as_json: bool) -> None:
     """Search the index for QUERY ('-' reads queries from stdin, one per line, JSON Lines out)."""
     db = db or default_db()
     with Index(db, readonly=True) as probe:
         model = model or probe.meta.get("model")
+    if rerank is not None:
+        check_roles(model, rerank or None)
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
+    reranker = None if rerank is None else load_reranker(rerank or None, offline,
+                                                         hf_endpoint, cache_dir)
+    options = None
+    if reranker is not None:
+        from ..reranker import RerankOptions
+
+        options = RerankOptions(candidates=rerank_candidates)
     with Index(db, engine, readonly=True, model_ref=model) as idx:
         if query == "-":
             queries = [line for line in sys.stdin.read().splitlines() if line.strip()]
+            if reranker is not None:
+                for q in queries:
+                    click.echo(json.dumps([_row(r) for r in idx.search(
+                        q, k=k, mode=mode, path=path_glob, rerank=reranker,
+                        rerank_options=options)]))
+                return
             for results in idx.search_many(queries, k=k, mode=mode, path=path_glob):
                 click.echo(json.dumps([_row(r) for r in results]))
             return
-        results = idx.search(query, k=k, mode=mode, path=path_glob)
+        results = idx.search(query, k=k, mode=mode, path=path_glob, rerank=reranker,
+                             rerank_options=options)
+        report = idx.last_rerank
+    if report and report["truncated"]:
+        click.echo(f"note: {report['truncated']} of {report['candidates']} reranked passages "
+                   f"were cut to the reranker's context ({report['context']} tokens)", err=True)
     if as_json:
         click.echo(json.dumps([_row(r) for r in results], indent=2))
         return

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._base import cli, load_engine, model_options
+from ._base import check_roles, cli, load_engine, load_reranker, model_options
 from ._index import db_option, recorded_model
 
 
@@ -20,9 +20,12 @@ from ._index import db_option, recorded_model
               help="Require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
 @click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
+@click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
+              help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
+                   "[env: GGUF_EMBED_RERANKER].")
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
-          batch_window: float) -> None:
+          batch_window: float, reranker: str | None) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
         from ..server import ServerConfig
@@ -32,10 +35,13 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
     if db is not None and not model:
         model = recorded_model(db)
+    check_roles(model, reranker)
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     config = ServerConfig(model_name=model or engine.spec.name, host=host, port=port,
                           api_key=api_key, index_path=str(db) if db else None,
-                          batch_window=batch_window / 1000)
+                          batch_window=batch_window / 1000, reranker_name=reranker)
+    also = f", reranker {reranker}" if reranker else ""
     click.echo(f"serving {config.model_name} on http://{host}:{port}/v1 "
-               f"({engine.dims} dims)", err=True)
-    run(engine, config)
+               f"({engine.dims} dims{also})", err=True)
+    run(engine, config, reranker=scorer)

@@ -14,7 +14,15 @@ from .errors import (
 )
 from .index import Index
 from .indexer import IndexSummary, Progress
-from .models import CATALOG, DEFAULT_MODEL, ModelSpec, ResolvedModel, resolve_model
+from .models import (
+    CATALOG,
+    DEFAULT_MODEL,
+    DEFAULT_RERANKER,
+    ModelSpec,
+    ResolvedModel,
+    resolve_model,
+)
+from .reranker import Reranker, RerankOptions, RerankScores
 from .search import SearchResult
 
 __version__ = "0.1.0"
@@ -22,6 +30,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
+    "DEFAULT_RERANKER",
     "Embeddings",
     "Engine",
     "EngineError",
@@ -38,6 +47,9 @@ __all__ = [
     "ModelNotFound",
     "ModelSpec",
     "Progress",
+    "RerankOptions",
+    "RerankScores",
+    "Reranker",
     "ResolvedModel",
     "SearchResult",
     "__version__",

@@ -67,6 +67,13 @@ def model_metadata(model: Any) -> dict[str, str]:
     return meta
 
 
+def is_rank_model(model: Any, metadata: dict[str, str], arch: str) -> bool:
+    """Whether a loaded GGUF is marked a reranker: rank pooling, or classifier labels (an
+    array key, which llama.cpp's metadata listing leaves out)."""
+    return (metadata.get(f"{arch}.pooling_type") == "4"
+            or lc.llama_model_cls_label(model, 0) is not None)
+
+
 def system_info() -> str:
     return lc.llama_print_system_info().decode("utf-8", "replace")
 

@@ -177,3 +177,18 @@ def self_test(engine: Any, reference: Path | None, fingerprint: str) -> dict[str
             ok = ok and bool(cos.min() >= bound)
     result["ok"] = bool(ok)
     return result
+
+
+def rerank_self_test(reranker: Any) -> dict[str, Any]:
+    """Score the fixed query against the fixed texts: finite, not all equal, and (Qwen3: a
+    probability) in range.  No reference scores are shipped for rerankers yet."""
+    scores = reranker.score(SELF_TEST_QUERY, SELF_TEST_TEXTS).scores
+    result: dict[str, Any] = {
+        "scores": [round(float(x), 6) for x in scores],
+        "finite": bool(np.isfinite(scores).all()),
+        "distinct": bool(np.ptp(scores) > 0),
+    }
+    if reranker.family == "qwen3":
+        result["in_range"] = bool(((scores >= 0) & (scores <= 1)).all())
+    result["ok"] = all(v for k, v in result.items() if k != "scores")
+    return result

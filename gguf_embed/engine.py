@@ -78,6 +78,8 @@ class Engine:
     """One GGUF embedding model loaded in llama.cpp.  Not for concurrent use from several
     threads at once (calls are serialized by a lock); make one engine per process."""
 
+    allow_rank = False  # a reranker GGUF is refused (reranker.Reranker loads those)
+
     def __init__(
         self,
         model: str | Path | ResolvedModel,
@@ -115,6 +117,13 @@ class Engine:
             )
         self.metadata = _llama.model_metadata(self._model)
         self.arch = self.metadata.get("general.architecture", "")
+        if not self.allow_rank and (_llama.is_rank_model(self._model, self.metadata, self.arch)
+                                    or (spec or spec_for_file(path)).kind == "reranker"):
+            self.close()
+            raise ModelLoadError(
+                f"{path} is a reranker, not an embedding model: give it to --rerank "
+                f"(gguf_embed.Reranker), and an embedding model such as "
+                f"qwen3-embedding-0.6b to --model")
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
         self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(

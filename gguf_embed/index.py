@@ -20,6 +20,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ class Index:
         once) or raise :class:`~gguf_embed.errors.IndexBusy`."""
         self.path = Path(path)
         self.engine = engine
+        self.last_rerank: dict[str, Any] | None = None
         self._lock: WriteLock | None = None
         if not readonly:
             make_parent(self.path)
@@ -161,14 +163,29 @@ class Index:
     # ------------------------------------------------------------------ reading
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",
                path: str | None = None, exact: bool | None = None,
-               group: str = "file") -> list[SearchResult]:
+               group: str = "file", rerank: Any | None = None,
+               rerank_options: Any | None = None) -> list[SearchResult]:
         """The ``k`` best files for ``query`` (each with its best chunk), or with
-        ``group="chunk"`` the ``k`` best chunks; ``path`` is a glob on document paths."""
+        ``group="chunk"`` the ``k`` best chunks; ``path`` is a glob on document paths.
+        ``rerank`` (a :class:`~gguf_embed.reranker.Reranker`) rescores the top fused
+        candidates (``rerank_options``: how many, window size, blend); what it did is in
+        ``last_rerank``."""
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
-        return search(self.store, vector, query, k=k, mode=mode,
-                      path_glob=_glob(path), exact=exact, group=group)
+        hook = None
+        if rerank is not None:
+            from .reranker import SearchReranker
+
+            hook = SearchReranker(rerank, self.store, rerank_options)
+        results = search(self.store, vector, query, k=k, mode=mode,
+                         path_glob=_glob(path), exact=exact, group=group, rerank=hook)
+        if hook is None:
+            return results
+        self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
+                            "context": rerank.max_tokens}
+        return [replace(r, rerank_score=round(hook.scores[r.chunk_id], 6))
+                if r.chunk_id in hook.scores else r for r in results]
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
                     path: str | None = None, group: str = "file") -> list[list[SearchResult]]:

@@ -46,6 +46,7 @@ class ModelSpec:
     n_ctx: int | None = None
     matryoshka_min: int | None = None  # smallest trained size; None: not trained for cutting
     description: str = ""
+    kind: str = "embedding"  # or "reranker": a rank-pooling cross-encoder (see reranker.py)
 
     @property
     def hub_ref(self) -> str | None:
@@ -117,6 +118,25 @@ CATALOG: dict[str, ModelSpec] = {
             query_prompt=BGE_QUERY, n_ctx=512,
             description="mixedbread mxbai-embed-large-v1 (BERT family), English",
         ),
+        # Rerankers (kind="reranker", pooling "rank"): llama.cpp runs the classification head
+        # and returns one score per (query, passage) pair; the pair format is in reranker.py.
+        # Both architectures are checked against transformers in tests/test_reranker.py.
+        ModelSpec(
+            # Qwen3ForCausalLM; llama.cpp's converter keeps the "yes"/"no" rows of lm_head as
+            # cls.output and softmaxes them, so the score is P(yes) as in the model card.
+            name="qwen3-reranker-0.6b", repo="ggml-org/Qwen3-Reranker-0.6B-Q8_0-GGUF",
+            file="qwen3-reranker-0.6b-q8_0.gguf", pooling="rank", n_ctx=32768,
+            kind="reranker",
+            description="Qwen3-Reranker-0.6B, multilingual cross-encoder (score: P(yes))",
+        ),
+        ModelSpec(
+            # XLMRobertaForSequenceClassification: its head (classifier.dense + out_proj)
+            # survives llama.cpp's converter, unlike a BERT cross-encoder's pooler.
+            name="bge-reranker-base", repo="xinming0111/bge-reranker-base-Q8_0-GGUF",
+            file="bge-reranker-base-q8_0.gguf", pooling="rank", n_ctx=512, kind="reranker",
+            description="BAAI bge-reranker-base (XLM-R), English/Chinese cross-encoder, fast "
+                        "on a CPU (score: a logit)",
+        ),
         ModelSpec(
             name="all-minilm-l6-v2", repo="second-state/All-MiniLM-L6-v2-Embedding-GGUF",
             file="all-MiniLM-L6-v2-Q8_0.gguf", dims=384, pooling="mean", n_ctx=512,
@@ -126,6 +146,7 @@ CATALOG: dict[str, ModelSpec] = {
 }
 
 DEFAULT_MODEL = "qwen3-embedding-4b"
+DEFAULT_RERANKER = "bge-reranker-base"  # fastest on a CPU; see BENCHMARKS.md (reranking)
 
 _HUB_REF = re.compile(r"^(?P<repo>[\w.-]+/[\w.-]+):(?P<file>[^@]+\.gguf)(?:@(?P<rev>[\w.-]+))?$")
 

@@ -10,6 +10,7 @@ path filter, is scanned exactly with sqlite-vec's cosine distance.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ class SearchResult:
     chunk_id: int
     start_page: int | None = None
     end_page: int | None = None
+    rerank_score: float | None = None  # the reranker's own score, when reranked
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,10 +53,13 @@ class SearchResult:
 
 def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int = 10,
            mode: str = "hybrid", path_glob: str | None = None,
-           exact: bool | None = None, group: str = "file") -> list[SearchResult]:
+           exact: bool | None = None, group: str = "file",
+           rerank: Callable[[str, list[tuple[int, float]]], list[tuple[int, float]]] | None
+           = None) -> list[SearchResult]:
     """Rank files (``group="file"``) or chunks (``"chunk"``) for ``query``.  ``query_vector``
     (already embedded with the query prompt and cut to the index's dimensions) is needed for
-    vector and hybrid modes."""
+    vector and hybrid modes.  ``rerank`` (see reranker.SearchReranker) reorders the fused
+    candidates (each file's best chunk, or the chunks), best first."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
     if group not in GROUPS:
@@ -68,15 +73,19 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     pool = max(FILE_POOL, 5 * k)  # enough chunks to find k files
     if group == "chunk":
         pool = k if mode != "hybrid" else max(50, 4 * k)
+    pool = max(pool, getattr(rerank, "candidates", 0))
     lists = candidates(store, query_vector, query, mode, pool, path_glob, exact)
     if group == "chunk":
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
-        top = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+        order = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     else:
         doc_of = store.chunk_docs([chunk_id for hits in lists for chunk_id, _ in hits])
         files = (fusion.fuse_files(lists, doc_of) if mode == "hybrid"
                  else fusion.best_per_file(lists[0], doc_of))
-        top = [(chunk_id, score) for _, chunk_id, score in files[:k]]
+        order = [(chunk_id, score) for _, chunk_id, score in files]
+    if rerank is not None:
+        order = rerank(query, order)
+    top = order[:k]
     rows = store.chunk_rows([chunk_id for chunk_id, _ in top])
     terms = set(query_terms(query))
     results = []

@@ -3,7 +3,10 @@
     POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage)
     GET  /v1/models       the one model served
     GET  /health          liveness and what is loaded
-    POST /v1/search       {"query", "k", "mode", "path", "group"} → the objects of `search --json`
+    POST /v1/search       {"query", "k", "mode", "path", "group", "rerank"} → the objects of
+                          `search --json`
+    POST /v1/rerank       Cohere/Jina/llama-server's {"query", "documents", "top_n"} →
+                          {"results": [{"index", "relevance_score"}]} (with --reranker)
 
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
 the request body; with the official client: ``extra_body={"input_type": "query"}``.
@@ -88,9 +91,10 @@ class ServerConfig:
     max_inputs: int = MAX_INPUTS
     max_body: int = MAX_BODY
     batch_window: float = 0.004  # seconds; 0 turns cross-request batching off
+    reranker_name: str | None = None
 
 
-def create_app(engine: Any, config: ServerConfig) -> Any:
+def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse as _JSONResponse
@@ -246,16 +250,59 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
         if path is not None and not isinstance(path, str):
             raise ApiError(400, "path must be a string", param="path")
 
+        use_reranker = data.get("rerank", reranker is not None)
+        if not isinstance(use_reranker, bool):
+            raise ApiError(400, "rerank must be true or false", param="rerank")
+        if use_reranker and reranker is None:
+            raise ApiError(400, "no reranker is served; start the server with --reranker "
+                                "MODEL", param="rerank", code="no_reranker")
+
         def run() -> list[dict[str, Any]]:
             with Index(config.index_path, engine, readonly=True) as index:  # type: ignore[arg-type]
-                return [r.to_dict() for r in index.search(query, k=k, mode=mode, path=path,
-                                                          group=group)]
+                return [r.to_dict() for r in index.search(
+                    query, k=k, mode=mode, path=path, group=group,
+                    rerank=reranker if use_reranker else None)]
 
         async with lock:  # the engine decodes one request at a time outside the batcher
             results = await asyncio.to_thread(run)
         return JSONResponse({"object": "list", "data": results})
 
+    async def rerank(request: Request) -> Response:
+        if reranker is None:
+            raise ApiError(404, "no reranker is served; start the server with --reranker "
+                                "MODEL", code="no_reranker")
+        data = await read_json(request)
+        name = config.reranker_name or reranker.spec.name
+        model = data.get("model")
+        if model is not None and model not in {name, reranker.spec.name, reranker.path.name,
+                                               reranker.path.stem}:
+            raise ApiError(404, f"reranker {model!r} is not served here; this server has "
+                                f"{name!r}", param="model", code="model_not_found")
+        query = data.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ApiError(400, "query must be a non-empty string", param="query")
+        texts = _documents(data.get("documents"), config.max_inputs)
+        top_n = data.get("top_n", len(texts))
+        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
+            raise ApiError(400, "top_n must be a positive integer", param="top_n")
+        result = await asyncio.to_thread(reranker.score, query, texts)
+        cut = set(result.truncated)
+        order = sorted(range(len(texts)), key=lambda i: (-float(result.scores[i]), i))
+        items = []
+        for i in order[:top_n]:
+            item: dict[str, Any] = {"index": i, "relevance_score": float(result.scores[i])}
+            if data.get("return_documents"):
+                item["document"] = {"text": texts[i]}
+            if i in cut:  # cut to the context: said, never silent
+                item["truncated"] = True
+            items.append(item)
+        used = sum(result.token_counts)
+        return JSONResponse({"object": "list", "model": name, "results": items,
+                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+
     routes = [
+        Route("/v1/rerank", handler(rerank), methods=["POST"]),
+        Route("/rerank", handler(rerank), methods=["POST"]),
         Route("/v1/embeddings", handler(embeddings), methods=["POST"]),
         Route("/embeddings", handler(embeddings), methods=["POST"]),
         Route("/v1/models", handler(models), methods=["GET"]),
@@ -271,6 +318,21 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.batcher = batcher
     return app
+
+
+def _documents(raw: Any, max_inputs: int) -> list[str]:
+    """Rerank documents: strings, or objects with a "text" (Cohere's older shape)."""
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "documents must be a non-empty array of strings", param="documents")
+    if len(raw) > max_inputs:
+        raise ApiError(400, f"too many documents: {len(raw)} > {max_inputs}", param="documents")
+    texts = []
+    for i, item in enumerate(raw):
+        text = item.get("text") if isinstance(item, dict) else item
+        if not isinstance(text, str):
+            raise ApiError(400, f"documents[{i}] must be a string", param="documents")
+        texts.append(text)
+    return texts
 
 
 def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
@@ -352,14 +414,14 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(engine: Any, config: ServerConfig, *, log_level: str = "warning",
-          sock: socket.socket | None = None) -> None:
+          sock: socket.socket | None = None, reranker: Any | None = None) -> None:
     """Run the server until interrupted (blocking), on ``sock`` if given (see :func:`bind`)."""
     import uvicorn
 
     if sock is None:
         sock = bind(config.host, config.port)
     config.port = sock.getsockname()[1]  # the Host check wants the real port (with port 0)
-    app = create_app(engine, config)
+    app = create_app(engine, config, reranker)
     server = uvicorn.Server(uvicorn.Config(app, log_level=log_level,
                                            timeout_graceful_shutdown=5))
     server.run(sockets=[sock])

@@ -31,6 +31,10 @@ def test_catalog_entries_are_complete() -> None:
     assert any("gemma" in name for name in CATALOG)
     for spec in CATALOG.values():
         assert spec.repo and spec.file.endswith(".gguf") and spec.revision
+        if spec.kind == "reranker":  # scores, not vectors
+            assert spec.pooling == "rank" and spec.dims is None and spec.n_ctx
+            continue
+        assert spec.kind == "embedding"
         assert spec.dims and spec.pooling in ("last", "mean", "cls") and spec.n_ctx
         assert "{text}" in spec.query_prompt and "{text}" in spec.document_prompt
         if spec.sha256:

@@ -118,6 +118,45 @@ def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
                           cache_dir=cache_dir), **kwargs)
 
 
+def check_roles(embedding: str | None, reranker: str | None) -> None:
+    """Refuse a reranker given as the embedding model or the reverse, naming both, before
+    anything is loaded (catalog names and hub files; a local file is checked on loading)."""
+    from ..models import DEFAULT_RERANKER, parse_ref
+
+    def kind(ref: str | None) -> str | None:
+        try:
+            return getattr(parse_ref(ref), "kind", None) if ref else None
+        except GgufEmbedError:
+            return None
+
+    emb, rer = kind(embedding), kind(reranker)
+    if (emb == "reranker" and rer == "embedding") or (emb == "reranker" and reranker is None):
+        raise click.ClickException(
+            f"{embedding} is a reranker, not an embedding model"
+            + (f", and {reranker} is an embedding model: swap them (--model {reranker} "
+               f"--rerank {embedding})" if rer == "embedding" else
+               f"; pass an embedding model to --model and {embedding} to --rerank"))
+    if emb == "reranker":
+        raise click.ClickException(
+            f"{embedding} (--model) is a reranker, not an embedding model; {reranker} is the "
+            f"reranker: pass an embedding model to --model")
+    if rer == "embedding":
+        other = f"; the embedding model is {embedding}" if embedding else ""
+        raise click.ClickException(
+            f"{reranker} (--rerank) is an embedding model, not a reranker{other}: pass a "
+            f"reranker such as {DEFAULT_RERANKER} to --rerank")
+
+
+def load_reranker(model: str | None, offline: bool, hf_endpoint: str | None,
+                  cache_dir: str | None) -> Any:
+    """The reranker ``model`` (default: the catalog's default reranker)."""
+    from ..models import DEFAULT_RERANKER
+    from ..reranker import Reranker
+
+    return Reranker(resolve(model or DEFAULT_RERANKER, offline=offline,
+                            hf_endpoint=hf_endpoint, cache_dir=cache_dir))
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="gguf-embed")
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log and details on stderr.")
@@ -196,7 +235,8 @@ def models_list(as_json: bool, cache_dir: str | None, hf_endpoint: str | None) -
     for row in rows:
         mark = "*" if row["default"] else " "
         state = "cached" if row["cached"] else ""
-        click.echo(f"{mark} {row['name']:<24} {row['dims']:>5}d {row['n_ctx']:>6} ctx  "
+        size = f"{row['dims']:>5}d" if row["dims"] else "  rank"  # a reranker: no vectors
+        click.echo(f"{mark} {row['name']:<24} {size} {row['n_ctx']:>6} ctx  "
                    f"{row['repo']}:{row['file']}  {state}".rstrip())
 
 

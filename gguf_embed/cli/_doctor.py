@@ -8,10 +8,17 @@ from pathlib import Path
 
 import click
 
-from ..doctor import environment, model_report, packaged_reference, self_test, write_reference
-from ..errors import GgufEmbedError
-from ..models import file_fingerprint
-from ._base import cli, load_engine, model_options, terminal_text
+from ..doctor import (
+    environment,
+    model_report,
+    packaged_reference,
+    rerank_self_test,
+    self_test,
+    write_reference,
+)
+from ..errors import GgufEmbedError, ModelLoadError
+from ..models import DEFAULT_MODEL, ResolvedModel, file_fingerprint
+from ._base import cli, model_options, resolve, terminal_text
 
 
 @cli.command()
@@ -31,7 +38,15 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
     """
     env = environment()
     try:
-        engine = load_engine(model, offline, hf_endpoint, cache_dir)
+        resolved = resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
+                           cache_dir=cache_dir)
+        from ..engine import Engine
+        from ..reranker import looks_like_reranker
+
+        if resolved.spec.kind == "reranker" or looks_like_reranker(resolved.path):
+            _doctor_reranker(resolved, env, as_json)
+            return
+        engine = Engine(resolved)
     except GgufEmbedError as exc:  # still report the environment: it is half the diagnosis
         error = terminal_text(str(exc))
         if as_json:
@@ -74,3 +89,28 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
 def _print_environment(env: dict[str, object]) -> None:
     for key, value in env.items():
         click.echo(terminal_text(f"{key + ':':<24} {value}"))
+
+
+def _doctor_reranker(resolved: ResolvedModel, env: dict, as_json: bool) -> None:
+    """A reranker: refuse one without the head it needs, else score fixed pairs."""
+    from ..reranker import Reranker
+
+    try:
+        reranker = Reranker(resolved)
+    except ModelLoadError as exc:
+        info, test = {"path": str(resolved.path)}, {"ok": False, "error": str(exc)}
+    else:
+        info, test = reranker.info(), rerank_self_test(reranker)
+        reranker.close()
+    if as_json:
+        click.echo(json.dumps({"environment": env, "reranker": info, "self_test": test},
+                              indent=2, default=str))
+    else:
+        _print_environment(env)
+        for key, value in info.items():
+            click.echo(terminal_text(f"{'reranker ' + key + ':':<24} {value}"))
+        detail = test.get("error") or f"scores {test['scores']}"
+        click.echo(terminal_text(
+            f"{'self-test:':<24} {'ok' if test['ok'] else 'FAILED'} ({detail})"))
+    if not test["ok"]:
+        sys.exit(1)

@@ -19,7 +19,16 @@ from ..errors import QueryTruncated
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
 from ..search import MODES, SearchResult
-from ._base import check_argument, cli, load_engine, model_options, stdin_lines, terminal_text
+from ._base import (
+    check_argument,
+    check_roles,
+    cli,
+    load_engine,
+    load_reranker,
+    model_options,
+    stdin_lines,
+    terminal_text,
+)
 
 
 def default_db() -> Path:
@@ -172,10 +181,18 @@ def _display(path: str) -> str:
               help="Only documents whose path matches (a folder, file or glob).")
 @click.option("--chunks", is_flag=True,
               help="One row per matching chunk, not per file (a file may appear several times).")
+@click.option("--rerank", "rerank", is_flag=False, flag_value="", default=None,
+              metavar="[MODEL]", envvar="GGUF_EMBED_RERANK",
+              help="Rescore the top candidates with a reranker (a catalog name, "
+                   "owner/repo:file.gguf or .gguf path; alone: bge-reranker-base). Off by "
+                   "default: it adds seconds on a CPU (see README) [env: GGUF_EMBED_RERANK].")
+@click.option("--rerank-candidates", type=click.IntRange(1, 1000), default=30,
+              show_default=True, help="How many fused candidates the reranker scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def search(query: str, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
-           path_glob: str | None, chunks: bool, as_json: bool) -> None:
+           path_glob: str | None, chunks: bool, rerank: str | None, rerank_candidates: int,
+           as_json: bool) -> None:
     """Search the index for QUERY ('-' reads queries from stdin, one per line, JSON Lines out:
     one array per line, in order, [] for a blank line).
 
@@ -188,17 +205,37 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     queries = stdin_lines() if query == "-" else [query]
     with Index(db, readonly=True) as probe:
         model = model or probe.meta.get("model")
+    if rerank is not None:
+        check_roles(model, rerank or None)
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
+    reranker = None if rerank is None else load_reranker(rerank or None, offline,
+                                                         hf_endpoint, cache_dir)
+    options = None
+    if reranker is not None:
+        from ..reranker import RerankOptions
+
+        options = RerankOptions(candidates=rerank_candidates)
+    report = None
     with Index(db, engine, readonly=True, model_ref=model) as idx, _warnings_to_stderr():
         if query == "-":
             asked = [q for q in queries if q.strip()]
-            answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob,
-                                           group=group))
+            if reranker is not None:
+                answers = iter([idx.search(q, k=k, mode=mode, path=path_glob, group=group,
+                                           rerank=reranker, rerank_options=options)
+                                for q in asked])
+            else:
+                answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob,
+                                               group=group))
             for q in queries:
                 results = next(answers) if q.strip() else []
                 click.echo(json.dumps([_row(r) for r in results]))
             return
-        results = idx.search(query, k=k, mode=mode, path=path_glob, group=group)
+        results = idx.search(query, k=k, mode=mode, path=path_glob, group=group,
+                             rerank=reranker, rerank_options=options)
+        report = idx.last_rerank
+    if report and report["truncated"]:
+        click.echo(f"note: {report['truncated']} of {report['candidates']} reranked passages "
+                   f"were cut to the reranker's context ({report['context']} tokens)", err=True)
     if as_json:
         click.echo(json.dumps([_row(r) for r in results], indent=2))
         return

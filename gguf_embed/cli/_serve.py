@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ._base import cli, load_engine, model_options, terminal_text
+from ._base import check_roles, cli, load_engine, load_reranker, model_options, terminal_text
 from ._index import db_option, recorded_model
 
 
@@ -20,9 +20,12 @@ from ._index import db_option, recorded_model
               help="Require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
 @click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
+@click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
+              help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
+                   "[env: GGUF_EMBED_RERANKER].")
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
-          batch_window: float) -> None:
+          batch_window: float, reranker: str | None) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
         import uvicorn  # noqa: F401
@@ -32,23 +35,26 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
     except ImportError as exc:  # starlette/uvicorn are an extra
         raise click.ClickException(
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
+    if db is not None and not model:
+        model = recorded_model(db)
+    check_roles(model, reranker)
     try:  # first, so a taken port fails before a model loads or anything is announced
         sock = bind(host, port)
     except OSError as exc:
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     with sock:
-        if db is not None and not model:
-            model = recorded_model(db)
         engine = load_engine(model, offline, hf_endpoint, cache_dir)
+        scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
         # a model given as a file is served under its name, never its full path
         name = engine.spec.name if not model or Path(model).suffix.lower() == ".gguf" or \
             Path(model).is_file() else model
         config = ServerConfig(model_name=name, host=host, port=sock.getsockname()[1],
                               api_key=api_key, index_path=str(db) if db else None,
-                              batch_window=batch_window / 1000)
+                              batch_window=batch_window / 1000, reranker_name=reranker)
         shown = f"[{host}]" if ":" in host else host
+        also = f", reranker {reranker}" if reranker else ""
         click.echo(terminal_text(f"serving {config.model_name} on "
-                                 f"http://{shown}:{config.port}/v1 ({engine.dims} dims)"),
+                                 f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})"),
                    err=True)
-        run(engine, config, sock=sock)
+        run(engine, config, sock=sock, reranker=scorer)

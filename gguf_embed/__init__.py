@@ -4,6 +4,7 @@ from .engine import Embeddings, Engine, EngineOptions
 from .errors import (
     EngineError,
     GgufEmbedError,
+    IndexBusy,
     IndexMismatch,
     InputError,
     InputTooLong,
@@ -11,6 +12,8 @@ from .errors import (
     ModelError,
     ModelLoadError,
     ModelNotFound,
+    PathError,
+    QueryTruncated,
 )
 from .index import Index
 from .indexer import IndexSummary, Progress
@@ -28,6 +31,7 @@ __all__ = [
     "EngineOptions",
     "GgufEmbedError",
     "Index",
+    "IndexBusy",
     "IndexMismatch",
     "IndexSummary",
     "InputError",
@@ -37,7 +41,9 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelSpec",
+    "PathError",
     "Progress",
+    "QueryTruncated",
     "ResolvedModel",
     "SearchResult",
     "__version__",

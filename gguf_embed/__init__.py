@@ -4,6 +4,7 @@ from .engine import Embeddings, Engine, EngineOptions
 from .errors import (
     EngineError,
     GgufEmbedError,
+    IndexBusy,
     IndexMismatch,
     InputError,
     InputTooLong,
@@ -11,6 +12,8 @@ from .errors import (
     ModelError,
     ModelLoadError,
     ModelNotFound,
+    PathError,
+    QueryTruncated,
 )
 from .index import Index
 from .indexer import IndexSummary, Progress
@@ -37,6 +40,7 @@ __all__ = [
     "EngineOptions",
     "GgufEmbedError",
     "Index",
+    "IndexBusy",
     "IndexMismatch",
     "IndexSummary",
     "InputError",
@@ -46,7 +50,9 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelSpec",
+    "PathError",
     "Progress",
+    "QueryTruncated",
     "RerankOptions",
     "RerankScores",
     "Reranker",

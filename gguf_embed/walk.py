@@ -54,6 +54,8 @@ def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Fo
             yield Refused(root, problem, unseen=problem.startswith("unreadable"))
         elif root.is_file():
             yield Found(root, root.parent)
+        elif not root.is_dir():
+            yield Refused(root, "not a regular file or folder")
         else:
             yield from _walk_dir(root, rules, include, exclude)
 
@@ -71,7 +73,7 @@ def root_problem(path: str | Path) -> str | None:
         if os.path.isdir(path):
             with os.scandir(path):
                 pass
-        else:
+        elif os.path.isfile(path):  # never open a fifo or device: that could block
             with open(path, "rb"):
                 pass
     except OSError as exc:

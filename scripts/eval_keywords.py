@@ -37,6 +37,19 @@ def with_trigrams(text: str) -> str:
     return CJK_RUN.sub(lambda m: " " + " ".join(grams(m.group())) + " ", text)
 
 
+def with_runs(text: str) -> str:
+    """Bigrams plus the whole run, so that an exact run scores on top of its pairs."""
+    return CJK_RUN.sub(lambda m: " " + " ".join([m.group(), *bigrams(m.group())]) + " ", text)
+
+
+def phrase_query(query: str) -> str:
+    """Each CJK run's bigrams as one phrase (adjacent pairs), OR'ed with every term."""
+    phrases = [" ".join(bigrams(run)) for run in CJK_RUN.findall(query) if len(run) > 2]
+    extra = " OR ".join('"' + p + '"' for p in dict.fromkeys(phrases))
+    base = fts_query(query)
+    return f"{base} OR {extra}" if extra and base else base or extra
+
+
 def cjk_only(query: str) -> str:
     """The query without its Latin words (command and product names), CJK words alone."""
     return " ".join(CJK_RUN.findall(query))
@@ -88,6 +101,10 @@ def rows(corpus: Path, lang: str, use_jieba: bool,
                                     index_text, fts_query),
         "CJK bigrams + unigrams": run(docs, queries, "porter unicode61", with_unigrams,
                                       lambda q: fts_query(with_unigrams(q), UNICODE61)),
+        "CJK bigrams + whole runs": run(docs, queries, "porter unicode61", with_runs,
+                                        lambda q: fts_query(with_runs(q), UNICODE61)),
+        "CJK bigrams, runs also as phrases": run(docs, queries, "porter unicode61", index_text,
+                                                 phrase_query),
         "CJK bigrams + trigrams": run(docs, queries, "porter unicode61", with_trigrams,
                                       lambda q: fts_query(with_trigrams(q), UNICODE61)),
     }

@@ -160,8 +160,7 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     db = db or default_db()
     with Index(db, readonly=True) as probe:
         model = model or probe.meta.get("model")
-    if rerank is not None:
-        check_roles(model, rerank or None)
+    check_roles(model, rerank or None)
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
                                                          hf_endpoint, cache_dir)

@@ -35,7 +35,7 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
     if db is not None and not model:
         model = recorded_model(db)
-    check_roles(model, reranker)
+    check_roles(model, reranker, flag="--reranker")
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     config = ServerConfig(model_name=model or engine.spec.name, host=host, port=port,

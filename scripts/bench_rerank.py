@@ -35,8 +35,9 @@ def passages(corpus: Path, n: int) -> list[str]:
     return [p.read_text(encoding="utf-8") for p in pages]
 
 
-def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    fn()  # warm-up: contexts created, caches hot
+def timed(fn, repeat: int, warmup: bool = True) -> float:  # type: ignore[no-untyped-def]
+    if warmup:
+        fn()  # contexts created, caches hot
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -54,12 +55,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--no-peer", action="store_true", help="skip one-pair-per-decode")
+    parser.add_argument("--no-warmup", action="store_true", help="time the first call too")
+    parser.add_argument("--only", default=None, help="run the models whose label has this")
     opts = parser.parse_args()
     docs = passages(opts.corpus, max(opts.candidates))
     terms = {w.lower() for w in WORD.findall(QUERY)}
     print("| model | candidates | window | tokens | packed (ours) | one pair per decode |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, file in MODELS.items():
+        if opts.only and opts.only not in label:
+            continue
         path = opts.models / file
         if not path.exists():
             print(f"| {label} | missing {file} | | | | |")
@@ -69,10 +74,12 @@ def main() -> None:
                 for window in opts.window:
                     texts = [best_window(d, terms, reranker.count_tokens, window, WORD)
                              for d in docs[:n]]
-                    tokens = sum(reranker.score(QUERY, texts).token_counts)
-                    packed = timed(lambda t=texts: reranker.score(QUERY, t), opts.repeat)
+                    tokens = sum(len(reranker.pair_tokens(QUERY, t)[0]) for t in texts)
+                    warm = not opts.no_warmup
+                    packed = timed(lambda t=texts: reranker.score(QUERY, t), opts.repeat, warm)
                     single = "-" if opts.no_peer else "{:.2f} s".format(timed(
-                        lambda t=texts: [reranker.score(QUERY, [x]) for x in t], opts.repeat))
+                        lambda t=texts: [reranker.score(QUERY, [x]) for x in t], opts.repeat,
+                        warm))
                     print(f"| {label} | {n} | {window} | {tokens:,} | {packed:.2f} s "
                           f"| {single} |", flush=True)
 

@@ -118,7 +118,8 @@ def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
                           cache_dir=cache_dir), **kwargs)
 
 
-def check_roles(embedding: str | None, reranker: str | None) -> None:
+def check_roles(embedding: str | None, reranker: str | None,
+                flag: str = "--rerank") -> None:
     """Refuse a reranker given as the embedding model or the reverse, naming both, before
     anything is loaded (catalog names and hub files; a local file is checked on loading)."""
     from ..models import DEFAULT_RERANKER, parse_ref
@@ -134,8 +135,8 @@ def check_roles(embedding: str | None, reranker: str | None) -> None:
         raise click.ClickException(
             f"{embedding} is a reranker, not an embedding model"
             + (f", and {reranker} is an embedding model: swap them (--model {reranker} "
-               f"--rerank {embedding})" if rer == "embedding" else
-               f"; pass an embedding model to --model and {embedding} to --rerank"))
+               f"{flag} {embedding})" if rer == "embedding" else
+               f"; pass an embedding model to --model and {embedding} to {flag}"))
     if emb == "reranker":
         raise click.ClickException(
             f"{embedding} (--model) is a reranker, not an embedding model; {reranker} is the "
@@ -143,8 +144,8 @@ def check_roles(embedding: str | None, reranker: str | None) -> None:
     if rer == "embedding":
         other = f"; the embedding model is {embedding}" if embedding else ""
         raise click.ClickException(
-            f"{reranker} (--rerank) is an embedding model, not a reranker{other}: pass a "
-            f"reranker such as {DEFAULT_RERANKER} to --rerank")
+            f"{reranker} ({flag}) is an embedding model, not a reranker{other}: pass a "
+            f"reranker such as {DEFAULT_RERANKER} to {flag}")
 
 
 def load_reranker(model: str | None, offline: bool, hf_endpoint: str | None,

@@ -205,8 +205,7 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     queries = stdin_lines() if query == "-" else [query]
     with Index(db, readonly=True) as probe:
         model = model or probe.meta.get("model")
-    if rerank is not None:
-        check_roles(model, rerank or None)
+    check_roles(model, rerank or None)
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
                                                          hf_endpoint, cache_dir)

@@ -37,7 +37,7 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
     if db is not None and not model:
         model = recorded_model(db)
-    check_roles(model, reranker)
+    check_roles(model, reranker, flag="--reranker")
     try:  # first, so a taken port fails before a model loads or anything is announced
         sock = bind(host, port)
     except OSError as exc:

@@ -213,7 +213,8 @@ class Store:
         conn = connect(path, readonly=readonly)
         if readonly and _pending(conn) and os.access(path, os.W_OK):
             conn.close()  # an old index we may write: upgrade it once, then read it
-            cls.open(path, create=False).close()
+            with contextlib.suppress(IndexError_):  # busy (a long index run): read it as is
+                cls.open(path, create=False).close()
             conn = connect(path, readonly=True)
         try:
             if not readonly:

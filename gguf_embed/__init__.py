@@ -12,6 +12,7 @@ from .errors import (
     ModelLoadError,
     ModelNotFound,
 )
+from .idle import IdleEngine
 from .index import Index
 from .indexer import IndexSummary, Progress
 from .models import CATALOG, DEFAULT_MODEL, ModelSpec, ResolvedModel, resolve_model
@@ -27,6 +28,7 @@ __all__ = [
     "EngineError",
     "EngineOptions",
     "GgufEmbedError",
+    "IdleEngine",
     "Index",
     "IndexMismatch",
     "IndexSummary",

@@ -10,18 +10,27 @@
 An index records what made it (model file fingerprint, dims, pooling, prompts, chunking) and
 refuses another model; ``reindex=True`` rebuilds it for the engine given.  Several processes may
 read one index while another writes to it (WAL).  Nothing here prints or reads the environment.
+
+Threads: an ``Index`` (one SQLite connection) is used by one thread at a time; a call made while
+another thread is inside one raises :class:`IndexError_`.  Open one ``Index`` per thread on the
+same file, sharing one :class:`~gguf_embed.Engine`: a worker thread adds while UI threads search
+through ``readonly=True`` indexes.  Each search reads one committed state of the file, so a
+concurrent run never makes results go missing or mix two versions of a document.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .chunking import ChunkSettings
-from .errors import IndexMismatch, InputError
+from .errors import IndexError_, IndexMismatch, InputError
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
 from .models import file_fingerprint
@@ -30,6 +39,16 @@ from .store import Store
 from .walk import Rules
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _one_thread(method: _M) -> _M:
+    """Run ``method`` inside :meth:`Index._owned`."""
+    @functools.wraps(method)
+    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+        with self._owned():
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class Index:
@@ -39,6 +58,9 @@ class Index:
                  model_ref: str | None = None) -> None:
         self.path = Path(path)
         self.engine = engine
+        self._owner_lock = threading.Lock()
+        self._owner: int | None = None  # the thread inside a call, if any
+        self._depth = 0
         self.store = Store.open(self.path, create=not readonly, readonly=readonly)
         try:
             if engine is not None:
@@ -88,11 +110,17 @@ class Index:
                 f"--reindex to rebuild it with {chunking.to_dict()}")
 
     # ------------------------------------------------------------------ writing
+    @_one_thread
     def add(self, paths: Sequence[str | Path], *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), use_ignore_files: bool = True,
             max_file_bytes: int = DEFAULT_MAX_BYTES,
-            progress: Callable[[Progress], None] | None = None) -> IndexSummary:
-        """Bring the documents under ``paths`` up to date (add, update, move, remove)."""
+            progress: Callable[[Progress], None] | None = None,
+            cancel: threading.Event | None = None) -> IndexSummary:
+        """Bring the documents under ``paths`` up to date (add, update, move, remove).
+
+        Setting ``cancel`` (from any thread) stops the run before its next batch is embedded:
+        what was committed stays, ``summary.cancelled`` is true, and the next run goes on from
+        there."""
         engine = self._need_engine()
         skip = frozenset(os.path.realpath(str(self.path) + s)
                          for s in ("", "-wal", "-shm", "-journal"))
@@ -100,11 +128,12 @@ class Index:
         run_id = self.store.start_run()
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
-                          max_file_bytes=max_file_bytes, progress=progress)
+                          max_file_bytes=max_file_bytes, progress=progress, cancel=cancel)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         return summary
 
+    @_one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:
         """Forget every document at or under ``paths``; returns how many."""
         scopes = [os.path.abspath(p) for p in paths]
@@ -120,8 +149,9 @@ class Index:
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
-        return search(self.store, vector, query, k=k, mode=mode,
-                      path_glob=_glob(path), exact=exact)
+        with self._owned(), self._snapshot():
+            return search(self.store, vector, query, k=k, mode=mode,
+                          path_glob=_glob(path), exact=exact)
 
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
                     path: str | None = None) -> list[list[SearchResult]]:
@@ -129,8 +159,9 @@ class Index:
         vectors: list[Any] = [None] * len(queries)
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
-        return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path))
-                for q, v in zip(queries, vectors, strict=True)]
+        with self._owned(), self._snapshot():
+            return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path))
+                    for q, v in zip(queries, vectors, strict=True)]
 
     def embed_query(self, query: str) -> Any:
         if not query.strip():
@@ -145,6 +176,32 @@ class Index:
         return engine.embed(queries, query=True, dimensions=self.meta.get("dimensions"),
                             truncate=True)
 
+    @contextlib.contextmanager
+    def _owned(self) -> Iterator[None]:
+        """One thread at a time inside this Index (re-entrant for that thread)."""
+        me = threading.get_ident()
+        with self._owner_lock:
+            if self._owner not in (None, me):
+                raise IndexError_(
+                    f"index {self.path} is in use by another thread; open one Index per "
+                    f"thread (they may share one Engine)")
+            self._owner = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._owner_lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._owner = None
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every statement of one search sees the same committed state."""
+        with self.store.conn:
+            yield
+
+    @_one_thread
     def status(self) -> dict[str, Any]:
         size = sum(os.path.getsize(str(self.path) + s) for s in ("", "-wal")
                    if os.path.exists(str(self.path) + s))

@@ -189,7 +189,8 @@ def create_app(engine: Any, config: ServerConfig) -> Any:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
                              "context": engine.max_tokens,
-                             "index": config.index_path})
+                             "index": config.index_path,
+                             "loaded": getattr(engine, "loaded", True)})
 
     async def search(request: Request) -> Response:
         from .index import Index

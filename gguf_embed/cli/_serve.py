@@ -20,9 +20,12 @@ from ._index import db_option, recorded_model
               help="Require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
 @click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
+@click.option("--unload-after", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Free the model after this many idle seconds; the next "
+              "request loads it again [default: keep it loaded].")
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
-          batch_window: float) -> None:
+          batch_window: float, unload_after: float | None) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
         from ..server import ServerConfig
@@ -32,7 +35,7 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
     if db is not None and not model:
         model = recorded_model(db)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir, unload_after=unload_after)
     config = ServerConfig(model_name=model or engine.spec.name, host=host, port=port,
                           api_key=api_key, index_path=str(db) if db else None,
                           batch_window=batch_window / 1000)

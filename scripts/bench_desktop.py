@@ -83,7 +83,9 @@ def one_round(opts: argparse.Namespace) -> dict[str, Any]:
 
         def fresh_db(name: str) -> Path:
             db = Path(tmp) / f"{name}.db"
-            shutil.copy(base_db, db)
+            for suffix in ("", "-wal"):  # WAL mode: recent commits live in the -wal file
+                if Path(f"{base_db}{suffix}").exists():
+                    shutil.copy(f"{base_db}{suffix}", f"{db}{suffix}")
             return db
 
         def searches(db: Path, until: threading.Event | None, count: int) -> list[float]:

@@ -15,6 +15,7 @@ from .errors import (
     PathError,
     QueryTruncated,
 )
+from .idle import IdleEngine
 from .index import Index
 from .indexer import IndexSummary, Progress
 from .models import (
@@ -39,6 +40,7 @@ __all__ = [
     "EngineError",
     "EngineOptions",
     "GgufEmbedError",
+    "IdleEngine",
     "Index",
     "IndexBusy",
     "IndexMismatch",

@@ -4,6 +4,9 @@ one long sequence in chunks, and read the pooled vectors back as numpy."""
 from __future__ import annotations
 
 import ctypes
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import llama_cpp as lc
@@ -14,6 +17,57 @@ from .errors import EngineError, ModelLoadError
 
 POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}
 POOLING_NAMES = {v: k for k, v in POOLING.items()}
+
+
+class DecodeLock:
+    """The engine's lock, taken for one decode at a time.  Urgent holders (queries) waiting for
+    it are served before non-urgent ones (document batches), except that after an urgent
+    decode a waiting batch gets one decode: queries never starve indexing, and a query waits
+    for at most the decode in flight (plus other queries' and that one batch decode)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._busy = False
+        self._urgent_waiting = 0
+        self._bulk_waiting = 0
+        self._bulk_turn = False  # an urgent decode just ended while a batch was waiting
+        self.waiting = 0  # threads waiting for the lock (for tests)
+
+    def _free_for(self, urgent: bool) -> bool:
+        if self._busy:
+            return False
+        if urgent:
+            return not self._bulk_turn
+        return self._bulk_turn or not self._urgent_waiting
+
+    @contextmanager
+    def hold(self, urgent: bool = False) -> Iterator[None]:
+        with self._cond:
+            self.waiting += 1
+            if urgent:
+                self._urgent_waiting += 1
+            else:
+                self._bulk_waiting += 1
+            try:
+                while not self._free_for(urgent):
+                    self._cond.wait()
+            finally:
+                self.waiting -= 1
+                if urgent:
+                    self._urgent_waiting -= 1
+                else:
+                    self._bulk_waiting -= 1
+            self._busy = True
+            if not urgent:
+                self._bulk_turn = False
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                if urgent and self._bulk_waiting:
+                    self._bulk_turn = True
+                self._cond.notify_all()
 
 
 class Context:
@@ -72,15 +126,24 @@ class Context:
         finally:
             self.clear()
 
-    def decode_chunked(self, tokens: np.ndarray) -> np.ndarray:
+    def decode_chunked(self, tokens: np.ndarray,
+                       hold: Callable[[], AbstractContextManager[Any]] = nullcontext
+                       ) -> np.ndarray:
+        """One long sequence, chunk by chunk; ``hold()`` is entered around each decode (the
+        engine's lock, so that other work may run between chunks)."""
+        last = (len(tokens) - 1) // self.n_batch * self.n_batch
         try:
             for start in range(0, len(tokens), self.n_batch):
-                self.batch.clear()
-                self.batch.add(tokens[start:start + self.n_batch], 0, start)
-                self._run()
-            return self._pooled(0)
+                with hold():
+                    self.batch.clear()
+                    self.batch.add(tokens[start:start + self.n_batch], 0, start)
+                    self._run()
+                    if start == last:
+                        return self._pooled(0)
+            raise EngineError("no tokens to decode")
         finally:
-            self.clear()
+            with hold():
+                self.clear()
 
     def free(self) -> None:
         if self.ctx:

@@ -23,9 +23,10 @@ import llama_cpp as lc
 import numpy as np
 
 from . import _llama
-from ._context import POOLING_NAMES, Context, finish
+from ._context import POOLING_NAMES, Context, DecodeLock, finish
 from ._text import check_text
 from .errors import (
+    EngineError,
     InputError,
     InputTooLong,
     InvalidDimensions,
@@ -75,8 +76,14 @@ class Embeddings:
 
 
 class Engine:
-    """One GGUF embedding model loaded in llama.cpp.  Not for concurrent use from several
-    threads at once (calls are serialized by a lock); make one engine per process."""
+    """One GGUF embedding model loaded in llama.cpp.
+
+    Threads: one engine may be shared by every thread of a process (make one per process: a
+    second copy of the model only costs memory).  Calls take the engine's lock for one
+    ``llama_decode`` at a time, and queries (``query=True``) waiting for it go before document
+    batches, so a search made while an index run embeds waits for one decode, not a batch.
+    :meth:`close` frees the model; a closed engine raises :class:`EngineError`.
+    """
 
     allow_rank = False  # a reranker GGUF is refused (reranker.Reranker loads those)
 
@@ -97,7 +104,9 @@ class Engine:
         self.path = path
         self.options = options or EngineOptions()
         self.n_threads = n_threads or _llama.physical_cores()
-        self._lock = threading.Lock()
+        self._lock = DecodeLock()  # one decode at a time, queries first
+        self._long_lock = threading.Lock()  # a long input's chunks share one context's state
+        self._closed = False
         self._model: Any = None
         self._packed: Context | None = None
         self._long: Context | None = None
@@ -153,6 +162,7 @@ class Engine:
         return (self.spec.matryoshka_min or 1, self.n_embd)
 
     def info(self) -> dict[str, Any]:
+        self._check_open()
         return {
             "path": str(self.path), "name": self.spec.name, "architecture": self.arch,
             "dims": self.n_embd, "pooling": self.pooling, "causal": self.causal,
@@ -170,6 +180,7 @@ class Engine:
 
     def tokenize(self, text: str) -> np.ndarray:
         """The token ids the model sees for ``text`` (specials and EOS included)."""
+        self._check_open()
         try:
             data = text.encode("utf-8")
         except UnicodeEncodeError:
@@ -213,12 +224,14 @@ class Engine:
                 raise InputError(f"input {i} is empty; pass non-empty text", param="input")
         prompts = self.format(texts, query=query, task=task)
         return self.encode_tokens([self.tokenize(p) for p in prompts], dimensions=dimensions,
-                                  truncate=truncate, add_eos=False)
+                                  truncate=truncate, add_eos=False, urgent=query)
 
     def encode_tokens(self, sequences: Sequence[Sequence[int] | np.ndarray], *,
                       dimensions: int | None = None, truncate: bool = False,
-                      add_eos: bool = True) -> Embeddings:
-        """Embed pre-tokenized inputs (as OpenAI's token-id arrays)."""
+                      add_eos: bool = True, urgent: bool = False) -> Embeddings:
+        """Embed pre-tokenized inputs (as OpenAI's token-id arrays).  ``urgent`` work (queries)
+        takes the engine before waiting non-urgent work (document batches)."""
+        self._check_open()
         self.check_dimensions(dimensions)
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
@@ -227,8 +240,7 @@ class Engine:
             seqs.append(tokens)
             if cut:
                 truncated.append(i)
-        with self._lock:
-            raw = self._embed_sequences(seqs)
+        raw = self._embed_sequences(seqs, urgent)
         return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], truncated)
 
     def check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
@@ -252,14 +264,27 @@ class Engine:
                 index=index, n_tokens=len(tokens), limit=self.max_tokens)
         return self._truncate(tokens), True
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
-        for ctx in (self._packed, self._long):
-            if ctx is not None:
-                ctx.free()
-        self._packed = self._long = None
-        if self._model:
-            lc.llama_model_free(self._model)
-            self._model = None
+        """Free the model and its contexts (waiting for a decode in progress).  Idempotent;
+        afterwards every call raises :class:`EngineError`."""
+        with self._long_lock, self._lock.hold(urgent=True):
+            self._closed = True
+            for ctx in (self._packed, self._long):
+                if ctx is not None:
+                    ctx.free()
+            self._packed = self._long = None
+            if self._model:
+                lc.llama_model_free(self._model)
+                self._model = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EngineError(f"the engine for {self.path.name} is closed; create a new Engine "
+                              f"(or use IdleEngine, which reloads on demand)")
 
     def __enter__(self) -> Engine:
         return self
@@ -303,7 +328,7 @@ class Engine:
                 f"dimensions must be an integer from {low} to {high} for {self.spec.name}, "
                 f"got {dimensions!r}")
 
-    def _embed_sequences(self, seqs: list[np.ndarray]) -> np.ndarray:
+    def _embed_sequences(self, seqs: list[np.ndarray], urgent: bool = False) -> np.ndarray:
         out = np.empty((len(seqs), self.n_embd), dtype=np.float32)
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         plan = self._plan
@@ -312,27 +337,37 @@ class Engine:
         for i in order:
             n = len(seqs[i])
             if n > plan.seq_capacity:
-                out[i] = self._embed_long(seqs[i])
+                out[i] = self._embed_long(seqs[i], urgent)
                 continue
             if pending and (used + n > plan.pack_tokens or len(pending) == plan.n_seqs):
-                out[pending] = self._packed_context().decode([seqs[j] for j in pending])
+                out[pending] = self._decode_packed([seqs[j] for j in pending], urgent)
                 pending, used = [], 0
             pending.append(i)
             used += n
         if pending:
-            out[pending] = self._packed_context().decode([seqs[j] for j in pending])
+            out[pending] = self._decode_packed([seqs[j] for j in pending], urgent)
         return out
 
-    def _embed_long(self, tokens: np.ndarray) -> np.ndarray:
-        need = len(tokens)
-        if self._long is None or self._long.n_ctx < need:
-            if self._long is not None:
-                self._long.free()
-            size = min(self.max_tokens, _round_up(max(need, 4096), 256))  # need <= max_tokens
-            self._long = Context(self, n_ctx=size, n_batch=self._plan.n_batch,
-                                  n_ubatch=self._plan.n_ubatch, n_seqs=1, unified=True,
-                                  flash_attn=self.long_flash_attn(size))
-        return self._long.decode_chunked(tokens)
+    def _decode_packed(self, seqs: list[np.ndarray], urgent: bool) -> np.ndarray:
+        with self._lock.hold(urgent):  # per decode: a waiting query goes next
+            self._check_open()
+            return self._packed_context().decode(seqs)
+
+    def _embed_long(self, tokens: np.ndarray, urgent: bool) -> np.ndarray:
+        # The long context keeps the input's state between its chunks: it is this input's
+        # until the last chunk, while the engine's lock is taken per chunk (per decode).
+        with self._long_lock:
+            need = len(tokens)
+            with self._lock.hold(urgent):
+                self._check_open()
+                if self._long is None or self._long.n_ctx < need:
+                    if self._long is not None:
+                        self._long.free()
+                    size = min(self.max_tokens, _round_up(max(need, 4096), 256))
+                    self._long = Context(self, n_ctx=size, n_batch=self._plan.n_batch,
+                                          n_ubatch=self._plan.n_ubatch, n_seqs=1, unified=True,
+                                          flash_attn=self.long_flash_attn(size))
+            return self._long.decode_chunked(tokens, lambda: self._lock.hold(urgent))
 
     def long_flash_attn(self, n_ctx: int) -> bool:
         """Whether the context for inputs longer than a pack, of ``n_ctx`` tokens, uses flash

@@ -12,22 +12,31 @@ refuses another model; ``reindex=True`` rebuilds it for the engine given.  Sever
 read one index while another writes to it (WAL); one writer at a time holds ``INDEX.lock``
 (a second waits for it, or raises :class:`IndexBusy` with ``wait=False``), so identity checks
 and vector writes never interleave.  Nothing here prints or reads the environment.
+
+Threads: an ``Index`` (one SQLite connection) is used by one thread at a time; a call made while
+another thread is inside one raises :class:`IndexError_`.  Open one ``Index`` per thread on the
+same file, sharing one :class:`~gguf_embed.Engine`: a worker thread adds while UI threads search
+through ``readonly=True`` indexes.  Each search reads one committed state of the file, so a
+concurrent run never makes results go missing or mix two versions of a document.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
+import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ._lock import WriteLock
 from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexMismatch, InputError, PathError, QueryTruncated
+from .errors import IndexError_, IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
 from .models import file_fingerprint
@@ -37,6 +46,16 @@ from .walk import Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
 MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
+_M = TypeVar("_M", bound=Callable[..., Any])
+
+
+def _one_thread(method: _M) -> _M:
+    """Run ``method`` inside :meth:`Index._owned`."""
+    @functools.wraps(method)
+    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
+        with self._owned():
+            return method(self, *args, **kwargs)
+    return wrapper  # type: ignore[return-value]
 
 
 class Index:
@@ -51,6 +70,9 @@ class Index:
         self.path = Path(path)
         self.engine = engine
         self.last_rerank: dict[str, Any] | None = None
+        self._owner_lock = threading.Lock()
+        self._owner: int | None = None  # the thread inside a call, if any
+        self._depth = 0
         self._lock: WriteLock | None = None
         if not readonly:
             make_parent(self.path)
@@ -109,17 +131,23 @@ class Index:
                 f"--reindex to rebuild it with {chunking.to_dict()}")
 
     # ------------------------------------------------------------------ writing
+    @_one_thread
     def add(self, paths: Sequence[str | Path], *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), use_ignore_files: bool = True,
             max_file_bytes: int = DEFAULT_MAX_BYTES,
             progress: Callable[[Progress], None] | None = None,
-            prune_missing: bool = False) -> IndexSummary:
+            prune_missing: bool = False,
+            cancel: threading.Event | None = None) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
 
         A path that does not exist or cannot be read (or an empty folder while the index holds
         documents under it: an unmounted drive?) raises :class:`PathError` before anything
         changes; ``prune_missing=True`` instead removes the documents under it.  Only files
-        that vanished inside a readable folder are removed otherwise."""
+        that vanished inside a readable folder are removed otherwise.
+
+        Setting ``cancel`` (from any thread) stops the run before its next batch is embedded:
+        what was committed stays, ``summary.cancelled`` is true, and the next run goes on from
+        there."""
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
@@ -129,7 +157,7 @@ class Index:
         run_id = self.store.start_run()
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
-                          max_file_bytes=max_file_bytes, progress=progress)
+                          max_file_bytes=max_file_bytes, progress=progress, cancel=cancel)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         return summary
@@ -152,6 +180,7 @@ class Index:
         if problems:
             raise PathError(_refusal(problems))
 
+    @_one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:
         """Forget every document at or under ``paths``; returns how many."""
         scopes = [os.path.abspath(p) for p in paths]
@@ -178,8 +207,9 @@ class Index:
             from .reranker import SearchReranker
 
             hook = SearchReranker(rerank, self.store, rerank_options)
-        results = search(self.store, vector, query, k=k, mode=mode,
-                         path_glob=_glob(path), exact=exact, group=group, rerank=hook)
+        with self._owned(), self._snapshot():
+            results = search(self.store, vector, query, k=k, mode=mode,
+                             path_glob=_glob(path), exact=exact, group=group, rerank=hook)
         if hook is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
@@ -193,8 +223,10 @@ class Index:
         vectors: list[Any] = [None] * len(queries)
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
-        return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path), group=group)
-                for q, v in zip(queries, vectors, strict=True)]
+        with self._owned(), self._snapshot():
+            return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path),
+                           group=group)
+                    for q, v in zip(queries, vectors, strict=True)]
 
     def embed_query(self, query: str) -> Any:
         if not query.strip():
@@ -216,6 +248,32 @@ class Index:
                 f"{engine.max_tokens} tokens were searched for"), stacklevel=3)
         return result.vectors
 
+    @contextlib.contextmanager
+    def _owned(self) -> Iterator[None]:
+        """One thread at a time inside this Index (re-entrant for that thread)."""
+        me = threading.get_ident()
+        with self._owner_lock:
+            if self._owner not in (None, me):
+                raise IndexError_(
+                    f"index {self.path} is in use by another thread; open one Index per "
+                    f"thread (they may share one Engine)")
+            self._owner = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._owner_lock:
+                self._depth -= 1
+                if not self._depth:
+                    self._owner = None
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every statement of one search sees the same committed state."""
+        with self.store.conn:
+            yield
+
+    @_one_thread
     def status(self) -> dict[str, Any]:
         size = sum(os.path.getsize(str(self.path) + s) for s in ("", "-wal")
                    if os.path.exists(str(self.path) + s))

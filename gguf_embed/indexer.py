@@ -5,7 +5,9 @@
   edited files are not re-embedded);
 * documents are written in batches, each batch one transaction: a killed run leaves a
   consistent file and the next run finishes the job;
-* bad files never stop the run: they are listed in the summary with the reason.
+* bad files never stop the run: they are listed in the summary with the reason;
+* a run can be cancelled (a ``threading.Event``): it stops before the next batch is embedded,
+  keeps what it committed, and the next run goes on from there.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +45,7 @@ class IndexSummary:
     chunks_reused: int = 0
     tokens_embedded: int = 0
     seconds: float = 0.0
+    cancelled: bool = False  # stopped early by the cancel event: run again to finish
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +57,7 @@ class IndexSummary:
             "tokens_embedded": self.tokens_embedded, "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_embedded / self.seconds, 1)
             if self.seconds else 0.0,
+            "cancelled": self.cancelled,
         }
 
 
@@ -95,7 +100,8 @@ class Indexer:
     def __init__(self, store: Store, engine: Any, settings: ChunkSettings, *,
                  dimensions: int | None = None, rules: Rules | None = None,
                  max_file_bytes: int = DEFAULT_MAX_BYTES,
-                 progress: Callable[[Progress], None] | None = None) -> None:
+                 progress: Callable[[Progress], None] | None = None,
+                 cancel: threading.Event | None = None) -> None:
         self.store = store
         self.engine = engine
         self.settings = settings
@@ -103,6 +109,7 @@ class Indexer:
         self.rules = rules or Rules()
         self.max_file_bytes = max_file_bytes
         self.progress = progress
+        self.cancel = cancel
         self.summary = IndexSummary()
         self._moved_from: set[str] = set()
 
@@ -133,6 +140,8 @@ class Indexer:
         batch_chunks = batch_tokens = 0
         done = 0
         for item in found:
+            if self._cancelled():
+                break
             done += 1
             path = str(item.path)
             pending = self._examine(item.path, existing.get(path), gone_by_hash)
@@ -141,18 +150,26 @@ class Indexer:
                 batch_chunks += len(pending.chunks)
                 batch_tokens += sum(c.n_tokens for c in pending.chunks)
             if batch and (batch_chunks >= BATCH_CHUNKS or batch_tokens >= BATCH_TOKENS):
+                if self._cancelled():
+                    break
                 self._flush(batch)
                 batch, batch_chunks, batch_tokens = [], 0, 0
                 self._report(done, len(found), start, path)
-        if batch:
+        if batch and not self._cancelled():
             self._flush(batch)
         self._report(done, len(found), start, "")
         still_gone = [p for p in gone if p not in self._moved_from]
-        if still_gone:
+        if still_gone and not summary.cancelled:
             with self.store.transaction():
                 summary.removed += self.store.delete_documents(still_gone)
         summary.seconds = time.perf_counter() - start
         return summary
+
+    def _cancelled(self) -> bool:
+        """Whether to stop now (between files and batches; never inside a transaction)."""
+        if self.cancel is not None and self.cancel.is_set():
+            self.summary.cancelled = True
+        return self.summary.cancelled
 
     def _examine(self, path: Path, known: tuple[int, str, int, float] | None,
                  gone_by_hash: dict[str, str]) -> _Pending | None:

@@ -224,7 +224,8 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
                              "context": engine.max_tokens,
-                             "index": index_name})
+                             "index": index_name,
+                             "loaded": getattr(engine, "loaded", True)})
 
     async def search(request: Request) -> Response:
         from .index import Index

@@ -111,11 +111,19 @@ def resolve(model: str, *, offline: bool = False, hf_endpoint: str | None = None
 
 
 def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
-                cache_dir: str | None, **kwargs: Any) -> Any:
+                cache_dir: str | None, *, unload_after: float | None = None,
+                **kwargs: Any) -> Any:
+    """The engine for ``model``; with ``unload_after`` one that frees the model after that many
+    idle seconds and loads it again on the next call."""
     from ..engine import Engine
 
-    return Engine(resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
-                          cache_dir=cache_dir), **kwargs)
+    resolved = resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
+                       cache_dir=cache_dir)
+    if unload_after:
+        from ..idle import IdleEngine
+
+        return IdleEngine(resolved, unload_after=unload_after, **kwargs)
+    return Engine(resolved, **kwargs)
 
 
 def check_roles(embedding: str | None, reranker: str | None,

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -98,18 +100,52 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                                  base.overlap if chunk_overlap is None else chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine() if show else None
-    with Index(db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
-               model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
-        summary = idx.add(list(paths), include=include, exclude=exclude,
-                          use_ignore_files=not no_ignore,
-                          max_file_bytes=int(max_file_size * 1e6),
-                          progress=bar, prune_missing=prune_missing)
+    cancel = threading.Event()
+    try:
+        with _cancel_on_ctrl_c(cancel), Index(
+                db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
+                model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
+            summary = idx.add(list(paths), include=include, exclude=exclude,
+                              use_ignore_files=not no_ignore,
+                              max_file_bytes=int(max_file_size * 1e6),
+                              progress=bar, prune_missing=prune_missing, cancel=cancel)
+    except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
+        if bar:
+            bar.close()
+        click.echo("interrupted: files committed so far are kept; run the same command "
+                   "again to continue", err=True)
+        sys.exit(130)
     if bar:
         bar.close()
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     else:
         _print_summary(summary)
+    if summary.cancelled:
+        done = summary.added + summary.updated
+        click.echo(f"interrupted: {done} files indexed and kept; run the same command again "
+                   f"to continue", err=True)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def _cancel_on_ctrl_c(cancel: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C sets ``cancel`` (the run stops after the batch in flight); a second
+    one raises KeyboardInterrupt at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _tell_waiting(db: Path) -> Any:

@@ -23,9 +23,12 @@ from ._index import db_option, recorded_model
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
               help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
                    "[env: GGUF_EMBED_RERANKER].")
+@click.option("--unload-after", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS", help="Free the model after this many idle seconds; the next "
+              "request loads it again [default: keep it loaded].")
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
-          batch_window: float, reranker: str | None) -> None:
+          batch_window: float, reranker: str | None, unload_after: float | None) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
         import uvicorn  # noqa: F401
@@ -44,7 +47,8 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
         raise click.ClickException(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     with sock:
-        engine = load_engine(model, offline, hf_endpoint, cache_dir)
+        engine = load_engine(model, offline, hf_endpoint, cache_dir,
+                             unload_after=unload_after)
         scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
         # a model given as a file is served under its name, never its full path
         name = engine.spec.name if not model or Path(model).suffix.lower() == ".gguf" or \

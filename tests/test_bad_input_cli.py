@@ -212,9 +212,7 @@ def test_doctor_with_a_bad_model_still_reports_the_environment(tmp_path: Path) -
     assert data["environment"]["llama_cpp_python"] and "not a GGUF" in data["model"]["error"]
 
 
-@pytest.mark.parametrize("pooling,word", [(0, "'none'"), (4, "'rank'")])
-def test_doctor_warns_on_a_qwen3_gguf_whose_pooling_says_none_or_rank(
-        tmp_path: Path, qwen_path: Path, pooling: int, word: str) -> None:
+def _with_pooling(qwen_path: Path, tmp_path: Path, pooling: int) -> Path:
     import gguf
 
     copy = tmp_path / "my-qwen3.gguf"
@@ -223,13 +221,32 @@ def test_doctor_warns_on_a_qwen3_gguf_whose_pooling_says_none_or_rank(
     field = reader.fields["qwen3.pooling_type"]
     field.parts[field.data[0]][0] = pooling
     del reader
+    return copy
+
+
+def test_doctor_warns_on_a_qwen3_gguf_whose_pooling_says_none(
+        tmp_path: Path, qwen_path: Path) -> None:
+    copy = _with_pooling(qwen_path, tmp_path, 0)
     result = run("doctor", "-m", str(copy))
-    assert "model warning:" in result.stdout and word in result.stdout, result.stdout
+    assert "model warning:" in result.stdout and "'none'" in result.stdout, result.stdout
     assert "'last' pooling" in result.stdout
     data = json.loads(run("doctor", "-m", str(copy), "--json").stdout)
-    assert word in data["model"]["warnings"][0]
+    assert "'none'" in data["model"]["warnings"][0]
     plain = json.loads(run("doctor", "-m", str(qwen_path), "--json").stdout)
     assert plain["model"]["warnings"] == []
+
+
+def test_doctor_refuses_a_qwen3_gguf_whose_pooling_says_rank_without_its_head(
+        tmp_path: Path, qwen_path: Path) -> None:
+    """Rank pooling marks a reranker: doctor checks it as one, and one without the yes/no head
+    it needs fails (exit 1), saying why, after the environment report."""
+    copy = _with_pooling(qwen_path, tmp_path, 4)
+    result = run("doctor", "-m", str(copy))
+    assert result.exit_code == 1
+    assert "python:" in result.stdout
+    assert "FAILED" in result.stdout and "no yes/no head" in result.stdout, result.stdout
+    data = json.loads(run("doctor", "-m", str(copy), "--json").stdout)
+    assert data["self_test"]["ok"] is False and "head" in data["self_test"]["error"]
 
 
 def test_serve_on_a_taken_port_fails_before_announcing(minilm_path: Path) -> None:

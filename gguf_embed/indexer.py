@@ -110,18 +110,27 @@ class Indexer:
 
     def run(self, roots: Sequence[str | Path]) -> IndexSummary:
         start = time.perf_counter()
-        summary = self.summary
-        existing = self.store.documents()
         found: list[Found] = []
         for item in walk(roots, self.rules):
             if isinstance(item, Refused):
-                summary.skipped.append((str(item.path), item.reason))
+                self.summary.skipped.append((str(item.path), item.reason))
             else:
                 found.append(item)
+        return self.update(found, [os.path.abspath(r) for r in roots], start=start)
+
+    def update(self, found: Sequence[Found], scopes: Sequence[str], *, prune: bool = False,
+               existing: dict[str, tuple[int, str, int, float]] | None = None,
+               start: float | None = None) -> IndexSummary:
+        """Index ``found`` (already walked) and forget documents under ``scopes`` that are
+        gone: deleted, or with ``prune`` also not found (now ignored).  ``existing`` may be
+        just the documents under ``scopes`` (watch batches)."""
+        start = time.perf_counter() if start is None else start
+        summary = self.summary
+        if existing is None:
+            existing = self.store.documents()
         seen = {str(f.path) for f in found}
-        scopes = [os.path.abspath(r) for r in roots]
         gone = {p: v for p, v in existing.items()
-                if p not in seen and _under(p, scopes) and not os.path.exists(p)}
+                if p not in seen and _under(p, list(scopes)) and (prune or not os.path.exists(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []

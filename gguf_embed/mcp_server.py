@@ -120,16 +120,18 @@ class Service:
         rows = [(line, text) for line, text, pg in zip(
             doc.lines, doc.lines_text, doc.pages or [None] * len(doc.lines), strict=True)
             if page is None or pg == page]
+        if len(rows) > 1 and rows[-1][1] == "" and doc.pages is None:
+            rows.pop()  # the end of the last line, not a line of its own
         if doc.pages is not None and page is None and start_line is not None:
             raise InputError(f"{shown} is a PDF: pass the page the lines are on", param="page")
         if not rows:
             raise InputError(f"{shown} has no page {page}", param="page")
         total = rows[-1][0]
         first = start_line or 1
-        last = end_line or total
-        if first < 1 or last < first:
-            raise InputError(f"bad line range {first}-{last}: start_line must be at least 1 "
-                             f"and end_line at least start_line", param="start_line")
+        if first < 1 or (end_line is not None and end_line < first):
+            raise InputError(f"bad line range {first}-{end_line}: start_line must be at least "
+                             f"1 and end_line at least start_line", param="start_line")
+        last = min(end_line or total, total)
         if first > total:
             raise InputError(f"{shown} has {total} lines; start_line {first} is past the end",
                              param="start_line")

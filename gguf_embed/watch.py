@@ -124,12 +124,18 @@ def _root_of(path: str, roots: list[Path]) -> Path | None:
 
 def _outermost(paths: set[str]) -> list[str]:
     """The paths not inside another one of them, sorted."""
-    out: list[str] = []
-    for path in sorted(paths):
-        if out and (path == out[-1] or path.startswith(out[-1].rstrip(os.sep) + os.sep)):
-            continue
-        out.append(path)
-    return out
+    kept: set[str] = set()
+    for path in sorted(paths, key=len):
+        parent, up = path, os.path.dirname(path)
+        inside = False
+        while up != parent:
+            if up in kept:
+                inside = True
+                break
+            parent, up = up, os.path.dirname(up)
+        if not inside:
+            kept.add(path)
+    return sorted(kept)
 
 
 def _context(root: Path, target: Path, rules: Rules, include: Any, exclude: Any

@@ -103,6 +103,13 @@ def test_nested_gitignore_and_always_skipped_folders(tree: tuple[Index, Path]) -
     assert s.removed == 0
 
 
+def test_scopes_are_the_outermost_changed_paths() -> None:
+    from gguf_embed.watch import _outermost
+
+    assert _outermost({"/r/a", "/r/a-b", "/r/a/c", "/r/a-b/d/e", "/r/ab"}) == [
+        "/r/a", "/r/a-b", "/r/ab"]
+
+
 def test_the_index_file_itself_is_never_indexed(tmp_path: Path) -> None:
     root = tmp_path
     (root / "a.md").write_text("apples\n")

@@ -194,6 +194,9 @@ def watch(index: Index, paths: Sequence[str | Path], stop_event: Any | None = No
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=True, force_polling=force_polling,
                         ignore_permission_denied=True)
+    # TODO(lead, i9): take the one-writer lock of the index here and hold it until this
+    # function returns (catch-up and every batch); `watch`, `serve --watch`, `mcp --watch`
+    # and Index.watch all come through here, and Index.add/update inside must not re-take it.
     try:
         first = next(stream, None)  # the watch is in place from here on
         if first is None:

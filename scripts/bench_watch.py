@@ -82,6 +82,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-watch-"))
     docs = work / "pages"
     shutil.copytree(args.pages, docs)
+    for path in [docs, *docs.rglob("*")]:  # the corpus may be read-only: the copy is not
+        path.chmod(0o755 if path.is_dir() else 0o644)
     pages = sorted(docs.rglob("*.md"))
     db = work / "index.db"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -60,5 +60,4 @@ def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
         raise click.UsageError("--watch needs --db FILE (the index to keep live)")
     ref = _model_ref(model, engine)
     Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-    # TODO(lead, i9): the watcher thread holds the one-writer lock for its lifetime.
     return Background(db, engine, list(paths), model_ref=ref).start()

@@ -50,7 +50,6 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
             sys.stdout.flush()
         click.echo(event_line(event), err=True)
 
-    # TODO(lead, i9): hold the one-writer lock of the index from here until watch() returns.
     with Index(db, engine, model_ref=_model_ref(model, engine)) as index:
         click.echo(f"watching {', '.join(_display(str(p)) for p in paths)} → {db} "
                    f"(Ctrl-C to stop)", err=True)
@@ -132,7 +131,6 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     watcher = None
     if watch_paths:
         Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-        # TODO(lead, i9): the watcher thread holds the one-writer lock for its lifetime.
         watcher = Background(db, engine, list(watch_paths), model_ref=ref).start()
     service = Service(engine, db, model_name=ref, watcher=watcher)
     where = f"http://{host}:{port}/mcp" if http else "stdio"

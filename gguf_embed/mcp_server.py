@@ -54,7 +54,7 @@ Only paths from the index can be read (use the path exactly as `search` gave it)
 file is refused. Returns {"path", "start_line", "end_line", "total_lines", "text"}; a long
 file is returned in parts of at most 2,000 lines, with "truncated": true and
 "next_start_line" to ask for the rest. For PDFs, lines count within a page: pass the page
-that `search` returned."""
+that `search` returned (default 1; the answer's "pages" says how many there are)."""
 
 STATUS_DOC = """\
 What the index holds and how it is kept: the model, number of files and passages, size, when
@@ -117,13 +117,16 @@ class Service:
         doc = extract(Path(real))
         if isinstance(doc, Skip):
             raise InputError(f"cannot read {shown}: {doc.reason}", param="path")
+        if doc.pages is not None and page is None:
+            if start_line is not None:
+                raise InputError(f"{shown} is a PDF: pass the page the lines are on",
+                                 param="page")
+            page = 1  # lines count within a page; the answer says how many pages there are
         rows = [(line, text) for line, text, pg in zip(
             doc.lines, doc.lines_text, doc.pages or [None] * len(doc.lines), strict=True)
             if page is None or pg == page]
-        if len(rows) > 1 and rows[-1][1] == "" and doc.pages is None:
+        if len(rows) > 1 and rows[-1][1] == "":
             rows.pop()  # the end of the last line, not a line of its own
-        if doc.pages is not None and page is None and start_line is not None:
-            raise InputError(f"{shown} is a PDF: pass the page the lines are on", param="page")
         if not rows:
             raise InputError(f"{shown} has no page {page}", param="page")
         total = rows[-1][0]
@@ -150,8 +153,8 @@ class Service:
         result: dict[str, Any] = {"path": shown, "start_line": first,
                                   "end_line": last_sent if out else first,
                                   "total_lines": total, "text": "\n".join(out)}
-        if page is not None:
-            result["page"] = page
+        if doc.pages is not None:
+            result.update(page=page, pages=max(doc.pages))
         if truncated:
             result.update(truncated=True, next_start_line=last_sent + 1)
         return result

@@ -259,7 +259,14 @@ def test_http_transport_with_key_and_guard(http_server: str,
             r = await client.call_tool("search", {"query": "secure shell connection"})
             assert r.structured_content["results"][0]["path"] == str(docs / "ssh.md")
             bad = await client.call_tool("get", {"path": "/etc/hostname"})
-            assert bad.is_error
+            assert bad.is_error and "is not in the index" in text(bad)
+            bad = await client.call_tool("search", {"query": "x", "k": "many"})
+            assert bad.is_error and "k: Input should be a valid integer" in text(bad)
+            part = await client.call_tool("get", {"path": str(docs / "ssh.md"), "start_line": 1,
+                                                  "end_line": 1})
+            assert part.structured_content["text"] == "# ssh"
+            status = await client.call_tool("status", {})
+            assert status.structured_content["index"]["documents"] == 5
             results = await asyncio.gather(*[
                 client.call_tool("search", {"query": "archive", "k": 1}) for _ in range(20)])
             assert all(x.structured_content["results"][0]["path"] == str(docs / "tar.md")

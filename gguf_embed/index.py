@@ -151,9 +151,8 @@ class Index:
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
-        skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock"))
-        rules = Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
+        rules = self._rules(include, exclude, use_ignore_files)
+        self._remember_roots(paths)
         run_id = self.store.start_run()
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
@@ -179,6 +178,53 @@ class Index:
                                 f"documents under it (an unmounted drive?)")
         if problems:
             raise PathError(_refusal(problems))
+
+    @_one_thread
+    def update(self, changed: Sequence[str | Path], roots: Sequence[str | Path], *,
+               include: Sequence[str] = (), exclude: Sequence[str] = (),
+               use_ignore_files: bool = True,
+               max_file_bytes: int = DEFAULT_MAX_BYTES) -> IndexSummary:
+        """Apply a batch of changed paths (created, edited, deleted or moved files or folders,
+        and ignore files) under the watched ``roots``, in one transaction."""
+        from .watch import plan
+
+        engine = self._need_engine()
+        rules = self._rules(include, exclude, use_ignore_files)
+        todo = plan(changed, roots, rules)
+        if not todo.scopes:
+            return IndexSummary()
+        indexer = Indexer(self.store, engine, self.chunk_settings,
+                          dimensions=self.meta.get("dimensions"), rules=rules,
+                          max_file_bytes=max_file_bytes)
+        indexer.summary.skipped += [(str(r.path), r.reason) for r in todo.refused]
+        with self.store.transaction():
+            return indexer.update(todo.found, todo.scopes, prune=True,
+                                  existing=self.store.documents_under(todo.scopes))
+
+    def watch(self, paths: Sequence[str | Path], stop_event: Any | None = None,
+              on_change: Callable[[Any], None] | None = None, **options: Any) -> None:
+        """Catch up with ``paths``, then keep the index in step with them until ``stop_event``
+        is set (blocking; see :func:`gguf_embed.watch.watch` for ``on_change`` and options)."""
+        from .watch import watch
+
+        watch(self, paths, stop_event, on_change, **options)
+
+    @property
+    def roots(self) -> list[str]:
+        """The files and folders ever given to :meth:`add` (absolute)."""
+        return list(self.meta.get("roots") or [])
+
+    def _remember_roots(self, paths: Sequence[str | Path]) -> None:
+        roots = set(self.roots)
+        new = {os.path.abspath(p) for p in paths} - roots
+        if new:
+            self.store.set_meta({"roots": sorted(roots | new)})
+
+    def _rules(self, include: Sequence[str], exclude: Sequence[str],
+               use_ignore_files: bool) -> Rules:
+        skip = frozenset(os.path.realpath(str(self.path) + s)
+                         for s in ("", "-wal", "-shm", "-journal", ".lock"))
+        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
 
     @_one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:

@@ -118,22 +118,33 @@ class Indexer:
 
     def run(self, roots: Sequence[str | Path]) -> IndexSummary:
         start = time.perf_counter()
-        summary = self.summary
-        existing = self.store.documents()
         found: list[Found] = []
         unseen: list[str] = []  # folders not looked into: their documents stay
         for item in walk(roots, self.rules):
             if isinstance(item, Refused):
-                summary.skipped.append((str(item.path), item.reason))
+                self.summary.skipped.append((str(item.path), item.reason))
                 if item.unseen:
                     unseen.append(str(item.path))
             else:
                 found.append(item)
+        return self.update(found, [os.path.abspath(r) for r in roots], start=start,
+                           unseen=unseen)
+
+    def update(self, found: Sequence[Found], scopes: Sequence[str], *, prune: bool = False,
+               existing: dict[str, tuple[int, str, int, float]] | None = None,
+               start: float | None = None, unseen: Sequence[str] = ()) -> IndexSummary:
+        """Index ``found`` (already walked) and forget documents under ``scopes`` that are
+        gone: deleted, or with ``prune`` also not found (now ignored).  ``existing`` may be
+        just the documents under ``scopes`` (watch batches).  Documents under ``unseen``
+        (folders the walk could not look into) are kept."""
+        start = time.perf_counter() if start is None else start
+        summary = self.summary
+        if existing is None:
+            existing = self.store.documents()
         seen = {str(f.path) for f in found}
-        scopes = [os.path.abspath(r) for r in roots]
         gone = {p: v for p, v in existing.items()
-                if p not in seen and _under(p, scopes) and not _under(p, unseen)
-                and _vanished(p)}
+                if p not in seen and _under(p, list(scopes)) and not _under(p, list(unseen))
+                and (prune or _vanished(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []

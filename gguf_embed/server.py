@@ -124,22 +124,7 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
                             status_code=err.status)
 
     async def guard(request: Request) -> None:
-        host = request.headers.get("host", "")
-        if not _valid_host(host):
-            raise ApiError(400, "the Host header is not a valid host[:port]", code="invalid_host")
-        if not _host_allowed(host, config):
-            raise ApiError(403, "Host header does not match the server address",
-                           type_="permission_error", code="forbidden_host")
-        origin = request.headers.get("origin")
-        if origin and not _loopback_origin(origin):
-            raise ApiError(403, f"cross-origin requests from {origin} are not allowed",
-                           type_="permission_error", code="forbidden_origin")
-        if config.api_key:
-            sent = request.headers.get("authorization", "")
-            token = sent[7:] if sent.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                               type_="authentication_error", code="invalid_api_key")
+        check_access(request.headers, config)
 
     async def read_json(request: Request) -> dict[str, Any]:
         length = request.headers.get("content-length")
@@ -334,6 +319,46 @@ def _documents(raw: Any, max_inputs: int) -> list[str]:
             raise ApiError(400, f"documents[{i}] must be a string", param="documents")
         texts.append(text)
     return texts
+
+
+def check_access(headers: Any, config: ServerConfig) -> None:
+    """Host (DNS rebinding), Origin and API key checks; raises :class:`ApiError`."""
+    host = headers.get("host", "")
+    if not _valid_host(host):
+        raise ApiError(400, "the Host header is not a valid host[:port]", code="invalid_host")
+    if not _host_allowed(host, config):
+        raise ApiError(403, "Host header does not match the server address",
+                       type_="permission_error", code="forbidden_host")
+    origin = headers.get("origin")
+    if origin and not _loopback_origin(origin):
+        raise ApiError(403, f"cross-origin requests from {origin} are not allowed",
+                       type_="permission_error", code="forbidden_origin")
+    if config.api_key:
+        sent = headers.get("authorization", "")
+        token = sent[7:] if sent.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                           type_="authentication_error", code="invalid_api_key")
+
+
+def access_guard(app: Any, config: ServerConfig) -> Any:
+    """``app`` (any ASGI app, e.g. the MCP transport) behind :func:`check_access`."""
+    from starlette.datastructures import Headers
+    from starlette.responses import JSONResponse
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            try:
+                check_access(Headers(scope=scope), config)
+            except ApiError as err:
+                response = JSONResponse({"error": {"message": err.message, "type": err.type,
+                                                   "param": err.param, "code": err.code}},
+                                        status_code=err.status)
+                await response(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
 
 
 def _sequences(engine: Any, raw: Any, query: bool, task: str | None,

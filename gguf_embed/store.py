@@ -280,6 +280,18 @@ class Store:
         return {path_out(row[0]): tuple(row[1:]) for row in self.conn.execute(
             "SELECT path, id, hash, size, mtime FROM documents")}  # type: ignore[misc]
 
+    def documents_under(self, scopes: Iterable[str]) -> dict[str, tuple[int, str, int, float]]:
+        """Like :meth:`documents`, for the paths equal to or under ``scopes`` only (by a range
+        on the path index, so a watch batch does not read every document)."""
+        out: dict[str, tuple[int, str, int, float]] = {}
+        for scope in scopes:
+            folder = scope.rstrip("/") + "/"
+            for row in self.conn.execute(
+                    "SELECT path, id, hash, size, mtime FROM documents WHERE path = ? "
+                    "OR (path >= ? AND path < ?)", (scope, folder, folder[:-1] + "0")):
+                out[row[0]] = tuple(row[1:])  # type: ignore[assignment]
+        return out
+
     def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """Stored vectors of chunks with these text hashes (unchanged text is not re-embedded)."""
         found: dict[str, bytes] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -18,6 +19,9 @@ from ._index import db_option, recorded_model
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, path_type=Path),
+              help="Keep the --db index live for PATH while serving (repeatable).")
 @click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
@@ -28,7 +32,8 @@ from ._index import db_option, recorded_model
               "request loads it again [default: keep it loaded].")
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
-          batch_window: float, reranker: str | None, unload_after: float | None) -> None:
+          batch_window: float, reranker: str | None, unload_after: float | None,
+          watch_paths: tuple[Path, ...]) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
     try:
         import uvicorn  # noqa: F401
@@ -61,4 +66,22 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
         click.echo(terminal_text(f"serving {config.model_name} on "
                                  f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})"),
                    err=True)
-        run(engine, config, sock=sock, reranker=scorer)
+        watcher = _start_watch(db, engine, watch_paths, model) if watch_paths else None
+        try:
+            run(engine, config, sock=sock, reranker=scorer)
+        finally:
+            if watcher is not None:
+                watcher.stop()
+
+
+def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
+                 model: str | None) -> Any:
+    from ..index import Index
+    from ..watch import Background
+    from ._index import _model_ref
+
+    if db is None:
+        raise click.UsageError("--watch needs --db FILE (the index to keep live)")
+    ref = _model_ref(model, engine)
+    Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
+    return Background(db, engine, list(paths), model_ref=ref).start()

@@ -1,0 +1,144 @@
+"""``gguf-embed watch`` and ``gguf-embed mcp``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..index import Index
+from ..watch import WatchEvent
+from ._base import cli, load_engine, model_options
+from ._index import _display, _model_ref, db_option, default_db, recorded_model
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
+@db_option
+@model_options
+@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
+@click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
+@click.option("--max-file-size", type=float, default=50.0, show_default=True,
+              help="Skip files larger than this many MB.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per applied change on stdout (JSON Lines).")
+def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
+          hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
+          exclude: tuple[str, ...], no_ignore: bool, max_file_size: float,
+          as_json: bool) -> None:
+    """Index PATHS, then keep the index up to date as files change, until Ctrl-C.
+
+    Catches up first (like `index`), then applies created, edited, deleted and moved files in
+    debounced batches, one transaction each. Ctrl-C rolls back a batch in progress; the next
+    run (or `index`) picks it up, as after a crash.
+    """
+    db = db or default_db()
+    model = model or recorded_model(db)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    def report(event: WatchEvent) -> None:
+        if as_json:
+            click.echo(json.dumps(event_dict(event)))
+            sys.stdout.flush()
+        click.echo(event_line(event), err=True)
+
+    with Index(db, engine, model_ref=_model_ref(model, engine)) as index:
+        click.echo(f"watching {', '.join(_display(str(p)) for p in paths)} → {db} "
+                   f"(Ctrl-C to stop)", err=True)
+        try:
+            index.watch(list(paths), None, report, include=include, exclude=exclude,
+                        use_ignore_files=not no_ignore,
+                        max_file_bytes=int(max_file_size * 1e6))
+        except KeyboardInterrupt:
+            click.echo("stopped (a batch in progress was rolled back; the next run picks it "
+                       "up)", err=True)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def event_dict(event: WatchEvent) -> dict[str, Any]:
+    return {"kind": event.kind, "at": round(event.at, 3), "seconds": round(event.seconds, 3),
+            "paths": event.paths, "error": event.error,
+            "summary": event.summary.to_dict() if event.summary else None}
+
+
+def event_line(event: WatchEvent) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(event.at))
+    if event.error:
+        return f"{clock} could not apply {len(event.paths)} changes: {event.error}"
+    s = event.summary
+    assert s is not None
+    head = "caught up: " if event.kind == "catch-up" else ""
+    line = (f"{clock} {head}added {s.added}, updated {s.updated}, moved {s.moved}, "
+            f"removed {s.removed}, unchanged {s.unchanged} ({event.seconds:.2f} s)")
+    for label, items in (("skipped", s.skipped), ("failed", s.failed)):
+        for path, reason in items[:20]:
+            line += f"\n  {label}: {_display(path)}: {reason}"
+    return line
+
+
+@cli.command()
+@db_option
+@model_options
+@click.option("--reranker", default=None, metavar="MODEL",
+              help="A reranking model for search(rerank=true).")
+@click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
+              type=click.Path(exists=True, path_type=Path),
+              help="Keep the index live for PATH while serving (repeatable).")
+@click.option("--http", is_flag=True,
+              help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="With --http: the address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="With --http: the port.")
+@click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
+              help="With --http: require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | None,
+        cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...], http: bool,
+        host: str, port: int, api_key: str | None) -> None:
+    """Serve the index to AI assistants over MCP (stdio by default): search, get, status.
+
+    The model stays loaded between calls. With --watch, files changing under PATH are
+    re-indexed while the server runs.
+    """
+    try:
+        from ..mcp_server import Service, run
+    except ImportError as exc:
+        raise click.ClickException(
+            "the MCP server needs its extra: pip install 'gguf-embed[mcp]'") from exc
+    from ..watch import Background
+
+    db = db or default_db()
+    if reranker:
+        # TODO(lead, i11r): load the Reranker here and hand it to Service(reranker=...).
+        raise click.ClickException("no reranker available in this build (--reranker)")
+    if not watch_paths and not db.exists():
+        raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
+                                   f"PATH' (or pass --db FILE, or --watch PATH)")
+    model = model or recorded_model(db)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    ref = _model_ref(model, engine)
+    watcher = None
+    if watch_paths:
+        Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
+        watcher = Background(db, engine, list(watch_paths), model_ref=ref).start()
+    service = Service(engine, db, model_name=ref, watcher=watcher)
+    where = f"http://{host}:{port}/mcp" if http else "stdio"
+    click.echo(f"gguf-embed MCP server on {where} ({db}, {ref})", err=True)
+    try:
+        run(service, http=http, host=host, port=port, api_key=api_key)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if watcher is not None:
+            watcher.stop()

@@ -1,0 +1,285 @@
+"""An MCP server over one index (the official MCP Python SDK): search, get and status tools.
+
+The model is loaded once and stays warm; tools run in worker threads (the engine serializes
+its decodes).  Errors a caller can fix come back as MCP tool errors (``isError``) with a
+one-line message; no call ends the server.  With ``watch`` paths, a background thread keeps
+the index live (see :mod:`gguf_embed.watch`).
+
+(Named ``mcp_server`` rather than ``mcp`` so that nothing can mistake it for the SDK's
+top-level ``mcp`` package.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+from pydantic import Field, ValidationError
+
+from .errors import GgufEmbedError, InputError
+from .extract import Skip, extract
+from .index import Index
+from .search import MODES, SearchResult
+from .watch import Background
+
+MAX_GET_LINES = 2_000  # lines returned by one get() without a range (the rest: ask again)
+MAX_GET_CHARS = 200_000
+
+INSTRUCTIONS = """\
+Local semantic search over the user's own files (a gguf-embed index). Use `search` to find
+which files talk about something, by meaning or by exact words; then `get` to read the lines
+that matter. `status` says what is indexed and whether the index is being kept live."""
+
+SEARCH_DOC = """\
+Search the user's indexed files and return the best-matching FILES, best first.
+
+Use this first whenever you need to find where something is described, explained or
+implemented in the user's files: questions in plain language ("how are logs rotated?") work
+with the default mode; for an exact identifier or phrase use mode="keyword".
+
+Returns {"results": [...]}, one entry per file: path (absolute), score (higher is better;
+only comparable within one call), start_line and end_line of the best-matching passage,
+page (PDFs only), a short snippet of that passage, and other_passages (further matching line
+ranges in the same file). Read a passage with `get(path, start_line, end_line)`."""
+
+GET_DOC = """\
+Read the text of a file that is in the index: the whole file, or the lines from start_line to
+end_line (1-based, inclusive), e.g. a passage that `search` returned.
+
+Only paths from the index can be read (use the path exactly as `search` gave it); any other
+file is refused. Returns {"path", "start_line", "end_line", "total_lines", "text"}; a long
+file is returned in parts of at most 2,000 lines, with "truncated": true and
+"next_start_line" to ask for the rest. For PDFs, lines count within a page: pass the page
+that `search` returned (default 1; the answer's "pages" says how many there are)."""
+
+STATUS_DOC = """\
+What the index holds and how it is kept: the model, number of files and passages, size, when
+it was last updated, and, if the server watches folders, which ones and the last change it
+applied. Use it to check that the files you expect are indexed, or if search finds nothing."""
+
+
+class _Server(MCPServer):
+    """Argument errors on one line (pydantic's own message spans several)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any],
+                        context: Any = None) -> Any:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                raise ToolError(f"Error executing tool {name}: {_one_line(cause)}") from cause
+            raise
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "arguments"
+        parts.append(f"{field}: {err['msg']}")
+    return "; ".join(parts)
+
+
+class Service:
+    """The warm state behind the tools: the engine, the index file, an optional watcher."""
+
+    def __init__(self, engine: Any, db: str | Path, *, model_name: str | None = None,
+                 reranker: Any | None = None, watcher: Background | None = None) -> None:
+        self.engine = engine
+        self.db = Path(db)
+        self.model_name = model_name or (engine.spec.name if engine is not None else None)
+        self.reranker = reranker
+        self.watcher = watcher
+
+    def _open(self) -> Index:
+        return Index(self.db, self.engine, readonly=True, model_ref=self.model_name)
+
+    # ------------------------------------------------------------------ tools
+    def search(self, query: str, k: int = 10, mode: str = "hybrid", path: str | None = None,
+               rerank: bool | None = None) -> dict[str, Any]:
+        if rerank and self.reranker is None:
+            # TODO(lead, i11r): with the Reranker merged, pass rerank through to
+            # Index.search(rerank=...) and keep this message for a server started without one.
+            raise InputError("no reranker is loaded: start the server with --reranker MODEL",
+                             param="rerank")
+        with self._open() as index:
+            chunks = index.search(query, k=max(4 * k, 20), mode=mode, path=path)
+        return {"results": group_by_file(chunks, k)}
+
+    def get(self, path: str, start_line: int | None = None, end_line: int | None = None,
+            page: int | None = None) -> dict[str, Any]:
+        with self._open() as index:
+            real, shown = self._resolve(index, path)
+        doc = extract(Path(real))
+        if isinstance(doc, Skip):
+            raise InputError(f"cannot read {shown}: {doc.reason}", param="path")
+        if doc.pages is not None and page is None:
+            if start_line is not None:
+                raise InputError(f"{shown} is a PDF: pass the page the lines are on",
+                                 param="page")
+            page = 1  # lines count within a page; the answer says how many pages there are
+        rows = [(line, text) for line, text, pg in zip(
+            doc.lines, doc.lines_text, doc.pages or [None] * len(doc.lines), strict=True)
+            if page is None or pg == page]
+        if len(rows) > 1 and rows[-1][1] == "":
+            rows.pop()  # the end of the last line, not a line of its own
+        if not rows:
+            raise InputError(f"{shown} has no page {page}", param="page")
+        total = rows[-1][0]
+        first = start_line or 1
+        if first < 1 or (end_line is not None and end_line < first):
+            raise InputError(f"bad line range {first}-{end_line}: start_line must be at least "
+                             f"1 and end_line at least start_line", param="start_line")
+        last = min(end_line or total, total)
+        if first > total:
+            raise InputError(f"{shown} has {total} lines; start_line {first} is past the end",
+                             param="start_line")
+        picked = [(n, t) for n, t in rows if first <= n <= last]
+        out: list[str] = []
+        size = 0
+        truncated = False
+        last_sent = first
+        for n, text in picked:
+            if len(out) >= MAX_GET_LINES or size + len(text) > MAX_GET_CHARS:
+                truncated = True
+                break
+            out.append(text)
+            size += len(text) + 1
+            last_sent = n
+        result: dict[str, Any] = {"path": shown, "start_line": first,
+                                  "end_line": last_sent if out else first,
+                                  "total_lines": total, "text": "\n".join(out)}
+        if doc.pages is not None:
+            result.update(page=page, pages=max(doc.pages))
+        if truncated:
+            result.update(truncated=True, next_start_line=last_sent + 1)
+        return result
+
+    def _resolve(self, index: Index, path: str) -> tuple[str, str]:
+        """The real path of an indexed document named by ``path``, and the name to show;
+        anything else is refused."""
+        if not path or "\x00" in path:
+            raise InputError("path is empty", param="path")
+        if ".." in Path(path).parts:
+            raise InputError(f"path {path!r} contains '..'; pass the path as search returned "
+                             f"it", param="path")
+        candidates = [os.path.abspath(path)] if os.path.isabs(path) else [
+            os.path.join(root, path) for root in index.roots]
+        known = next((c for c in candidates if index.store.conn.execute(
+            "SELECT 1 FROM documents WHERE path = ?", (c,)).fetchone()), None)
+        if known is None:
+            raise InputError(f"{path} is not in the index; only indexed files can be read "
+                             f"(use a path from search results)", param="path")
+        real = os.path.realpath(known)
+        roots = index.roots or [os.path.dirname(known)]
+        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep)
+                   for r in (os.path.realpath(root) for root in roots)):
+            raise InputError(f"{path} resolves to {real}, outside the indexed folders "
+                             f"(a symlink); refused", param="path")
+        return real, known
+
+    def status(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.model_name,
+                                 "reranker": None}  # TODO(lead, i11r): the reranker's name
+        try:
+            with Index(self.db, readonly=True) as index:
+                state["index"] = index.status()
+                state["index"]["roots"] = index.roots
+        except GgufEmbedError as exc:
+            state["index"] = {"path": str(self.db), "error": str(exc)}
+        state["watch"] = self.watcher.state() if self.watcher else None
+        return state
+
+
+def group_by_file(chunks: list[SearchResult], k: int) -> list[dict[str, Any]]:
+    """One entry per file, at its best chunk's rank and score.
+
+    TODO(lead, i11s): a stopgap: switch to the per-file grouping in search.py
+    (one row per file after fusion) when i11s is merged, and drop this function.
+    """
+    files: dict[str, dict[str, Any]] = {}
+    for c in chunks:
+        entry = files.get(c.path)
+        if entry is None:
+            if len(files) >= k:
+                continue
+            files[c.path] = {"path": c.path, "score": c.score, "start_line": c.start_line,
+                             "end_line": c.end_line, "page": c.start_page,
+                             "snippet": c.snippet, "other_passages": []}
+        elif len(entry["other_passages"]) < 3:
+            entry["other_passages"].append(
+                {"start_line": c.start_line, "end_line": c.end_line, "page": c.start_page})
+    return list(files.values())
+
+
+def create_server(service: Service) -> MCPServer:
+    server = _Server("gguf-embed", instructions=INSTRUCTIONS, log_level="WARNING")
+    read_only = ToolAnnotations(read_only_hint=True, idempotent_hint=True,
+                                open_world_hint=False)
+
+    def fail(exc: GgufEmbedError) -> ToolError:
+        return ToolError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    @server.tool(description=SEARCH_DOC, annotations=read_only)
+    def search(
+        query: Annotated[str, Field(description="What to look for: a question, a description "
+                                                "or exact words.")],
+        k: Annotated[int, Field(ge=1, le=50, description="How many files to return.")] = 10,
+        mode: Annotated[str, Field(description="hybrid (default: meaning and words), vector "
+                                               "(meaning only) or keyword (exact words)",
+                                   json_schema_extra={"enum": list(MODES)})] = "hybrid",
+        path: Annotated[str | None, Field(description="Only files under this folder or "
+                                                      "matching this glob, e.g. '*.md'.")
+                        ] = None,
+        rerank: Annotated[bool | None, Field(description="Rescore the top passages with the "
+                                                         "reranker model, if the server has "
+                                                         "one.")] = None,
+    ) -> dict[str, Any]:
+        try:
+            return service.search(query, k, mode, path, rerank)
+        except GgufEmbedError as exc:
+            raise fail(exc) from exc
+
+    @server.tool(description=GET_DOC, annotations=read_only)
+    def get(
+        path: Annotated[str, Field(description="The file, as search returned it.")],
+        start_line: Annotated[int | None, Field(ge=1, description="First line (1-based).")
+                              ] = None,
+        end_line: Annotated[int | None, Field(ge=1, description="Last line (inclusive).")
+                            ] = None,
+        page: Annotated[int | None, Field(ge=1, description="PDFs only: the page.")] = None,
+    ) -> dict[str, Any]:
+        try:
+            return service.get(path, start_line, end_line, page)
+        except GgufEmbedError as exc:
+            raise fail(exc) from exc
+
+    @server.tool(description=STATUS_DOC, annotations=read_only)
+    def status() -> dict[str, Any]:
+        return service.status()
+
+    return server
+
+
+def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: int = 8765,
+        api_key: str | None = None) -> None:
+    """Serve until the client goes away (stdio) or until interrupted (HTTP); blocking."""
+    server = create_server(service)
+    if not http:
+        server.run("stdio")
+        return
+    import uvicorn
+
+    from .server import ServerConfig, access_guard
+
+    config = ServerConfig(model_name=service.model_name or "", host=host, port=port,
+                          api_key=api_key)
+    app = access_guard(server.streamable_http_app(host=host), config)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+
+
+__all__ = ["Service", "create_server", "group_by_file", "run"]

@@ -43,8 +43,8 @@ with the default mode; for an exact identifier or phrase use mode="keyword".
 
 Returns {"results": [...]}, one entry per file: path (absolute), score (higher is better;
 only comparable within one call), start_line and end_line of the best-matching passage,
-page (PDFs only), a short snippet of that passage, and other_passages (further matching line
-ranges in the same file). Read a passage with `get(path, start_line, end_line)`."""
+page (PDFs only), a short snippet of that passage, and rerank_score when the server's reranker
+rescored it. Read a passage with `get(path, start_line, end_line)`."""
 
 GET_DOC = """\
 Read the text of a file that is in the index: the whole file, or the lines from start_line to
@@ -101,14 +101,14 @@ class Service:
     # ------------------------------------------------------------------ tools
     def search(self, query: str, k: int = 10, mode: str = "hybrid", path: str | None = None,
                rerank: bool | None = None) -> dict[str, Any]:
-        if rerank and self.reranker is None:
-            # TODO(lead, i11r): with the Reranker merged, pass rerank through to
-            # Index.search(rerank=...) and keep this message for a server started without one.
+        use = self.reranker is not None if rerank is None else rerank
+        if use and self.reranker is None:
             raise InputError("no reranker is loaded: start the server with --reranker MODEL",
                              param="rerank")
         with self._open() as index:
-            chunks = index.search(query, k=max(4 * k, 20), mode=mode, path=path)
-        return {"results": group_by_file(chunks, k)}
+            hits = index.search(query, k=k, mode=mode, path=path, group="file",
+                                rerank=self.reranker if use else None)
+        return {"results": [_hit(h) for h in hits]}
 
     def get(self, path: str, start_line: int | None = None, end_line: int | None = None,
             page: int | None = None) -> dict[str, Any]:
@@ -183,8 +183,8 @@ class Service:
         return real, known
 
     def status(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"model": self.model_name,
-                                 "reranker": None}  # TODO(lead, i11r): the reranker's name
+        state: dict[str, Any] = {"model": self.model_name, "reranker": (
+            self.reranker.spec.name if self.reranker is not None else None)}
         try:
             with Index(self.db, readonly=True) as index:
                 state["index"] = index.status()
@@ -195,25 +195,14 @@ class Service:
         return state
 
 
-def group_by_file(chunks: list[SearchResult], k: int) -> list[dict[str, Any]]:
-    """One entry per file, at its best chunk's rank and score.
-
-    TODO(lead, i11s): a stopgap: switch to the per-file grouping in search.py
-    (one row per file after fusion) when i11s is merged, and drop this function.
-    """
-    files: dict[str, dict[str, Any]] = {}
-    for c in chunks:
-        entry = files.get(c.path)
-        if entry is None:
-            if len(files) >= k:
-                continue
-            files[c.path] = {"path": c.path, "score": c.score, "start_line": c.start_line,
-                             "end_line": c.end_line, "page": c.start_page,
-                             "snippet": c.snippet, "other_passages": []}
-        elif len(entry["other_passages"]) < 3:
-            entry["other_passages"].append(
-                {"start_line": c.start_line, "end_line": c.end_line, "page": c.start_page})
-    return list(files.values())
+def _hit(hit: SearchResult) -> dict[str, Any]:
+    """One file's row: its best passage's lines (and page), the file's score, a snippet."""
+    row: dict[str, Any] = {"path": hit.path, "score": hit.score, "start_line": hit.start_line,
+                           "end_line": hit.end_line, "page": hit.start_page,
+                           "snippet": hit.snippet}
+    if hit.rerank_score is not None:
+        row["rerank_score"] = hit.rerank_score
+    return row
 
 
 def create_server(service: Service) -> MCPServer:
@@ -282,4 +271,4 @@ def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: 
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 
-__all__ = ["Service", "create_server", "group_by_file", "run"]
+__all__ = ["Service", "create_server", "run"]

@@ -172,9 +172,8 @@ class Reranker:
                 truncated.append(i)
         if not seqs:
             return RerankScores(np.zeros(0, dtype=np.float32))
-        engine = self._engine
-        with engine._lock:
-            out = engine._embed_sequences(seqs)
+        # the engine takes its lock per decode; scoring is query-time work, so it goes first
+        out = self._engine._embed_sequences(seqs, urgent=True)
         return RerankScores(np.ascontiguousarray(out[:, 0], dtype=np.float32),
                             [len(s) for s in seqs], truncated)
 

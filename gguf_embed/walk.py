@@ -83,16 +83,23 @@ def root_problem(path: str | Path) -> str | None:
 
 
 def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
-              exclude: pathspec.PathSpec | None) -> Iterator[Found | Refused]:
-    """Depth-first in name order, with an explicit stack (no recursion limit on depth)."""
-    real_root = os.path.realpath(root)
-    opened = _open_folder(root, [], rules)
+              exclude: pathspec.PathSpec | None, *, start: Path | None = None,
+              specs: list[tuple[Path, pathspec.PathSpec]] | None = None,
+              above: set[str] | None = None) -> Iterator[Found | Refused]:
+    """Depth-first in name order, with an explicit stack (no recursion limit on depth).
+
+    ``start`` walks only a folder inside ``root`` (a watch batch), given the ignore ``specs``
+    of the folders above it and their real paths (``above``), as a walk from ``root`` has."""
+    folder = start or root
+    real_start = os.path.realpath(folder)
+    opened = _open_folder(folder, specs or [], rules)
     if isinstance(opened, Refused):
         yield opened
         return
     stack: list[tuple[str, list[tuple[Path, pathspec.PathSpec]], Iterator[os.DirEntry[str]]]]
-    stack = [(real_root, opened[0], iter(opened[1]))]
-    on_path = {real_root}  # real paths of the folders on the way down (symlink loops)
+    stack = [(real_start, opened[0], iter(opened[1]))]
+    # real paths of the folders on the way down (symlink loops)
+    on_path = {real_start, *(above or ())}
     while stack:
         parent_real, specs, entries = stack[-1]
         entry = next(entries, None)
@@ -166,6 +173,22 @@ def _open_folder(folder: Path, specs: list[tuple[Path, pathspec.PathSpec]], rule
                                unseen=True)
             specs.append((folder, pathspec.GitIgnoreSpec.from_lines(lines)))
     return specs, entries
+
+
+def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:
+    """The rules of one folder's ignore files, in precedence order (unreadable ones left out:
+    a walk refuses such a folder before this is asked)."""
+    specs = []
+    for name in IGNORE_FILES:
+        file = folder / name
+        try:
+            if not file.is_file():
+                continue
+            lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        specs.append(pathspec.GitIgnoreSpec.from_lines(lines))
+    return specs
 
 
 def _ignored(path: Path, is_dir: bool, specs: list[tuple[Path, pathspec.PathSpec]]) -> bool:

@@ -104,7 +104,8 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
         if os.path.isdir(scope):
             above = {os.path.realpath(p) for p in (target, *target.parents)
                      if p == root or root in p.parents}
-            for item in _walk_dir(target, root, specs, above, rules, include, exclude):
+            for item in _walk_dir(root, rules, include, exclude, start=target, specs=specs,
+                                  above=above):
                 (refused if isinstance(item, Refused) else found).append(item)  # type: ignore[arg-type]
         elif os.path.isfile(scope) and _file_allowed(target, root, specs, rules, include,
                                                      exclude):
@@ -194,9 +195,8 @@ def watch(index: Index, paths: Sequence[str | Path], stop_event: Any | None = No
                         stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
                         raise_interrupt=True, force_polling=force_polling,
                         ignore_permission_denied=True)
-    # TODO(lead, i9): take the one-writer lock of the index here and hold it until this
-    # function returns (catch-up and every batch); `watch`, `serve --watch`, `mcp --watch`
-    # and Index.watch all come through here, and Index.add/update inside must not re-take it.
+    # ``index`` was opened for writing, so it holds the index's one-writer lock (INDEX.lock)
+    # from before the catch-up until it is closed: another `index` or `watch` waits.
     try:
         first = next(stream, None)  # the watch is in place from here on
         if first is None:

@@ -22,6 +22,8 @@ from mcp.client.stdio import StdioServerParameters
 from gguf_embed import Engine
 from gguf_embed.index import Index
 
+from .test_reranker import rerank_models  # noqa: F401  (fixture)
+
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
 WAIT = 60.0
 
@@ -163,14 +165,38 @@ async def twenty_concurrent_calls(client: Client, docs: Path) -> None:
         assert r.structured_content["results"][0]["path"] == want[i % 3]
 
 
-def test_reranker_flag_is_a_clear_error_until_one_is_available(indexed: tuple[Path, Path],
-                                                               minilm_path: Path) -> None:
+def test_search_reranks_with_the_servers_reranker(indexed: tuple[Path, Path], minilm_path: Path,
+                                                 rerank_models: Path) -> None:  # noqa: F811
+    """With --reranker, search reranks by default (rerank_score on each file's row), and
+    rerank=false turns it off for one call; status names the reranker."""
+    _, db = indexed
+    reranker = rerank_models / "tiny-xlmr-reranker-f32.gguf"
+
+    async def main() -> None:
+        async with stdio(db, minilm_path, "--reranker", str(reranker)) as client:
+            ranked = await client.call_tool("search", {"query": "archive files", "k": 3})
+            assert not ranked.is_error, text(ranked)
+            rows = ranked.structured_content["results"]
+            assert rows and all("rerank_score" in row for row in rows)
+            assert len({row["path"] for row in rows}) == len(rows)  # one row per file
+            plain = await client.call_tool("search", {"query": "archive files", "k": 3,
+                                                      "rerank": False})
+            assert all("rerank_score" not in row for row in plain.structured_content["results"])
+            info = (await client.call_tool("status", {})).structured_content
+            assert info["reranker"]
+
+    asyncio.run(main())
+
+
+def test_swapped_roles_are_a_clear_error(indexed: tuple[Path, Path], minilm_path: Path,
+                                        rerank_models: Path) -> None:  # noqa: F811
     _, db = indexed
     out = subprocess.run([sys.executable, "-c", MAIN, "mcp", "--db", str(db), "-m",
-                          str(minilm_path), "--reranker", "some-reranker"],
+                          "bge-reranker-base", "--reranker", "all-minilm-l6-v2"],
                          capture_output=True, text=True, timeout=WAIT)
     assert out.returncode == 1
-    assert "no reranker available in this build" in out.stderr
+    assert out.stderr.startswith("Error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "bge-reranker-base" in out.stderr and "all-minilm-l6-v2" in out.stderr
     assert out.stdout == ""
 
 

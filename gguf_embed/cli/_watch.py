@@ -13,7 +13,7 @@ import click
 
 from ..index import Index
 from ..watch import WatchEvent
-from ._base import cli, load_engine, model_options
+from ._base import check_roles, cli, load_engine, load_reranker, model_options
 from ._index import _display, _model_ref, db_option, default_db, recorded_model
 
 
@@ -119,20 +119,19 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     from ..watch import Background
 
     db = db or default_db()
-    if reranker:
-        # TODO(lead, i11r): load the Reranker here and hand it to Service(reranker=...).
-        raise click.ClickException("no reranker available in this build (--reranker)")
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
     model = model or recorded_model(db)
+    check_roles(model, reranker, flag="--reranker")
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     ref = _model_ref(model, engine)
     watcher = None
     if watch_paths:
         Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
         watcher = Background(db, engine, list(watch_paths), model_ref=ref).start()
-    service = Service(engine, db, model_name=ref, watcher=watcher)
+    service = Service(engine, db, model_name=ref, reranker=scorer, watcher=watcher)
     where = f"http://{host}:{port}/mcp" if http else "stdio"
     click.echo(f"gguf-embed MCP server on {where} ({db}, {ref})", err=True)
     try:

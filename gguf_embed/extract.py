@@ -16,6 +16,9 @@ from typing import ClassVar
 
 BINARY_SNIFF = 8192
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+# A line this long is minified or machine-written (bundled JS, one-line JSON or CSV dumps):
+# its text embeds as noise and costs hours on a CPU, so such a file is skipped by name.
+MINIFIED_LINE_CHARS = 100_000
 HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
 PDF_SUFFIXES = {".pdf"}
 SKIP_TAGS = {"script", "style", "noscript", "template", "svg", "head"}
@@ -72,6 +75,10 @@ def extract(path: Path, data: bytes | None = None,
         return Skip(f"not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8",
                     failed=True)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    longest = max(map(len, text.split("\n")))
+    if longest > MINIFIED_LINE_CHARS:
+        return Skip(f"minified or machine-written (a line of {longest:,} characters, over "
+                    f"{MINIFIED_LINE_CHARS:,}); reformat it with line breaks to index it")
     if suffix in HTML_SUFFIXES:
         return extract_html(text)
     kind = "markdown" if suffix in {".md", ".markdown", ".mdx"} else (

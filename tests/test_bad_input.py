@@ -302,6 +302,25 @@ def test_splitting_one_long_line_is_linear() -> None:
     assert counted[0] < 8 * len(line), counted[0] / len(line)  # ~4.3 measured; old: ~100
 
 
+def test_a_minified_file_is_skipped_by_name_and_the_rest_indexed(tmp_path: Path) -> None:
+    """A 20 MB one-line file (a JS bundle, a JSON dump) is skipped at once with the rule named;
+    a long-lined file under the limit and the other files are indexed."""
+    from gguf_embed.extract import MINIFIED_LINE_CHARS
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "bundle.min.js").write_text("var a=1;" * 2_500_000)  # 20 MB, no newline
+    (docs / "wide.csv").write_text("x," * (MINIFIED_LINE_CHARS // 2 - 10) + "\nend\n")
+    (docs / "note.md").write_text("# Note\n\nAn ordinary page.\n")
+    doc = extract(docs / "bundle.min.js")
+    assert isinstance(doc, Skip) and not doc.failed
+    assert doc.reason.startswith("minified or machine-written (a line of 20,000,000 characters")
+    with Index(tmp_path / "i.db", FakeEngine(max_tokens=4096)) as index:
+        summary = index.add([docs])
+    assert summary.added == 2
+    assert [p for p, _ in summary.skipped] == [str(docs / "bundle.min.js")]
+
+
 def test_a_long_line_with_spaces_is_cut_at_spaces() -> None:
     engine = FakeEngine()
     words = [f"w{i}" for i in range(20_000)]

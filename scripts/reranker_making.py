@@ -33,12 +33,12 @@ SHAPE_XLMR_RERANKER: dict[str, Any] = {
 def make_qwen3_reranker(src: Path, corpus: Path, shape: dict[str, Any], seed: int) -> Path:
     """A Qwen3ForCausalLM checkpoint in ``src`` (whose name must hold "qwen3-reranker"): the
     tiny test Qwen3 with ``shape`` laid over it."""
-    import torch
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     if "qwen3-reranker" not in src.name:
         raise ValueError(f"{src.name}: the converter knows a reranker by 'qwen3-reranker'")
     if not (src / "model.safetensors").exists():
+        import torch
+        from transformers import Qwen3Config, Qwen3ForCausalLM
+
         log(f"saving {src.name} with random weights")
         src.mkdir(parents=True, exist_ok=True)
         # "yes" and "no" must be single tokens: the reranker's head is their LM-head rows
@@ -78,15 +78,15 @@ def train_unigram(texts: list[str], folder: Path, vocab_size: int = 2000) -> Pat
 
 def make_xlmr_reranker(src: Path, corpus: Path, shape: dict[str, Any], seed: int) -> Path:
     """An XLMRobertaForSequenceClassification checkpoint (one label) in ``src``."""
-    import sentencepiece as spm
-    import torch
-    from transformers import (
-        XLMRobertaConfig,
-        XLMRobertaForSequenceClassification,
-        XLMRobertaTokenizer,
-    )
-
     if not (src / "model.safetensors").exists():
+        import sentencepiece as spm
+        import torch
+        from transformers import (
+            XLMRobertaConfig,
+            XLMRobertaForSequenceClassification,
+            XLMRobertaTokenizer,
+        )
+
         log(f"saving {src.name} with random weights")
         src.mkdir(parents=True, exist_ok=True)
         sp = spm.SentencePieceProcessor(model_file=str(train_unigram(corpus_texts(corpus), src)))

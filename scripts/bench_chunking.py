@@ -3,24 +3,22 @@
 before issue 9 (re-tokenizes the rest of the line for every piece) against today's (a window
 a little longer than one piece), and the same text with newlines as the reference.
 
-    python scripts/bench_chunking.py                    # MiniLM F16 tokenizer, 0.8 and 20 MB
-    python scripts/bench_chunking.py --model models/tiny-qwen3-f32.gguf --old-mb 0.2
+    python -m scripts.bench_chunking                    # MiniLM F16 tokenizer, 0.8 and 20 MB
+    python -m scripts.bench_chunking --model models/tiny-qwen3-f32.gguf --old-mb 0.2
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Engine, chunking
+from gguf_embed.chunking import ChunkSettings, chunk
+from gguf_embed.extract import Extracted
 
-from gguf_embed import Engine, chunking  # noqa: E402
-from gguf_embed.chunking import ChunkSettings, chunk  # noqa: E402
-from gguf_embed.extract import Extracted  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def old_split_long(text: str, count: Callable[[str], int], budget: int) -> list[str]:

@@ -5,9 +5,9 @@
   * llama-cpp-python's stock ``Llama.embed`` with default settings (and with threads = cores)
   * sentence-transformers (torch, fp32)
 
-    python scripts/bench_engine.py                      # all-MiniLM-L6-v2, 400 tldr pages
-    python scripts/bench_engine.py --sweep              # engine settings: batch, seqs, flash attn
-    python scripts/bench_engine.py --model models/tiny-qwen3-f32.gguf --no-peers --sweep
+    python -m scripts.bench_engine                      # all-MiniLM-L6-v2, 400 tldr pages
+    python -m scripts.bench_engine --sweep              # engine settings: batch, seqs, flash attn
+    python -m scripts.bench_engine --model models/tiny-qwen3-f32.gguf --no-peers --sweep
 
 Prints a Markdown table (tokens/s = model tokens, counted by the GGUF tokenizer, per second).
 """

@@ -2,8 +2,8 @@
 """Pipeline overhead: `Index.add` end to end (walk, hash, extract, chunk, embed, write) against
 the engine alone embedding exactly the same chunk texts, in one run, same model and threads.
 
-    python scripts/bench_index.py --corpus ../shared/corpora   # 600 tldr pages + 2 R PDFs
-    python scripts/bench_index.py                  # from tests/data: the pages and the R FAQ
+    python -m scripts.bench_index --corpus ../shared/corpora   # 600 tldr pages + 2 R PDFs
+    python -m scripts.bench_index                  # from tests/data: the pages and the R FAQ
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """What reranking adds to one search: 30 candidates (tldr pages' best windows) scored by a
 reranker at the real layer shapes of Qwen3-Reranker-0.6B and bge-reranker-base (random
-weights, Q8_0 like the catalog files; build them with build_rerank_models.py --shapes).
+weights, Q8_0 like the catalog files; build them with
+``python -m scripts.build_shape_models --rerankers``).
 
 Peer, side by side in the same run: the same pairs scored one decode per pair (what a loop
 over llama.cpp's rerank call does) against our packed decodes.
 
-    python scripts/bench_rerank.py [--candidates 30] [--window 256] [--repeat 3]
+    python -m scripts.bench_rerank [--candidates 30] [--window 256] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -14,15 +15,13 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from gguf_embed import Reranker
+from gguf_embed.reranker import best_window
 
-from gguf_embed import Reranker  # noqa: E402
-from gguf_embed.reranker import best_window  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 MODELS = {"bge-reranker-base shape (XLM-R)": "shape-xlmr-reranker-base-q8_0.gguf",
           "qwen3-reranker-0.6b shape": "shape-qwen3-reranker-0.6b-q8_0.gguf"}
@@ -49,7 +48,8 @@ def timed(fn, repeat: int, warmup: bool = True) -> float:  # type: ignore[no-unt
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="holds tldr-linux/pages")
     parser.add_argument("--candidates", type=int, nargs="+", default=[10, 30])
     parser.add_argument("--window", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--repeat", type=int, default=3)

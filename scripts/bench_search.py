@@ -8,8 +8,8 @@
 Vectors are clustered synthetic embeddings (1,000 topics, unit length), queries are perturbed
 stored vectors.  ``--dims`` defaults to 1024 (Qwen3-Embedding-0.6B).
 
-    python scripts/bench_search.py                 # 10k and 100k chunks
-    python scripts/bench_search.py --sizes 10000
+    python -m scripts.bench_search                 # 10k and 100k chunks
+    python -m scripts.bench_search --sizes 10000
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """Server requests/s with and without cross-request batching, in one run, on loopback:
 32 concurrent clients, each sending single-text requests (the common shape of RAG traffic).
 
-    python scripts/bench_server.py                      # MiniLM F16, 32 clients x 40 requests
+    python -m scripts.bench_server                      # MiniLM F16, 32 clients x 40 requests
 """
 
 from __future__ import annotations

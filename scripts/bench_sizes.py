@@ -16,10 +16,10 @@ Each measurement is scripts/bench_sizes_child.py in a fresh process.
 Models come from scripts/build_shape_models.py. Peak GPU memory is read with nvidia-smi when
 there is one (the most the GPU held during the run, less what it held before).
 
-    python scripts/bench_sizes.py --sizes short medium           # CPU, 0.6B shape, Q8_0
-    python scripts/bench_sizes.py --gguf models/shape-qwen3-0.6b-f16.gguf --no-transformers
-    python scripts/bench_sizes.py --impls engine llama.cpp \
-        --llama-bin "$(python scripts/build_llama_tools.py)"
+    python -m scripts.bench_sizes --sizes short medium           # CPU, 0.6B shape, Q8_0
+    python -m scripts.bench_sizes --gguf models/shape-qwen3-0.6b-f16.gguf --no-transformers
+    python -m scripts.bench_sizes --impls engine llama.cpp \
+        --llama-bin "$(python -m scripts.build_llama_tools)"
 """
 
 from __future__ import annotations
@@ -58,9 +58,9 @@ def main() -> None:
         target, count = SIZES[size]
         for impl in impls:
             proc = subprocess.run(
-                [sys.executable, str(HERE / "bench_sizes_child.py"), impl, str(opts.gguf),
+                [sys.executable, "-m", "scripts.bench_sizes_child", impl, str(opts.gguf),
                  str(opts.hf_dir), str(target), str(count), str(opts.corpus),
-                 str(opts.llama_bin or "")], capture_output=True, text=True)
+                 str(opts.llama_bin or "")], capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(f"| {size} ({target} × {count}) | {impl} | failed | | | "
                       f"{proc.stderr.strip().splitlines()[-1][:80] if proc.stderr else ''} |")

@@ -2,7 +2,7 @@
 """One measurement of scripts/bench_sizes.py, in a fresh process so that peak memory is that
 implementation's alone. Prints one JSON line: tokens, seconds, peak_mb, gpu_mb.
 
-    python scripts/bench_sizes_child.py IMPL GGUF HF_DIR TARGET COUNT CORPUS [LLAMA_BIN]
+    python -m scripts.bench_sizes_child IMPL GGUF HF_DIR TARGET COUNT CORPUS [LLAMA_BIN]
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 """Build llama.cpp's own tools (llama-bench, llama-embedding) from the same source and preset
 as the llama-cpp-python wheel, so benchmarks can compare gguf-embed with llama.cpp itself.
 
-    python scripts/build_llama_tools.py                       # CPU, the `cpu` preset
-    python scripts/build_llama_tools.py --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
+    python -m scripts.build_llama_tools                       # CPU, the `cpu` preset
+    python -m scripts.build_llama_tools --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
 
 Prints the folder holding the binaries. Built once per (version, preset, defines), cached
 under ~/.cache/gguf-embed-dev/tools (or $GGUF_EMBED_DEV_CACHE).
@@ -18,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from install_llama import build_variables
-from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, llama_cpp_dir
+from scripts.install_llama import build_variables
+from scripts.llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, llama_cpp_dir
 
 TARGETS = ("llama-bench", "llama-embedding")
 

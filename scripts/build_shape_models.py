@@ -1,22 +1,39 @@
 #!/usr/bin/env python3
-"""Qwen3 GGUFs with random weights at the exact layer shapes of Qwen3-Embedding-0.6B / -4B,
-for speed measurements without downloading (speed does not depend on weight values).
+"""GGUFs with random weights at the exact layer shapes of real models, for speed measurements
+without downloading (speed does not depend on weight values): Qwen3-Embedding-0.6B / -4B, and
+with --rerankers Qwen3-Reranker-0.6B and bge-reranker-base (for scripts/bench_rerank.py).
 
-    python scripts/build_shape_models.py                 # 0.6B: F16, Q8_0, Q4_K_M
-    python scripts/build_shape_models.py --shape 4b      # 4B (needs ~20 GB RAM while saving)
+    python -m scripts.build_shape_models                 # 0.6B: F16, Q8_0, Q4_K_M
+    python -m scripts.build_shape_models --shape 4b      # 4B (needs ~20 GB RAM while saving)
+    python -m scripts.build_shape_models --rerankers     # the two reranker shapes: F16, Q8_0
 
-The vocabulary is the small BPE of the test models (2k tokens, not 151k): it changes only the
-embedding lookup table, which costs nothing per token.  Files go to models/ (not committed).
+The vocabulary is the small BPE of the test models (2k tokens, not 151k; the XLM-R one a 2k
+unigram): it changes only the embedding lookup table, which costs nothing per token.  Files go
+to models/ (not committed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
-from llama_sdist import llama_cpp_dir
-from model_making import TINY_QWEN3, corpus_texts, log, quantize, run_convert, train_tokenizer
+from scripts.llama_sdist import llama_cpp_dir
+from scripts.model_making import (
+    TINY_QWEN3,
+    corpus_texts,
+    log,
+    quantize,
+    run_convert,
+    train_tokenizer,
+)
+from scripts.reranker_making import (
+    SHAPE_QWEN3_RERANKER,
+    SHAPE_XLMR_RERANKER,
+    make_qwen3_reranker,
+    make_xlmr_reranker,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,14 +85,36 @@ def build(shape: str, out: Path, corpus: Path) -> None:
             quantize(f16, target, ftype)
 
 
+def build_rerankers(out: Path, corpus: Path) -> None:
+    """shape-qwen3-reranker-0.6b-*.gguf and shape-xlmr-reranker-base-*.gguf, F16 and Q8_0 (the
+    catalog files' quantization)."""
+    for name, make, shape, pre in (
+            ("shape-qwen3-reranker-0.6b", make_qwen3_reranker, SHAPE_QWEN3_RERANKER, "qwen2"),
+            ("shape-xlmr-reranker-base", make_xlmr_reranker, SHAPE_XLMR_RERANKER, None)):
+        f16 = out / f"{name}-f16.gguf"
+        q8 = out / f"{name}-q8_0.gguf"
+        if not f16.exists():
+            src = make(out / name, corpus, shape, 0)
+            run_convert(llama_cpp_dir(), src, f16, "f16", pre=pre)
+        if not q8.exists():
+            quantize(f16, q8, QUANTS["q8_0"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="0.6b")
+    parser.add_argument("--rerankers", action="store_true",
+                        help="build the two reranker shapes instead of an embedding model")
     parser.add_argument("--out", type=Path, default=ROOT / "models")
     parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
                         help="holds tldr-linux/pages (the tokenizer's training text)")
     opts = parser.parse_args()
-    build(opts.shape, opts.out, opts.corpus)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if opts.rerankers:
+        build_rerankers(opts.out, opts.corpus)
+    else:
+        build(opts.shape, opts.out, opts.corpus)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Retrieval eval of reranking on the tldr pages (scripts/eval.py's recipe): MRR@10 and
+"""Retrieval eval of reranking on the tldr pages (tests/support/eval.py's recipe): MRR@10 and
 Recall@10 of hybrid search, then of the same search reranked with blend weights 0..1
 (1.0: the reranker's order replaces the fused one).
 
-    python scripts/eval_rerank.py --reranker models/tiny-xlmr-reranker-f32.gguf --count 300
+    python -m scripts.eval_rerank --reranker models/tiny-xlmr-reranker-f32.gguf --count 300
 
 With a random-weight reranker this measures no quality, only how much of the fused order each
 blend keeps when the reranker is useless (its floor); run it with real weights to choose.
@@ -12,25 +12,22 @@ blend keeps when the reranker is useless (its floor); run it with real weights t
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from gguf_embed import Engine, Index, Reranker, RerankOptions
+from tests.support.eval import build_docs, metrics, ranks_from_chunks
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from eval import build_docs, metrics, ranks_from_chunks  # noqa: E402
-
-from gguf_embed import Engine, Index, Reranker, RerankOptions  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
     parser.add_argument("--reranker", type=Path, required=True)
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="holds tldr-linux/pages")
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--candidates", type=int, default=30)
     parser.add_argument("--weights", type=float, nargs="+", default=[0.5, 0.7, 1.0])

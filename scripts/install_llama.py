@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """(Re)install llama-cpp-python built with one of the presets in CMakePresets.json.
 
-    python scripts/install_llama.py                 # the portable CPU build
-    python scripts/install_llama.py --preset cuda   # NVIDIA GPU offload
-    python scripts/install_llama.py --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
+    python -m scripts.install_llama                 # the portable CPU build
+    python -m scripts.install_llama --preset cuda   # NVIDIA GPU offload
+    python -m scripts.install_llama --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
 
 The wheel is built once per (version, preset, defines) and cached under
 ~/.cache/gguf-embed-dev/wheels (or $GGUF_EMBED_DEV_CACHE), so a second install takes seconds.
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
+from scripts.llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
 
 PRESETS = Path(__file__).resolve().parent.parent / "CMakePresets.json"
 

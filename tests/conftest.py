@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.build_models import OUTPUTS as NEEDED
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 DATA = ROOT / "tests" / "data"
-NEEDED = ["all-minilm-l6-v2-f16.gguf", "all-minilm-l6-v2-q8_0.gguf", "tiny-qwen3-f32.gguf",
-          "tiny-qwen3-eos-f32.gguf", "tiny-qwen3-q4_k_m.gguf", "tiny-qwen3-q8_0.gguf"]
 
 
 @pytest.fixture(scope="session")

@@ -92,3 +92,19 @@ def test_quick_start_finds_the_page_that_answers(tmp_path: Path, minilm_path: Pa
     assert found.exit_code == 0, found.output
     hits = json.loads(found.stdout)
     assert Path(hits[0]["path"]) == DOCS / "gpu.md", [h["path"] for h in hits[:3]]
+
+
+def test_every_environment_variable_and_endpoint_is_documented() -> None:
+    reference = (DOCS / "cli.md").read_text()
+    for full, command in commands(cli).items():
+        for param in command.params:
+            if getattr(param, "hidden", False):
+                continue
+            for name in [param.envvar] if isinstance(param.envvar, str) else param.envvar or []:
+                assert f"`{name}`" in reference, f"{full}: {name} not in docs/cli.md"
+    server = (DOCS / "server.md").read_text()
+    source = (ROOT / "gguf_embed" / "server.py").read_text()
+    routes = re.findall(r'Route\("([^"]+)"', source)
+    assert "/v1/rerank" in routes
+    for route in routes:
+        assert f" {route}" in server or f"`{route}`" in server, f"{route} not in docs/server.md"

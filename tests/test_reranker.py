@@ -7,8 +7,6 @@ wrong head gives a reference that ours must miss by far more than the tolerance.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +21,6 @@ from gguf_embed.reranker import (
     head_problem,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-NEEDED = ["tiny-qwen3-reranker-f32.gguf", "tiny-qwen3-reranker-nohead-f32.gguf",
-          "tiny-xlmr-reranker-f32.gguf"]
 TOL = 2e-4  # Qwen3: a probability
 # XLM-R: a logit of size ~1; llama.cpp computes GELU from an f16 table and keeps K/V in f16,
 # which moves these random-weight logits by up to ~0.006 (packed or not); every wrong
@@ -43,9 +38,7 @@ DOCS = [
 
 @pytest.fixture(scope="session")
 def rerank_models(models_dir: Path) -> Path:
-    if not all((models_dir / name).exists() for name in NEEDED):
-        subprocess.run([sys.executable, str(ROOT / "scripts" / "build_rerank_models.py"),
-                        "--out", str(models_dir)], check=True)
+    """The test rerankers, built with the other test models (tests/support/build_models.py)."""
     return models_dir
 
 

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 D=.device
 mkdir -p "$D/wheels"
 
-SRC=$(python3 scripts/llama_sdist.py)
+SRC=$(python3 -m scripts.llama_sdist)
 NAME=$(basename "$SRC")
 tar -czf "$D/$NAME.tar.gz" -C "$(dirname "$SRC")" \
   --exclude "$NAME/vendor/llama.cpp/models" --exclude "$NAME/vendor/llama.cpp/docs" \

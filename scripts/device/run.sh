@@ -27,19 +27,19 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:?stage: build, models SHAPE or bench SHAPE}" in
   build)
-    WHEEL=$(python3 scripts/install_llama.py --preset "$PRESET" "${DEFINES[@]}" \
+    WHEEL=$(python3 -m scripts.install_llama --preset "$PRESET" "${DEFINES[@]}" \
       --no-build-isolation --wheel-only 2>"$OUT/build.log")
     python3 -m pip install -q --no-deps --force-reinstall "$WHEEL"
-    python3 scripts/build_llama_tools.py --preset "$PRESET" "${DEFINES[@]}" 2>>"$OUT/build.log"
+    python3 -m scripts.build_llama_tools --preset "$PRESET" "${DEFINES[@]}" 2>>"$OUT/build.log"
     python3 -c 'import gguf_embed._llama as l; print(l.devices(), l.supports_gpu_offload())'
     ;;
   models)
-    python3 scripts/build_shape_models.py --shape "${2:?shape}" --corpus "$CORPUS"
+    python3 -m scripts.build_shape_models --shape "${2:?shape}" --corpus "$CORPUS"
     ;;
   bench)
-    BIN=$(python3 scripts/build_llama_tools.py --preset "$PRESET" "${DEFINES[@]}")
+    BIN=$(python3 -m scripts.build_llama_tools --preset "$PRESET" "${DEFINES[@]}")
     for quant in q4_k_m f16; do
-      python3 scripts/bench_sizes.py --gguf "models/shape-qwen3-${2:?shape}-$quant.gguf" \
+      python3 -m scripts.bench_sizes --gguf "models/shape-qwen3-${2:?shape}-$quant.gguf" \
         --corpus "$CORPUS" --impls engine llama.cpp --llama-bin "$BIN" \
         --sizes ${SIZES:-short medium long} | tee -a "$OUT/sizes-$2.md"
     done

@@ -12,9 +12,11 @@
   tiny-qwen3-eos-f32.gguf     the same file with tokenizer.ggml.add_eos_token = true
   tiny-qwen3-q4_k_m.gguf      Q4_K_M quantization made with llama.cpp's quantizer
   tiny-qwen3-q8_0.gguf        Q8_0 quantization
+  tiny-qwen3-reranker-f32.gguf, tiny-qwen3-reranker-nohead-f32.gguf, tiny-xlmr-reranker-f32.gguf
+      the test rerankers (tests/support/build_rerank_models.py)
 
-Re-running is free when nothing changed (a stamp holds the hash of this file and of
-scripts/model_making.py, which does the converting).
+Re-running is free when nothing changed (a stamp holds the hash of the files that make the
+models); when one changed, the test models (and only they) are rebuilt.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 from pathlib import Path
 
-from scripts import model_making
+from scripts import model_making, reranker_making
 from scripts.llama_sdist import llama_cpp_dir
 from scripts.model_making import (
     TINY_QWEN3,
@@ -36,9 +38,14 @@ from scripts.model_making import (
     set_add_eos,
     train_tokenizer,
 )
+from tests.support import build_rerank_models
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATA = ROOT / "tests" / "data"
+OUTPUTS = ["all-minilm-l6-v2-f16.gguf", "all-minilm-l6-v2-q8_0.gguf", "tiny-qwen3-f32.gguf",
+           "tiny-qwen3-eos-f32.gguf", "tiny-qwen3-q4_k_m.gguf", "tiny-qwen3-q8_0.gguf",
+           *build_rerank_models.OUTPUTS]
+SOURCES = ["tiny-qwen3", *build_rerank_models.SOURCES]
 
 
 def build_minilm(out: Path) -> None:
@@ -107,18 +114,21 @@ def main() -> None:
     out: Path = opts.out
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / ".stamp"
-    digest = hashlib.sha256(Path(__file__).read_bytes()
-                            + Path(model_making.__file__).read_bytes()).hexdigest()
+    makers = (__file__, build_rerank_models.__file__, model_making.__file__,
+              reranker_making.__file__)
+    digest = hashlib.sha256(b"".join(Path(f).read_bytes() for f in makers)).hexdigest()
     if stamp.exists() and stamp.read_text().strip() != digest:
         log("build script changed: rebuilding test models")
-        for item in out.glob("*.gguf"):
-            item.unlink()
-        for item in (out / "tiny-qwen3").glob("**/*"):
-            if item.is_file():
-                item.unlink()
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+        for source in SOURCES:
+            for item in (out / source).glob("**/*"):
+                if item.is_file():
+                    item.unlink()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     build_minilm(out)
     build_tiny_qwen3(out, opts.corpus)
+    build_rerank_models.build_rerankers(out, opts.corpus)
     stamp.write_text(digest + "\n")
     log("test models ready in " + str(out))
 

@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """gguf-embed in a desktop app: search latency while a worker thread indexes, and memory.
 
-    python scripts/bench_desktop.py latency --peer /tmp/base   # this code vs the code in /tmp/base
-    python scripts/bench_desktop.py memory --model models/all-minilm-l6-v2-f16.gguf
+    python -m scripts.bench_desktop latency --peer /tmp/base   # this code vs the code in /tmp/base
+    python -m scripts.bench_desktop memory --model models/all-minilm-l6-v2-f16.gguf
+    python -m scripts.bench_desktop latency --base-pages 10 --pages 5 --repeat 1  # a quick check
+
+The tldr pages come from --corpus (default tests/data; a folder with tldr-linux/pages).  Each
+round runs in its own process started with PYTHONPATH set to the code it measures (this
+checkout or --peer), so a peer needs no install.
 
 latency: one process, one engine.  A base index of tldr pages is built; then, per round and per
 code (this checkout, and --peer, interleaved, each in its own process):
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -55,7 +61,7 @@ def copy_pages(corpus: Path, dest: Path, start: int, count: int) -> Path:
 
 # ---------------------------------------------------------------------------------- latency
 def one_round(opts: argparse.Namespace) -> dict[str, Any]:
-    """Runs inside the process of the code measured (sys.path[0] set by the parent)."""
+    """Runs inside the process of the code measured (PYTHONPATH set by the parent)."""
     from gguf_embed import Engine, Index
 
     engine = Engine(opts.model)
@@ -73,7 +79,9 @@ def one_round(opts: argparse.Namespace) -> dict[str, Any]:
 
         context.decode = timed
     engine.embed(["warm up"], query=True)
-    out: dict[str, Any] = {}
+    import gguf_embed
+
+    out: dict[str, Any] = {"code": str(Path(gguf_embed.__file__).resolve().parent.parent)}
     with tempfile.TemporaryDirectory() as tmp:
         base_docs = copy_pages(opts.corpus, Path(tmp) / "base", 0, opts.base_pages)
         more = copy_pages(opts.corpus, Path(tmp) / "more", opts.base_pages, opts.pages)
@@ -136,12 +144,16 @@ def latency(opts: argparse.Namespace) -> None:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in codes}
     for r in range(opts.repeat):
         for name, code in codes if r % 2 == 0 else reversed(codes):
-            args = [sys.executable, __file__, "round", "--code", str(code), "--model",
+            # run by path, the import path starts at scripts/: gguf_embed comes from PYTHONPATH
+            args = [sys.executable, __file__, "round", "--model",
                     str(opts.model), "--corpus", str(opts.corpus), "--pages", str(opts.pages),
                     "--base-pages", str(opts.base_pages), "--searches", str(opts.searches),
                     "--pause", str(opts.pause)]
-            done = subprocess.run(args, capture_output=True, text=True, check=True)
+            env = {**os.environ, "PYTHONPATH": str(code)}  # the round imports code's gguf_embed
+            done = subprocess.run(args, capture_output=True, text=True, check=True, env=env)
             results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            measured = results[name][-1]["code"]  # the code the round imported
+            assert measured == str(Path(code).resolve()), f"{name} ran {measured}"
             print(f"round {r + 1} {name}: done", file=sys.stderr)
     print(f"model: {Path(opts.model).name}; base index {opts.base_pages} tldr pages; the "
           f"worker adds {opts.pages} more ({results['this'][0]['tokens']:,} tokens); "
@@ -215,7 +227,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=["latency", "memory", "round"])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="A folder with tldr-linux/pages (default: tests/data).")
     parser.add_argument("--pages", type=int, default=138, help="Pages the worker adds.")
     parser.add_argument("--base-pages", type=int, default=200)
     parser.add_argument("--searches", type=int, default=40, help="Idle searches per round.")
@@ -223,10 +236,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--peer", type=Path, default=None,
                         help="A checkout of other gguf-embed code to compare with.")
-    parser.add_argument("--code", type=Path, default=ROOT, help=argparse.SUPPRESS)
     parser.add_argument("--unload-after", type=float, default=1.0)
     opts = parser.parse_args()
-    sys.path.insert(0, str(opts.code))
     if opts.what == "round":
         print(json.dumps(one_round(opts)))
     elif opts.what == "latency":

@@ -1,9 +1,10 @@
 """Watch mode: save → searchable latency, and memory over a long session.
 
-    python scripts/bench_watch.py [--pages DIR] [--model GGUF] [--latency 40] [--edits 1000]
+    python -m scripts.bench_watch [--corpus DIR] [--model GGUF] [--latency 40] [--edits 1000]
+    python -m scripts.bench_watch --latency 3 --peer 1 --edits 20   # a quick check
 
-Copies the corpus (default: the 2,030 tldr-linux pages) to a temporary folder and runs a real
-`gguf-embed watch` on it.  Then:
+Copies the tldr-linux pages of --corpus (default tests/data: all 2,030) to a temporary folder
+and runs a real `gguf-embed watch` on it.  Then:
 
 1. latency: one page at a time gets a new line with a unique word; the clock runs from the
    write until a reader's FTS query finds the word (the batch is committed: its vectors went in
@@ -69,8 +70,8 @@ def pct(values: list[float], q: float) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pages", type=Path,
-                        default=ROOT.parent / "shared" / "corpora" / "tldr-linux" / "pages")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="a folder with tldr-linux/pages (default: tests/data)")
     parser.add_argument("--model", type=Path,
                         default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
     parser.add_argument("--latency", type=int, default=40, help="timed saves")
@@ -81,7 +82,7 @@ def main() -> None:
     rng = random.Random(0)
     work = Path(tempfile.mkdtemp(prefix="bench-watch-"))
     docs = work / "pages"
-    shutil.copytree(args.pages, docs)
+    shutil.copytree(args.corpus / "tldr-linux" / "pages", docs)
     for path in [docs, *docs.rglob("*")]:  # the corpus may be read-only: the copy is not
         path.chmod(0o755 if path.is_dir() else 0o644)
     pages = sorted(docs.rglob("*.md"))

@@ -4,6 +4,7 @@ of the same vector and keyword candidate lists, on the tldr eval recipe (tests/s
 
     python -m scripts.eval_fusion                       # MiniLM, English and Chinese
     python -m scripts.eval_fusion --lang en --count 600
+    python -m scripts.eval_fusion --corpus ../shared/corpora   # all the tldr-cjk pages too
 
 Query sets, to see that a choice is not tuned to one of them: "desc" (each page's first `> `
 line, the recipe; also split into even and odd pages) and "example" (each page's first example
@@ -114,7 +115,8 @@ def evaluate(index: Index, queries: Sequence[tuple[str, str]],
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "all-minilm-l6-v2-f16.gguf")
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="a folder with tldr-linux/ and tldr-cjk/ (default: tests/data)")
     parser.add_argument("--lang", action="append", choices=("en", "zh", "ja", "ko"))
     parser.add_argument("--count", type=int, default=None, help="first N pages (default: all)")
     parser.add_argument("--json", action="store_true")

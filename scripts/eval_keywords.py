@@ -2,7 +2,8 @@
 """Keyword search alone, one FTS5 tokenization against another, on the tldr eval recipe
 (tests/support/eval.py): MRR@10 and Recall@10 per language, BM25 over whole pages, no model.
 
-    python -m scripts.eval_keywords                 # en, zh, ja, ko
+    python -m scripts.eval_keywords                 # en, zh, ja, ko (tests/data: 22 CJK pages each)
+    python -m scripts.eval_keywords --corpus ../shared/corpora   # all the tldr-cjk pages
     python -m scripts.eval_keywords --lang zh --jieba   # adds a jieba row (pip install jieba)
 
 Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `trigram`
@@ -123,7 +124,8 @@ def rows(corpus: Path, lang: str, use_jieba: bool,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT.parent / "shared" / "corpora")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "tests" / "data",
+                        help="a folder with tldr-linux/ and tldr-cjk/ (default: tests/data)")
     parser.add_argument("--lang", action="append", choices=("en", "zh", "ja", "ko"))
     parser.add_argument("--jieba", action="store_true", help="add a jieba row for Chinese")
     parser.add_argument("--cjk-queries", action="store_true",

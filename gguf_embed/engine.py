@@ -15,7 +15,7 @@ import contextlib
 import functools
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ import llama_cpp as lc
 import numpy as np
 
 from . import _llama
-from ._context import POOLING_NAMES, Context, finish
+from ._context import POOLING_NAMES, Context
 from ._text import check_text
+from ._vectors import finish
 from .errors import (
     InputError,
     InputTooLong,
@@ -32,7 +33,15 @@ from .errors import (
     ModelLoadError,
     ModelNotFound,
 )
-from .models import QWEN3_QUERY, QWEN3_TASK, ModelSpec, ResolvedModel, spec_for_file
+from .models import (
+    QWEN3_QUERY,
+    QWEN3_TASK,
+    ModelSpec,
+    ResolvedModel,
+    file_fingerprint,
+    spec_for_file,
+)
+from .protocol import Embeddings, Input, Prepared
 
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
@@ -59,19 +68,6 @@ class EngineOptions:
     # 2k 168 vs 157 tokens/s, 8k 72 vs 85, 30k 26 vs 32), so by default that context uses it
     # with a GPU (faster, and no 32k-token attention matrix in memory) or up to 4,096 tokens.
     long_flash_attn: bool | None = None  # None: as above; True / False: always / never
-
-
-@dataclass
-class Embeddings:
-    """Vectors in input order with what it took to make them."""
-
-    vectors: np.ndarray  # (n, dims) float32, C-contiguous, L2-normalized
-    token_counts: list[int] = field(default_factory=list)
-    truncated: list[int] = field(default_factory=list)  # indices of inputs cut to the context
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.token_counts)
 
 
 class Engine:
@@ -148,6 +144,12 @@ class Engine:
     def dims(self) -> int:
         return self.n_embd
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identifies the model file's content (see :func:`~gguf_embed.models.file_fingerprint`);
+        an index records it and refuses another model."""
+        return file_fingerprint(self.path)
+
     @property
     def matryoshka_range(self) -> tuple[int, int]:
         return (self.spec.matryoshka_min or 1, self.n_embd)
@@ -183,17 +185,10 @@ class Engine:
             buf = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
         tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()
-        return self.with_eos(tokens)
+        return self._with_eos(tokens)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenize(t)) for t in texts]
-
-    def format(self, texts: Sequence[str], *, query: bool = False,
-               task: str | None = None) -> list[str]:
-        """Apply the model's query or document prompt."""
-        if query:
-            return [self.spec.format_query(t, task) for t in texts]
-        return [self.spec.format_document(t) for t in texts]
 
     def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
               dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
@@ -211,38 +206,67 @@ class Engine:
                 raise InputError(f"input {i} is not a string", param="input")
             if not text:
                 raise InputError(f"input {i} is empty; pass non-empty text", param="input")
-        prompts = self.format(texts, query=query, task=task)
-        return self.encode_tokens([self.tokenize(p) for p in prompts], dimensions=dimensions,
-                                  truncate=truncate, add_eos=False)
-
-    def encode_tokens(self, sequences: Sequence[Sequence[int] | np.ndarray], *,
-                      dimensions: int | None = None, truncate: bool = False,
-                      add_eos: bool = True) -> Embeddings:
-        """Embed pre-tokenized inputs (as OpenAI's token-id arrays)."""
         self.check_dimensions(dimensions)
+        return self.embed_prepared(self.prepare(texts, query=query, task=task,
+                                                truncate=truncate), dimensions=dimensions)
+
+    def prepare(self, inputs: Sequence[Input], *, query: bool = False, task: str | None = None,
+                truncate: bool = False) -> Prepared:
+        """Texts or token-id arrays (as OpenAI's) → token sequences ready to embed: a text gets
+        the model's query (``query=True``, with ``task``) or document prompt; every input gets
+        EOS where the model needs it and is checked (non-empty, ids in the vocabulary, within
+        the context, or cut to it with ``truncate=True``) before anything is decoded."""
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
-        for i, seq in enumerate(sequences):
-            tokens, cut = self.check_tokens(seq, i, add_eos=add_eos, truncate=truncate)
+        for i, item in enumerate(inputs):
+            if isinstance(item, str):
+                if not item:
+                    raise InputError(f"input {i} is empty; pass non-empty text", param="input")
+                prompt = (self.spec.format_query(item, task) if query
+                          else self.spec.format_document(item))
+                tokens = self.tokenize(prompt)
+            else:
+                tokens = self._token_ids(item, i)
+            tokens, cut = self._check_tokens(tokens, i, truncate=truncate)
             seqs.append(tokens)
             if cut:
                 truncated.append(i)
+        return Prepared(seqs, truncated)
+
+    def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
+                       dimensions: int | None = None) -> Embeddings:
+        """Embed the sequences of :meth:`prepare` (those of several calls may be joined into
+        one list: they are packed into shared decodes)."""
+        self.check_dimensions(dimensions)
+        if isinstance(prepared, Prepared):
+            seqs, truncated = prepared.sequences, prepared.truncated
+        else:
+            seqs, truncated = list(prepared), []
+        for i, seq in enumerate(seqs):  # cheap, and llama.cpp must never see a bad id
+            self._check_tokens(seq, i)
         with self._lock:
             raw = self._embed_sequences(seqs)
-        return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], truncated)
+        return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], list(truncated))
 
-    def check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
-                     add_eos: bool = True, truncate: bool = False) -> tuple[np.ndarray, bool]:
+    def _token_ids(self, item: Sequence[int] | np.ndarray, index: int) -> np.ndarray:
+        if not isinstance(item, np.ndarray) and any(
+                isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab
+                for t in item):  # before numpy meets 2**63 or a float
+            raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
+                             param="input")
+        return np.asarray(item, dtype=np.int32)
+
+    def _check_tokens(self, seq: np.ndarray, index: int = 0, *,
+                      truncate: bool = False) -> tuple[np.ndarray, bool]:
         """One input's tokens, checked (non-empty, ids in the vocabulary, within the context)
-        and ready to decode; the flag says whether it was truncated."""
+        and ending with EOS where the model needs it; the flag says whether it was cut."""
         tokens = np.asarray(seq, dtype=np.int32)
         if tokens.ndim != 1 or len(tokens) == 0:
             raise InputError(f"input {index} has no tokens", param="input")
         if tokens.min() < 0 or tokens.max() >= self.n_vocab:
             raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
                              param="input")
-        if add_eos:
-            tokens = self.with_eos(tokens)
+        tokens = self._with_eos(tokens)
         if len(tokens) <= self.max_tokens:
             return tokens, False
         if not truncate:
@@ -282,7 +306,7 @@ class Engine:
                 return int(buf[0])
         return int(lc.llama_vocab_eos(self._vocab))
 
-    def with_eos(self, tokens: np.ndarray) -> np.ndarray:
+    def _with_eos(self, tokens: np.ndarray) -> np.ndarray:
         """``tokens`` ending with the EOS token if the model needs one (added once)."""
         if self._eos_id is None or (len(tokens) and tokens[-1] == self._eos_id):
             return tokens

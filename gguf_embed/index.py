@@ -30,7 +30,7 @@ from .chunking import ChunkSettings
 from .errors import IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
-from .models import file_fingerprint
+from .protocol import EmbeddingEngine
 from .search import SearchResult, search
 from .store import Store, make_parent
 from .walk import Rules, root_problem
@@ -40,7 +40,7 @@ MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 b
 
 
 class Index:
-    def __init__(self, path: str | Path, engine: Any | None = None, *,
+    def __init__(self, path: str | Path, engine: EmbeddingEngine | None = None, *,
                  dimensions: int | None = None, chunking: ChunkSettings | None = None,
                  reindex: bool = False, readonly: bool = False,
                  model_ref: str | None = None, wait: bool = True,
@@ -82,7 +82,12 @@ class Index:
         chunking = self.meta.get("chunking") or {}
         return ChunkSettings(**chunking)
 
-    def _bind(self, engine: Any, dimensions: int | None, chunking: ChunkSettings | None,
+    def stale(self) -> bool:
+        """Whether another process changed what the index records (its model or settings,
+        a rebuild) since it was opened here: reopen it to search it."""
+        return self.store.meta_changed()
+
+    def _bind(self, engine: EmbeddingEngine, dimensions: int | None, chunking: ChunkSettings | None,
               reindex: bool, model_ref: str | None, readonly: bool) -> None:
         wanted = identity(engine, dimensions, chunking)
         if model_ref:
@@ -228,7 +233,7 @@ class Index:
             "schema_version": meta.get("schema_version"),
         }
 
-    def _need_engine(self) -> Any:
+    def _need_engine(self) -> EmbeddingEngine:
         if self.engine is None:
             raise InputError("this needs the embedding model: open the index with an engine")
         return self.engine
@@ -249,7 +254,7 @@ class Index:
         self.close()
 
 
-def identity(engine: Any, dimensions: int | None = None,
+def identity(engine: EmbeddingEngine, dimensions: int | None = None,
              chunking: ChunkSettings | None = None) -> dict[str, Any]:
     """What an index records about the model and settings that made it."""
     spec = engine.spec
@@ -261,8 +266,7 @@ def identity(engine: Any, dimensions: int | None = None,
     return {
         "model": spec.name, "model_file": Path(engine.path).name,
         "model_size": os.path.getsize(engine.path) if os.path.exists(engine.path) else None,
-        "model_fingerprint": getattr(engine, "fingerprint", None) or file_fingerprint(
-            Path(engine.path)),
+        "model_fingerprint": engine.fingerprint,
         "model_sha256": spec.sha256, "dims": dims, "dimensions": dimensions,
         "model_dims": engine.dims, "pooling": engine.pooling, "eos": spec.eos,
         "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,

@@ -30,6 +30,7 @@ from .chunking import ChunkSettings
 from .errors import IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
+from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
 from .search import SearchResult, search
 from .store import Store, make_parent
@@ -66,6 +67,43 @@ class Index:
                 self._bind(engine, dimensions, chunking, reindex, model_ref, readonly)
         except Exception:
             self.close()
+            raise
+
+    @classmethod
+    def model_for(cls, path: str | Path, model: str | None = None, *,
+                  must_exist: bool = False) -> str:
+        """Which model to use with the index at ``path``, decided here once for every
+        surface: ``model`` when given, else the one the index records (the catalog name, or
+        the file or hub reference it was built with), else :data:`DEFAULT_MODEL`.  With
+        ``must_exist`` (searching), a missing or unusable index raises
+        :class:`~gguf_embed.errors.IndexFileError` even when ``model`` is given."""
+        path = Path(path)
+        if model and not must_exist:
+            return model
+        if not must_exist and not path.exists():
+            return DEFAULT_MODEL
+        with cls(path, readonly=True) as probe:
+            return model or probe.meta.get("model") or DEFAULT_MODEL
+
+    @classmethod
+    def open(cls, path: str | Path, model: str | None = None, *,
+             load: Callable[[str], EmbeddingEngine] | None = None, reindex: bool = False,
+             readonly: bool = False, **options: Any) -> Index:
+        """The index at ``path`` with its model loaded: ``model``, else the one it records
+        (see :meth:`model_for`; a ``reindex`` without ``model`` takes the default).
+        ``load`` turns a model reference into an engine (default: ``Engine(resolve_model(
+        ref))``); ``options`` go to :class:`Index` (``dimensions``, ``chunking``, ``wait``,
+        ...).  Close it, and the engine, when done."""
+        ref = (model or DEFAULT_MODEL) if reindex else cls.model_for(path, model,
+                                                                      must_exist=readonly)
+        engine = (load or _load_engine)(ref)
+        try:
+            return cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,
+                       **options)
+        except BaseException:
+            close = getattr(engine, "close", None)
+            if close is not None:
+                close()
             raise
 
     # ------------------------------------------------------------------ identity
@@ -273,6 +311,12 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
         "default_task": spec.default_task, "context": engine.max_tokens,
         "chunking": chunking.to_dict(),
     }
+
+
+def _load_engine(ref: str) -> EmbeddingEngine:
+    from .engine import Engine
+
+    return Engine(resolve_model(ref))
 
 
 def check_roots(paths: Sequence[str | Path]) -> None:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp as lc
 import numpy as np
@@ -41,7 +41,7 @@ from .models import (
     file_fingerprint,
     spec_for_file,
 )
-from .protocol import Embeddings, Input, Prepared
+from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
 
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
@@ -184,7 +184,7 @@ class Engine:
             capacity = -n
             buf = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
-        tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()
+        tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()  # type: ignore[call-overload]
         return self._with_eos(tokens)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
@@ -448,3 +448,8 @@ def _fit_spec(spec: ModelSpec, engine: Engine) -> ModelSpec:
     if spec.dims is None:
         spec = replace(spec, dims=engine.n_embd)
     return spec
+
+
+if TYPE_CHECKING:  # mypy checks that Engine keeps the contract
+    def _is_an_embedding_engine(engine: Engine) -> EmbeddingEngine:
+        return engine

@@ -223,7 +223,7 @@ class Index:
             hook = SearchReranker(rerank, self.store, rerank_options)
         results = search(self.store, vector, query, k=k, mode=mode,
                          path_glob=_glob(path), exact=exact, group=group, rerank=hook)
-        if hook is None:
+        if hook is None or rerank is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
                             "context": rerank.max_tokens}

@@ -62,7 +62,7 @@ def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
     """)
     rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
     conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
-                     ((chunk_id, index_text(text)) for chunk_id, text in rows))
+                     ((chunk_id, index_text(cast(str, text))) for chunk_id, text in rows))
 
 
 MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
@@ -285,7 +285,7 @@ class Store:
     def documents(self) -> dict[str, tuple[int, str, int, float]]:
         """path → (id, hash, size, mtime)."""
         return {path_out(row[0]): tuple(row[1:]) for row in self.conn.execute(
-            "SELECT path, id, hash, size, mtime FROM documents")}  # type: ignore[misc]
+            "SELECT path, id, hash, size, mtime FROM documents")}
 
     def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
         """Stored vectors of chunks with these text hashes (unchanged text is not re-embedded)."""
@@ -375,8 +375,8 @@ class Store:
         """chunk id → document id, for the chunks that still exist."""
         out: dict[int, int] = {}
         for part, marks in _in_batches(list(set(ids))):
-            out.update(self.conn.execute(
-                f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall())
+            out.update(cast("list[tuple[int, int]]", self.conn.execute(
+                f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall()))
         return out
 
     # ---------------------------------------------------------------- ranking queries

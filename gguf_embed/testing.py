@@ -8,13 +8,14 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ._vectors import finish
 from .errors import InputError, InputTooLong, InvalidDimensions
 from .models import ModelSpec
-from .protocol import Embeddings, Input, Prepared
+from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -64,7 +65,8 @@ class FakeEngine:
                 if not truncate:
                     raise InputTooLong(f"input {i} has {len(tokens)} tokens",
                                        index=i, n_tokens=len(tokens), limit=self.max_tokens)
-                tokens, _ = tokens[: self.max_tokens], cut.append(i)
+                tokens = tokens[: self.max_tokens]
+                cut.append(i)
             seqs.append(tokens)
         return Prepared(seqs, cut)
 
@@ -97,3 +99,8 @@ class FakeEngine:
 
     def info(self) -> dict[str, object]:
         return {"name": self.spec.name, "dims": self.dims, "context": self.max_tokens}
+
+
+if TYPE_CHECKING:  # mypy checks that FakeEngine keeps the contract
+    def _is_an_embedding_engine(engine: FakeEngine) -> EmbeddingEngine:
+        return engine

@@ -52,6 +52,7 @@ class Index:
         self.path = Path(path)
         self.engine = engine
         self.last_rerank: dict[str, Any] | None = None
+        self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
         if not readonly:
             make_parent(self.path)
@@ -93,18 +94,18 @@ class Index:
         (see :meth:`model_for`; a ``reindex`` without ``model`` takes the default).
         ``load`` turns a model reference into an engine (default: ``Engine(resolve_model(
         ref))``); ``options`` go to :class:`Index` (``dimensions``, ``chunking``, ``wait``,
-        ...).  Close it, and the engine, when done."""
+        ...).  Closing the index closes the engine it loaded."""
         ref = (model or DEFAULT_MODEL) if reindex else cls.model_for(path, model,
                                                                       must_exist=readonly)
         engine = (load or _load_engine)(ref)
         try:
-            return cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,
-                       **options)
+            index = cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,
+                        **options)
         except BaseException:
-            close = getattr(engine, "close", None)
-            if close is not None:
-                close()
+            _close_engine(engine)
             raise
+        index._owned_engine = True
+        return index
 
     # ------------------------------------------------------------------ identity
     @property
@@ -279,6 +280,9 @@ class Index:
     def close(self) -> None:
         self.store.close()
         self._release()
+        if self._owned_engine:
+            self._owned_engine = False
+            _close_engine(self.engine)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -311,6 +315,12 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
         "default_task": spec.default_task, "context": engine.max_tokens,
         "chunking": chunking.to_dict(),
     }
+
+
+def _close_engine(engine: object) -> None:
+    close = getattr(engine, "close", None)  # Engine has one; the contract does not need it
+    if close is not None:
+        close()
 
 
 def _load_engine(ref: str) -> EmbeddingEngine:

@@ -116,3 +116,20 @@ def test_sql_lives_in_store_only() -> None:
     offenders = [str(p.relative_to(package)) for p in package.rglob("*.py")
                  if p.name != "store.py" and sql.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_open_closes_the_engine_it_loaded(tmp_path: Path) -> None:
+    db = build(tmp_path)
+    closed: list[bool] = []
+
+    class Closing(FakeEngine):
+        def close(self) -> None:
+            closed.append(True)
+
+    with Index.open(db, load=lambda ref: Closing(), readonly=True):
+        assert closed == []
+    assert closed == [True]
+    given = Closing()
+    with Index(db, given, readonly=True):
+        pass
+    assert closed == [True]  # an engine the caller gave is the caller's to close

@@ -219,15 +219,15 @@ class Engine:
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
         for i, item in enumerate(inputs):
+            ids: Sequence[int] | np.ndarray
             if isinstance(item, str):
                 if not item:
                     raise InputError(f"input {i} is empty; pass non-empty text", param="input")
-                prompt = (self.spec.format_query(item, task) if query
-                          else self.spec.format_document(item))
-                tokens = self.tokenize(prompt)
+                ids = self.tokenize(self.spec.format_query(item, task) if query
+                                    else self.spec.format_document(item))
             else:
-                tokens = self._token_ids(item, i)
-            tokens, cut = self._check_tokens(tokens, i, truncate=truncate)
+                ids = item  # token ids: checked next, before any cast
+            tokens, cut = self._check_tokens(ids, i, truncate=truncate)
             seqs.append(tokens)
             if cut:
                 truncated.append(i)
@@ -248,25 +248,18 @@ class Engine:
             raw = self._embed_sequences(seqs)
         return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], list(truncated))
 
-    def _token_ids(self, item: Sequence[int] | np.ndarray, index: int) -> np.ndarray:
-        if not isinstance(item, np.ndarray) and any(
-                isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < self.n_vocab
-                for t in item):  # before numpy meets 2**63 or a float
-            raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
-                             param="input")
-        return np.asarray(item, dtype=np.int32)
-
-    def _check_tokens(self, seq: np.ndarray, index: int = 0, *,
+    def _check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
                       truncate: bool = False) -> tuple[np.ndarray, bool]:
         """One input's tokens, checked (non-empty, ids in the vocabulary, within the context)
         and ending with EOS where the model needs it; the flag says whether it was cut."""
-        tokens = np.asarray(seq, dtype=np.int32)
-        if tokens.ndim != 1 or len(tokens) == 0:
+        ids = np.asarray(seq)  # range-checked before the cast to int32 (no wrap-around)
+        if ids.ndim != 1 or len(ids) == 0:
             raise InputError(f"input {index} has no tokens", param="input")
-        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+        if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
+                or ids.max() >= self.n_vocab:
             raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
                              param="input")
-        tokens = self._with_eos(tokens)
+        tokens = self._with_eos(ids.astype(np.int32, copy=False))
         if len(tokens) <= self.max_tokens:
             return tokens, False
         if not truncate:

@@ -124,6 +124,10 @@ def test_token_id_input_matches_text(qwen: Engine) -> None:
         qwen.prepare([[10**9]])
     with pytest.raises(InputError, match="outside"):
         qwen.embed_prepared([np.array([10**9], dtype=np.int64)])
+    with pytest.raises(InputError, match="outside"):  # never wrapped into range by a cast
+        qwen.prepare([np.array([2**32 + 5], dtype=np.int64)])
+    with pytest.raises(InputError, match="outside"):
+        qwen.prepare([[1.5, 2.0]])
 
 
 @pytest.mark.parametrize("bad", [[""], ["ok", ""]])

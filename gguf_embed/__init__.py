@@ -1,10 +1,20 @@
-"""gguf-embed: private, offline semantic search with GGUF embedding models."""
+"""gguf-embed: private, offline semantic search with GGUF embedding models.
 
-from .engine import Embeddings, Engine, EngineOptions
+``Engine``, ``IdleEngine`` and ``Reranker`` (and their options) load llama.cpp, so they are
+imported on first use: ``gguf_embed.testing`` and the index work without it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .chunking import ChunkSettings
 from .errors import (
     EngineError,
     GgufEmbedError,
     IndexBusy,
+    IndexFileError,
     IndexMismatch,
     InputError,
     InputTooLong,
@@ -15,7 +25,6 @@ from .errors import (
     PathError,
     QueryTruncated,
 )
-from .idle import IdleEngine
 from .index import Index
 from .indexer import IndexSummary, Progress
 from .models import (
@@ -26,15 +35,34 @@ from .models import (
     ResolvedModel,
     resolve_model,
 )
-from .reranker import Reranker, RerankOptions, RerankScores
+from .protocol import EmbeddingEngine, Embeddings, Prepared
 from .search import SearchResult
 
+if TYPE_CHECKING:
+    from .engine import Engine, EngineOptions
+    from .idle import IdleEngine
+    from .reranker import Reranker, RerankOptions, RerankScores
+
 __version__ = "0.1.0"
+
+_LAZY = {"Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
+         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CATALOG",
     "DEFAULT_MODEL",
     "DEFAULT_RERANKER",
+    "ChunkSettings",
+    "EmbeddingEngine",
     "Embeddings",
     "Engine",
     "EngineError",
@@ -43,6 +71,7 @@ __all__ = [
     "IdleEngine",
     "Index",
     "IndexBusy",
+    "IndexFileError",
     "IndexMismatch",
     "IndexSummary",
     "InputError",
@@ -53,6 +82,7 @@ __all__ = [
     "ModelNotFound",
     "ModelSpec",
     "PathError",
+    "Prepared",
     "Progress",
     "QueryTruncated",
     "RerankOptions",

@@ -25,12 +25,12 @@ class TokenBatch:
             *(ctypes.cast(base + k * step, seq_ptr) for k in range(capacity))
         )
         self.struct = lc.llama_batch()
-        self.struct.token = self.token.ctypes.data_as(ctypes.POINTER(lc.llama_token))
-        self.struct.embd = ctypes.POINTER(ctypes.c_float)()
-        self.struct.pos = self.pos.ctypes.data_as(ctypes.POINTER(lc.llama_pos))
-        self.struct.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))
-        self.struct.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(seq_ptr))
-        self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))
+        self.struct.token = self.token.ctypes.data_as(ctypes.POINTER(lc.llama_token))  # type: ignore[assignment]
+        self.struct.embd = ctypes.POINTER(ctypes.c_float)()  # type: ignore[assignment]
+        self.struct.pos = self.pos.ctypes.data_as(ctypes.POINTER(lc.llama_pos))  # type: ignore[assignment]
+        self.struct.n_seq_id = self.n_seq_id.ctypes.data_as(ctypes.POINTER(ctypes.c_int32))  # type: ignore[assignment]
+        self.struct.seq_id = ctypes.cast(self._seq_ptrs, ctypes.POINTER(seq_ptr))  # type: ignore[assignment]
+        self.struct.logits = self.logits.ctypes.data_as(ctypes.POINTER(ctypes.c_int8))  # type: ignore[assignment]
         self.n_tokens = 0
 
     def clear(self) -> None:

@@ -150,10 +150,3 @@ class Context:
             lc.llama_free(self.ctx)
             self.ctx = None
 
-
-def finish(raw: np.ndarray, dimensions: int | None = None) -> np.ndarray:
-    """Matryoshka cut (if asked), then L2 normalization; float32, C-contiguous."""
-    vectors = raw[:, :dimensions] if dimensions else raw
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(vectors / norms, dtype=np.float32)

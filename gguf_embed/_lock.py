@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import IndexBusy, IndexError_
+from .errors import IndexBusy, IndexFileError
 
 POLL_SECONDS = 0.05
 
@@ -40,7 +40,7 @@ class WriteLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise IndexError_(f"cannot write the index {self.index}: cannot create its "
+                raise IndexFileError(f"cannot write the index {self.index}: cannot create its "
                                   f"lock file {self.path}: {exc.strerror or exc}") from exc
             while not _try_lock(fd):
                 pid = _read_pid(fd)

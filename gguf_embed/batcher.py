@@ -2,7 +2,7 @@
 
 Requests put their token sequences on a queue; one worker thread takes everything that arrives
 within ``window`` seconds of the first (up to ``max_tokens``) and embeds it in one
-``encode_tokens`` call, so many small concurrent requests cost about one decode, not one each.
+``embed_prepared`` call, so many small concurrent requests cost about one decode, not one each.
 Each request then gets its own Matryoshka cut.
 """
 
@@ -13,22 +13,23 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from ._context import finish
+from ._vectors import finish
+from .protocol import EmbeddingEngine
 
 
 @dataclass
 class _Job:
     sequences: list[np.ndarray]
     dimensions: int | None
-    future: Future = field(default_factory=Future)
+    future: Future[np.ndarray] = field(default_factory=Future)
 
 
 class Batcher:
-    def __init__(self, engine: Any, *, window: float = 0.004, max_tokens: int = 16_384) -> None:
+    def __init__(self, engine: EmbeddingEngine, *, window: float = 0.004,
+                 max_tokens: int = 16_384) -> None:
         self.engine = engine
         self.window = window
         self.max_tokens = max_tokens
@@ -38,7 +39,7 @@ class Batcher:
                                         daemon=True)
         self._thread.start()
 
-    def submit(self, sequences: list[np.ndarray], dimensions: int | None) -> Future:
+    def submit(self, sequences: list[np.ndarray], dimensions: int | None) -> Future[np.ndarray]:
         job = _Job(sequences, dimensions)
         self._queue.put(job)
         return job.future
@@ -74,7 +75,7 @@ class Batcher:
         sequences = [s for job in jobs for s in job.sequences]
         try:
             self.decodes += 1
-            result = self.engine.encode_tokens(sequences, add_eos=False)
+            result = self.engine.embed_prepared(sequences)
         except Exception as exc:  # handed to every waiting request, raised there
             for job in jobs:
                 job.future.set_exception(exc)

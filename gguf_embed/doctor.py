@@ -48,6 +48,8 @@ def environment() -> dict[str, Any]:
     import llama_cpp
     import sqlite_vec
 
+    from .store import probe_extensions
+
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -61,11 +63,7 @@ def environment() -> dict[str, Any]:
         "sqlite_vec_package": getattr(sqlite_vec, "__version__", None),
     }
     try:
-        conn = apsw.Connection(":memory:")
-        conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
-        (info["sqlite_vec"],), = conn.execute("SELECT vec_version()")
-        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        info["sqlite_vec"] = probe_extensions()
         info["extensions_load"] = True
         info["fts5"] = True
     except Exception as exc:  # report, never crash: this is the diagnosis

@@ -15,16 +15,17 @@ import contextlib
 import functools
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp as lc
 import numpy as np
 
 from . import _llama
-from ._context import POOLING_NAMES, Context, DecodeLock, finish
+from ._context import POOLING_NAMES, Context, DecodeLock
 from ._text import check_text
+from ._vectors import finish
 from .errors import (
     EngineError,
     InputError,
@@ -33,7 +34,15 @@ from .errors import (
     ModelLoadError,
     ModelNotFound,
 )
-from .models import QWEN3_QUERY, QWEN3_TASK, ModelSpec, ResolvedModel, spec_for_file
+from .models import (
+    QWEN3_QUERY,
+    QWEN3_TASK,
+    ModelSpec,
+    ResolvedModel,
+    file_fingerprint,
+    spec_for_file,
+)
+from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
 
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
@@ -60,19 +69,6 @@ class EngineOptions:
     # 2k 168 vs 157 tokens/s, 8k 72 vs 85, 30k 26 vs 32), so by default that context uses it
     # with a GPU (faster, and no 32k-token attention matrix in memory) or up to 4,096 tokens.
     long_flash_attn: bool | None = None  # None: as above; True / False: always / never
-
-
-@dataclass
-class Embeddings:
-    """Vectors in input order with what it took to make them."""
-
-    vectors: np.ndarray  # (n, dims) float32, C-contiguous, L2-normalized
-    token_counts: list[int] = field(default_factory=list)
-    truncated: list[int] = field(default_factory=list)  # indices of inputs cut to the context
-
-    @property
-    def total_tokens(self) -> int:
-        return sum(self.token_counts)
 
 
 class Engine:
@@ -157,6 +153,12 @@ class Engine:
     def dims(self) -> int:
         return self.n_embd
 
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Identifies the model file's content (see :func:`~gguf_embed.models.file_fingerprint`);
+        an index records it and refuses another model."""
+        return file_fingerprint(self.path)
+
     @property
     def matryoshka_range(self) -> tuple[int, int]:
         return (self.spec.matryoshka_min or 1, self.n_embd)
@@ -193,18 +195,11 @@ class Engine:
             capacity = -n
             buf = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(self._vocab, data, len(data), buf, capacity, True, False)
-        tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()
-        return self.with_eos(tokens)
+        tokens = np.frombuffer(buf, dtype=np.int32, count=n).copy()  # type: ignore[call-overload]
+        return self._with_eos(tokens)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenize(t)) for t in texts]
-
-    def format(self, texts: Sequence[str], *, query: bool = False,
-               task: str | None = None) -> list[str]:
-        """Apply the model's query or document prompt."""
-        if query:
-            return [self.spec.format_query(t, task) for t in texts]
-        return [self.spec.format_document(t) for t in texts]
 
     def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
               dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
@@ -222,39 +217,62 @@ class Engine:
                 raise InputError(f"input {i} is not a string", param="input")
             if not text:
                 raise InputError(f"input {i} is empty; pass non-empty text", param="input")
-        prompts = self.format(texts, query=query, task=task)
-        return self.encode_tokens([self.tokenize(p) for p in prompts], dimensions=dimensions,
-                                  truncate=truncate, add_eos=False, urgent=query)
-
-    def encode_tokens(self, sequences: Sequence[Sequence[int] | np.ndarray], *,
-                      dimensions: int | None = None, truncate: bool = False,
-                      add_eos: bool = True, urgent: bool = False) -> Embeddings:
-        """Embed pre-tokenized inputs (as OpenAI's token-id arrays).  ``urgent`` work (queries)
-        takes the engine before waiting non-urgent work (document batches)."""
-        self._check_open()
         self.check_dimensions(dimensions)
+        return self.embed_prepared(self.prepare(texts, query=query, task=task,
+                                                truncate=truncate), dimensions=dimensions,
+                                   urgent=query)
+
+    def prepare(self, inputs: Sequence[Input], *, query: bool = False, task: str | None = None,
+                truncate: bool = False) -> Prepared:
+        """Texts or token-id arrays (as OpenAI's) → token sequences ready to embed: a text gets
+        the model's query (``query=True``, with ``task``) or document prompt; every input gets
+        EOS where the model needs it and is checked (non-empty, ids in the vocabulary, within
+        the context, or cut to it with ``truncate=True``) before anything is decoded."""
         seqs: list[np.ndarray] = []
         truncated: list[int] = []
-        for i, seq in enumerate(sequences):
-            tokens, cut = self.check_tokens(seq, i, add_eos=add_eos, truncate=truncate)
+        for i, item in enumerate(inputs):
+            ids: Sequence[int] | np.ndarray
+            if isinstance(item, str):
+                if not item:
+                    raise InputError(f"input {i} is empty; pass non-empty text", param="input")
+                ids = self.tokenize(self.spec.format_query(item, task) if query
+                                    else self.spec.format_document(item))
+            else:
+                ids = item  # token ids: checked next, before any cast
+            tokens, cut = self._check_tokens(ids, i, truncate=truncate)
             seqs.append(tokens)
             if cut:
                 truncated.append(i)
-        raw = self._embed_sequences(seqs, urgent)
-        return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], truncated)
+        return Prepared(seqs, truncated)
 
-    def check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
-                     add_eos: bool = True, truncate: bool = False) -> tuple[np.ndarray, bool]:
+    def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
+                       dimensions: int | None = None, urgent: bool = False) -> Embeddings:
+        """Embed the sequences of :meth:`prepare` (those of several calls may be joined into
+        one list: they are packed into shared decodes).  ``urgent`` work (queries) takes the
+        engine before waiting non-urgent work (document batches)."""
+        self._check_open()
+        self.check_dimensions(dimensions)
+        if isinstance(prepared, Prepared):
+            seqs, truncated = prepared.sequences, prepared.truncated
+        else:
+            seqs, truncated = list(prepared), []
+        for i, seq in enumerate(seqs):  # cheap, and llama.cpp must never see a bad id
+            self._check_tokens(seq, i)
+        raw = self._embed_sequences(seqs, urgent)  # the lock is taken per decode
+        return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], list(truncated))
+
+    def _check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
+                      truncate: bool = False) -> tuple[np.ndarray, bool]:
         """One input's tokens, checked (non-empty, ids in the vocabulary, within the context)
-        and ready to decode; the flag says whether it was truncated."""
-        tokens = np.asarray(seq, dtype=np.int32)
-        if tokens.ndim != 1 or len(tokens) == 0:
+        and ending with EOS where the model needs it; the flag says whether it was cut."""
+        ids = np.asarray(seq)  # range-checked before the cast to int32 (no wrap-around)
+        if ids.ndim != 1 or len(ids) == 0:
             raise InputError(f"input {index} has no tokens", param="input")
-        if tokens.min() < 0 or tokens.max() >= self.n_vocab:
+        if not np.issubdtype(ids.dtype, np.integer) or ids.min() < 0 \
+                or ids.max() >= self.n_vocab:
             raise InputError(f"input {index} has token ids outside 0..{self.n_vocab - 1}",
                              param="input")
-        if add_eos:
-            tokens = self.with_eos(tokens)
+        tokens = self._with_eos(ids.astype(np.int32, copy=False))
         if len(tokens) <= self.max_tokens:
             return tokens, False
         if not truncate:
@@ -307,7 +325,7 @@ class Engine:
                 return int(buf[0])
         return int(lc.llama_vocab_eos(self._vocab))
 
-    def with_eos(self, tokens: np.ndarray) -> np.ndarray:
+    def _with_eos(self, tokens: np.ndarray) -> np.ndarray:
         """``tokens`` ending with the EOS token if the model needs one (added once)."""
         if self._eos_id is None or (len(tokens) and tokens[-1] == self._eos_id):
             return tokens
@@ -459,3 +477,8 @@ def _fit_spec(spec: ModelSpec, engine: Engine) -> ModelSpec:
     if spec.dims is None:
         spec = replace(spec, dims=engine.n_embd)
     return spec
+
+
+if TYPE_CHECKING:  # mypy checks that Engine keeps the contract
+    def _is_an_embedding_engine(engine: Engine) -> EmbeddingEngine:
+        return engine

@@ -8,7 +8,7 @@
     │   ├── InputTooLong           more tokens than the context holds (no truncation asked)
     │   ├── InvalidDimensions      a Matryoshka size outside the model's range
     │   └── PathError              a path named to index is missing or unreadable
-    ├── IndexError_                the SQLite index (see store.py) cannot serve the request
+    ├── IndexFileError             the SQLite index (see store.py) cannot serve the request
     │   ├── IndexMismatch          the index was built with another model, dimensions or settings
     │   └── IndexBusy              another process is writing the index (and waiting was off)
     └── EngineError                llama.cpp failed while decoding
@@ -70,15 +70,15 @@ class PathError(InputError):
         super().__init__(message, param="paths")
 
 
-class IndexError_(GgufEmbedError):
+class IndexFileError(GgufEmbedError):
     """The SQLite index cannot serve the request."""
 
 
-class IndexMismatch(IndexError_):
+class IndexMismatch(IndexFileError):
     """The index was built with another model, dimensions or settings."""
 
 
-class IndexBusy(IndexError_):
+class IndexBusy(IndexFileError):
     """Another process holds the index's write lock (raised only when not waiting for it)."""
 
     def __init__(self, message: str, *, pid: int | None = None) -> None:

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .engine import Embeddings, Engine
+from .engine import Engine
 from .errors import EngineError
 from .models import ResolvedModel
+from .protocol import Embeddings, Input, Prepared
 
 # What describes the model, copied from the first load (never changes between loads).
 _REMEMBERED = ("path", "options", "n_threads", "n_gpu_layers", "metadata", "arch", "n_vocab",
@@ -55,7 +56,7 @@ class IdleEngine:
                                        daemon=True)
         engine = self._acquire()  # load once now: a bad file fails here, not on a request
         try:
-            self.fingerprint = getattr(engine, "fingerprint", None)
+            self.fingerprint = engine.fingerprint
             for name in _REMEMBERED:
                 setattr(self, name, getattr(engine, name))
         finally:
@@ -102,30 +103,21 @@ class IdleEngine:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return self._call(lambda e: e.count_tokens(texts))
 
-    def with_eos(self, tokens: np.ndarray) -> np.ndarray:
-        return self._call(lambda e: e.with_eos(tokens))
-
-    def format(self, texts: Sequence[str], *, query: bool = False,
-               task: str | None = None) -> list[str]:
-        return self._call(lambda e: e.format(texts, query=query, task=task))
-
     def check_dimensions(self, dimensions: int | None) -> None:
         self._call(lambda e: e.check_dimensions(dimensions))
 
-    def check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
-                     add_eos: bool = True, truncate: bool = False) -> tuple[np.ndarray, bool]:
-        return self._call(lambda e: e.check_tokens(seq, index, add_eos=add_eos,
-                                                   truncate=truncate))
+    def prepare(self, inputs: Sequence[Input], **kwargs: Any) -> Prepared:
+        return self._call(lambda e: e.prepare(inputs, **kwargs))
+
+    def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray],
+                       **kwargs: Any) -> Embeddings:
+        return self._call(lambda e: e.embed_prepared(prepared, **kwargs))
 
     def embed(self, texts: Sequence[str] | str, **kwargs: Any) -> np.ndarray:
         return self._call(lambda e: e.embed(texts, **kwargs))
 
     def encode(self, texts: Sequence[str], **kwargs: Any) -> Embeddings:
         return self._call(lambda e: e.encode(texts, **kwargs))
-
-    def encode_tokens(self, sequences: Sequence[Sequence[int] | np.ndarray],
-                      **kwargs: Any) -> Embeddings:
-        return self._call(lambda e: e.encode_tokens(sequences, **kwargs))
 
     def info(self) -> dict[str, Any]:
         return {**self._call(lambda e: e.info()), "unload_after": self.unload_after}

@@ -14,7 +14,7 @@ read one index while another writes to it (WAL); one writer at a time holds ``IN
 and vector writes never interleave.  Nothing here prints or reads the environment.
 
 Threads: an ``Index`` (one SQLite connection) is used by one thread at a time; a call made while
-another thread is inside one raises :class:`IndexError_`.  Open one ``Index`` per thread on the
+another thread is inside one raises :class:`IndexFileError`.  Open one ``Index`` per thread on the
 same file, sharing one :class:`~gguf_embed.Engine`: a worker thread adds while UI threads search
 through ``readonly=True`` indexes.  Each search reads one committed state of the file, so a
 concurrent run never makes results go missing or mix two versions of a document.
@@ -36,10 +36,11 @@ from typing import Any, TypeVar
 from ._lock import WriteLock
 from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexError_, IndexMismatch, InputError, PathError, QueryTruncated
+from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
-from .models import file_fingerprint
+from .models import DEFAULT_MODEL, resolve_model
+from .protocol import EmbeddingEngine
 from .search import SearchResult, search
 from .store import Store, make_parent
 from .walk import Rules, root_problem
@@ -59,7 +60,7 @@ def _one_thread(method: _M) -> _M:
 
 
 class Index:
-    def __init__(self, path: str | Path, engine: Any | None = None, *,
+    def __init__(self, path: str | Path, engine: EmbeddingEngine | None = None, *,
                  dimensions: int | None = None, chunking: ChunkSettings | None = None,
                  reindex: bool = False, readonly: bool = False,
                  model_ref: str | None = None, wait: bool = True,
@@ -73,6 +74,7 @@ class Index:
         self._owner_lock = threading.Lock()
         self._owner: int | None = None  # the thread inside a call, if any
         self._depth = 0
+        self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
         if not readonly:
             make_parent(self.path)
@@ -90,6 +92,43 @@ class Index:
             self.close()
             raise
 
+    @classmethod
+    def model_for(cls, path: str | Path, model: str | None = None, *,
+                  must_exist: bool = False) -> str:
+        """Which model to use with the index at ``path``, decided here once for every
+        surface: ``model`` when given, else the one the index records (the catalog name, or
+        the file or hub reference it was built with), else :data:`DEFAULT_MODEL`.  With
+        ``must_exist`` (searching), a missing or unusable index raises
+        :class:`~gguf_embed.errors.IndexFileError` even when ``model`` is given."""
+        path = Path(path)
+        if model and not must_exist:
+            return model
+        if not must_exist and not path.exists():
+            return DEFAULT_MODEL
+        with cls(path, readonly=True) as probe:
+            return model or probe.meta.get("model") or DEFAULT_MODEL
+
+    @classmethod
+    def open(cls, path: str | Path, model: str | None = None, *,
+             load: Callable[[str], EmbeddingEngine] | None = None, reindex: bool = False,
+             readonly: bool = False, **options: Any) -> Index:
+        """The index at ``path`` with its model loaded: ``model``, else the one it records
+        (see :meth:`model_for`; a ``reindex`` without ``model`` takes the default).
+        ``load`` turns a model reference into an engine (default: ``Engine(resolve_model(
+        ref))``); ``options`` go to :class:`Index` (``dimensions``, ``chunking``, ``wait``,
+        ...).  Closing the index closes the engine it loaded."""
+        ref = (model or DEFAULT_MODEL) if reindex else cls.model_for(path, model,
+                                                                      must_exist=readonly)
+        engine = (load or _load_engine)(ref)
+        try:
+            index = cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,
+                        **options)
+        except BaseException:
+            _close_engine(engine)
+            raise
+        index._owned_engine = True
+        return index
+
     # ------------------------------------------------------------------ identity
     @property
     def meta(self) -> dict[str, Any]:
@@ -104,7 +143,12 @@ class Index:
         chunking = self.meta.get("chunking") or {}
         return ChunkSettings(**chunking)
 
-    def _bind(self, engine: Any, dimensions: int | None, chunking: ChunkSettings | None,
+    def stale(self) -> bool:
+        """Whether another process changed what the index records (its model or settings,
+        a rebuild) since it was opened here: reopen it to search it."""
+        return self.store.meta_changed()
+
+    def _bind(self, engine: EmbeddingEngine, dimensions: int | None, chunking: ChunkSettings | None,
               reindex: bool, model_ref: str | None, readonly: bool) -> None:
         wanted = identity(engine, dimensions, chunking)
         if model_ref:
@@ -256,7 +300,7 @@ class Index:
         with self._owned(), self._snapshot():
             results = search(self.store, vector, query, k=k, mode=mode,
                              path_glob=_glob(path), exact=exact, group=group, rerank=hook)
-        if hook is None:
+        if hook is None or rerank is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
                             "context": rerank.max_tokens}
@@ -300,7 +344,7 @@ class Index:
         me = threading.get_ident()
         with self._owner_lock:
             if self._owner not in (None, me):
-                raise IndexError_(
+                raise IndexFileError(
                     f"index {self.path} is in use by another thread; open one Index per "
                     f"thread (they may share one Engine)")
             self._owner = me
@@ -332,7 +376,7 @@ class Index:
             "schema_version": meta.get("schema_version"),
         }
 
-    def _need_engine(self) -> Any:
+    def _need_engine(self) -> EmbeddingEngine:
         if self.engine is None:
             raise InputError("this needs the embedding model: open the index with an engine")
         return self.engine
@@ -340,6 +384,9 @@ class Index:
     def close(self) -> None:
         self.store.close()
         self._release()
+        if self._owned_engine:
+            self._owned_engine = False
+            _close_engine(self.engine)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -353,7 +400,7 @@ class Index:
         self.close()
 
 
-def identity(engine: Any, dimensions: int | None = None,
+def identity(engine: EmbeddingEngine, dimensions: int | None = None,
              chunking: ChunkSettings | None = None) -> dict[str, Any]:
     """What an index records about the model and settings that made it."""
     spec = engine.spec
@@ -365,14 +412,25 @@ def identity(engine: Any, dimensions: int | None = None,
     return {
         "model": spec.name, "model_file": Path(engine.path).name,
         "model_size": os.path.getsize(engine.path) if os.path.exists(engine.path) else None,
-        "model_fingerprint": getattr(engine, "fingerprint", None) or file_fingerprint(
-            Path(engine.path)),
+        "model_fingerprint": engine.fingerprint,
         "model_sha256": spec.sha256, "dims": dims, "dimensions": dimensions,
         "model_dims": engine.dims, "pooling": engine.pooling, "eos": spec.eos,
         "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,
         "default_task": spec.default_task, "context": engine.max_tokens,
         "chunking": chunking.to_dict(),
     }
+
+
+def _close_engine(engine: object) -> None:
+    close = getattr(engine, "close", None)  # Engine has one; the contract does not need it
+    if close is not None:
+        close()
+
+
+def _load_engine(ref: str) -> EmbeddingEngine:
+    from .engine import Engine
+
+    return Engine(resolve_model(ref))
 
 
 def check_roots(paths: Sequence[str | Path]) -> None:

@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._vectors import vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
 from .errors import GgufEmbedError
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
-from .store import Store, vec_blob
+from .protocol import EmbeddingEngine
+from .store import Store
 from .walk import Found, Refused, Rules, walk
 
 BATCH_CHUNKS = 64
@@ -97,7 +99,7 @@ class _Pending:
 class Indexer:
     """Brings the documents under some paths in ``store`` up to date, using ``engine``."""
 
-    def __init__(self, store: Store, engine: Any, settings: ChunkSettings, *,
+    def __init__(self, store: Store, engine: EmbeddingEngine, settings: ChunkSettings, *,
                  dimensions: int | None = None, rules: Rules | None = None,
                  max_file_bytes: int = DEFAULT_MAX_BYTES,
                  progress: Callable[[Progress], None] | None = None,

@@ -122,9 +122,10 @@ class Service:
                 raise InputError(f"{shown} is a PDF: pass the page the lines are on",
                                  param="page")
             page = 1  # lines count within a page; the answer says how many pages there are
+        pages: list[int | None] = list(doc.pages) if doc.pages is not None \
+            else [None] * len(doc.lines)
         rows = [(line, text) for line, text, pg in zip(
-            doc.lines, doc.lines_text, doc.pages or [None] * len(doc.lines), strict=True)
-            if page is None or pg == page]
+            doc.lines, doc.lines_text, pages, strict=True) if page is None or pg == page]
         if len(rows) > 1 and rows[-1][1] == "":
             rows.pop()  # the end of the last line, not a line of its own
         if not rows:
@@ -263,11 +264,10 @@ def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: 
         return
     import uvicorn
 
-    from .server import ServerConfig, access_guard
+    from .http_guard import HostGuard
 
-    config = ServerConfig(model_name=service.model_name or "", host=host, port=port,
-                          api_key=api_key)
-    app = access_guard(server.streamable_http_app(host=host), config)
+    app = HostGuard(server.streamable_http_app(host=host), host=host, port=port,
+                    api_key=api_key)
     uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
 
 

@@ -295,7 +295,7 @@ def _first_line(exc: BaseException) -> str:
 def _silent_tqdm() -> type:
     from tqdm.auto import tqdm
 
-    class Silent(tqdm):  # type: ignore[misc, valid-type]
+    class Silent(tqdm):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             kwargs.pop("name", None)

@@ -128,7 +128,7 @@ class Reranker:
             capacity = -n
             buf = (lc.llama_token * capacity)()
             n = lc.llama_tokenize(vocab, data, len(data), buf, capacity, False, special)
-        return np.frombuffer(buf, dtype=np.int32, count=n).copy()
+        return np.frombuffer(buf, dtype=np.int32, count=n).copy()  # type: ignore[call-overload]
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))

@@ -18,10 +18,11 @@ import numpy as np
 
 from . import fusion
 from ._text import check_text
+from ._vectors import bit_blob, vec_blob
 from .errors import InputError
 from .keywords import fts_query as fts_query
 from .keywords import index_text, query_terms
-from .store import Store, bit_blob, vec_blob
+from .store import Store
 
 MODES = ("hybrid", "vector", "keyword")
 GROUPS = ("file", "chunk")
@@ -120,24 +121,15 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
     if store.dims is None:
         return []
     blob = vec_blob(query_vector)
-    conn = store.conn
     if path_glob:
-        rows = conn.execute(
-            "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
-            "JOIN documents doc ON doc.id = c.doc_id JOIN chunk_vectors v ON v.chunk_id = c.id "
-            "WHERE doc.path GLOB ? ORDER BY d LIMIT ?", (blob, path_glob, k)).fetchall()
-        return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
-    (total,), = conn.execute("SELECT count(*) FROM chunks")  # via a small index: ~0.5 ms
+        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
+    total = store.chunk_count()
     if exact is None:
         exact = total < EXACT_BELOW
     if exact:
-        rows = conn.execute("SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
-                            "FROM chunk_vectors ORDER BY d LIMIT ?", (blob, k)).fetchall()
-        return [(int(r[0]), 1.0 - float(r[1])) for r in rows]
-    coarse = conn.execute("SELECT rowid FROM vec_bits WHERE embedding MATCH vec_bit(?) "
-                          "AND k = ?", (bit_blob(query_vector), coarse_candidates(k, total))
-                          ).fetchall()
-    ids, matrix = store.vectors([int(r[0]) for r in coarse])
+        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k)]
+    coarse = store.nearest_bits(bit_blob(query_vector), coarse_candidates(k, total))
+    ids, matrix = store.vectors(coarse)
     if not ids:
         return []
     q = np.asarray(query_vector, dtype=np.float32)
@@ -157,17 +149,7 @@ def keyword_hits(store: Store, query: str, k: int,
     match = fts_query(query, store.fts_format)
     if not match:
         return []
-    if path_glob:
-        rows = store.conn.execute(
-            "SELECT f.rowid, bm25(fts_chunks) AS s FROM fts_chunks f "
-            "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
-            "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
-            (match, path_glob, k)).fetchall()
-    else:
-        rows = store.conn.execute(
-            "SELECT rowid, bm25(fts_chunks) AS s FROM fts_chunks WHERE fts_chunks MATCH ? "
-            "ORDER BY s LIMIT ?", (match, k)).fetchall()
-    return [(int(r[0]), -float(r[1])) for r in rows]
+    return [(chunk_id, -score) for chunk_id, score in store.keyword_matches(match, k, path_glob)]
 
 
 def snippet(text: str, terms: set[str], width: int = 240) -> str:

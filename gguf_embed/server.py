@@ -15,8 +15,10 @@ Errors use OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``
 malformed request (never a 500), and an unexpected failure is logged with its traceback (logger
 ``gguf_embed.server``, on stderr by default) while the client gets the 500 envelope.  Security:
 loopback by default; requests whose Host is not the bound address or whose Origin is not a
-loopback origin are refused (DNS rebinding); body size and input count are limited; the API
-key, when set, is compared in constant time.
+loopback origin are refused (DNS rebinding), and the API key, when set, is compared in constant
+time, by the middleware of http_guard.py; body size and input count are limited.  One
+:class:`~gguf_embed.service.EmbeddingService` holds the engine, the batcher, the reranker and
+the read-only index for the server's lifetime.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hmac
 import json
 import logging
 import socket
@@ -33,24 +34,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from ._text import unicode_problem
-from .batcher import Batcher
 from .errors import (
     GgufEmbedError,
-    IndexError_,
+    IndexFileError,
     InputError,
     InputTooLong,
     InvalidDimensions,
     ModelError,
 )
+from .http_guard import HostGuard
+from .protocol import EmbeddingEngine
+from .service import EmbeddingService
 
 MAX_INPUTS = 2048
 MAX_BODY = 16 * 1024 * 1024
-LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 log = logging.getLogger("gguf_embed.server")
 
 
@@ -72,7 +73,7 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="dimensions", code="invalid_dimensions")
     if isinstance(exc, InputError):
         return ApiError(400, str(exc), param=exc.param, code="invalid_input")
-    if isinstance(exc, IndexError_):
+    if isinstance(exc, IndexFileError):
         return ApiError(400, str(exc), param=None, code="index_error")
     if isinstance(exc, ModelError):
         return ApiError(404, str(exc), param="model", code="model_not_found")
@@ -94,7 +95,7 @@ class ServerConfig:
     reranker_name: str | None = None
 
 
-def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -> Any:
+def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | None = None) -> Any:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import JSONResponse as _JSONResponse
@@ -110,10 +111,11 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
             except UnicodeEncodeError:
                 return json.dumps(content, ensure_ascii=True, allow_nan=False,
                                   separators=(",", ":")).encode("ascii")
+    from starlette.middleware import Middleware
     from starlette.routing import Route
 
-    batcher = Batcher(engine, window=config.batch_window) if config.batch_window > 0 else None
-    lock = asyncio.Lock()
+    service = EmbeddingService(engine, index_path=config.index_path, reranker=reranker,
+                               batch_window=config.batch_window)
     names = {config.model_name, engine.spec.name, engine.path.name, engine.path.stem}
     index_name = Path(config.index_path).name if config.index_path else None  # no full paths
     created = int(time.time())
@@ -122,9 +124,6 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
         return JSONResponse({"error": {"message": err.message, "type": err.type,
                                        "param": err.param, "code": err.code}},
                             status_code=err.status)
-
-    async def guard(request: Request) -> None:
-        check_access(request.headers, config)
 
     async def read_json(request: Request) -> dict[str, Any]:
         length = request.headers.get("content-length")
@@ -152,7 +151,6 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
     def handler(func: Any) -> Any:
         async def wrapped(request: Request) -> Response:
             try:
-                await guard(request)
                 return await func(request)
             except Exception as exc:
                 if not isinstance(exc, (ApiError, GgufEmbedError)):
@@ -185,13 +183,7 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
             raise ApiError(400, "task must be a string", param="task")
         sequences = _sequences(engine, data.get("input"), input_type == "query", task,
                                config.max_inputs)
-        if batcher is not None:
-            vectors = await asyncio.wrap_future(batcher.submit(sequences, dims))
-        else:
-            async with lock:
-                result = await asyncio.to_thread(engine.encode_tokens, sequences,
-                                                 dimensions=dims, add_eos=False)
-            vectors = result.vectors
+        vectors = await service.embed(sequences, dims)
         used = sum(len(s) for s in sequences)
         items = []
         for i, vector in enumerate(vectors):
@@ -213,8 +205,6 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
                              "loaded": getattr(engine, "loaded", True)})
 
     async def search(request: Request) -> Response:
-        from .index import Index
-
         if not config.index_path:
             raise ApiError(404, "no index is served; start the server with --db FILE",
                            code="no_index")
@@ -243,14 +233,8 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
             raise ApiError(400, "no reranker is served; start the server with --reranker "
                                 "MODEL", param="rerank", code="no_reranker")
 
-        def run() -> list[dict[str, Any]]:
-            with Index(config.index_path, engine, readonly=True) as index:  # type: ignore[arg-type]
-                return [r.to_dict() for r in index.search(
-                    query, k=k, mode=mode, path=path, group=group,
-                    rerank=reranker if use_reranker else None)]
-
-        async with lock:  # the engine decodes one request at a time outside the batcher
-            results = await asyncio.to_thread(run)
+        results = await service.search(query, k=k, mode=mode, path=path, group=group,
+                                       rerank=use_reranker)
         return JSONResponse({"object": "list", "data": results})
 
     async def rerank(request: Request) -> Response:
@@ -298,11 +282,13 @@ def create_app(engine: Any, config: ServerConfig, reranker: Any | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
-        if batcher is not None:
-            batcher.close()
+        service.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.batcher = batcher
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(HostGuard, host=config.host, port=lambda: config.port,
+                                           api_key=config.api_key)])
+    app.state.service = service
+    app.state.batcher = service.batcher
     return app
 
 
@@ -321,47 +307,7 @@ def _documents(raw: Any, max_inputs: int) -> list[str]:
     return texts
 
 
-def check_access(headers: Any, config: ServerConfig) -> None:
-    """Host (DNS rebinding), Origin and API key checks; raises :class:`ApiError`."""
-    host = headers.get("host", "")
-    if not _valid_host(host):
-        raise ApiError(400, "the Host header is not a valid host[:port]", code="invalid_host")
-    if not _host_allowed(host, config):
-        raise ApiError(403, "Host header does not match the server address",
-                       type_="permission_error", code="forbidden_host")
-    origin = headers.get("origin")
-    if origin and not _loopback_origin(origin):
-        raise ApiError(403, f"cross-origin requests from {origin} are not allowed",
-                       type_="permission_error", code="forbidden_origin")
-    if config.api_key:
-        sent = headers.get("authorization", "")
-        token = sent[7:] if sent.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key (Authorization: Bearer KEY)",
-                           type_="authentication_error", code="invalid_api_key")
-
-
-def access_guard(app: Any, config: ServerConfig) -> Any:
-    """``app`` (any ASGI app, e.g. the MCP transport) behind :func:`check_access`."""
-    from starlette.datastructures import Headers
-    from starlette.responses import JSONResponse
-
-    async def guarded(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            try:
-                check_access(Headers(scope=scope), config)
-            except ApiError as err:
-                response = JSONResponse({"error": {"message": err.message, "type": err.type,
-                                                   "param": err.param, "code": err.code}},
-                                        status_code=err.status)
-                await response(scope, receive, send)
-                return
-        await app(scope, receive, send)
-
-    return guarded
-
-
-def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
+def _sequences(engine: EmbeddingEngine, raw: Any, query: bool, task: str | None,
                max_inputs: int) -> list[np.ndarray]:
     """OpenAI's four input shapes → token sequences, every one checked before any decode."""
     if isinstance(raw, str):
@@ -372,7 +318,7 @@ def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
         raw = [raw]  # one array of token ids
     if len(raw) > max_inputs:
         raise ApiError(400, f"too many inputs: {len(raw)} > {max_inputs}", param="input")
-    out: list[np.ndarray] = []
+    items: list[str | list[int]] = []
     if task is not None and (problem := unicode_problem(task)):
         raise ApiError(400, f"task is not valid UTF-8 text ({problem})", param="task")
     for i, item in enumerate(raw):
@@ -382,46 +328,15 @@ def _sequences(engine: Any, raw: Any, query: bool, task: str | None,
             if problem := unicode_problem(item):
                 raise ApiError(400, f"input[{i}] is not valid UTF-8 text ({problem})",
                                param="input")
-            tokens = engine.tokenize(engine.format([item], query=query, task=task)[0])
-            add_eos = False  # tokenize already ends with it
         elif isinstance(item, list) and item and all(
                 isinstance(t, int) and not isinstance(t, bool) for t in item):
-            if not all(0 <= t < engine.n_vocab for t in item):  # before numpy meets 2**63
-                raise ApiError(400, f"input[{i}] has token ids outside 0..{engine.n_vocab - 1}",
-                               param="input")
-            tokens, add_eos = np.asarray(item, dtype=np.int64), True
+            pass  # ids: the engine checks their range before numpy meets them
         else:
             raise ApiError(400, f"input[{i}] must be a non-empty string or array of token "
                                 f"ids", param="input")
-        # the engine's own checks (ids, context), raised here, before this joins a batch
-        out.append(engine.check_tokens(tokens, i, add_eos=add_eos)[0])
-    return out
-
-
-def _valid_host(host: str) -> bool:
-    """A Host header that parses as host[:port] (``127.0.0.1:abc`` does not)."""
-    try:
-        parts = urlsplit(f"//{host}")
-        _ = parts.port
-    except ValueError:
-        return False
-    return not host or parts.hostname is not None
-
-
-def _host_allowed(host: str, config: ServerConfig) -> bool:
-    if config.host in ("0.0.0.0", "::", ""):
-        return True  # listening everywhere on purpose: use --api-key
-    name = urlsplit(f"//{host}").hostname or ""
-    port = urlsplit(f"//{host}").port
-    bound = config.host.strip("[]")
-    names = LOOPBACK | {bound} if bound in LOOPBACK else {bound}
-    return name in {n.strip("[]") for n in names} and (port is None or port == config.port)
-
-
-def _loopback_origin(origin: str) -> bool:
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and (parts.hostname or "") in {
-        "localhost", "127.0.0.1", "::1"}
+        items.append(item)
+    # prompt, EOS and the engine's own checks (ids, context), here, before this joins a batch
+    return engine.prepare(items, query=query, task=task).sequences
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -439,7 +354,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(engine: Any, config: ServerConfig, *, log_level: str = "warning",
+def serve(engine: EmbeddingEngine, config: ServerConfig, *, log_level: str = "warning",
           sock: socket.socket | None = None, reranker: Any | None = None) -> None:
     """Run the server until interrupted (blocking), on ``sock`` if given (see :func:`bind`)."""
     import uvicorn

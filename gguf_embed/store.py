@@ -29,13 +29,14 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import numpy as np
 import sqlite_vec
 
-from .errors import IndexError_, IndexMismatch
+from ._vectors import bit_blob
+from .errors import IndexFileError, IndexMismatch
 from .keywords import CJK_BIGRAMS, UNICODE61, index_text
 
 SCHEMA_VERSION = 2
@@ -61,7 +62,7 @@ def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
     """)
     rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
     conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
-                     ((chunk_id, index_text(text)) for chunk_id, text in rows))
+                     ((chunk_id, index_text(cast(str, text))) for chunk_id, text in rows))
 
 
 MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
@@ -128,18 +129,6 @@ class ChunkRow:
     end_page: int | None
 
 
-def vec_blob(vector: np.ndarray) -> bytes:
-    """A vector as sqlite-vec wants it: little-endian float32."""
-    return np.ascontiguousarray(vector, dtype="<f4").tobytes()
-
-
-def bit_blob(vector: np.ndarray | bytes) -> bytes:
-    """The signs of a vector packed as bits (zero-padded to whole bytes) for the coarse pass."""
-    if isinstance(vector, bytes):
-        vector = np.frombuffer(vector, dtype="<f4")
-    return np.packbits(np.asarray(vector) > 0, bitorder="little").tobytes()
-
-
 def make_parent(path: Path) -> None:
     """Create the folder an index file goes into, or say in one line why it cannot be."""
     try:
@@ -147,7 +136,7 @@ def make_parent(path: Path) -> None:
     except OSError as exc:
         blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
         why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
-        raise IndexError_(f"cannot create the index {path}: {why}; pass another --db") from exc
+        raise IndexFileError(f"cannot create the index {path}: {why}; pass another --db") from exc
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
@@ -161,8 +150,22 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
                 raise
             conn = _open(path, readonly=True, immutable=True)
     except apsw.Error as exc:
-        raise IndexError_(f"cannot open index {path}: {exc}") from exc
+        raise IndexFileError(f"cannot open index {path}: {exc}") from exc
     return conn
+
+
+def probe_extensions() -> str:
+    """The sqlite-vec version, once it and FTS5 have worked in a scratch in-memory database
+    (for ``gguf-embed doctor``); raises whatever loading them raises."""
+    conn = apsw.Connection(":memory:")
+    try:
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        (version,), = conn.execute("SELECT vec_version()")
+        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
+        return str(version)
+    finally:
+        conn.close()
 
 
 def _open(path: str | Path, *, readonly: bool, immutable: bool) -> apsw.Connection:
@@ -206,24 +209,24 @@ class Store:
         path = Path(path)
         if not path.exists():
             if not create or readonly:
-                raise IndexError_(
+                raise IndexFileError(
                     f"no index at {path}; build one first with 'gguf-embed index PATH' "
                     f"(or pass --db FILE)")
             make_parent(path)
         conn = connect(path, readonly=readonly)
         if readonly and _pending(conn) and os.access(path, os.W_OK):
             conn.close()  # an old index we may write: upgrade it once, then read it
-            with contextlib.suppress(IndexError_):  # busy (a long index run): read it as is
+            with contextlib.suppress(IndexFileError):  # busy (a long index run): read it as is
                 cls.open(path, create=False).close()
             conn = connect(path, readonly=True)
         try:
             if not readonly:
                 _migrate(conn)
             elif not _has_table(conn, "meta"):
-                raise IndexError_(f"{path} is not a gguf-embed index")
+                raise IndexFileError(f"{path} is not a gguf-embed index")
         except apsw.Error as exc:
             conn.close()
-            raise IndexError_(f"{path} is not a usable gguf-embed index: {exc}") from exc
+            raise IndexFileError(f"{path} is not a usable gguf-embed index: {exc}") from exc
         except BaseException:
             conn.close()
             raise
@@ -242,6 +245,11 @@ class Store:
         if not _has_table(self.conn, "meta"):
             return {}
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    def meta_changed(self) -> bool:
+        """Whether the file's meta differs from what was read at open (another process
+        rebuilt the index since)."""
+        return self._read_meta() != self.meta
 
     def set_meta(self, values: dict[str, Any]) -> None:
         with self.transaction():
@@ -278,7 +286,7 @@ class Store:
     def documents(self) -> dict[str, tuple[int, str, int, float]]:
         """path → (id, hash, size, mtime)."""
         return {path_out(row[0]): tuple(row[1:]) for row in self.conn.execute(
-            "SELECT path, id, hash, size, mtime FROM documents")}  # type: ignore[misc]
+            "SELECT path, id, hash, size, mtime FROM documents")}
 
     def documents_under(self, scopes: Iterable[str]) -> dict[str, tuple[int, str, int, float]]:
         """Like :meth:`documents`, for the paths equal to or under ``scopes`` only (by a range
@@ -289,7 +297,7 @@ class Store:
             for row in self.conn.execute(
                     "SELECT path, id, hash, size, mtime FROM documents WHERE path = ? "
                     "OR (path >= ? AND path < ?)", (scope, folder, folder[:-1] + "0")):
-                out[row[0]] = tuple(row[1:])  # type: ignore[assignment]
+                out[row[0]] = tuple(row[1:])
         return out
 
     def vectors_by_hash(self, hashes: Iterable[str]) -> dict[str, bytes]:
@@ -380,9 +388,52 @@ class Store:
         """chunk id → document id, for the chunks that still exist."""
         out: dict[int, int] = {}
         for part, marks in _in_batches(list(set(ids))):
-            out.update(self.conn.execute(
-                f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall())
+            out.update(cast("list[tuple[int, int]]", self.conn.execute(
+                f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall()))
         return out
+
+    # ---------------------------------------------------------------- ranking queries
+    def chunk_count(self) -> int:
+        (total,), = self.conn.execute("SELECT count(*) FROM chunks")  # a small index: ~0.5 ms
+        return int(cast(int, total))
+
+    def nearest(self, vector_blob: bytes, k: int,
+                path_glob: str | None = None) -> list[tuple[int, float]]:
+        """(chunk id, cosine distance) of the ``k`` closest float vectors, by an exact scan
+        (of the chunks under ``path_glob`` only, if given), closest first."""
+        if path_glob:
+            rows = self.conn.execute(
+                "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
+                "JOIN documents doc ON doc.id = c.doc_id "
+                "JOIN chunk_vectors v ON v.chunk_id = c.id "
+                "WHERE doc.path GLOB ? ORDER BY d LIMIT ?", (vector_blob, path_glob, k))
+        else:
+            rows = self.conn.execute("SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
+                                     "FROM chunk_vectors ORDER BY d LIMIT ?", (vector_blob, k))
+        return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
+
+    def nearest_bits(self, bits: bytes, k: int) -> list[int]:
+        """Chunk ids of the ``k`` nearest sign-bit vectors (Hamming distance): the coarse
+        pass, to be rescored exactly."""
+        rows = self.conn.execute("SELECT rowid FROM vec_bits WHERE embedding MATCH vec_bit(?) "
+                                 "AND k = ?", (bits, k))
+        return [int(cast(int, r[0])) for r in rows]
+
+    def keyword_matches(self, match: str, k: int,
+                        path_glob: str | None = None) -> list[tuple[int, float]]:
+        """(chunk id, bm25) of the ``k`` best FTS5 matches for the query ``match`` (lower
+        bm25 is better), best first."""
+        if path_glob:
+            rows = self.conn.execute(
+                "SELECT f.rowid, bm25(fts_chunks) AS s FROM fts_chunks f "
+                "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
+                "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
+                (match, path_glob, k))
+        else:
+            rows = self.conn.execute(
+                "SELECT rowid, bm25(fts_chunks) AS s FROM fts_chunks WHERE fts_chunks MATCH ? "
+                "ORDER BY s LIMIT ?", (match, k))
+        return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
 
     def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """Float vectors of these chunks (in the order found)."""
@@ -454,7 +505,7 @@ def _migrate(conn: apsw.Connection) -> None:
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
                 "AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 4")]
             if tables:
-                raise IndexError_(
+                raise IndexFileError(
                     f"this SQLite file has other tables ({', '.join(tables[:3])}"
                     f"{', ...' if len(tables) > 3 else ''}): it is not a gguf-embed index; "
                     f"pass another --db")

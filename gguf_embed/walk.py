@@ -178,7 +178,7 @@ def _open_folder(folder: Path, specs: list[tuple[Path, pathspec.PathSpec]], rule
 def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:
     """The rules of one folder's ignore files, in precedence order (unreadable ones left out:
     a walk refuses such a folder before this is asked)."""
-    specs = []
+    specs: list[pathspec.PathSpec] = []
     for name in IGNORE_FILES:
         file = folder / name
         try:

@@ -23,8 +23,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from gguf_embed._vectors import vec_blob
 from gguf_embed.search import vector_hits
-from gguf_embed.store import Store, vec_blob
+from gguf_embed.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 

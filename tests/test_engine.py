@@ -99,7 +99,7 @@ def test_truncation_is_reported_and_keeps_the_end_token(engine_name: str, reques
     tokens = engine.tokenize(long_text)
     kept = engine._truncate(tokens)
     assert len(kept) == engine.max_tokens and kept[-1] == tokens[-1]  # EOS / [SEP] kept
-    expected = engine.encode_tokens([kept], add_eos=False).vectors[0]
+    expected = engine.embed_prepared([kept]).vectors[0]
     assert_same_vectors(result.vectors[1:2], expected[None, :])
 
 
@@ -116,9 +116,18 @@ def test_eos_appended_once(qwen: Engine, models_dir: Path) -> None:
 def test_token_id_input_matches_text(qwen: Engine) -> None:
     text = "find files by name"
     ids = qwen.tokenize(text)[:-1].tolist()  # without EOS: it is added
-    np.testing.assert_allclose(qwen.encode_tokens([ids]).vectors, qwen.embed([text]), atol=1e-6)
+    prepared = qwen.prepare([ids])
+    np.testing.assert_allclose(qwen.embed_prepared(prepared).vectors, qwen.embed([text]),
+                               atol=1e-6)
+    assert prepared.sequences[0].tolist() == qwen.prepare([text]).sequences[0].tolist()
     with pytest.raises(InputError, match="outside"):
-        qwen.encode_tokens([[10**9]])
+        qwen.prepare([[10**9]])
+    with pytest.raises(InputError, match="outside"):
+        qwen.embed_prepared([np.array([10**9], dtype=np.int64)])
+    with pytest.raises(InputError, match="outside"):  # never wrapped into range by a cast
+        qwen.prepare([np.array([2**32 + 5], dtype=np.int64)])
+    with pytest.raises(InputError, match="outside"):
+        qwen.prepare([[1.5, 2.0]])
 
 
 @pytest.mark.parametrize("bad", [[""], ["ok", ""]])

@@ -29,7 +29,7 @@ def test_closed_engine_frees_the_model_and_says_so(minilm_path: Path) -> None:
     engine.close()  # idempotent
     assert engine.closed and engine._model is None and engine._packed is None
     for call in (lambda: engine.embed(["x"]), lambda: engine.tokenize("x"), engine.info,
-                 lambda: engine.encode_tokens([[1, 2, 3]])):
+                 lambda: engine.embed_prepared([np.array([1, 2, 3], dtype=np.int32)])):
         with pytest.raises(EngineError, match="closed"):
             call()
 

@@ -12,7 +12,7 @@ import pytest
 
 from gguf_embed import Engine, EngineOptions, Index
 from gguf_embed._context import DecodeLock
-from gguf_embed.errors import IndexError_
+from gguf_embed.errors import IndexFileError
 from gguf_embed.testing import FakeEngine
 
 
@@ -209,7 +209,7 @@ def test_one_index_used_by_two_threads_at_once_is_refused(tmp_path: Path) -> Non
                                   kwargs={"progress": progress})
         worker.start()
         assert inside.wait(30)
-        with pytest.raises(IndexError_, match="another thread"):
+        with pytest.raises(IndexFileError, match="another thread"):
             index.search("codeword1")
         release.set()
         worker.join()

@@ -46,14 +46,6 @@ def db_option(func: Any) -> Any:
         help=f"The index file [env: GGUF_EMBED_DB; default: {default_db()}].")(func)
 
 
-def recorded_model(db: Path) -> str | None:
-    """The model an existing index was built with (so search and updates use it)."""
-    if not db.exists():
-        return None
-    with Index(db, readonly=True) as index:
-        return index.meta.get("model")
-
-
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
@@ -91,7 +83,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     if not prune_missing:
         check_roots(list(paths))  # before anything is loaded or created
     if not reindex:
-        model = model or recorded_model(db)
+        model = Index.model_for(db, model)
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     chunking = None
     if chunk_tokens or chunk_overlap is not None:
@@ -239,8 +231,7 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     if path_glob is not None:
         check_argument(path_glob, "--path")
     queries = stdin_lines() if query == "-" else [query]
-    with Index(db, readonly=True) as probe:
-        model = model or probe.meta.get("model")
+    model = Index.model_for(db, model, must_exist=True)  # a missing index fails here, first
     check_roles(model, rerank or None)
     engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
     reranker = None if rerank is None else load_reranker(rerank or None, offline,

@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
+from ..index import Index
 from ._base import check_roles, cli, load_engine, load_reranker, model_options, terminal_text
-from ._index import db_option, recorded_model
+from ._index import db_option
 
 
 @cli.command()
@@ -43,8 +44,8 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
     except ImportError as exc:  # starlette/uvicorn are an extra
         raise click.ClickException(
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
-    if db is not None and not model:
-        model = recorded_model(db)
+    if db is not None:
+        model = Index.model_for(db, model)
     check_roles(model, reranker, flag="--reranker")
     try:  # first, so a taken port fails before a model loads or anything is announced
         sock = bind(host, port)

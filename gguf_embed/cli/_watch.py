@@ -14,7 +14,7 @@ import click
 from ..index import Index
 from ..watch import WatchEvent
 from ._base import check_roles, cli, load_engine, load_reranker, model_options
-from ._index import _display, _model_ref, db_option, default_db, recorded_model
+from ._index import _display, _model_ref, db_option, default_db
 
 
 @cli.command()
@@ -40,7 +40,7 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     run (or `index`) picks it up, as after a crash.
     """
     db = db or default_db()
-    model = model or recorded_model(db)
+    model = Index.model_for(db, model)
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     signal.signal(signal.SIGTERM, _interrupt)
 
@@ -122,7 +122,7 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
-    model = model or recorded_model(db)
+    model = Index.model_for(db, model)
     check_roles(model, reranker, flag="--reranker")
     engine = load_engine(model, offline, hf_endpoint, cache_dir)
     scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None

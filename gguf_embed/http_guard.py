@@ -1,0 +1,130 @@
+"""The HTTP guard every gguf-embed server puts in front of its routes: a pure-ASGI middleware.
+
+* DNS rebinding: a request whose ``Host`` is not the bound address (any loopback name for a
+  loopback bind; any host when bound to all interfaces on purpose) is refused with 403, and a
+  ``Host`` that does not parse as ``host[:port]`` with 400.
+* Cross-origin: a browser request whose ``Origin`` is not a loopback origin is refused (403).
+* The API key, when set, must come as ``Authorization: Bearer KEY``, compared in constant time
+  (401 otherwise).
+
+Refusals are JSON in OpenAI's error envelope ``{"error": {"message", "type", "param",
+"code"}}``.  Non-HTTP scopes (lifespan) pass through untouched.
+
+    app = HostGuard(app, host="127.0.0.1", port=8000, api_key=None)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import urlsplit
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+ANY_HOST = ("0.0.0.0", "::", "")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Refusal(Exception):
+    """Why a request was refused, as an HTTP status and OpenAI-style error fields."""
+
+    def __init__(self, status: int, message: str, type_: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type_, code
+
+
+def check_request(headers: dict[str, str], *, host: str, port: int,
+                  api_key: str | None) -> None:
+    """Raise :class:`Refusal` unless a request with these (lower-cased) headers may pass."""
+    sent_host = headers.get("host", "")
+    if not valid_host(sent_host):
+        raise Refusal(400, "the Host header is not a valid host[:port]",
+                      "invalid_request_error", "invalid_host")
+    if not host_allowed(sent_host, host, port):
+        raise Refusal(403, "Host header does not match the server address", "permission_error",
+                      "forbidden_host")
+    origin = headers.get("origin")
+    if origin and not loopback_origin(origin):
+        raise Refusal(403, f"cross-origin requests from {origin} are not allowed",
+                      "permission_error", "forbidden_origin")
+    if api_key:
+        sent = headers.get("authorization", "")
+        token = sent[7:] if sent.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise Refusal(401, "missing or wrong API key (Authorization: Bearer KEY)",
+                          "authentication_error", "invalid_api_key")
+
+
+class HostGuard:
+    """ASGI middleware refusing requests that fail :func:`check_request`.  ``port`` may be
+    a callable, read per request (a server bound to port 0 learns its port late)."""
+
+    def __init__(self, app: ASGIApp, *, host: str, port: int | Callable[[], int],
+                 api_key: str | None = None) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        port = self.port() if callable(self.port) else self.port
+        try:
+            check_request(headers, host=self.host, port=port, api_key=self.api_key)
+        except Refusal as refusal:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            await _send_refusal(send, refusal)
+            return
+        await self.app(scope, receive, send)
+
+
+async def _send_refusal(send: Send, refusal: Refusal) -> None:
+    body = json.dumps({"error": {"message": refusal.message, "type": refusal.type,
+                                 "param": None, "code": refusal.code}}).encode("utf-8")
+    await send({"type": "http.response.start", "status": refusal.status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode("ascii"))]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def valid_host(host: str) -> bool:
+    """A Host header that parses as host[:port] (``127.0.0.1:abc`` does not)."""
+    try:
+        parts = urlsplit(f"//{host}")
+        _ = parts.port
+    except ValueError:
+        return False
+    return not host or parts.hostname is not None
+
+
+def host_allowed(sent: str, host: str, port: int) -> bool:
+    """Whether a (valid) Host header names the address the server is bound to."""
+    if host in ANY_HOST:
+        return True  # listening everywhere on purpose: use an API key
+    name = urlsplit(f"//{sent}").hostname or ""
+    sent_port = urlsplit(f"//{sent}").port
+    bound = host.strip("[]")
+    names = LOOPBACK | {bound} if bound in LOOPBACK else {bound}
+    return name in {n.strip("[]") for n in names} and (sent_port is None or sent_port == port)
+
+
+def loopback_origin(origin: str) -> bool:
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and (parts.hostname or "") in {
+        "localhost", "127.0.0.1", "::1"}
+
+
+__all__ = ["HostGuard", "Refusal", "check_request", "host_allowed", "loopback_origin",
+           "valid_host"]

@@ -170,8 +170,7 @@ class Service:
                              f"it", param="path")
         candidates = [os.path.abspath(path)] if os.path.isabs(path) else [
             os.path.join(root, path) for root in index.roots]
-        known = next((c for c in candidates if index.store.conn.execute(
-            "SELECT 1 FROM documents WHERE path = ?", (c,)).fetchone()), None)
+        known = next((c for c in candidates if index.store.has_document(c)), None)
         if known is None:
             raise InputError(f"{path} is not in the index; only indexed files can be read "
                              f"(use a path from search results)", param="path")

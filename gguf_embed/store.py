@@ -288,6 +288,10 @@ class Store:
         return {path_out(row[0]): tuple(row[1:]) for row in self.conn.execute(
             "SELECT path, id, hash, size, mtime FROM documents")}
 
+    def has_document(self, path: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM documents WHERE path = ?",
+                                 (path,)).fetchone() is not None
+
     def documents_under(self, scopes: Iterable[str]) -> dict[str, tuple[int, str, int, float]]:
         """Like :meth:`documents`, for the paths equal to or under ``scopes`` only (by a range
         on the path index, so a watch batch does not read every document)."""

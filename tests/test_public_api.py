@@ -14,8 +14,8 @@ from gguf_embed.testing import FakeEngine
 
 EXPECTED = [
     "CATALOG", "ChunkSettings", "DEFAULT_MODEL", "DEFAULT_RERANKER", "EmbeddingEngine",
-    "Embeddings", "Engine", "EngineError", "EngineOptions", "GgufEmbedError", "Index",
-    "IndexBusy", "IndexFileError", "IndexMismatch", "IndexSummary", "InputError",
+    "Embeddings", "Engine", "EngineError", "EngineOptions", "GgufEmbedError", "IdleEngine",
+    "Index", "IndexBusy", "IndexFileError", "IndexMismatch", "IndexSummary", "InputError",
     "InputTooLong", "InvalidDimensions", "ModelError", "ModelLoadError", "ModelNotFound",
     "ModelSpec", "PathError", "Prepared", "Progress", "QueryTruncated", "RerankOptions",
     "RerankScores", "Reranker", "ResolvedModel", "SearchResult", "__version__",

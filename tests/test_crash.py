@@ -18,10 +18,21 @@ from .test_index import orphans, rows
 INDEX = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
 
 
-def run_index(docs: Path, db: Path, model: Path) -> subprocess.Popen:
+def run_index(docs: Path, db: Path, model: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", INDEX, "index", str(docs), "--db", str(db),
-                             "-m", str(model), "--json"],
+                             "-m", str(model), "--json", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_a_commit(proc: subprocess.Popen) -> None:
+    """Until the run's first progress report: a batch is committed (or the run ended)."""
+    assert proc.stderr is not None
+    seen = b""
+    while b"chunks" not in seen:
+        byte = proc.stderr.read(1)
+        if not byte:
+            return
+        seen += byte
 
 
 def queries(docs: Path) -> list[str]:
@@ -61,10 +72,16 @@ def test_kill_nine_then_resume_equals_clean_build(tmp_path: Path, corpora: Path,
     rng = random.Random(20261123)
     kills = 0
     partial = 0  # kills that left some, not all, documents written
-    for _ in range(5):
-        proc = run_index(docs, db, minilm_path)
-        # a slice of the clean run's time, so every run is cut short somewhere different
-        time.sleep(rng.uniform(0.3, max(0.6, clean_seconds / 6)))
+    for attempt in range(5):
+        if attempt % 2 == 0:
+            # after its first commit, so some kills land mid-run on any host, slow or fast
+            proc = run_index(docs, db, minilm_path, "--progress")
+            wait_for_a_commit(proc)
+            time.sleep(rng.uniform(0.0, 0.5))
+        else:
+            proc = run_index(docs, db, minilm_path)
+            # a slice of the clean run's time, so every run is cut short somewhere different
+            time.sleep(rng.uniform(0.3, max(0.6, clean_seconds / 6)))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -163,5 +163,7 @@ class IdleEngine:
                 if idle < self.unload_after:
                     self._cond.wait(timeout=self.unload_after - idle)
                     continue
-                engine, self._engine = self._engine, None
-                engine.close()  # nothing uses it, and no call can start meanwhile
+                # nothing uses it, and no call can start meanwhile; ``loaded`` turns false
+                # only once the memory is given back
+                self._engine.close()
+                self._engine = None

@@ -72,6 +72,25 @@ def test_idle_engine_unloads_and_reloads(minilm_path: Path) -> None:
         engine.embed(["again"])
 
 
+def test_loaded_turns_false_only_once_the_model_is_freed(minilm_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever watches ``loaded`` (a memory meter, a benchmark) must not see the model gone
+    while its memory is still held: the timer frees it first, then says so."""
+    freed: list[bool] = []
+    real_close = Engine.close
+
+    def slow_close(self: Engine) -> None:
+        time.sleep(0.3)  # a big model takes a while to give its memory back
+        real_close(self)
+        freed.append(True)
+
+    monkeypatch.setattr(Engine, "close", slow_close)
+    with IdleEngine(minilm_path, unload_after=0.05) as engine:
+        engine.embed(["warm"])
+        _wait_for(lambda: not engine.loaded)
+        assert freed, "loaded was false while the model was still being freed"
+
+
 def test_idle_engine_never_unloads_during_a_call(minilm_path: Path) -> None:
     with IdleEngine(minilm_path, unload_after=0.05) as engine:
         calls = [0]

@@ -184,7 +184,8 @@ class Service:
 
     def status(self) -> dict[str, Any]:
         state: dict[str, Any] = {"model": self.model_name, "reranker": (
-            self.reranker.spec.name if self.reranker is not None else None)}
+            self.reranker.spec.name if self.reranker is not None else None),
+            "model_loaded": getattr(self.engine, "loaded", True)}
         try:
             with Index(self.db, readonly=True) as index:
                 state["index"] = index.status()

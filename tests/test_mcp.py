@@ -188,6 +188,24 @@ def test_search_reranks_with_the_servers_reranker(indexed: tuple[Path, Path], mi
     asyncio.run(main())
 
 
+def test_unload_after_frees_the_model_and_the_next_call_loads_it(
+        indexed: tuple[Path, Path], minilm_path: Path) -> None:
+    _, db = indexed
+
+    async def main() -> None:
+        async with stdio(db, minilm_path, "--unload-after", "0.2") as client:
+            first = await client.call_tool("search", {"query": "archive files", "k": 1})
+            deadline = time.monotonic() + WAIT
+            while (await client.call_tool("status", {})).structured_content["model_loaded"]:
+                assert time.monotonic() < deadline, "the model was never unloaded"
+                await asyncio.sleep(0.1)
+            again = await client.call_tool("search", {"query": "archive files", "k": 1})
+            assert not again.is_error, text(again)
+            assert again.structured_content == first.structured_content
+
+    asyncio.run(main())
+
+
 def test_swapped_roles_are_a_clear_error(indexed: tuple[Path, Path], minilm_path: Path,
                                         rerank_models: Path) -> None:  # noqa: F811
     _, db = indexed

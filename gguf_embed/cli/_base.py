@@ -96,6 +96,14 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def unload_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--unload-after, for the long-running commands (serve, watch, mcp)."""
+    return click.option(
+        "--unload-after", type=click.FloatRange(min=0, min_open=True), default=None,
+        metavar="SECONDS", help="Free the model after this many idle seconds; the next "
+        "request loads it again [default: keep it loaded].")(func)
+
+
 def hub_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--hf-endpoint", envvar="HF_ENDPOINT", hidden=True, default=None)(func)
     func = click.option("--cache-dir", envvar="HF_HUB_CACHE", default=None,

@@ -8,7 +8,15 @@ from typing import Any
 import click
 
 from ..index import Index
-from ._base import check_roles, cli, load_engine, load_reranker, model_options, terminal_text
+from ._base import (
+    check_roles,
+    cli,
+    load_engine,
+    load_reranker,
+    model_options,
+    terminal_text,
+    unload_option,
+)
 from ._index import db_option
 
 
@@ -28,9 +36,7 @@ from ._index import db_option
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
               help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
                    "[env: GGUF_EMBED_RERANKER].")
-@click.option("--unload-after", type=click.FloatRange(min=0, min_open=True), default=None,
-              metavar="SECONDS", help="Free the model after this many idle seconds; the next "
-              "request loads it again [default: keep it loaded].")
+@unload_option
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
           batch_window: float, reranker: str | None, unload_after: float | None,

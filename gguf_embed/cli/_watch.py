@@ -13,7 +13,7 @@ import click
 
 from ..index import Index
 from ..watch import WatchEvent
-from ._base import check_roles, cli, load_engine, load_reranker, model_options
+from ._base import check_roles, cli, load_engine, load_reranker, model_options, unload_option
 from ._index import _display, _model_ref, db_option, default_db
 
 
@@ -29,10 +29,11 @@ from ._index import _display, _model_ref, db_option, default_db
               help="Skip files larger than this many MB.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per applied change on stdout (JSON Lines).")
+@unload_option
 def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
           exclude: tuple[str, ...], no_ignore: bool, max_file_size: float,
-          as_json: bool) -> None:
+          as_json: bool, unload_after: float | None) -> None:
     """Index PATHS, then keep the index up to date as files change, until Ctrl-C.
 
     Catches up first (like `index`), then applies created, edited, deleted and moved files in
@@ -41,7 +42,8 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     """
     db = db or default_db()
     model = Index.model_for(db, model)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir,
+                         unload_after=unload_after)
     signal.signal(signal.SIGTERM, _interrupt)
 
     def report(event: WatchEvent) -> None:
@@ -103,9 +105,10 @@ def event_line(event: WatchEvent) -> str:
               help="With --http: the port.")
 @click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
               help="With --http: require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+@unload_option
 def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | None,
         cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...], http: bool,
-        host: str, port: int, api_key: str | None) -> None:
+        host: str, port: int, api_key: str | None, unload_after: float | None) -> None:
     """Serve the index to AI assistants over MCP (stdio by default): search, get, status.
 
     The model stays loaded between calls. With --watch, files changing under PATH are
@@ -124,7 +127,8 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
     model = Index.model_for(db, model)
     check_roles(model, reranker, flag="--reranker")
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir,
+                         unload_after=unload_after)
     scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     ref = _model_ref(model, engine)
     watcher = None

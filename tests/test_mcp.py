@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from mcp.client.stdio import StdioServerParameters
 from gguf_embed import Engine
 from gguf_embed.index import Index
 
+from .support.procs import interrupt
 from .test_reranker import rerank_models  # noqa: F401  (fixture)
 
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
@@ -280,11 +280,7 @@ def http_server(indexed: tuple[Path, Path], minilm_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc, WAIT)
 
 
 def test_http_transport_with_key_and_guard(http_server: str,

@@ -20,6 +20,7 @@ import pytest
 
 from gguf_embed.index import Index
 
+from .support.procs import interrupt
 from .test_index import orphans
 
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
@@ -181,11 +182,7 @@ def serve_watch(docs: Path, tmp_path: Path, minilm_path: Path) -> Iterator[str]:
         wait_until(lambda: _up(url), proc)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        interrupt(proc, WAIT)
 
 
 def test_serve_watch_keeps_the_index_live(serve_watch: str, docs: Path) -> None:

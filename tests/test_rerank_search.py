@@ -87,6 +87,32 @@ def test_cli_search_rerank(indexed: tuple[Path, Path], rerank_models: Path) -> N
     assert len(rows) == 3 and all(isinstance(r["rerank_score"], float) for r in rows)
 
 
+def test_cli_rerank_before_the_query(indexed: tuple[Path, Path], rerank_models: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """`search --rerank "question"`: click gives the question to --rerank; with no QUERY left
+    it is the query, reranked by the default reranker (it used to be read as a model)."""
+    import gguf_embed.cli._index as cli_index
+
+    asked: list[str | None] = []
+
+    def fake_load(model: str | None, *args: object, **kwargs: object) -> Reranker:
+        asked.append(model)
+        return Reranker(rerank_models / "tiny-xlmr-reranker-f32.gguf")
+
+    monkeypatch.setattr(cli_index, "load_reranker", fake_load)
+    db, _ = indexed
+    result = CliRunner().invoke(cli, ["search", "--db", str(db), "--json", "-k", "3",
+                                      "--rerank", "archive files"])
+    assert result.exit_code == 0, result.output
+    assert asked == [None]
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 and all(isinstance(r["rerank_score"], float) for r in rows)
+    # a value that names a model still needs a QUERY
+    missing = CliRunner().invoke(cli, ["search", "--db", str(db), "--rerank",
+                                       "bge-reranker-base"])
+    assert missing.exit_code == 2 and "Missing argument 'QUERY'" in missing.stderr
+
+
 def test_cli_rerank_on_an_index_whose_model_is_gone(indexed: tuple[Path, Path],
                                                     rerank_models: Path) -> None:  # noqa: F811
     db, model = indexed

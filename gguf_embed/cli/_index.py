@@ -17,9 +17,10 @@ from typing import Any
 import click
 
 from ..chunking import ChunkSettings
-from ..errors import QueryTruncated
+from ..errors import GgufEmbedError, QueryTruncated
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
+from ..models import parse_ref
 from ..search import MODES, SearchResult
 from ._base import (
     check_argument,
@@ -199,7 +200,7 @@ def _display(path: str) -> str:
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", required=False)
 @db_option
 @model_options
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True,
@@ -217,7 +218,7 @@ def _display(path: str) -> str:
 @click.option("--rerank-candidates", type=click.IntRange(1, 1000), default=30,
               show_default=True, help="How many fused candidates the reranker scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
-def search(query: str, db: Path | None, model: str | None, offline: bool,
+def search(query: str | None, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
            path_glob: str | None, chunks: bool, rerank: str | None, rerank_candidates: int,
            as_json: bool) -> None:
@@ -225,6 +226,7 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
     one array per line, in order, [] for a blank line).
 
     Each result is one file: the lines and snippet of its best chunk, and the file's score."""
+    query, rerank = _query_after_rerank(query, rerank)
     group = "chunk" if chunks else "file"
     db = db or default_db()
     check_argument(query, "the query")
@@ -272,6 +274,25 @@ def search(query: str, db: Path | None, model: str | None, offline: bool,
                                               else "") + ")"
         click.echo(f"{_display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
         click.echo(f"    {terminal_text(r.snippet)}")
+
+
+def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:
+    """``search --rerank "question"``: click hands the question to ``--rerank`` as its MODEL.
+    With no QUERY left and a value that names no model, it is the query, reranked by the
+    default reranker."""
+    if query is not None:
+        return query, rerank
+    if rerank and not _names_a_model(rerank):
+        return rerank, ""
+    raise click.UsageError("Missing argument 'QUERY'.")
+
+
+def _names_a_model(value: str) -> bool:
+    try:
+        return not isinstance(parse_ref(value), Path) or value.lower().endswith(".gguf") \
+            or Path(value).expanduser().exists()
+    except GgufEmbedError:
+        return False
 
 
 def _row(result: SearchResult) -> dict[str, Any]:

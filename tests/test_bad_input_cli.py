@@ -259,9 +259,12 @@ def test_serve_on_a_taken_port_fails_before_announcing(minilm_path: Path) -> Non
     assert "serving" not in result.stderr
 
 
-def test_serve_port_0_announces_the_real_port_and_no_file_path(minilm_path: Path) -> None:
+def test_serve_port_0_announces_the_real_port_and_no_file_path(minilm_path: Path,
+                                                               models_dir: Path) -> None:
+    reranker = models_dir / "tiny-xlmr-reranker-f32.gguf"
     proc = subprocess.Popen([sys.executable, "-c", MAIN, "serve", "-m", str(minilm_path),
-                             "--port", "0"], stderr=subprocess.PIPE, text=True)
+                             "--port", "0", "--reranker", str(reranker)],
+                            stderr=subprocess.PIPE, text=True)
     try:
         line = ""
         deadline = time.monotonic() + 120
@@ -281,6 +284,12 @@ def test_serve_port_0_announces_the_real_port_and_no_file_path(minilm_path: Path
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         assert health.status_code == 200
+        assert str(models_dir) not in line  # the announcement names models, not files
+        ranked = httpx.post(f"http://127.0.0.1:{port}/v1/rerank",
+                            json={"query": "q", "documents": ["a", "b"]}).json()
+        assert ranked["model"] and str(models_dir) not in json.dumps(ranked)
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/rerank", json={
+            "query": "q", "documents": ["a"], "model": ranked["model"]}).status_code == 200
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
         served = models["data"][0]["id"]
         assert "/" not in served and str(minilm_path.parent) not in json.dumps(models)

@@ -87,8 +87,9 @@ def test_cli_search_rerank(indexed: tuple[Path, Path], rerank_models: Path) -> N
     assert len(rows) == 3 and all(isinstance(r["rerank_score"], float) for r in rows)
 
 
-def test_cli_rerank_before_the_query(indexed: tuple[Path, Path], rerank_models: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+def test_cli_rerank_before_the_query(indexed: tuple[Path, Path],
+                                     rerank_models: Path,  # noqa: F811
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """`search --rerank "question"`: click gives the question to --rerank; with no QUERY left
     it is the query, reranked by the default reranker (it used to be read as a model)."""
     import gguf_embed.cli._index as cli_index

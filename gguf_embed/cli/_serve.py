@@ -62,14 +62,14 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
         engine = load_engine(model, offline, hf_endpoint, cache_dir,
                              unload_after=unload_after)
         scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
-        # a model given as a file is served under its name, never its full path
-        name = engine.spec.name if not model or Path(model).suffix.lower() == ".gguf" or \
-            Path(model).is_file() else model
-        config = ServerConfig(model_name=name, host=host, port=sock.getsockname()[1],
-                              api_key=api_key, index_path=str(db) if db else None,
-                              batch_window=batch_window / 1000, reranker_name=reranker)
+        config = ServerConfig(model_name=_served_name(model, engine.spec.name), host=host,
+                              port=sock.getsockname()[1], api_key=api_key,
+                              index_path=str(db) if db else None,
+                              batch_window=batch_window / 1000,
+                              reranker_name=_served_name(reranker, scorer.spec.name)
+                              if scorer is not None else None)
         shown = f"[{host}]" if ":" in host else host
-        also = f", reranker {reranker}" if reranker else ""
+        also = f", reranker {config.reranker_name}" if scorer is not None else ""
         click.echo(terminal_text(f"serving {config.model_name} on "
                                  f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})"),
                    err=True)
@@ -92,3 +92,10 @@ def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
     ref = _model_ref(model, engine)
     Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
     return Background(db, engine, list(paths), model_ref=ref).start()
+
+
+def _served_name(ref: str | None, spec_name: str) -> str:
+    """A model given as a file is served under its name, never its full path."""
+    if not ref or Path(ref).suffix.lower() == ".gguf" or Path(ref).is_file():
+        return spec_name
+    return ref

@@ -3,7 +3,8 @@
 Requests put their token sequences on a queue; one worker thread takes everything that arrives
 within ``window`` seconds of the first (up to ``max_tokens``) and embeds it in one
 ``embed_prepared`` call, so many small concurrent requests cost about one decode, not one each.
-Each request then gets its own Matryoshka cut.
+Each request then gets its own Matryoshka cut.  Queries (``urgent``) are embedded in their own
+call, first, and go before document batches waiting on the engine (a watcher's, say).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .protocol import EmbeddingEngine
 class _Job:
     sequences: list[np.ndarray]
     dimensions: int | None
+    urgent: bool = False
     future: Future[np.ndarray] = field(default_factory=Future)
 
 
@@ -39,8 +41,9 @@ class Batcher:
                                         daemon=True)
         self._thread.start()
 
-    def submit(self, sequences: list[np.ndarray], dimensions: int | None) -> Future[np.ndarray]:
-        job = _Job(sequences, dimensions)
+    def submit(self, sequences: list[np.ndarray], dimensions: int | None, *,
+               urgent: bool = False) -> Future[np.ndarray]:
+        job = _Job(sequences, dimensions, urgent)
         self._queue.put(job)
         return job.future
 
@@ -69,13 +72,16 @@ class Batcher:
                     break
                 jobs.append(more)
                 tokens += sum(len(s) for s in more.sequences)
-            self._serve(jobs)
+            for urgent in (True, False):
+                group = [j for j in jobs if j.urgent is urgent]
+                if group:
+                    self._serve(group, urgent)
 
-    def _serve(self, jobs: list[_Job]) -> None:
+    def _serve(self, jobs: list[_Job], urgent: bool) -> None:
         sequences = [s for job in jobs for s in job.sequences]
         try:
             self.decodes += 1
-            result = self.engine.embed_prepared(sequences)
+            result = self.engine.embed_prepared(sequences, urgent=urgent)
         except Exception as exc:  # handed to every waiting request, raised there
             for job in jobs:
                 job.future.set_exception(exc)

@@ -95,8 +95,9 @@ class EmbeddingEngine(Protocol):
         raises :class:`~gguf_embed.errors.InputError` (or ``InputTooLong``) naming the input."""
 
     def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
-                       dimensions: int | None = None) -> Embeddings:
-        """Embed sequences from :meth:`prepare` (several requests' may be joined)."""
+                       dimensions: int | None = None, urgent: bool = False) -> Embeddings:
+        """Embed sequences from :meth:`prepare` (several requests' may be joined).  ``urgent``
+        work (queries) goes before waiting document batches where the engine is shared."""
 
     def encode(self, texts: Sequence[str], *, query: bool = False, task: str | None = None,
                dimensions: int | None = None, truncate: bool = False) -> Embeddings:

@@ -183,7 +183,7 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
             raise ApiError(400, "task must be a string", param="task")
         sequences = _sequences(engine, data.get("input"), input_type == "query", task,
                                config.max_inputs)
-        vectors = await service.embed(sequences, dims)
+        vectors = await service.embed(sequences, dims, urgent=input_type == "query")
         used = sum(len(s) for s in sequences)
         items = []
         for i, vector in enumerate(vectors):

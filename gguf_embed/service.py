@@ -38,14 +38,16 @@ class EmbeddingService:
         self._stamp: tuple[int, int] | None = None
         self._guard = threading.Lock()  # the index object itself, across worker threads
 
-    async def embed(self, sequences: Sequence[np.ndarray], dimensions: int | None) -> np.ndarray:
+    async def embed(self, sequences: Sequence[np.ndarray], dimensions: int | None, *,
+                    urgent: bool = False) -> np.ndarray:
         """Vectors of prepared sequences (see ``EmbeddingEngine.prepare``), batched with other
-        requests when a batcher runs."""
+        requests when a batcher runs; ``urgent`` (queries) go before document batches."""
         if self.batcher is not None:
-            return await asyncio.wrap_future(self.batcher.submit(list(sequences), dimensions))
+            return await asyncio.wrap_future(self.batcher.submit(list(sequences), dimensions,
+                                                                 urgent=urgent))
         async with self.lock:
             result = await asyncio.to_thread(self.engine.embed_prepared, list(sequences),
-                                             dimensions=dimensions)
+                                             dimensions=dimensions, urgent=urgent)
         return result.vectors
 
     async def search(self, query: str, *, rerank: bool = False,

@@ -34,6 +34,7 @@ class FakeEngine:
         self.spec = ModelSpec(name=name, repo=None, file=self.path.name, dims=dims,
                               pooling="mean", query_prompt="query: {text}")
         self.calls: list[int] = []  # texts per encode call, to count embedding work
+        self.urgent_calls: list[bool] = []  # the urgent flag of each call, in order
 
     def tokenize(self, text: str) -> np.ndarray:
         words = WORD.findall(text.lower())
@@ -71,10 +72,11 @@ class FakeEngine:
         return Prepared(seqs, cut)
 
     def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
-                       dimensions: int | None = None) -> Embeddings:
+                       dimensions: int | None = None, urgent: bool = False) -> Embeddings:
         self.check_dimensions(dimensions)
         seqs = prepared.sequences if isinstance(prepared, Prepared) else list(prepared)
         self.calls.append(len(seqs))
+        self.urgent_calls.append(urgent)
         rows = []
         for tokens in seqs:
             vec = np.zeros(self.dims, dtype=np.float32)

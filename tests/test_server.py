@@ -236,3 +236,36 @@ def test_load_32_clients_batched_and_correct(live: Live, engine: Engine, corpora
     assert all(status == 200 for status, _, _ in results)
     assert min(cos for _, _, cos in results) >= 0.9999
     assert batcher.decodes - before < 2048 / 2  # requests really shared decodes
+
+
+@pytest.mark.parametrize("window", [0.0, 0.004])  # the lock path, then the batcher
+def test_query_inputs_go_first_on_a_shared_engine(window: float) -> None:
+    """/v1/embeddings with "input_type": "query" asks the engine for an urgent decode, ahead of
+    document batches (a --watch indexer's) waiting on the same engine; documents do not."""
+    from starlette.testclient import TestClient
+
+    from gguf_embed.testing import FakeEngine
+
+    engine = FakeEngine()
+    config = ServerConfig(model_name="fake", batch_window=window)
+    with TestClient(create_app(engine, config), base_url="http://127.0.0.1:8000") as http:
+        assert http.post("/v1/embeddings", json={"input": ["espresso"],
+                                                 "input_type": "query"}).status_code == 200
+        assert http.post("/v1/embeddings", json={"input": ["a page", "another"]}
+                         ).status_code == 200
+    assert engine.urgent_calls == [True, False]
+
+
+def test_batcher_serves_the_queries_of_a_window_first() -> None:
+    from gguf_embed.batcher import Batcher
+    from gguf_embed.testing import FakeEngine
+
+    engine = FakeEngine()
+    batcher = Batcher(engine, window=0.5)
+    try:
+        docs = batcher.submit([np.array([1, 5, 2]), np.array([1, 6, 2])], None)
+        query = batcher.submit([np.array([1, 7, 2])], None, urgent=True)
+        assert query.result(timeout=10).shape[0] == 1 and docs.result(timeout=10).shape[0] == 2
+    finally:
+        batcher.close()
+    assert engine.urgent_calls == [True, False] and engine.calls == [1, 2]

@@ -271,8 +271,10 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
                              "usage": {"prompt_tokens": used, "total_tokens": used}})
 
     routes = [
-        Route("/v1/rerank", handler(rerank), methods=["POST"]),
+        Route("/v1/rerank", handler(rerank), methods=["POST"]),  # llama-server's four names
         Route("/rerank", handler(rerank), methods=["POST"]),
+        Route("/v1/reranking", handler(rerank), methods=["POST"]),
+        Route("/reranking", handler(rerank), methods=["POST"]),
         Route("/v1/embeddings", handler(embeddings), methods=["POST"]),
         Route("/embeddings", handler(embeddings), methods=["POST"]),
         Route("/v1/models", handler(models), methods=["GET"]),

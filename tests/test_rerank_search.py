@@ -199,6 +199,10 @@ def test_http_rerank_like_llama_server(http, xlmr_reranker: Reranker) -> None:  
     assert [r["relevance_score"] for r in body["results"]] == pytest.approx(
         [float(want.scores[i]) for i in order], abs=1e-5)
     assert "document" in body["results"][0] and body["usage"]["total_tokens"] > 0
+    for alias in ("/rerank", "/v1/reranking", "/reranking"):  # llama-server answers all four
+        again = http.post(alias, json={"query": "extract archive", "documents": docs,
+                                       "top_n": 2, "return_documents": True})
+        assert again.status_code == 200 and again.json()["results"] == body["results"]
 
 
 @pytest.mark.parametrize("payload, param", [

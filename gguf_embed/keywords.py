@@ -8,6 +8,10 @@ query is rewritten the same way.  Text without CJK characters passes through unc
 English ranking is exactly what it was.  Bigrams beat a trigram index and the jieba segmenter on
 the tldr pages (BENCHMARKS.md), need no dictionary, and work the same for all three languages.
 
+The bigrams go in a column of their own (:func:`keyword_columns`), weighted ``CJK_WEIGHT`` in
+BM25: a word of n characters matches as n - 1 overlapping pairs, so at full weight a common
+phrase outscores the rare Latin word (a command or product name) beside it in the query.
+
 Snippets come from the stored chunk text, never from this form.
 """
 
@@ -26,7 +30,11 @@ CJK_RUN = re.compile(
 WORD = re.compile(r"\w+", re.UNICODE)
 # The formats an FTS table can be in (recorded in meta as "fts_format").
 UNICODE61 = "unicode61"
-CJK_BIGRAMS = "cjk-bigrams"
+CJK_BIGRAMS = "cjk-bigrams"  # one column: the text with its CJK runs as bigrams
+CJK_COLUMN = "cjk-column"  # two columns: the text without CJK runs, and their bigrams
+# BM25 weight of the bigram column against the word column (1.0): the middle of the range
+# (0.3-0.5) that scored best on all three languages of tldr-cjk, BENCHMARKS.md.
+CJK_WEIGHT = 0.4
 
 
 def bigrams(run: str) -> list[str]:
@@ -43,12 +51,21 @@ def index_text(text: str) -> str:
     return CJK_RUN.sub(lambda m: " " + " ".join(bigrams(m.group())) + " ", text)
 
 
-def query_terms(query: str, fts_format: str = CJK_BIGRAMS) -> list[str]:
+def keyword_columns(text: str) -> tuple[str, str]:
+    """The two columns FTS5 indexes for ``text``: its words outside CJK runs, and the runs'
+    bigrams."""
+    runs = CJK_RUN.findall(text)
+    if not runs:
+        return text, ""
+    return CJK_RUN.sub(" ", text), " ".join(b for run in runs for b in bigrams(run))
+
+
+def query_terms(query: str, fts_format: str = CJK_COLUMN) -> list[str]:
     """The distinct lower-cased terms of a query, tokenized like the index it goes to."""
-    text = index_text(query) if fts_format == CJK_BIGRAMS else query
+    text = query if fts_format == UNICODE61 else index_text(query)
     return list(dict.fromkeys(w.lower() for w in WORD.findall(text)))
 
 
-def fts_query(query: str, fts_format: str = CJK_BIGRAMS) -> str:
+def fts_query(query: str, fts_format: str = CJK_COLUMN) -> str:
     """Free text → an FTS5 query that cannot be a syntax error: quoted terms joined by OR."""
     return " OR ".join('"' + t.replace('"', '""') + '"' for t in query_terms(query, fts_format))

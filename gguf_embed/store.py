@@ -37,10 +37,11 @@ import sqlite_vec
 
 from ._vectors import bit_blob
 from .errors import IndexFileError, IndexMismatch
-from .keywords import CJK_BIGRAMS, UNICODE61, index_text
+from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61, index_text, keyword_columns
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 FTS_BIGRAMS = "0002_fts_cjk_bigrams"
+FTS_CJK_COLUMN = "0003_fts_cjk_column"
 
 
 def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
@@ -63,6 +64,19 @@ def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
     rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
     conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
                      ((chunk_id, index_text(cast(str, text))) for chunk_id, text in rows))
+
+
+def _fts_cjk_column(conn: apsw.Connection) -> None:
+    """Rebuild the FTS table with the CJK bigrams in a column of their own (weighted in BM25,
+    see keywords.py), from the stored chunk text, in the migration's one transaction."""
+    conn.execute("""
+        DROP TABLE fts_chunks;
+        CREATE VIRTUAL TABLE fts_chunks USING fts5(
+            text, cjk, content='', contentless_delete=1, tokenize='porter unicode61');
+    """)
+    rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
+    conn.executemany("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
+                     ((chunk_id, *keyword_columns(cast(str, text))) for chunk_id, text in rows))
 
 
 MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
@@ -115,6 +129,7 @@ MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
         );
     """),
     (FTS_BIGRAMS, _fts_cjk_bigrams),
+    (FTS_CJK_COLUMN, _fts_cjk_column),
 ]
 
 
@@ -201,8 +216,10 @@ class Store:
         self.path = path
         self.meta = self._read_meta()
         self.dims: int | None = self.meta.get("dims")
-        # an index that was only opened read-only may still have its old FTS table
-        self.fts_format = CJK_BIGRAMS if FTS_BIGRAMS in _applied(conn) else UNICODE61
+        # an index that was only opened read-only may still have an old FTS table
+        applied = _applied(conn)
+        self.fts_format = CJK_COLUMN if FTS_CJK_COLUMN in applied else \
+            CJK_BIGRAMS if FTS_BIGRAMS in applied else UNICODE61
 
     @classmethod
     def open(cls, path: str | Path, *, create: bool = True, readonly: bool = False) -> Store:
@@ -331,7 +348,10 @@ class Store:
                 (doc_id, seq, item.text, item.start_line, item.end_line, item.start_page,
                  item.end_page, item.n_tokens, item.hash))
             chunk_id = conn.last_insert_rowid()
-            if self.fts_format == CJK_BIGRAMS:  # the old table is fed by a trigger
+            if self.fts_format == CJK_COLUMN:
+                conn.execute("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
+                             (chunk_id, *keyword_columns(item.text)))
+            elif self.fts_format == CJK_BIGRAMS:  # the oldest table is fed by a trigger
                 conn.execute("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
                              (chunk_id, index_text(item.text)))
             conn.execute("INSERT INTO chunk_vectors(chunk_id, embedding) VALUES (?, ?)",
@@ -427,15 +447,17 @@ class Store:
                         path_glob: str | None = None) -> list[tuple[int, float]]:
         """(chunk id, bm25) of the ``k`` best FTS5 matches for the query ``match`` (lower
         bm25 is better), best first."""
+        bm25 = f"bm25(fts_chunks, 1.0, {CJK_WEIGHT})" if self.fts_format == CJK_COLUMN \
+            else "bm25(fts_chunks)"
         if path_glob:
             rows = self.conn.execute(
-                "SELECT f.rowid, bm25(fts_chunks) AS s FROM fts_chunks f "
+                f"SELECT f.rowid, {bm25} AS s FROM fts_chunks f "
                 "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
                 "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
                 (match, path_glob, k))
         else:
             rows = self.conn.execute(
-                "SELECT rowid, bm25(fts_chunks) AS s FROM fts_chunks WHERE fts_chunks MATCH ? "
+                f"SELECT rowid, {bm25} AS s FROM fts_chunks WHERE fts_chunks MATCH ? "
                 "ORDER BY s LIMIT ?", (match, k))
         return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
 

@@ -7,8 +7,10 @@
     python -m scripts.eval_keywords --lang zh --jieba   # adds a jieba row (pip install jieba)
 
 Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `trigram`
-(CJK query runs cut into trigrams), CJK bigrams (gguf_embed.keywords, what the index uses),
-bigrams plus unigrams, and optionally the jieba segmenter (search mode) for Chinese.
+(CJK query runs cut into trigrams), CJK bigrams in the one text column (the first CJK format),
+CJK bigrams in a column of their own weighted CJK_WEIGHT in BM25 (gguf_embed.keywords, what the
+index uses now) and at other weights, bigrams plus unigrams, and optionally the jieba segmenter
+(search mode) for Chinese.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from gguf_embed.keywords import CJK_RUN, UNICODE61, WORD, bigrams, fts_query, index_text
+from gguf_embed.keywords import (
+    CJK_RUN,
+    CJK_WEIGHT,
+    UNICODE61,
+    WORD,
+    bigrams,
+    fts_query,
+    index_text,
+    keyword_columns,
+)
 from tests.support.eval import K, build_docs, metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +97,24 @@ def run(docs: dict[str, str], queries: dict[str, str], tokenizer: str, doc_form:
     return metrics(ranks)
 
 
+def run_columns(docs: dict[str, str], queries: dict[str, str],
+                weight: float) -> dict[str, float]:
+    """Words and CJK bigrams in two columns, the bigrams weighted ``weight`` in BM25."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE VIRTUAL TABLE f USING fts5(path UNINDEXED, text, cjk, "
+                 "tokenize='porter unicode61')")
+    conn.executemany("INSERT INTO f(path, text, cjk) VALUES (?, ?, ?)",
+                     [(p, *keyword_columns(t)) for p, t in docs.items()])
+    ranks: list[int | None] = []
+    for path, query in queries.items():
+        match = fts_query(query)
+        found = [r[0] for r in conn.execute(
+            f"SELECT path FROM f WHERE f MATCH ? ORDER BY bm25(f, 0, 1.0, {weight}) LIMIT ?",
+            (match, K))] if match else []
+        ranks.append(found.index(path) + 1 if path in found else None)
+    return metrics(ranks)
+
+
 def rows(corpus: Path, lang: str, use_jieba: bool,
          cjk_queries: bool = False) -> dict[str, dict[str, float]]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,8 +127,12 @@ def rows(corpus: Path, lang: str, use_jieba: bool,
         "porter unicode61 (before)": run(docs, queries, "porter unicode61", same,
                                          lambda q: fts_query(q, UNICODE61)),
         "trigram": run(docs, queries, "trigram", same, trigram_query),
-        "CJK bigrams (chosen)": run(docs, queries, "porter unicode61",
-                                    index_text, fts_query),
+        "CJK bigrams, one column (before)": run(docs, queries, "porter unicode61",
+                                                index_text, fts_query),
+        f"CJK bigrams, own column at {CJK_WEIGHT} (chosen)": run_columns(docs, queries,
+                                                                     CJK_WEIGHT),
+        **{f"CJK bigrams, own column at {w}": run_columns(docs, queries, w)
+           for w in (0.2, 0.3, 0.5, 0.7) if w != CJK_WEIGHT},
         "CJK bigrams + unigrams": run(docs, queries, "porter unicode61", with_unigrams,
                                       lambda q: fts_query(with_unigrams(q), UNICODE61)),
         "CJK bigrams + whole runs": run(docs, queries, "porter unicode61", with_runs,

@@ -14,7 +14,7 @@ from gguf_embed import store as store_module
 from gguf_embed.index import Index
 from gguf_embed.keywords import fts_query, index_text, query_terms
 from gguf_embed.search import keyword_hits
-from gguf_embed.store import FTS_BIGRAMS, Store, connect
+from gguf_embed.store import FTS_BIGRAMS, FTS_CJK_COLUMN, Store, connect
 from gguf_embed.testing import FakeEngine
 
 # Lines in the style of the tldr pages (CC-BY 4.0), written for this test.
@@ -96,7 +96,7 @@ def test_old_index_migrates_in_place_without_reembedding(
 
     engine = FakeEngine()
     with Index(db, engine) as index:  # a writable open applies the migration
-        assert index.store.fts_format == "cjk-bigrams"
+        assert index.store.fts_format == "cjk-column"
         assert engine.calls == []  # nothing was re-embedded
         conn = index.store.conn
         assert conn.execute("SELECT chunk_id, embedding FROM chunk_vectors "
@@ -123,7 +123,7 @@ def test_read_only_open_upgrades_a_writable_old_index(
     db = tmp_path / "old.db"
     old_format_index(db, docs, monkeypatch)
     with Index(db, readonly=True) as index:  # what `gguf-embed search` opens
-        assert index.store.fts_format == "cjk-bigrams"
+        assert index.store.fts_format == "cjk-column"
         assert names(index.search("パッケージ", k=1, mode="keyword")) == ["ja.md"]
 
 
@@ -188,3 +188,96 @@ def assert_old_index_works(db: Path) -> None:
 def names_of(store: Store, hits: list[tuple[int, float]]) -> list[str]:
     rows = store.chunk_rows([i for i, _ in hits])
     return [Path(rows[i].path).name for i, _ in hits]
+
+
+# A command name (Latin) beside a common CJK phrase: the page of the command must come first,
+# not the page that repeats the phrase (at full weight its bigrams outscored the rare name).
+ARCHIVERS = {
+    "tar.md": "# tar\n\n- アーカイブを展開する:\n\n`tar xf {{ファイル}}`\n",
+    "unzip.md": "# unzip\n\n- ZIP アーカイブを展開する:\n\n`unzip {{ファイル}}`\n\n"
+                "- アーカイブの中身を一覧表示する:\n\n`unzip -l {{ファイル}}`\n",
+    "7z.md": "# 7z\n\n- アーカイブを展開する:\n\n`7z x {{ファイル}}`\n\n"
+             "- アーカイブを作成する:\n\n`7z a {{ファイル}}`\n",
+    "gzip.md": "# gzip\n\n- ファイルを圧縮する:\n\n`gzip {{ファイル}}`\n",
+}
+
+
+def test_a_latin_name_outweighs_a_common_cjk_phrase(tmp_path: Path) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for name, text in ARCHIVERS.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        index.add([folder])
+        assert names(index.search("tar アーカイブを作成する", k=4, mode="keyword"))[:2] == \
+            ["tar.md", "7z.md"]
+        # the phrase alone still finds the page that has it
+        assert names(index.search("アーカイブを作成する", k=1, mode="keyword")) == ["7z.md"]
+
+
+def bigram_format_index(path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index as the first CJK release built it: bigrams in the one FTS column."""
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
+        with Index(path, FakeEngine()) as index:
+            index.add([docs])
+            assert index.store.fts_format == "cjk-bigrams"
+
+
+def test_bigram_index_moves_to_the_cjk_column_in_place(
+        tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "bigrams.db"
+    bigram_format_index(db, docs, monkeypatch)
+    store = Store(connect(db, readonly=True), db)
+    assert store.fts_format == "cjk-bigrams"
+    assert names_of(store, keyword_hits(store, "操作系统", 5)) == ["zh.md"]  # it works as it is
+    vectors = store.conn.execute("SELECT chunk_id, embedding FROM chunk_vectors "
+                                 "ORDER BY chunk_id").fetchall()
+    store.close()
+    engine = FakeEngine()
+    with Index(db, engine) as index:
+        assert index.store.fts_format == "cjk-column"
+        assert engine.calls == []
+        conn = index.store.conn
+        assert conn.execute("SELECT chunk_id, embedding FROM chunk_vectors "
+                            "ORDER BY chunk_id").fetchall() == vectors
+        assert conn.execute("SELECT 1 FROM migrations WHERE name = ?",
+                            (FTS_CJK_COLUMN,)).fetchone()
+        for word, page in WORDS:
+            assert names(index.search(word, k=1, mode="keyword")) == [page], word
+        index.remove([docs / "ja.md"])
+        assert index.search("パッケージ", k=3, mode="keyword") == []
+        index.add([docs])
+        assert names(index.search("パッケージ", k=1, mode="keyword")) == ["ja.md"]
+        (fts,), = conn.execute("SELECT count(*) FROM fts_chunks")
+        assert fts == len(PAGES)
+
+
+def test_failed_column_migration_leaves_the_bigram_index_working(
+        tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "bigrams.db"
+    bigram_format_index(db, docs, monkeypatch)
+    calls = []
+
+    def broken(text: str) -> tuple[str, str]:
+        calls.append(text)
+        if len(calls) == 3:
+            raise RuntimeError("interrupted")
+        return ("", "")
+
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "keyword_columns", broken)
+        with pytest.raises(RuntimeError):
+            Store.open(db)
+    assert len(calls) == 3
+    store = Store(connect(db, readonly=True), db)
+    try:
+        assert store.fts_format == "cjk-bigrams"
+        assert names_of(store, keyword_hits(store, "운영체제", 5)) == ["ko.md"]
+        (fts,), = store.conn.execute("SELECT count(*) FROM fts_chunks")
+        assert fts == len(PAGES)
+    finally:
+        store.close()
+    with Index(db, FakeEngine()) as index:
+        assert index.store.fts_format == "cjk-column"
+        assert names(index.search("운영체제", k=1, mode="keyword")) == ["ko.md"]

@@ -101,6 +101,7 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
             if store.fts_format == CJK_BIGRAMS:  # an old FTS table is fed by its trigger
                 conn.execute(f"INSERT INTO main.fts_chunks(rowid, text) SELECT c.id + :c, "
                              f"gguf_index_text(c.text) FROM {chosen} ORDER BY c.id", shift)
+            _copied("keywords")
             conn.execute(
                 f"INSERT INTO main.chunk_vectors(chunk_id, embedding) SELECT v.chunk_id + :c, "
                 f"v.embedding FROM {SHARD}.chunk_vectors v JOIN {SHARD}.chunks c "

@@ -169,13 +169,14 @@ def test_an_interrupted_merge_leaves_the_output_valid_and_a_rerun_finishes(
 
     def interrupt(step: str) -> None:
         calls.append(step)
-        if len(calls) == 7:  # the second shard, after its vectors were copied
+        if len(calls) == 9:  # the second shard (5 steps a shard), after its vectors
             raise KeyboardInterrupt
 
     monkeypatch.setattr(store_merge, "_copied", interrupt)
     with Index(out) as index, pytest.raises(KeyboardInterrupt):
         index.merge_from(parts)
     monkeypatch.undo()
+    assert calls[-1] == "vectors"
     first = content(out)  # opens, and every chunk has its vector and bits
     assert set(first["docs"]) == {str(p) for p in (corpus / "a").glob("*.md")}
     with Index(out) as index:
@@ -194,7 +195,7 @@ def test_a_killed_merge_leaves_the_output_valid(corpus: Path, tmp_path: Path,
         "seen = []\n"
         "def die(step):\n"
         "    seen.append(step)\n"
-        "    if len(seen) == 8:\n"  # the second shard, all its tables copied, not committed
+        "    if len(seen) == 10:\n"  # the second shard, all tables copied, not committed
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
         "store_merge._copied = die\n"
         "with Index(sys.argv[1]) as index:\n"

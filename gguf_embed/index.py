@@ -39,6 +39,7 @@ from .chunking import ChunkSettings
 from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
+from .merge import MergeSummary, merge_into
 from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
 from .search import SearchResult, search
@@ -278,6 +279,16 @@ class Index:
                    if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
         with self.store.transaction():
             return self.store.delete_documents(victims)
+
+    @_one_thread
+    def merge_from(self, shards: Sequence[str | Path], *, duplicates: str = "newest",
+                   on_shard: Callable[[Path, Any], None] | None = None) -> MergeSummary:
+        """Copy the documents, chunks and vectors of the index files ``shards`` into this
+        one, each shard in one transaction, without re-embedding (see :mod:`gguf_embed.merge`
+        for the rules: same model and settings, the newer copy of a path wins)."""
+        if self._lock is None:
+            raise IndexFileError(f"index {self.path} is open read-only; open it to write")
+        return merge_into(self.store, shards, duplicates=duplicates, on_shard=on_shard)
 
     # ------------------------------------------------------------------ reading
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",

@@ -6,7 +6,7 @@ stdout carries results only; progress, logs and errors go to stderr.
 
 from __future__ import annotations
 
-from . import _doctor, _index, _serve, _watch  # noqa: F401  (register their commands)
+from . import _doctor, _index, _merge, _serve, _watch  # noqa: F401  (register their commands)
 from ._base import cli
 
 

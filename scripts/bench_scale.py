@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Where one file stops (issue 13): the single SQLite writer's ceiling, search latency and
+file size at large chunk counts, and merging shards (the step beyond one writer).
+
+No model runs: vectors are synthetic unit vectors (clustered, as in bench_search), chunk text
+is the tldr pages cut into pieces of about ``--chunk-tokens`` tokens (4 characters a token).
+
+* writer: chunks/s through the real write path (``Store.write_document`` inside
+  ``Store.transaction``, FTS rows, float vectors and sign bits, the indexer's WAL and
+  ``synchronous=NORMAL``), at the indexer's batch size and at 1,024 chunks a transaction,
+  side by side with raw APSW + sqlite-vec (one ``vec0`` float table, no text, no FTS);
+* merge: chunks/s of ``Index.merge_from`` copying that index into an empty one;
+* search: p50/p95 ms of ``Index.search`` (vector, keyword, hybrid; k=10, one row per file)
+  over an index of N chunks, and its size on disk.
+
+    python -m scripts.bench_scale                          # 20k chunks, 1024 and 2560 dims
+    python -m scripts.bench_scale --chunks 100000 --search-sizes 100000 1000000 \\
+        --dir /big/disk                                    # the 1M table (~7 GB on disk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import apsw
+import numpy as np
+import sqlite_vec
+
+from gguf_embed import Index
+from gguf_embed._vectors import vec_blob
+from gguf_embed.indexer import BATCH_CHUNKS, BATCH_TOKENS
+from gguf_embed.testing import FakeEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = ROOT / "tests" / "data" / "tldr-linux" / "pages"
+CHARS_PER_TOKEN = 4
+CHUNKS_PER_DOC = 4
+TOPICS = 1000
+MODES = [("vector", "vector", "file"), ("keyword", "keyword", "file"),
+         ("hybrid", "hybrid", "file"), ("vector, one row per chunk", "vector", "chunk")]
+
+
+def chunk_texts(tokens: int, pages: Path = PAGES) -> list[str]:
+    """The tldr pages, concatenated and cut at line ends into ~``tokens``-token pieces."""
+    size = tokens * CHARS_PER_TOKEN
+    out: list[str] = []
+    current: list[str] = []
+    length = 0
+    for page in sorted(pages.glob("*.md")):
+        for line in page.read_text(encoding="utf-8").splitlines():
+            current.append(line)
+            length += len(line) + 1
+            if length >= size:
+                out.append("\n".join(current))
+                current, length = [], 0
+    return out
+
+
+def queries(pages: Path = PAGES, count: int = 30) -> list[str]:
+    """Keyword-style questions: the one-line descriptions of tldr pages."""
+    found = []
+    for page in sorted(pages.glob("*.md"))[::37]:
+        match = re.search(r"^> (.+?)\.?$", page.read_text(encoding="utf-8"), re.M)
+        if match and "More information" not in match[1]:
+            found.append(match[1])
+    return found[:count]
+
+
+class Vectors:
+    """Clustered synthetic unit vectors, made a block at a time (1M x 2560 would not fit)."""
+
+    def __init__(self, dims: int, seed: int = 7) -> None:
+        self.dims = dims
+        self.rng = np.random.default_rng(seed)
+        self.topics = self.rng.standard_normal((TOPICS, dims)).astype(np.float32)
+
+    def block(self, n: int) -> np.ndarray:
+        data = self.topics[self.rng.integers(0, TOPICS, n)]
+        data = data + 0.9 * self.rng.standard_normal((n, self.dims), dtype=np.float32)
+        return data / np.linalg.norm(data, axis=1, keepdims=True)
+
+
+class QueryEngine(FakeEngine):
+    """FakeEngine whose query vectors are the ones queued (perturbed stored vectors)."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__(dims=dims, max_tokens=8192, name="bench")
+        self.queued: list[np.ndarray] = []
+
+    def encode(self, texts: Sequence[str], **options: Any) -> Any:
+        out = super().encode(texts, **options)
+        if options.get("query") and self.queued:
+            out.vectors[:] = np.stack([self.queued.pop(0) for _ in texts])
+        return out
+
+
+def documents(texts: list[str], vectors: Vectors, n: int,
+              block: int = 4096) -> Iterator[tuple[str, list[Any], list[bytes]]]:
+    """(path, chunks, vector blobs) for ``n`` chunks, ``CHUNKS_PER_DOC`` to a document."""
+    made = 0
+    while made < n:
+        part = vectors.block(min(block, n - made))
+        blobs = [vec_blob(v) for v in part]
+        for d in range(0, len(part), CHUNKS_PER_DOC):
+            chunks = [SimpleNamespace(
+                text=texts[(made + d + i) % len(texts)], start_line=1 + 40 * i,
+                end_line=40 + 40 * i, start_page=None, end_page=None,
+                n_tokens=len(texts[(made + d + i) % len(texts)]) // CHARS_PER_TOKEN,
+                hash=f"{made + d + i:016x}") for i in range(len(blobs[d:d + CHUNKS_PER_DOC]))]
+            yield f"/corpus/doc-{made + d:08d}.md", chunks, blobs[d:d + CHUNKS_PER_DOC]
+        made += len(part)
+
+
+def write_index(db: Path, texts: list[str], dims: int, n: int, batch: int,
+                seed: int = 7) -> float:
+    """Write ``n`` chunks through the real write path, ``batch`` chunks a transaction;
+    returns the seconds spent writing (vector making excluded)."""
+    vectors = Vectors(dims, seed)
+    with Index(db, FakeEngine(dims=dims, max_tokens=8192, name="bench")) as index:
+        store = index.store
+        spent = 0.0
+        pending: list[tuple[str, list[Any], list[bytes]]] = []
+        held = 0
+        for doc in documents(texts, vectors, n):
+            pending.append(doc)
+            held += len(doc[1])
+            if held >= batch:
+                spent += _flush(store, pending)
+                pending, held = [], 0
+        if pending:
+            spent += _flush(store, pending)
+    return spent
+
+
+def _flush(store: Any, pending: list[tuple[str, list[Any], list[bytes]]]) -> float:
+    start = time.perf_counter()
+    with store.transaction():
+        for path, chunks, blobs in pending:
+            store.write_document(path=path, hash=path, size=1000, mtime=1.0, kind="markdown",
+                                 chunks=chunks, vectors=blobs)
+    return time.perf_counter() - start
+
+
+def write_raw(db: Path, dims: int, n: int, batch: int, vec0: bool) -> float:
+    """The peers: APSW alone, one table of (rowid, vector blob) -- a plain table, or a
+    sqlite-vec vec0 float table -- same pragmas, no text, no FTS, ``executemany``."""
+    vectors = Vectors(dims)
+    conn = apsw.Connection(str(db))
+    conn.enable_load_extension(True)
+    conn.load_extension(sqlite_vec.loadable_path())
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute(f"CREATE VIRTUAL TABLE v USING vec0(embedding float[{dims}])" if vec0 else
+                 "CREATE TABLE v (rowid INTEGER PRIMARY KEY, embedding BLOB NOT NULL)")
+    spent, made = 0.0, 0
+    while made < n:
+        rows = [(made + i + 1, vec_blob(v)) for i, v in enumerate(vectors.block(min(batch,
+                                                                               n - made)))]
+        start = time.perf_counter()
+        with conn:
+            conn.executemany("INSERT INTO v(rowid, embedding) VALUES (?, ?)", rows)
+        spent += time.perf_counter() - start
+        made += len(rows)
+    conn.close()
+    return spent
+
+
+def size_of(db: Path) -> int:
+    return sum(os.path.getsize(str(db) + s) for s in ("", "-wal") if os.path.exists(str(db) + s))
+
+
+def remove(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+
+
+def writer_table(work: Path, texts: list[str], n: int, dims_list: list[int],
+                 tokens: int) -> dict[int, float]:
+    """Prints the writer and merge table; returns bytes per chunk at each dims."""
+    indexer_batch = max(1, min(BATCH_CHUNKS, -(-BATCH_TOKENS // tokens)))
+    per_chunk: dict[int, float] = {}
+    print(f"### Writer ceiling: {n:,} chunks of ~{tokens} tokens "
+          f"({sum(map(len, texts)) // len(texts):,} characters), {CHUNKS_PER_DOC} per "
+          f"document\n")
+    print("| dims | writer | chunks per transaction | chunks/s | MB on disk |")
+    print("| ---: | --- | ---: | ---: | ---: |")
+    for dims in dims_list:
+        runs = [("gguf-embed Store.write_document (the indexer's batch)", indexer_batch),
+                ("gguf-embed Store.write_document", 1024)]
+        for label, batch in runs:
+            db = work / f"writer-{dims}-{batch}.db"
+            seconds = write_index(db, texts, dims, n, batch)
+            print(f"| {dims} | {label} | {batch:,} | {n / seconds:,.0f} | "
+                  f"{size_of(db) / 1e6:,.0f} |", flush=True)
+            per_chunk[dims] = size_of(db) / n
+            if batch != 1024:
+                remove(db)
+        out = work / f"merged-{dims}.db"
+        start = time.perf_counter()
+        with Index(out) as index:
+            summary = index.merge_from([work / f"writer-{dims}-1024.db"])
+        seconds = time.perf_counter() - start
+        assert summary.chunks == n, summary
+        print(f"| {dims} | gguf-embed merge (`Index.merge_from`, one shard) | {n:,} | "
+              f"{n / seconds:,.0f} | {size_of(out) / 1e6:,.0f} |", flush=True)
+        remove(out)
+        remove(work / f"writer-{dims}-1024.db")
+        for vec0, label in ((False, "plain BLOB table"), (True, "sqlite-vec vec0 float table")):
+            db = work / f"raw-{dims}-{vec0}.db"
+            seconds = write_raw(db, dims, n, 1024, vec0)
+            print(f"| {dims} | peer: APSW, {label} (vectors only: no text, no FTS) | 1,024 "
+                  f"| {n / seconds:,.0f} | {size_of(db) / 1e6:,.0f} |", flush=True)
+            remove(db)
+    return per_chunk
+
+
+def search_table(work: Path, texts: list[str], sizes: list[int], dims: int, count: int,
+                 tokens: int) -> None:
+    words = queries(count=count)
+    print(f"\n### Search through `Index.search`: {dims} dims, ~{tokens}-token chunks, "
+          f"{len(words)} queries, k=10, one result per file unless said\n")
+    print("| chunks | build s (chunks/s) | MB on disk | bytes/chunk | mode | p50 ms | p95 ms "
+          "| source chunk in top 10 |")
+    print("| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    for n in sizes:
+        db = work / f"search-{n}.db"
+        seconds = write_index(db, texts, dims, n, batch=4096, seed=11)
+        with Index(db, QueryEngine(dims)) as index:  # checkpoint the WAL into the file
+            index.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = size_of(db)
+        rng = np.random.default_rng(3)
+        again = Vectors(dims, seed=11)  # the stored vectors, to perturb into queries
+        first = again.block(min(n, 4096))
+        chosen = rng.integers(0, len(first), len(words))
+        picks = first[chosen]
+        sources = [(int(i) + 1, f"/corpus/doc-{int(i) // CHUNKS_PER_DOC * CHUNKS_PER_DOC:08d}.md")
+                   for i in chosen]  # the chunk id and document each query was made from
+        engine = QueryEngine(dims)
+        with Index(db, engine, readonly=True) as index:
+            for label, mode, group in MODES:
+                engine.queued = [p + 0.05 * rng.standard_normal(dims).astype(np.float32)
+                                 for p in [picks[0], *picks]]
+                index.search(words[0], mode=mode, group=group)  # warm the page cache
+                times, found = [], 0
+                for query, (chunk_id, path) in zip(words, sources, strict=True):
+                    start = time.perf_counter()
+                    hits = index.search(query, k=10, mode=mode, group=group)
+                    times.append(time.perf_counter() - start)
+                    found += any(h.chunk_id == chunk_id and h.path == path for h in hits)
+                ms = np.array(times) * 1000
+                print(f"| {n:,} | {seconds:,.0f} ({n / seconds:,.0f}) | {size / 1e6:,.0f} | "
+                      f"{size / n:,.0f} | {label} | {np.percentile(ms, 50):.1f} | "
+                      f"{np.percentile(ms, 95):.1f} | "
+                      f"{f'{found}/{len(words)}' if mode != 'keyword' else ''} |", flush=True)
+        remove(db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, default=20_000,
+                        help="chunks written per writer run (default 20,000)")
+    parser.add_argument("--dims", type=int, nargs="+", default=[1024, 2560])
+    parser.add_argument("--chunk-tokens", type=int, default=300)
+    parser.add_argument("--search-sizes", type=int, nargs="*", default=[20_000],
+                        help="index sizes for the search table (e.g. 100000 1000000)")
+    parser.add_argument("--search-dims", type=int, default=1024)
+    parser.add_argument("--queries", type=int, default=30)
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the index files go (default: a temporary folder)")
+    parser.add_argument("--skip-writer", action="store_true")
+    opts = parser.parse_args()
+    texts = chunk_texts(opts.chunk_tokens)
+    load = os.getloadavg()[0]
+    print(f"{os.cpu_count()} logical CPUs, load average {load:.1f} at the start; "
+          f"SQLite {apsw.sqlite_lib_version()}, sqlite-vec {sqlite_vec.__version__}, "
+          f"WAL + synchronous=NORMAL (the indexer's settings)\n")
+    with tempfile.TemporaryDirectory(dir=opts.dir) as tmp:
+        work = Path(tmp)
+        if not opts.skip_writer:
+            per_chunk = writer_table(work, texts, opts.chunks, opts.dims, opts.chunk_tokens)
+            print("\nsize at 1M chunks, extrapolated from the bytes per chunk above: " + ", ".join(
+                f"{dims} dims {per_chunk[dims] * 1e6 / 1e9:,.1f} GB" for dims in per_chunk))
+        if opts.search_sizes:
+            search_table(work, texts, opts.search_sizes, opts.search_dims, opts.queries,
+                         opts.chunk_tokens)
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,20 +21,25 @@ from gguf_embed import ChunkSettings, Index, IndexFileError, IndexMismatch, stor
 from gguf_embed.cli import cli
 from gguf_embed.testing import FakeEngine
 
-PAGES = Path(__file__).parent / "data" / "tldr-linux" / "pages"
+DATA = Path(__file__).parent / "data"
+PAGES = DATA / "tldr-linux" / "pages"
 QUERIES = ["compress files into an archive", "list network interfaces", "show disk usage",
-           "kill a process by name", "change file permissions"]
+           "kill a process by name", "change file permissions", "显示 文件", "ファイル"]
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """36 tldr pages in three folders a/, b/, c/ (disjoint parts)."""
+    """36 tldr pages (30 English, 3 Chinese, 3 Japanese) in three folders a/, b/, c/
+    (disjoint parts)."""
     root = tmp_path_factory.mktemp("corpus")
-    pages = sorted(PAGES.glob("*.md"))[::50][:36]
+    pages = sorted(PAGES.glob("*.md"))[::50][:30] + \
+        sorted((DATA / "tldr-cjk" / "pages.zh").glob("*/*.md"))[:3] + \
+        sorted((DATA / "tldr-cjk" / "pages.ja").glob("*/*.md"))[:3]
     for i, page in enumerate(pages):
         part = root / "abc"[i % 3]
         part.mkdir(exist_ok=True)
-        shutil.copy(page, part / page.name)
+        name = page.name if i < 30 else f"{page.parent.parent.name}-{page.name}"
+        shutil.copy(page, part / name)
     return root
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chunking import ChunkSettings
 from .errors import (
+    ClusterError,
     EngineError,
     GgufEmbedError,
     IndexBusy,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_RERANKER",
     "ChunkSettings",
+    "ClusterError",
     "EmbeddingEngine",
     "Embeddings",
     "Engine",

@@ -13,7 +13,8 @@ from gguf_embed.protocol import EmbeddingEngine, Prepared
 from gguf_embed.testing import FakeEngine
 
 EXPECTED = [
-    "CATALOG", "ChunkSettings", "DEFAULT_MODEL", "DEFAULT_RERANKER", "EmbeddingEngine",
+    "CATALOG", "ChunkSettings", "ClusterError", "DEFAULT_MODEL", "DEFAULT_RERANKER",
+    "EmbeddingEngine",
     "Embeddings", "Engine", "EngineError", "EngineOptions", "GgufEmbedError", "IdleEngine",
     "Index", "IndexBusy", "IndexFileError", "IndexMismatch", "IndexSummary", "InputError",
     "InputTooLong", "InvalidDimensions", "ModelError", "ModelLoadError", "ModelNotFound",

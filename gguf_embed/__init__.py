@@ -1,7 +1,8 @@
 """gguf-embed: private, offline semantic search with GGUF embedding models.
 
 ``Engine``, ``IdleEngine`` and ``Reranker`` (and their options) load llama.cpp, so they are
-imported on first use: ``gguf_embed.testing`` and the index work without it.
+imported on first use: ``gguf_embed.testing`` and the index work without it.  ``RayExecutor``
+imports Ray only when a run starts (``pip install "gguf-embed[ray]"``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from .errors import (
     PathError,
     QueryTruncated,
 )
+from .executor import Executor
 from .index import Index
 from .indexer import IndexSummary, Progress
 from .models import (
@@ -42,12 +44,14 @@ from .search import SearchResult
 if TYPE_CHECKING:
     from .engine import Engine, EngineOptions
     from .idle import IdleEngine
+    from .ray_executor import RayExecutor
     from .reranker import Reranker, RerankOptions, RerankScores
 
 __version__ = "0.1.0"
 
 _LAZY = {"Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
-         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker"}
+         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker",
+         "RayExecutor": "ray_executor"}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,6 +73,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineOptions",
+    "Executor",
     "GgufEmbedError",
     "IdleEngine",
     "Index",
@@ -87,6 +92,7 @@ __all__ = [
     "Prepared",
     "Progress",
     "QueryTruncated",
+    "RayExecutor",
     "RerankOptions",
     "RerankScores",
     "Reranker",

@@ -74,9 +74,11 @@ class EmbedActor:
         engine = Engine(resolved, **options.get("engine", {}))
         if engine.fingerprint != fingerprint:
             engine.close()
+            where = (f"{resolved.path} is" if str(resolved.path) == model
+                     else f"{model} resolves to {resolved.path},")
             raise errors.ModelLoadError(
-                f"{model} is {resolved.path} here, a different file from the head's (another "
-                f"version or quantization?): give every node the same model file")
+                f"{where} a different file here from the head's (another version or "
+                f"quantization?): give every node the same model file")
         return engine
 
     def info(self) -> dict[str, Any]:

@@ -155,7 +155,8 @@ def test_a_node_that_cannot_load_the_model_is_named(cluster: str, tmp_path: Path
             index.add([tmp_path], executor=executor)
         assert not executor.handles  # the actors were stopped
         with RayExecutor(model=str(qwen_path)) as executor, \
-                pytest.raises(ModelLoadError, match="a different file from the head's"):
+                pytest.raises(ModelLoadError, match=rf"node {node}\): {qwen_path} is a "
+                                                    rf"different file here from the head's"):
             index.add([tmp_path], executor=executor)
         assert index.store.counts()["documents"] == 0
 

@@ -87,7 +87,8 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
                    "started on this machine, else a new local one); or 'auto', "
                    "HOST:PORT, ray://HOST:PORT.  Needs pip install \"gguf-embed[ray]\".")
 @click.option("--ray-actors", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Ray actors to start [default: one per GPU, else one per --ray-cpus CPUs].")
+              help="Ray actors to start [default: as many as the cluster has GPUs, else one "
+                   "per --ray-cpus CPUs].")
 @click.option("--ray-cpus", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="N", help="CPU slots (llama.cpp threads) per Ray actor without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -112,14 +112,18 @@ class _RayJob:
 
     def result(self) -> Embeddings:
         ray = self.executor.ray
+        node = self.executor.nodes[self.actor]
         try:
             out = ray.get(self.ref)
-        except ray.exceptions.RayError as exc:
-            node = self.executor.nodes[self.actor]
+        except ray.exceptions.RayActorError as exc:
+            self.executor.stale = True  # the next start() makes new actors
             raise ClusterError(
-                f"the Ray actor on {node} failed and was not restarted in time "
+                f"the Ray actor on {node} died and was not restarted in time "
                 f"(max_restarts={self.executor.max_restarts}): {_first_line(exc)}; the "
                 f"batches written so far are kept: run again to continue") from exc
+        except ray.exceptions.RayError as exc:  # not one of ours: a bug, out of memory, ...
+            raise ClusterError(f"embedding a batch failed on Ray node {node}: "
+                               f"{_first_line(exc)}; the batches written so far are kept") from exc
         if "error" in out:
             name, message = out["error"]
             if out["fatal"]:
@@ -179,6 +183,7 @@ class RayExecutor:
         self.use_gpus = False
         self._fingerprint: str | None = None
         self._owns_ray = False
+        self.stale = False  # an actor died for good: start afresh next time
         self._pending: list[tuple[int, Any]] = []  # (actor, ref) not known to be done
 
     @property
@@ -193,7 +198,7 @@ class RayExecutor:
 
     # ------------------------------------------------------------------ start and stop
     def start(self, engine: EmbeddingEngine, model: str | None) -> None:
-        if self.handles and self._fingerprint == engine.fingerprint:
+        if self.handles and self._fingerprint == engine.fingerprint and not self.stale:
             return  # the actors of an earlier add(), same model
         self._kill_actors()
         self.ray = ray = import_ray()
@@ -272,6 +277,7 @@ class RayExecutor:
                 self.ray.kill(handle)
         self.handles, self.nodes, self._pending = [], [], []
         self._fingerprint = None
+        self.stale = False
 
     def __enter__(self) -> RayExecutor:
         return self

@@ -5,7 +5,10 @@ cannot load the model is named."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -18,9 +21,10 @@ import pytest
 import ray  # the [ray] extra: CI installs it, and these tests need it
 from click.testing import CliRunner
 
-from gguf_embed import Engine, ModelLoadError, ModelNotFound
+from gguf_embed import ClusterError, Engine, ModelLoadError, ModelNotFound
 from gguf_embed.cli import cli
 from gguf_embed.index import Index
+from gguf_embed.indexer import Progress
 from gguf_embed.ray_executor import RayExecutor
 
 from .test_crash import wait_for_a_commit
@@ -110,8 +114,8 @@ def test_a_killed_actor_is_restarted_and_its_batch_retried(cluster: str, tmp_pat
         executor.start(head, str(minilm_path))  # add() keeps these actors (same model)
         before = executor.actor_pids()
 
-        def kill_one(progress: object) -> None:
-            if not killed:  # after the first commit, with batches queued on both actors
+        def kill_one(progress: Progress) -> None:
+            if progress.chunks and not killed:  # after a commit, with batches queued
                 os.kill(before[0], signal.SIGKILL)
                 killed.append(before[0])
 
@@ -119,6 +123,57 @@ def test_a_killed_actor_is_restarted_and_its_batch_retried(cluster: str, tmp_pat
         after = executor.actor_pids()
     assert killed and after[0] != before[0] and after[1] == before[1]
     assert summary.added == 30 and not summary.failed
+    assert_same_as_local(db, minilm_path, local)
+
+
+def test_an_actor_that_dies_for_good_ends_the_run_and_a_rerun_completes(
+        cluster: str, tmp_path: Path, docs: Path, minilm_path: Path, local: tuple) -> None:
+    db = tmp_path / "ray.db"
+    with RayExecutor(max_restarts=0) as executor, \
+            Engine(minilm_path, vocab_only=True) as head, \
+            Index(db, head, model_ref=str(minilm_path)) as index:
+        executor.start(head, str(minilm_path))
+        pid = executor.actor_pids()[0]
+        node = executor.nodes[0]
+
+        def kill_one(progress: Progress) -> None:
+            if progress.chunks:  # after a commit
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+        with pytest.raises(ClusterError, match=rf"the Ray actor on {re.escape(node)} died"):
+            index.add([docs], executor=executor, progress=kill_one)
+        kept = len({r[0] for r in rows(index)})
+        assert 0 < kept < 30 and not any(orphans(index).values())
+        summary = index.add([docs], executor=executor)  # new actors, the rest of the files
+        assert executor.actor_pids()[0] != pid
+    assert summary.added == 30 - kept and not summary.failed
+    assert_same_as_local(db, minilm_path, local)
+
+
+def test_the_cli_prints_only_its_summary_on_stdout_when_an_actor_dies(
+        cluster: str, tmp_path: Path, docs: Path, minilm_path: Path, local: tuple,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray prints a dead actor's report on stdout; the CLI sends it to stderr."""
+    start, submit = RayExecutor.start, RayExecutor.submit
+    pids: list[int] = []
+
+    def start_and_note(self: RayExecutor, *args: object) -> None:
+        start(self, *args)  # type: ignore[arg-type]
+        pids[:] = self.actor_pids()
+
+    def submit_and_kill(self: RayExecutor, *args: object) -> object:
+        if len(self._pending) and pids:  # a batch is on its way: kill an actor, once
+            os.kill(pids.pop(0), signal.SIGKILL)
+        return submit(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RayExecutor, "start", start_and_note)
+    monkeypatch.setattr(RayExecutor, "submit", submit_and_kill)
+    db = tmp_path / "ray.db"
+    result = CliRunner().invoke(cli, ["index", str(docs), "--db", str(db), "-m",
+                                      str(minilm_path), "--json", "--ray", cluster])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 30 and not pids
     assert_same_as_local(db, minilm_path, local)
 
 
@@ -139,7 +194,7 @@ def test_a_killed_driver_then_a_rerun_completes(cluster: str, tmp_path: Path, do
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert "embedding on 2 Ray actors" in rerun.stderr
-    assert f'"added": {30 - kept}' in rerun.stdout
+    assert json.loads(rerun.stdout)["added"] == 30 - kept
     assert_same_as_local(db, minilm_path, local)
 
 

@@ -130,7 +130,10 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     bar = _ProgressLine(executor) if show else None
     cancel = threading.Event()
     try:
-        with _cancel_on_ctrl_c(cancel), executor or contextlib.nullcontext(), Index(
+        # Ray prints its cluster's errors (a dead actor, ...) on stdout: stderr here, so that
+        # stdout carries the summary only
+        quiet = contextlib.redirect_stdout(sys.stderr) if executor else contextlib.nullcontext()
+        with _cancel_on_ctrl_c(cancel), quiet, executor or contextlib.nullcontext(), Index(
                 db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
                 model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
             summary = idx.add(list(paths), include=include, exclude=exclude,

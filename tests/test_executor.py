@@ -156,6 +156,7 @@ def test_cancel_writes_the_batches_done_and_drops_the_rest(tmp_path: Path, docs:
     def progress(p: object) -> None:
         seen.append(1)
         if len(seen) == 3:
+            pool.jobs[0].future.result()  # one batch done, others maybe not: then cancel
             cancel.set()
 
     summary, got_rows, _, holes = build(db, docs, pool, cancel=cancel, progress=progress)

@@ -112,6 +112,7 @@ class _Flight:
     job: EmbedJob | None
     borrowed: dict[str, _Flight]
     n_chunks: int
+    report: tuple[int, int, float, str] | None = None  # progress to report once written
     error: str = ""
 
     def job_done(self) -> bool:
@@ -195,11 +196,10 @@ class Indexer:
                 if batch and (batch_chunks >= BATCH_CHUNKS or batch_tokens >= BATCH_TOKENS):
                     if self._cancelled():
                         break
-                    self._send(batch)
+                    self._send(batch, (done, len(found), start, path))
                     batch, batch_chunks, batch_tokens = [], 0, 0
-                    self._report(done, len(found), start, path)
             if batch and not self._cancelled():
-                self._send(batch)
+                self._send(batch, None)
             self._drain()
         finally:  # an error or an interrupt: drop what is still in flight
             for flight in self._flights:
@@ -275,9 +275,12 @@ class Indexer:
     def _chunks(self, doc: Extracted) -> list[Chunk]:
         return [c for c in chunk(doc, self.count_tokens, self.settings) if c.text.strip()]
 
-    def _send(self, batch: list[_Pending]) -> None:
-        """Hand ``batch`` to the executor; write the oldest batches while the window is full."""
-        self._flights.append(self._submit(batch))
+    def _send(self, batch: list[_Pending], report: tuple[int, int, float, str] | None) -> None:
+        """Hand ``batch`` to the executor; write the oldest batches while the window is full
+        (each written batch reports the progress made up to it)."""
+        flight = self._submit(batch)
+        flight.report = report
+        self._flights.append(flight)
         while len(self._flights) >= self.executor.window:
             self._land(self._flights.popleft())
 
@@ -320,7 +323,13 @@ class Indexer:
         if flight.error:
             for pending in flight.batch:
                 summary.failed.append((pending.path, flight.error))
-            return
+        else:
+            self._write(flight)
+        if flight.report is not None:
+            self._report(*flight.report)
+
+    def _write(self, flight: _Flight) -> None:
+        summary = self.summary
         vectors = flight.vectors
         with self.store.transaction():
             for pending in flight.batch:

@@ -206,8 +206,11 @@ class RayExecutor:
         resources = ray.cluster_resources()
         n_gpus = int(resources.get("GPU", 0))
         self.use_gpus = n_gpus > 0 if self.gpus is None else self.gpus
-        count = self.actors or (n_gpus if self.use_gpus
-                                else max(1, int(resources.get("CPU", 1)) // self.cpus_per_actor))
+        if self.use_gpus and not n_gpus:
+            raise ClusterError(f"GPU actors were asked for, but the Ray cluster has "
+                               f"{_free(resources)}: add GPU nodes, or leave gpus unset")
+        count = self.actors or max(1, n_gpus if self.use_gpus
+                                   else int(resources.get("CPU", 1)) // self.cpus_per_actor)
         ref = self.model or model or str(engine.path)
         options: dict[str, Any] = {"offline": self.offline, "cache_dir": self.cache_dir,
                                    "engine": {"n_threads": self.cpus_per_actor,

@@ -216,6 +216,15 @@ def test_a_node_that_cannot_load_the_model_is_named(cluster: str, tmp_path: Path
         assert index.store.counts()["documents"] == 0
 
 
+def test_gpu_actors_on_a_cluster_without_gpus_are_refused(cluster: str, tmp_path: Path,
+                                                         minilm_path: Path) -> None:
+    with Engine(minilm_path, vocab_only=True) as head, \
+            Index(tmp_path / "ray.db", head, model_ref=str(minilm_path)) as index, \
+            RayExecutor(gpus=True) as executor, \
+            pytest.raises(ClusterError, match="the Ray cluster has 2 CPU, 0 GPU"):
+        index.add([tmp_path], executor=executor)
+
+
 def test_without_ray_the_cli_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch,
                                                     tmp_path: Path, docs: Path,
                                                     minilm_path: Path) -> None:

@@ -1,7 +1,8 @@
 """gguf-embed: private, offline semantic search with GGUF embedding models.
 
 ``Engine``, ``IdleEngine`` and ``Reranker`` (and their options) load llama.cpp, so they are
-imported on first use: ``gguf_embed.testing`` and the index work without it.
+imported on first use: ``gguf_embed.testing`` and the index work without it.  ``RayExecutor``
+imports Ray only when a run starts (``pip install "gguf-embed[ray]"``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chunking import ChunkSettings
 from .errors import (
+    ClusterError,
     EngineError,
     GgufEmbedError,
     IndexBusy,
@@ -25,6 +27,7 @@ from .errors import (
     PathError,
     QueryTruncated,
 )
+from .executor import Executor
 from .index import Index
 from .indexer import IndexSummary, Progress
 from .models import (
@@ -41,12 +44,14 @@ from .search import SearchResult
 if TYPE_CHECKING:
     from .engine import Engine, EngineOptions
     from .idle import IdleEngine
+    from .ray_executor import RayExecutor
     from .reranker import Reranker, RerankOptions, RerankScores
 
 __version__ = "0.1.0"
 
 _LAZY = {"Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
-         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker"}
+         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker",
+         "RayExecutor": "ray_executor"}
 
 
 def __getattr__(name: str) -> Any:
@@ -62,11 +67,13 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_RERANKER",
     "ChunkSettings",
+    "ClusterError",
     "EmbeddingEngine",
     "Embeddings",
     "Engine",
     "EngineError",
     "EngineOptions",
+    "Executor",
     "GgufEmbedError",
     "IdleEngine",
     "Index",
@@ -85,6 +92,7 @@ __all__ = [
     "Prepared",
     "Progress",
     "QueryTruncated",
+    "RayExecutor",
     "RerankOptions",
     "RerankScores",
     "Reranker",

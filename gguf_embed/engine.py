@@ -92,6 +92,7 @@ class Engine:
         n_threads: int | None = None,
         n_gpu_layers: int | None = None,
         options: EngineOptions | None = None,
+        vocab_only: bool = False,
     ) -> None:
         if isinstance(model, ResolvedModel):
             path, spec = model.path, spec or model.spec
@@ -106,10 +107,16 @@ class Engine:
         self._model: Any = None
         self._packed: Context | None = None
         self._long: Context | None = None
+        # vocab_only: the tokenizer and the header, no weights (a Ray head node chunks text
+        # for actors that embed it); it tokenizes and counts, and refuses to embed
+        self.vocab_only = vocab_only
         _check_gguf_file(path)
         _llama.backend()
         params = lc.llama_model_default_params()
-        if n_gpu_layers is None:
+        params.vocab_only = vocab_only
+        if vocab_only:
+            n_gpu_layers = 0
+        elif n_gpu_layers is None:
             n_gpu_layers = ALL_LAYERS if _llama.supports_gpu_offload() else 0
         params.n_gpu_layers = n_gpu_layers
         self.n_gpu_layers = n_gpu_layers
@@ -131,9 +138,11 @@ class Engine:
                 f"qwen3-embedding-0.6b to --model")
         self._vocab = lc.llama_model_get_vocab(self._model)
         self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
+        # a vocab_only load has no hyperparameters: the header's keys say the same
         self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(
-            self._model))
-        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model))
+            self._model) or self._header_int("embedding_length_out", "embedding_length"))
+        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model)
+                               or self._header_int("context_length"))
         causal_key = self.metadata.get(f"{self.arch}.attention.causal")
         self.causal = (causal_key == "true") if causal_key is not None else (
             self.arch not in NON_CAUSAL_ARCHS)
@@ -251,6 +260,9 @@ class Engine:
         one list: they are packed into shared decodes).  ``urgent`` work (queries) takes the
         engine before waiting non-urgent work (document batches)."""
         self._check_open()
+        if self.vocab_only:
+            raise EngineError(f"the engine for {self.path.name} was loaded vocab_only: it "
+                              f"tokenizes but cannot embed; load it without vocab_only")
         self.check_dimensions(dimensions)
         if isinstance(prepared, Prepared):
             seqs, truncated = prepared.sequences, prepared.truncated
@@ -315,6 +327,13 @@ class Engine:
             self.close()
 
     # ---------------------------------------------------------------- internals
+    def _header_int(self, *keys: str) -> int:
+        for key in keys:
+            value = self.metadata.get(f"{self.arch}.{key}", "")
+            if value.isdigit():
+                return int(value)
+        return 0
+
     def _find_eos(self) -> int:
         text = self.spec.eos_token
         if text:

@@ -11,7 +11,9 @@
     ├── IndexFileError             the SQLite index (see store.py) cannot serve the request
     │   ├── IndexMismatch          the index was built with another model, dimensions or settings
     │   └── IndexBusy              another process is writing the index (and waiting was off)
-    └── EngineError                llama.cpp failed while decoding
+    ├── EngineError                llama.cpp failed while decoding
+    └── ClusterError               the Ray cluster cannot go on (unreachable, an actor died
+                                   more often than it may be restarted, ray not installed)
 
     QueryTruncated (a UserWarning)  a search query was cut to the model's context
 
@@ -92,3 +94,7 @@ class QueryTruncated(UserWarning):
 
 class EngineError(GgufEmbedError):
     """llama.cpp failed while decoding."""
+
+
+class ClusterError(GgufEmbedError):
+    """The Ray cluster embedding an index run cannot go on; what was committed stays."""

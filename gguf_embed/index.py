@@ -37,6 +37,7 @@ from ._lock import WriteLock
 from ._text import check_text
 from .chunking import ChunkSettings
 from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
+from .executor import Executor
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
 from .merge import MergeSummary, merge_into
@@ -182,7 +183,8 @@ class Index:
             max_file_bytes: int = DEFAULT_MAX_BYTES,
             progress: Callable[[Progress], None] | None = None,
             prune_missing: bool = False,
-            cancel: threading.Event | None = None) -> IndexSummary:
+            cancel: threading.Event | None = None,
+            executor: Executor | None = None) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
 
         A path that does not exist or cannot be read (or an empty folder while the index holds
@@ -192,16 +194,24 @@ class Index:
 
         Setting ``cancel`` (from any thread) stops the run before its next batch is embedded:
         what was committed stays, ``summary.cancelled`` is true, and the next run goes on from
-        there."""
+        there.
+
+        ``executor`` embeds the batches elsewhere, e.g. a
+        :class:`~gguf_embed.ray_executor.RayExecutor` (Ray actors, several batches in flight;
+        the engine here then only tokenizes, and may be loaded ``vocab_only``).  Whatever
+        embeds them, batches are written here, in order, each in one transaction."""
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
         rules = self._rules(include, exclude, use_ignore_files)
+        if executor is not None:  # before anything changes: a cluster may refuse the model
+            executor.start(engine, self.meta.get("model"))
         self._remember_roots(paths)
         run_id = self.store.start_run()
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
-                          max_file_bytes=max_file_bytes, progress=progress, cancel=cancel)
+                          max_file_bytes=max_file_bytes, progress=progress, cancel=cancel,
+                          executor=executor)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         return summary

@@ -7,7 +7,10 @@
   consistent file and the next run finishes the job;
 * bad files never stop the run: they are listed in the summary with the reason;
 * a run can be cancelled (a ``threading.Event``): it stops before the next batch is embedded,
-  keeps what it committed, and the next run goes on from there.
+  keeps what it committed, and the next run goes on from there;
+* batches are embedded by an executor (see executor.py): here, one at a time, or on Ray
+  actors with several in flight; either way they are written in the order they were made,
+  each in its own transaction, by the same code.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +28,8 @@ from typing import Any
 
 from ._vectors import vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
-from .errors import GgufEmbedError
+from .errors import ClusterError, GgufEmbedError
+from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
 from .store import Store
@@ -96,6 +101,24 @@ class _Pending:
     existed: bool
 
 
+@dataclass
+class _Flight:
+    """A batch on its way: the vectors the store had, the texts an executor is embedding,
+    and the chunks that an earlier batch in flight is embedding (written before this one)."""
+
+    batch: list[_Pending]
+    vectors: dict[str, bytes]  # chunk hash -> vector blob
+    todo: list[str]  # hashes whose texts went to the executor, in order
+    job: EmbedJob | None
+    borrowed: dict[str, _Flight]
+    n_chunks: int
+    report: tuple[int, int, float, str] | None = None  # progress to report once written
+    error: str = ""
+
+    def job_done(self) -> bool:
+        return self.job is None or self.job.wait(0)
+
+
 class Indexer:
     """Brings the documents under some paths in ``store`` up to date, using ``engine``."""
 
@@ -103,9 +126,16 @@ class Indexer:
                  dimensions: int | None = None, rules: Rules | None = None,
                  max_file_bytes: int = DEFAULT_MAX_BYTES,
                  progress: Callable[[Progress], None] | None = None,
-                 cancel: threading.Event | None = None) -> None:
+                 cancel: threading.Event | None = None,
+                 executor: Executor | None = None) -> None:
         self.store = store
         self.engine = engine
+        if executor is None:
+            executor = LocalExecutor()
+            executor.start(engine, None)
+        self.executor = executor
+        self._flights: deque[_Flight] = deque()
+        self._embedding: dict[str, _Flight] = {}  # chunk hash -> the flight embedding it
         self.settings = settings
         self.dimensions = dimensions
         self.rules = rules or Rules()
@@ -152,24 +182,31 @@ class Indexer:
         batch: list[_Pending] = []
         batch_chunks = batch_tokens = 0
         done = 0
-        for item in found:
-            if self._cancelled():
-                break
-            done += 1
-            path = str(item.path)
-            pending = self._examine(item.path, existing.get(path), gone_by_hash)
-            if pending is not None:
-                batch.append(pending)
-                batch_chunks += len(pending.chunks)
-                batch_tokens += sum(c.n_tokens for c in pending.chunks)
-            if batch and (batch_chunks >= BATCH_CHUNKS or batch_tokens >= BATCH_TOKENS):
+        try:
+            for item in found:
                 if self._cancelled():
                     break
-                self._flush(batch)
-                batch, batch_chunks, batch_tokens = [], 0, 0
-                self._report(done, len(found), start, path)
-        if batch and not self._cancelled():
-            self._flush(batch)
+                done += 1
+                path = str(item.path)
+                pending = self._examine(item.path, existing.get(path), gone_by_hash)
+                if pending is not None:
+                    batch.append(pending)
+                    batch_chunks += len(pending.chunks)
+                    batch_tokens += sum(c.n_tokens for c in pending.chunks)
+                if batch and (batch_chunks >= BATCH_CHUNKS or batch_tokens >= BATCH_TOKENS):
+                    if self._cancelled():
+                        break
+                    self._send(batch, (done, len(found), start, path))
+                    batch, batch_chunks, batch_tokens = [], 0, 0
+            if batch and not self._cancelled():
+                self._send(batch, None)
+            self._drain()
+        finally:  # an error or an interrupt: drop what is still in flight
+            for flight in self._flights:
+                if flight.job is not None:
+                    flight.job.cancel()
+            self._flights.clear()
+            self._embedding.clear()
         self._report(done, len(found), start, "")
         still_gone = [p for p in gone if p not in self._moved_from]
         if still_gone and not summary.cancelled:
@@ -238,28 +275,64 @@ class Indexer:
     def _chunks(self, doc: Extracted) -> list[Chunk]:
         return [c for c in chunk(doc, self.count_tokens, self.settings) if c.text.strip()]
 
-    def _flush(self, batch: list[_Pending]) -> None:
-        summary = self.summary
+    def _send(self, batch: list[_Pending], report: tuple[int, int, float, str] | None) -> None:
+        """Hand ``batch`` to the executor; write the oldest batches while the window is full
+        (each written batch reports the progress made up to it)."""
+        flight = self._submit(batch)
+        flight.report = report
+        self._flights.append(flight)
+        while len(self._flights) >= self.executor.window:
+            self._land(self._flights.popleft())
+
+    def _drain(self) -> None:
+        """Write what is in flight, in order; after a cancel, only the batches already done."""
+        while self._flights:
+            if self.summary.cancelled and not self._flights[0].job_done():
+                return  # the finally of update() drops the rest
+            self._land(self._flights.popleft())
+
+    def _submit(self, batch: list[_Pending]) -> _Flight:
         hashes = [c.hash for p in batch for c in p.chunks]
         vectors = self.store.vectors_by_hash(hashes)
         todo: dict[str, str] = {}
+        borrowed: dict[str, _Flight] = {}
         for pending in batch:
             for c in pending.chunks:
-                if c.hash not in vectors:
-                    todo.setdefault(c.hash, c.text)
-        if todo:
-            texts = list(todo.values())
-            try:
-                result = self.engine.encode(texts, dimensions=self.dimensions)
-            except GgufEmbedError as exc:
-                for pending in batch:
-                    summary.failed.append((pending.path, f"embedding failed: {exc}"))
-                return
-            for key, vector in zip(todo, result.vectors, strict=True):
-                vectors[key] = vec_blob(vector)
-            summary.tokens_embedded += result.total_tokens
+                if c.hash in vectors or c.hash in todo or c.hash in borrowed:
+                    continue
+                earlier = self._embedding.get(c.hash)
+                if earlier is not None:
+                    borrowed[c.hash] = earlier
+                else:
+                    todo[c.hash] = c.text
+        job = self.executor.submit(list(todo.values()), self.dimensions) if todo else None
+        flight = _Flight(batch, vectors, list(todo), job, borrowed, len(hashes))
+        self._embedding.update(dict.fromkeys(todo, flight))
+        return flight
+
+    def _land(self, flight: _Flight) -> None:
+        """Wait for ``flight``'s vectors and write its documents in one transaction (or list
+        them as failed)."""
+        try:
+            self._collect(flight)
+        finally:
+            for key in flight.todo:
+                if self._embedding.get(key) is flight:
+                    del self._embedding[key]
+        summary = self.summary
+        if flight.error:
+            for pending in flight.batch:
+                summary.failed.append((pending.path, flight.error))
+        else:
+            self._write(flight)
+        if flight.report is not None:
+            self._report(*flight.report)
+
+    def _write(self, flight: _Flight) -> None:
+        summary = self.summary
+        vectors = flight.vectors
         with self.store.transaction():
-            for pending in batch:
+            for pending in flight.batch:
                 self.store.write_document(
                     path=pending.path, hash=pending.hash, size=pending.size,
                     mtime=pending.mtime, kind=pending.kind, chunks=pending.chunks,
@@ -269,7 +342,25 @@ class Indexer:
                 else:
                     summary.added += 1
                 summary.chunks += len(pending.chunks)
-        summary.chunks_reused += len(hashes) - len(todo)
+        summary.chunks_reused += flight.n_chunks - len(flight.todo)
+
+    def _collect(self, flight: _Flight) -> None:
+        if flight.job is not None:
+            try:
+                result = flight.job.result()
+            except ClusterError:
+                raise
+            except GgufEmbedError as exc:
+                flight.error = f"embedding failed: {exc}"
+                return
+            for key, vector in zip(flight.todo, result.vectors, strict=True):
+                flight.vectors[key] = vec_blob(vector)
+            self.summary.tokens_embedded += result.total_tokens
+        for key, earlier in flight.borrowed.items():
+            if key not in earlier.vectors:  # the batch that embedded it failed
+                flight.error = earlier.error
+                return
+            flight.vectors[key] = earlier.vectors[key]
 
     def _report(self, done: int, total: int, start: float, path: str) -> None:
         if self.progress:

@@ -13,13 +13,13 @@ from gguf_embed.protocol import EmbeddingEngine, Prepared
 from gguf_embed.testing import FakeEngine
 
 EXPECTED = [
-    "CATALOG", "ChunkSettings", "DEFAULT_MODEL", "DEFAULT_RERANKER", "EmbeddingEngine",
-    "Embeddings", "Engine", "EngineError", "EngineOptions", "GgufEmbedError", "IdleEngine",
-    "Index", "IndexBusy", "IndexFileError", "IndexMismatch", "IndexSummary", "InputError",
-    "InputTooLong", "InvalidDimensions", "ModelError", "ModelLoadError", "ModelNotFound",
-    "ModelSpec", "PathError", "Prepared", "Progress", "QueryTruncated", "RerankOptions",
-    "RerankScores", "Reranker", "ResolvedModel", "SearchResult", "__version__",
-    "resolve_model",
+    "CATALOG", "ChunkSettings", "ClusterError", "DEFAULT_MODEL", "DEFAULT_RERANKER",
+    "EmbeddingEngine", "Embeddings", "Engine", "EngineError", "EngineOptions", "Executor",
+    "GgufEmbedError", "IdleEngine", "Index", "IndexBusy", "IndexFileError", "IndexMismatch",
+    "IndexSummary", "InputError", "InputTooLong", "InvalidDimensions", "ModelError",
+    "ModelLoadError", "ModelNotFound", "ModelSpec", "PathError", "Prepared", "Progress",
+    "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores", "Reranker",
+    "ResolvedModel", "SearchResult", "__version__", "resolve_model",
 ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -47,6 +48,19 @@ def db_option(func: Any) -> Any:
         help=f"The index file [env: GGUF_EMBED_DB; default: {default_db()}].")(func)
 
 
+_RAY_ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
+
+
+def _check_ray_address(ctx: click.Context, param: click.Parameter,
+                       value: str | None) -> str | None:
+    if value is None or value in ("", "auto", "local") or _RAY_ADDRESS.match(value):
+        return value
+    hint = (" (it is a path: put --ray after the paths)"
+            if os.path.exists(value) else "")
+    raise click.BadParameter(f"{value!r} is not a Ray address: give auto, HOST:PORT or "
+                             f"ray://HOST:PORT, or --ray alone{hint}", ctx, param)
+
+
 @cli.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
@@ -68,40 +82,66 @@ def db_option(func: Any) -> Any:
 @click.option("--prune-missing", is_flag=True,
               help="Remove the documents of PATHS that no longer exist (otherwise a missing "
                    "or unreadable PATH is an error and nothing changes).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="", default=None,
+              metavar="[ADDRESS]", callback=_check_ray_address,
+              help="Embed on a Ray cluster: alone, Ray's default (RAY_ADDRESS, the cluster "
+                   "started on this machine, else a new local one); or 'auto', "
+                   "HOST:PORT, ray://HOST:PORT.  Needs pip install \"gguf-embed[ray]\".")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Ray actors to start [default: as many as the cluster has GPUs, else one "
+                   "per --ray-cpus CPUs].")
+@click.option("--ray-cpus", type=click.IntRange(min=1), default=1, show_default=True,
+              metavar="N", help="CPU slots (llama.cpp threads) per Ray actor without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
           exclude: tuple[str, ...], no_ignore: bool, reindex: bool, dimensions: int | None,
           chunk_tokens: int | None, chunk_overlap: int | None, max_file_size: float,
-          progress: bool | None, prune_missing: bool, as_json: bool) -> None:
+          progress: bool | None, prune_missing: bool, ray_address: str | None,
+          ray_actors: int | None, ray_cpus: int, as_json: bool) -> None:
     """Index the files under PATHS: new and changed files are embedded, deleted ones removed.
 
     A PATH that does not exist or cannot be read is an error (exit 1) and nothing changes,
     unless --prune-missing.  One writer at a time: a second run on the same index waits for
     the first to finish (and says so on stderr).
+
+    With --ray, this process walks, chunks and writes; Ray actors embed (see
+    docs/scale-out.md).
     """
     db = db or default_db()
     if not prune_missing:
         check_roots(list(paths))  # before anything is loaded or created
     if not reindex:
         model = Index.model_for(db, model)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    executor = None
+    if ray_address is not None:  # the model is loaded by the actors; here its tokenizer
+        from ..ray_executor import RayExecutor, import_ray
+
+        import_ray()  # not installed: say so before loading anything
+        executor = RayExecutor(ray_address or None, actors=ray_actors, cpus_per_actor=ray_cpus,
+                               offline=offline)
+    engine = load_engine(model, offline, hf_endpoint, cache_dir,
+                         **({"vocab_only": True} if executor else {}))
     chunking = None
     if chunk_tokens or chunk_overlap is not None:
         base = ChunkSettings.for_context(engine.max_tokens)
         chunking = ChunkSettings(chunk_tokens or base.max_tokens,
                                  base.overlap if chunk_overlap is None else chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
-    bar = _ProgressLine() if show else None
+    bar = _ProgressLine(executor) if show else None
     cancel = threading.Event()
     try:
-        with _cancel_on_ctrl_c(cancel), Index(
+        # Ray prints its cluster's errors (a dead actor, ...) on stdout: stderr here, so that
+        # stdout carries the summary only
+        quiet = contextlib.redirect_stdout(sys.stderr) if executor else contextlib.nullcontext()
+        with _cancel_on_ctrl_c(cancel), quiet, executor or contextlib.nullcontext(), Index(
                 db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
                 model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
             summary = idx.add(list(paths), include=include, exclude=exclude,
                               use_ignore_files=not no_ignore,
                               max_file_bytes=int(max_file_size * 1e6),
-                              progress=bar, prune_missing=prune_missing, cancel=cancel)
+                              progress=bar, prune_missing=prune_missing, cancel=cancel,
+                              executor=executor)
     except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
         if bar:
             bar.close()
@@ -156,14 +196,19 @@ def _model_ref(model: str | None, engine: Any) -> str:
 
 
 class _ProgressLine:
-    """A tqdm progress bar on stderr: files done, chunks, tokens/s and the time left."""
+    """A tqdm progress bar on stderr: files done, chunks, tokens/s and the time left (after
+    one line on the Ray actors, with --ray)."""
 
-    def __init__(self) -> None:
+    def __init__(self, executor: Any = None) -> None:
         self.bar: Any = None
+        self.executor = executor
 
     def __call__(self, p: Progress) -> None:
         if self.bar is None:
             from tqdm import tqdm
+
+            if self.executor is not None:
+                click.echo(f"embedding on {self.executor.describe()}", err=True)
 
             # smoothing=0: the ETA from the average rate, as Progress.eta computes it
             self.bar = tqdm(total=p.files_total, unit="file", file=sys.stderr, smoothing=0,

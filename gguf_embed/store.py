@@ -293,8 +293,11 @@ class Store:
     def reset(self) -> None:
         """Drop every document, chunk and vector, and the meta (for --reindex)."""
         with self.transaction():
-            self.conn.execute("DELETE FROM documents")  # cascades to chunks, FTS and vectors
-            self.conn.execute("DROP TABLE IF EXISTS vec_bits")
+            # a new index has no vector tables yet (nor documents), and the delete trigger
+            # names vec_bits: deleting would fail to prepare
+            if _has_table(self.conn, "vec_bits"):
+                self.conn.execute("DELETE FROM documents")  # cascades to chunks, FTS, vectors
+                self.conn.execute("DROP TABLE vec_bits")
             self.conn.execute("DELETE FROM meta WHERE key != 'schema_version'")
         self.dims = None
         self.meta = self._read_meta()

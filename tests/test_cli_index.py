@@ -92,6 +92,19 @@ def test_reindex_needed_for_another_model(indexed: tuple[Path, Path], qwen_path:
     assert result.exit_code == 0 and json.loads(result.stdout)["added"] == 80
 
 
+def test_reindex_on_a_new_index_file(indexed: tuple[Path, Path], qwen_path: Path,
+                                     tmp_path: Path) -> None:
+    """--reindex where no index exists yet builds one (it failed with 'no such table:
+    main.vec_bits'), and a second --reindex rebuilds it."""
+    _, docs = indexed
+    db = tmp_path / "new.db"
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["index", str(docs), "--db", str(db), "-m",
+                                          str(qwen_path), "--reindex", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["added"] == 80
+
+
 def test_search_missing_index(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["search", "x", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 1 and "no index at" in result.stderr

@@ -7,7 +7,10 @@
 #   bash scripts/device/run.sh models 0.6b      # random-weight shape GGUFs: F16, Q8_0, Q4_K_M
 #   bash scripts/device/run.sh bench 0.6b       # the size table, our engine vs llama.cpp
 #   bash scripts/device/run.sh models 4b; bash scripts/device/run.sh bench 4b
+#   bash scripts/device/run.sh ray 0.6b         # index --ray, one GPU actor, against a local run
 #
+# The ray stage needs Ray there: its wheel (~80 MB) is over one call's 64 MiB, so carry it in
+# two calls as halves (`split -n 2`) and `cat` them together on the warm machine first.
 # PRESET=cpu runs the same stages on a CPU-only machine (how this script is checked).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,7 +25,7 @@ if [ -d .device/wheels ] && ! python3 -c 'import apsw, sqlite_vec, pypdf, diskca
   export PYTHONPATH=/tmp/site
 fi
 cp -n .device/llama_cpp_python-*.tar.gz "$GGUF_EMBED_DEV_CACHE/sdist/" 2>/dev/null || true
-CORPUS=tests/data  # the tldr pages, committed
+CORPUS=${CORPUS:-tests/data}  # the tldr pages, committed
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 case "${1:?stage: build, models SHAPE or bench SHAPE}" in
@@ -43,6 +46,15 @@ case "${1:?stage: build, models SHAPE or bench SHAPE}" in
         --corpus "$CORPUS" --impls engine llama.cpp --llama-bin "$BIN" \
         --sizes ${SIZES:-short medium long} | tee -a "$OUT/sizes-$2.md"
     done
+    ;;
+  ray)
+    MODEL=${MODEL:-models/shape-qwen3-${2:?shape}-q4_k_m.gguf}
+    rm -f "$OUT/ray.db" "$OUT/local.db"
+    /usr/bin/time -f "local: %e s" python3 -m gguf_embed index "$CORPUS/tldr-linux" \
+      --db "$OUT/local.db" -m "$MODEL" --json | tee "$OUT/ray-local.json"
+    /usr/bin/time -f "--ray: %e s" python3 -m gguf_embed index "$CORPUS/tldr-linux" \
+      --db "$OUT/ray.db" -m "$MODEL" --ray --json | tee "$OUT/ray.json"
+    python3 -m scripts.compare_indexes "$OUT/local.db" "$OUT/ray.db"
     ;;
   *) echo "unknown stage $1" >&2; exit 2 ;;
 esac

@@ -47,10 +47,20 @@ def lib_dir() -> Path:
 
 @cache
 def _ggml() -> Any:
-    """libggml (ggml's backend registry), as loaded by libllama; None if it cannot be found."""
-    folder = lib_dir()
-    names = sorted(folder.glob("libggml.so*")) + sorted(folder.glob("libggml.dylib")) + sorted(
-        folder.glob("ggml.dll"))
+    """ggml's functions (its backend registry) as libllama uses them; None if not found.
+
+    They are looked up through libllama's own handle: ``dlsym`` on a handle also searches that
+    library's dependencies, so this is the libggml that llama.cpp runs on. Opening
+    ``lib/libggml.so`` by path would load a second copy with a registry of its own, because a
+    wheel holds copies of ``libggml.so`` and ``libggml.so.0``, not symlinks. (Windows does not
+    search dependencies that way, but loads a DLL once per name.)"""
+    if os.name == "nt":
+        names = [lib_dir() / "ggml.dll"]
+    else:
+        loaded = getattr(getattr(lc, "llama_cpp", None), "_lib", None)
+        names = [Path(loaded._name)] if getattr(loaded, "_name", None) else []
+        names += sorted(lib_dir().glob("libllama.so")) + sorted(lib_dir().glob("libllama.dylib"))
+    names = [n for n in names if n.exists()]
     if not names:
         return None
     try:
@@ -181,15 +191,18 @@ def is_rank_model(model: Any, metadata: dict[str, str], arch: str) -> bool:
 
 
 def system_info() -> str:
+    backend()  # a BACKEND_DL build lists nothing before its backends are loaded
     return lc.llama_print_system_info().decode("utf-8", "replace")
 
 
 def supports_gpu_offload() -> bool:
+    backend()
     return bool(lc.llama_supports_gpu_offload())
 
 
 def devices() -> list[dict[str, Any]]:
     """ggml's compute devices (CPU, CUDA GPUs, ...) with their memory, via libggml."""
+    backend()
     lib = _ggml()
     if lib is None:
         return []

@@ -57,8 +57,9 @@ def _ggml() -> Any:
     if os.name == "nt":
         names = [lib_dir() / "ggml.dll"]
     else:
-        loaded = getattr(getattr(lc, "llama_cpp", None), "_lib", None)
-        names = [Path(loaded._name)] if getattr(loaded, "_name", None) else []
+        loaded: str | None = getattr(getattr(getattr(lc, "llama_cpp", None), "_lib", None),
+                                     "_name", None)
+        names = [Path(loaded)] if loaded else []
         names += sorted(lib_dir().glob("libllama.so")) + sorted(lib_dir().glob("libllama.dylib"))
     names = [n for n in names if n.exists()]
     if not names:

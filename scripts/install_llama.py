@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """(Re)install llama-cpp-python built with one of the presets in CMakePresets.json.
 
-    python -m scripts.install_llama                 # the portable CPU build
+    python -m scripts.install_llama                 # CPU kernels picked at run time (cpu-dispatch)
+    python -m scripts.install_llama --preset cpu    # AVX2 kernels only: a build several times shorter
     python -m scripts.install_llama --preset cuda   # NVIDIA GPU offload
     python -m scripts.install_llama --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
 
@@ -125,7 +126,8 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu", help="a configure preset (default: cpu)")
+    parser.add_argument("--preset", default="cpu-dispatch",
+                        help="a configure preset (default: cpu-dispatch)")
     parser.add_argument("-D", dest="defines", action="append", default=[],
                         metavar="VAR=VALUE", help="extra CMake cache variable")
     parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION)

@@ -2,7 +2,7 @@
 """(Re)install llama-cpp-python built with one of the presets in CMakePresets.json.
 
     python -m scripts.install_llama                 # CPU kernels picked at run time (cpu-dispatch)
-    python -m scripts.install_llama --preset cpu    # AVX2 kernels only: a build several times shorter
+    python -m scripts.install_llama --preset cpu    # AVX2 only: a much shorter build
     python -m scripts.install_llama --preset cuda   # NVIDIA GPU offload
     python -m scripts.install_llama --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
 

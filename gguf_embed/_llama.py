@@ -11,6 +11,8 @@ from typing import Any
 
 import llama_cpp as lc
 
+from .errors import ModelLoadError
+
 log = logging.getLogger("gguf_embed.llama")
 logging.getLogger("gguf_embed").addHandler(logging.NullHandler())  # a library never prints
 
@@ -34,7 +36,122 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 def backend() -> None:
     """Start llama.cpp once per process and route its log to Python logging."""
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    load_backends()
     lc.llama_backend_init()
+
+
+def lib_dir() -> Path:
+    """Where llama-cpp-python keeps libllama and libggml."""
+    return Path(lc.__file__).parent / "lib"
+
+
+@cache
+def _ggml() -> Any:
+    """ggml's functions (its backend registry) as libllama uses them; None if not found.
+
+    They are looked up through libllama's own handle: ``dlsym`` on a handle also searches that
+    library's dependencies, so this is the libggml that llama.cpp runs on. Opening
+    ``lib/libggml.so`` by path would load a second copy with a registry of its own, because a
+    wheel holds copies of ``libggml.so`` and ``libggml.so.0``, not symlinks. (Windows does not
+    search dependencies that way, but loads a DLL once per name.)"""
+    if os.name == "nt":
+        names = [lib_dir() / "ggml.dll"]
+    else:
+        loaded: str | None = getattr(getattr(getattr(lc, "llama_cpp", None), "_lib", None),
+                                     "_name", None)
+        names = [Path(loaded)] if loaded else []
+        names += sorted(lib_dir().glob("libllama.so")) + sorted(lib_dir().glob("libllama.dylib"))
+    names = [n for n in names if n.exists()]
+    if not names:
+        return None
+    try:
+        lib = ctypes.CDLL(str(names[0]))
+        lib.ggml_backend_reg_count.restype = ctypes.c_size_t
+        lib.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+        lib.ggml_backend_load_all_from_path.restype = None
+        lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+        lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+        lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+        lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
+        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
+        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
+        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
+            fn.restype = ctypes.c_char_p
+            fn.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
+                                                ctypes.POINTER(ctypes.c_size_t)]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def load_backends() -> None:
+    """Load ggml's backends from llama-cpp-python's lib folder when it was built with
+    ``GGML_BACKEND_DL`` (the ``cpu-dispatch`` preset: one CPU library per x86 generation, the
+    best one for this CPU picked by score). llama.cpp's own ``ggml_backend_load_all`` looks
+    beside the Python executable and in the working directory, never there. A no-op for a
+    build with the backends linked in: they are registered already."""
+    lib = _ggml()
+    if lib is None or lib.ggml_backend_reg_count() > 0:
+        return
+    lib.ggml_backend_load_all_from_path(str(lib_dir()).encode())
+    if lib.ggml_backend_reg_count() == 0:
+        raise ModelLoadError(
+            f"llama-cpp-python was built with dynamically loaded backends (GGML_BACKEND_DL) but "
+            f"no libggml-cpu* library loads from {lib_dir()}; reinstall it with "
+            f"`python -m scripts.install_llama --preset cpu-dispatch` (or `--preset cpu`)")
+
+
+class _Feature(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_char_p)]
+
+
+class _DlInfo(ctypes.Structure):
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _library_of(address: int) -> str | None:
+    """The shared library file that holds ``address`` (dladdr; POSIX only)."""
+    try:
+        libc = ctypes.CDLL(None)
+        dladdr = libc.dladdr
+    except (OSError, AttributeError, TypeError):
+        return None
+    dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
+    dladdr.restype = ctypes.c_int
+    info = _DlInfo()
+    if not dladdr(address, ctypes.byref(info)) or not info.dli_fname:
+        return None
+    return os.fsdecode(info.dli_fname)
+
+
+def cpu_backend() -> dict[str, Any]:
+    """Which CPU kernels ggml runs, read from its backend registry: ``variant`` is the
+    ``GGML_CPU_ALL_VARIANTS`` library picked at run time (``haswell``, ``icelake``, ``zen4``,
+    ...) or ``built-in`` for a build whose kernels were fixed at compile time; ``features``
+    are the instruction sets that library was compiled for; ``library`` is its file."""
+    backend()
+    lib = _ggml()
+    reg = lib.ggml_backend_reg_by_name(b"CPU") if lib is not None else None
+    if not reg:
+        return {"variant": None, "features": [], "library": None}
+    fn = lib.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_get_features")
+    features: list[str] = []
+    if fn:
+        get = ctypes.CFUNCTYPE(ctypes.POINTER(_Feature), ctypes.c_void_p)(fn)
+        table = get(reg)
+        i = 0
+        while table and table[i].name is not None:
+            name, value = table[i].name.decode(), (table[i].value or b"").decode()
+            features.append(name if value == "1" else f"{name}={value}")
+            i += 1
+    library = _library_of(fn) if fn else None
+    stem = Path(library).name.split(".")[0] if library else ""
+    variant = stem.removeprefix("libggml-cpu-").removeprefix("ggml-cpu-") \
+        if stem.startswith(("libggml-cpu-", "ggml-cpu-")) else "built-in"
+    return {"variant": variant, "features": features, "library": library}
 
 
 def physical_cores() -> int:
@@ -75,32 +192,22 @@ def is_rank_model(model: Any, metadata: dict[str, str], arch: str) -> bool:
 
 
 def system_info() -> str:
+    backend()  # a BACKEND_DL build lists nothing before its backends are loaded
     return lc.llama_print_system_info().decode("utf-8", "replace")
 
 
 def supports_gpu_offload() -> bool:
+    backend()
     return bool(lc.llama_supports_gpu_offload())
 
 
 def devices() -> list[dict[str, Any]]:
     """ggml's compute devices (CPU, CUDA GPUs, ...) with their memory, via libggml."""
-    import llama_cpp
-
-    folder = Path(llama_cpp.__file__).parent / "lib"
-    names = sorted(folder.glob("libggml.so*")) + sorted(folder.glob("libggml.dylib")) + sorted(
-        folder.glob("ggml.dll"))
-    if not names:
+    backend()
+    lib = _ggml()
+    if lib is None:
         return []
     try:
-        lib = ctypes.CDLL(str(names[0]))
-        lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-        lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-        lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-        for fn in (lib.ggml_backend_dev_name, lib.ggml_backend_dev_description):
-            fn.restype = ctypes.c_char_p
-            fn.argtypes = [ctypes.c_void_p]
-        lib.ggml_backend_dev_memory.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t),
-                                                ctypes.POINTER(ctypes.c_size_t)]
         out = []
         for i in range(lib.ggml_backend_dev_count()):
             dev = lib.ggml_backend_dev_get(i)

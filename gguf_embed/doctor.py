@@ -50,10 +50,13 @@ def environment() -> dict[str, Any]:
 
     from .store import probe_extensions
 
+    cpu = _llama.cpu_backend()  # loads the backends first, so what follows sees them
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "llama_cpp_python": llama_cpp.__version__,
+        "cpu_backend": cpu["variant"],
+        "cpu_backend_library": cpu["library"],
         "llama_cpp_system_info": _llama.system_info().strip(),
         "gpu_offload": _llama.supports_gpu_offload(),
         "devices": _llama.devices(),

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gguf_embed import Engine
-from gguf_embed._llama import physical_cores
+from gguf_embed._llama import load_backends, physical_cores
 
 
 def gpu_used() -> float | None:
@@ -80,6 +80,7 @@ def python_runner(impl: str, gguf: str, hf_dir: str, target: int,
     if impl.startswith("stock"):
         from llama_cpp import Llama
 
+        load_backends()  # a BACKEND_DL build (cpu-dispatch) has none until loaded
         # one ubatch for the whole input up to medium; at 30k tokens that would need a 57 GB
         # attention matrix without flash attention, so long inputs go in 512-token ubatches
         kwargs = {} if impl == "stock-defaults" else {

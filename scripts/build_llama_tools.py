@@ -27,8 +27,12 @@ TARGETS = ("llama-bench", "llama-embedding")
 def build_tools(preset: str, defines: list[str], version: str = LLAMA_CPP_PYTHON_VERSION,
                 ) -> Path:
     variables = build_variables(preset, defines)
+    # static tools, except that dynamically loaded backends (the cpu-dispatch preset) need
+    # shared libraries; ggml then loads them from beside the tool in bin/
+    dl = variables.get("GGML_BACKEND_DL", "OFF").upper() == "ON"
     variables.update(LLAMA_BUILD_TOOLS="ON", LLAMA_BUILD_EXAMPLES="ON", LLAMA_CURL="OFF",
-                     LLAMA_OPENSSL="OFF", LLAMA_BUILD_APP="OFF", BUILD_SHARED_LIBS="OFF")
+                     LLAMA_OPENSSL="OFF", LLAMA_BUILD_APP="OFF",
+                     BUILD_SHARED_LIBS="ON" if dl else "OFF")
     args = [f"-D{k}={v}" for k, v in sorted(variables.items())]
     key = hashlib.sha256(f"{version} {' '.join(args)}".encode()).hexdigest()[:12]
     build = CACHE / "tools" / f"{preset}-{key}"

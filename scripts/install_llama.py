@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """(Re)install llama-cpp-python built with one of the presets in CMakePresets.json.
 
-    python -m scripts.install_llama                 # the portable CPU build
+    python -m scripts.install_llama                 # CPU kernels picked at run time (cpu-dispatch)
+    python -m scripts.install_llama --preset cpu    # AVX2 only: a much shorter build
     python -m scripts.install_llama --preset cuda   # NVIDIA GPU offload
     python -m scripts.install_llama --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
 
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 from scripts.llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
@@ -56,9 +58,50 @@ def cmake_args(variables: dict[str, str]) -> str:
     return " ".join(f"-D{k}={v}" for k, v in sorted(variables.items()))
 
 
+# GGML_CPU_ALL_VARIANTS builds one ggml-cpu library per x86 generation and always includes
+# `sapphirerapids`, the only one with AMX kernels (no CMake option leaves it out). On AVX-512 +
+# AMX CPUs it would score highest and be loaded, and its AMX matmul segfaults on quantized
+# models (llama.cpp #20824, in ggml_backend_amx_mul_mat). So it is taken out of the wheel: the
+# loader then picks the best remaining variant (zen4/icelake/... on those CPUs: AVX-512, no AMX).
+AMX_VARIANTS = ("ggml-cpu-sapphirerapids",)
+
+
+def dropped_libraries(variables: dict[str, str]) -> tuple[str, ...]:
+    """Backend libraries that must not ship in a wheel built with these cache variables."""
+    on = variables.get("GGML_CPU_ALL_VARIANTS", "OFF").upper() in ("ON", "1", "TRUE", "YES")
+    return AMX_VARIANTS if on else ()
+
+
+def drop_from_wheel(wheel: Path, names: tuple[str, ...]) -> list[str]:
+    """Rewrite ``wheel`` without the files whose name contains one of ``names`` (and without
+    their RECORD lines, so pip installs it cleanly). Returns the dropped paths."""
+    def unwanted(path: str) -> bool:
+        return any(name in path.rsplit("/", 1)[-1] for name in names)
+
+    tmp = wheel.with_suffix(".tmp")
+    dropped: list[str] = []
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            if unwanted(item.filename):
+                dropped.append(item.filename)
+                continue
+            data = src.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                lines = data.decode().splitlines(keepends=True)
+                data = "".join(ln for ln in lines if not unwanted(ln.split(",", 1)[0])).encode()
+            dst.writestr(item, data)
+    tmp.replace(wheel)
+    return dropped
+
+
 def build_wheel(preset: str, defines: list[str], version: str, isolation: bool = True) -> Path:
-    args = cmake_args(build_variables(preset, defines))
-    key = hashlib.sha256(f"{version} {args}".encode()).hexdigest()[:12]
+    variables = build_variables(preset, defines)
+    args = cmake_args(variables)
+    drop = dropped_libraries(variables)
+    # the key covers the preset's resolved variables (so editing a preset rebuilds) and what
+    # is dropped from the wheel afterwards
+    key = hashlib.sha256(
+        f"{version} {args}{' drop=' + ','.join(drop) if drop else ''}".encode()).hexdigest()[:12]
     folder = CACHE / "wheels" / f"{preset}-{key}"
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     if wheels:
@@ -73,13 +116,18 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
          *([] if isolation else ["--no-build-isolation"]), str(sdist_tarball(version))],
         check=True, env=env, stdout=sys.stderr,
     )
+    wheel = sorted(folder.glob("llama_cpp_python-*.whl"))[-1]
+    if drop:
+        for path in drop_from_wheel(wheel, drop):
+            print(f"dropped {path} from the wheel (AMX: llama.cpp #20824)", file=sys.stderr)
     (folder / "cmake-args.txt").write_text(args + "\n")
-    return sorted(folder.glob("llama_cpp_python-*.whl"))[-1]
+    return wheel
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu", help="a configure preset (default: cpu)")
+    parser.add_argument("--preset", default="cpu-dispatch",
+                        help="a configure preset (default: cpu-dispatch)")
     parser.add_argument("-D", dest="defines", action="append", default=[],
                         metavar="VAR=VALUE", help="extra CMake cache variable")
     parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION)

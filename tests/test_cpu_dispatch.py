@@ -1,0 +1,92 @@
+"""The runtime-dispatch CPU build (``cpu-dispatch`` preset): its wheel leaves the AMX variant
+out (llama.cpp #20824), and the engine loads and reports the CPU kernels it runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gguf_embed import _llama
+from gguf_embed.cli import cli
+from scripts.install_llama import build_variables, drop_from_wheel, dropped_libraries
+
+KNOWN_X86_VARIANTS = {"x64", "sse42", "sandybridge", "ivybridge", "piledriver", "haswell",
+                      "skylakex", "cannonlake", "cascadelake", "icelake", "cooperlake", "zen4",
+                      "alderlake"}
+
+
+def _fake_wheel(path: Path, files: list[str]) -> None:
+    record = "".join(f"{name},sha256=x,1\n" for name in files) + "pkg.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name in files:
+            wheel.writestr(name, b"\x7fELF" if name.endswith(".so") else b"x")
+        wheel.writestr("pkg.dist-info/RECORD", record)
+
+
+def test_the_dispatch_preset_builds_loadable_variants_and_drops_only_amx(tmp_path: Path) -> None:
+    variables = build_variables("cpu-dispatch", [])
+    assert variables["GGML_BACKEND_DL"] == "ON" and variables["GGML_CPU_ALL_VARIANTS"] == "ON"
+    assert variables["GGML_NATIVE"] == "OFF"
+    # the variant libraries must land beside libllama, where the engine loads them from
+    assert variables["CMAKE_INSTALL_BINDIR"] == "llama_cpp/lib"
+    assert dropped_libraries(variables) == ("ggml-cpu-sapphirerapids",)
+    assert dropped_libraries(build_variables("cpu", [])) == ()
+
+    wheel = tmp_path / "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
+    lib = "llama_cpp/lib/"
+    keep = [f"{lib}libggml-cpu-haswell.so", f"{lib}libggml-cpu-zen4.so", f"{lib}libllama.so",
+            "llama_cpp/__init__.py"]
+    _fake_wheel(wheel, [*keep, f"{lib}libggml-cpu-sapphirerapids.so"])
+    dropped = drop_from_wheel(wheel, dropped_libraries(variables))
+    assert dropped == [f"{lib}libggml-cpu-sapphirerapids.so"]
+    with zipfile.ZipFile(wheel) as z:
+        assert sorted(z.namelist()) == sorted([*keep, "pkg.dist-info/RECORD"])
+        record = z.read("pkg.dist-info/RECORD").decode()
+    assert "sapphirerapids" not in record
+    assert all(f"{name},sha256=x,1" in record for name in keep)
+
+
+def test_the_cpu_backend_is_reported_from_the_registry_and_has_no_amx() -> None:
+    cpu = _llama.cpu_backend()
+    library = Path(cpu["library"])
+    assert library.is_file() and library.parent.resolve() == _llama.lib_dir().resolve()
+    assert library.name.startswith("libggml-cpu")
+    if library.name.startswith("libggml-cpu-"):  # a GGML_CPU_ALL_VARIANTS build
+        assert cpu["variant"] in KNOWN_X86_VARIANTS
+    else:
+        assert cpu["variant"] == "built-in"
+    # the features are those the loaded library was compiled for, and libllama lists the same:
+    # both read one registry (a second copy of libggml, opened by path, had an empty one)
+    assert cpu["features"] and all(f.split("=")[0] in _llama.system_info()
+                                   for f in cpu["features"])
+    assert "AMX_INT8" not in cpu["features"]  # the kernels that segfault (llama.cpp #20824)
+
+
+def test_backends_load_once_in_a_fresh_process() -> None:
+    """A GGML_BACKEND_DL build registers nothing until the engine loads the backends from
+    llama-cpp-python's lib folder; a built-in build has its CPU backend from the start."""
+    script = ("import json; from gguf_embed import _llama; lib = _llama._ggml(); "
+              "before = lib.ggml_backend_reg_count(); _llama.backend(); _llama.backend(); "
+              "print(json.dumps([before, lib.ggml_backend_reg_count(), "
+              "_llama.cpu_backend()['variant']]))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # the library never prints
+    before, after, variant = json.loads(proc.stdout)
+    assert after >= 1
+    assert before == (0 if variant != "built-in" else after)
+
+
+def test_doctor_json_names_the_cpu_backend(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model at all")
+    result = CliRunner().invoke(cli, ["doctor", "-m", str(bad), "--json"])
+    env = json.loads(result.stdout)["environment"]
+    assert env["cpu_backend"] == _llama.cpu_backend()["variant"]
+    assert Path(env["cpu_backend_library"]).is_file()

@@ -36,15 +36,10 @@ def child(model: Path, count: int, repeat: int, corpus: Path, threads: int | Non
     """One build's run: load the engine, embed the texts, print a JSON line."""
     from gguf_embed import Engine, _llama
 
+    from .bench_engine import load_texts
+
     with Engine(model, n_threads=threads) as engine:
-        limit = min(engine.max_tokens, 512)
-        texts: list[str] = []
-        for page in sorted((corpus / "tldr-linux" / "pages").glob("*.md")):
-            text = page.read_text(encoding="utf-8")
-            if len(engine.tokenize(text)) <= limit:
-                texts.append(text)
-            if len(texts) == count:
-                break
+        texts = load_texts(corpus, count, engine, min(engine.max_tokens, 512))
         lengths = engine.count_tokens(texts)
         engine.embed(texts[:4])  # warm-up
         best, best_cpu = float("inf"), float("inf")

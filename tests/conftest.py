@@ -3,6 +3,7 @@ test corpus committed in tests/data (tldr pages, a PDF, CJK pages; see tests/dat
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,12 @@ from tests.support.build_models import OUTPUTS as NEEDED
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 DATA = ROOT / "tests" / "data"
+
+# Tests Ctrl-C real gguf-embed subprocesses. A suite started in the background (`cmd &`, nohup)
+# has SIGINT ignored, the children inherit that, and Python then installs no KeyboardInterrupt
+# handler in them: they would never stop. A terminal's Ctrl-C reaches a default handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")

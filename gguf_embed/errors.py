@@ -98,3 +98,10 @@ class EngineError(GgufEmbedError):
 
 class ClusterError(GgufEmbedError):
     """The Ray cluster embedding an index run cannot go on; what was committed stays."""
+
+
+def first_line(exc: BaseException, *, empty: str = "", limit: int | None = None) -> str:
+    """The first line of an exception's message (for a one-line error), ``empty`` if it has
+    none, cut to ``limit`` characters when given."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else empty

@@ -14,6 +14,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import ClassVar
 
+from .errors import first_line
+
 BINARY_SNIFF = 8192
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 # A line this long is minified or machine-written (bundled JS, one-line JSON or CSV dumps):
@@ -179,12 +181,10 @@ def extract_pdf(data: bytes) -> Extracted | Skip:
         return Skip("encrypted PDF (AES); install the 'cryptography' package to read it",
                     failed=True)
     except Exception as exc:  # pypdf raises many kinds on broken files; one file, one skip
-        return Skip(f"broken PDF: {type(exc).__name__}: {_first_line(exc)}", failed=True)
+        why = first_line(exc, empty="unreadable", limit=200)
+        return Skip(f"broken PDF: {type(exc).__name__}: {why}", failed=True)
     if not any(t.strip() for t in texts):
         return Skip("PDF has no extractable text (scanned images?)")
     return Extracted(text="\n".join(texts), lines=lines, pages=pages, kind="pdf")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else "unreadable"

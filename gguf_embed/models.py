@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError, ModelNotFound
+from .errors import ModelError, ModelNotFound, first_line
 
 QWEN3_QUERY = "Instruct: {task}\nQuery:{text}"
 QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -261,7 +261,7 @@ def _hub_download(spec: ModelSpec, *, cache_dir: str | Path | None, endpoint: st
             return None
         raise ModelNotFound(
             f"cannot download {spec.file} ({spec.repo}@{spec.revision}): "
-            f"{type(exc).__name__}: {_first_line(exc)}; check the name, or pass --model PATH"
+            f"{type(exc).__name__}: {first_line(exc)}; check the name, or pass --model PATH"
         ) from exc
     return Path(str(path))
 
@@ -284,11 +284,6 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else ""
 
 
 @functools.cache

@@ -25,7 +25,14 @@ from typing import Any
 import numpy as np
 
 from . import errors
-from .errors import ClusterError, EngineError, GgufEmbedError, InputError, ModelError
+from .errors import (
+    ClusterError,
+    EngineError,
+    GgufEmbedError,
+    InputError,
+    ModelError,
+    first_line,
+)
 from .protocol import EmbeddingEngine, Embeddings
 
 INSTALL_HINT = 'pip install "gguf-embed[ray]"'
@@ -119,11 +126,11 @@ class _RayJob:
             self.executor.stale = True  # the next start() makes new actors
             raise ClusterError(
                 f"the Ray actor on {node} died and was not restarted in time "
-                f"(max_restarts={self.executor.max_restarts}): {_first_line(exc)}; the "
+                f"(max_restarts={self.executor.max_restarts}): {_why(exc)}; the "
                 f"batches written so far are kept: run again to continue") from exc
         except ray.exceptions.RayError as exc:  # not one of ours: a bug, out of memory, ...
             raise ClusterError(f"embedding a batch failed on Ray node {node}: "
-                               f"{_first_line(exc)}; the batches written so far are kept") from exc
+                               f"{_why(exc)}; the batches written so far are kept") from exc
         if "error" in out:
             name, message = out["error"]
             if out["fatal"]:
@@ -233,7 +240,7 @@ class RayExecutor:
                 f"actors, or give the nodes time to download the model") from exc
         except ray.exceptions.RayError as exc:
             self._kill_actors()
-            raise ClusterError(f"the Ray actors failed to start: {_first_line(exc)}") from exc
+            raise ClusterError(f"the Ray actors failed to start: {_why(exc)}") from exc
         self.nodes = [info["node"] for info in infos]
         self._check(infos, engine)
 
@@ -248,7 +255,7 @@ class RayExecutor:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             where = f"at {self.address}" if self.address else "here"
             raise ClusterError(
-                f"cannot start or reach a Ray cluster {where}: {_first_line(exc)}; start one "
+                f"cannot start or reach a Ray cluster {where}: {_why(exc)}; start one "
                 f"with 'ray start --head' and pass its address") from exc
         self._owns_ray = True
 
@@ -315,9 +322,8 @@ def _free(resources: dict[str, float]) -> str:
     return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _why(exc: BaseException) -> str:
+    return first_line(exc, empty=type(exc).__name__)
 
 
 __all__ = ["INSTALL_HINT", "EmbedActor", "RayExecutor", "import_ray"]

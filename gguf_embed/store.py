@@ -61,9 +61,7 @@ def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
             DELETE FROM vec_bits WHERE rowid = old.id;
         END;
     """)
-    rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-    conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
-                     ((chunk_id, index_text(cast(str, text))) for chunk_id, text in rows))
+    add_keywords(conn, CJK_BIGRAMS, conn.execute("SELECT id, text FROM chunks ORDER BY id"))
 
 
 def _fts_cjk_column(conn: apsw.Connection) -> None:
@@ -74,9 +72,18 @@ def _fts_cjk_column(conn: apsw.Connection) -> None:
         CREATE VIRTUAL TABLE fts_chunks USING fts5(
             text, cjk, content='', contentless_delete=1, tokenize='porter unicode61');
     """)
-    rows = conn.execute("SELECT id, text FROM chunks ORDER BY id").fetchall()
-    conn.executemany("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
-                     ((chunk_id, *keyword_columns(cast(str, text))) for chunk_id, text in rows))
+    add_keywords(conn, CJK_COLUMN, conn.execute("SELECT id, text FROM chunks ORDER BY id"))
+
+
+def add_keywords(conn: apsw.Connection, fts_format: str, rows: Iterable[Any]) -> None:
+    """FTS rows in ``fts_format`` for (chunk id, chunk text) ``rows``; the oldest format's
+    table is fed by a trigger, so it is left to it."""
+    if fts_format == CJK_COLUMN:
+        conn.executemany("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
+                         ((i, *keyword_columns(cast(str, text))) for i, text in rows))
+    elif fts_format == CJK_BIGRAMS:
+        conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
+                         ((i, index_text(cast(str, text))) for i, text in rows))
 
 
 MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
@@ -351,12 +358,7 @@ class Store:
                 (doc_id, seq, item.text, item.start_line, item.end_line, item.start_page,
                  item.end_page, item.n_tokens, item.hash))
             chunk_id = conn.last_insert_rowid()
-            if self.fts_format == CJK_COLUMN:
-                conn.execute("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
-                             (chunk_id, *keyword_columns(item.text)))
-            elif self.fts_format == CJK_BIGRAMS:  # the oldest table is fed by a trigger
-                conn.execute("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
-                             (chunk_id, index_text(item.text)))
+            add_keywords(conn, self.fts_format, [(chunk_id, item.text)])
             conn.execute("INSERT INTO chunk_vectors(chunk_id, embedding) VALUES (?, ?)",
                          (chunk_id, blob))
             conn.execute("INSERT INTO vec_bits(rowid, embedding) VALUES (?, vec_bit(?))",

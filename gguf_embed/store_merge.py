@@ -17,8 +17,7 @@ from typing import cast
 import apsw
 
 from .errors import IndexFileError
-from .keywords import CJK_BIGRAMS, CJK_COLUMN, index_text, keyword_columns
-from .store import Store
+from .store import Store, add_keywords
 
 SHARD = "gguf_shard"  # the schema name the shard is attached as
 
@@ -62,9 +61,6 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
     run again after an interruption adds nothing twice)."""
     conn = store.conn
     counts = ShardCounts()
-    conn.create_scalar_function("gguf_index_text", _keyword_form, 1, deterministic=True)
-    conn.create_scalar_function("gguf_keyword_words", _keyword_words, 1, deterministic=True)
-    conn.create_scalar_function("gguf_keyword_cjk", _keyword_cjk, 1, deterministic=True)
     _attach(conn, shard)
     try:
         with store.transaction():
@@ -100,13 +96,8 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
                 f"c.n_tokens, c.hash FROM {chosen} ORDER BY c.id", shift)
             counts.chunks = conn.changes()
             _copied("chunks")
-            if store.fts_format == CJK_COLUMN:
-                conn.execute(f"INSERT INTO main.fts_chunks(rowid, text, cjk) SELECT c.id + :c, "
-                             f"gguf_keyword_words(c.text), gguf_keyword_cjk(c.text) "
-                             f"FROM {chosen} ORDER BY c.id", shift)
-            elif store.fts_format == CJK_BIGRAMS:  # the oldest FTS table is fed by a trigger
-                conn.execute(f"INSERT INTO main.fts_chunks(rowid, text) SELECT c.id + :c, "
-                             f"gguf_index_text(c.text) FROM {chosen} ORDER BY c.id", shift)
+            add_keywords(conn, store.fts_format, conn.cursor().execute(
+                f"SELECT c.id + :c, c.text FROM {chosen} ORDER BY c.id", shift))
             _copied("keywords")
             conn.execute(
                 f"INSERT INTO main.chunk_vectors(chunk_id, embedding) SELECT v.chunk_id + :c, "
@@ -125,22 +116,6 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
     finally:
         _detach(conn)
     return counts
-
-
-def _keyword_form(*args: object) -> str:
-    """The chunk text in keyword form, as an SQL function ``gguf_index_text(text)``."""
-    text = args[0]
-    return index_text(text if isinstance(text, str) else "")
-
-
-def _keyword_words(*args: object) -> str:
-    """The chunk text's words outside CJK runs (the FTS ``text`` column), for SQL."""
-    return keyword_columns(args[0] if isinstance(args[0], str) else "")[0]
-
-
-def _keyword_cjk(*args: object) -> str:
-    """The bigrams of the chunk text's CJK runs (the FTS ``cjk`` column), for SQL."""
-    return keyword_columns(args[0] if isinstance(args[0], str) else "")[1]
 
 
 def _copied(step: str) -> None:

@@ -65,16 +65,22 @@ def test_keyword_search_finds_words_inside_runs(tmp_path: Path, docs: Path, word
         assert hits[0].snippet in PAGES[page].replace("\n\n", " ").replace("\n", " ")
 
 
-def old_format_index(path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An index as the code before the CJK migration built it (porter unicode61, triggers)."""
+def older_index(path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch, steps: int,
+                fts_format: str) -> str:
+    """An index built by code that had only the first ``steps`` migrations; its FTS table's
+    SQL."""
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:steps])
         with Index(path, FakeEngine()) as index:
             index.add([docs])
-            assert index.store.fts_format == "unicode61"
-            sql = index.store.conn.execute(
+            assert index.store.fts_format == fts_format
+            return index.store.conn.execute(
                 "SELECT sql FROM sqlite_master WHERE name = 'fts_chunks'").fetchone()[0]
-            assert "content='chunks'" in sql
+
+
+def old_format_index(path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An index as the code before the CJK migration built it (porter unicode61, triggers)."""
+    assert "content='chunks'" in older_index(path, docs, monkeypatch, 1, "unicode61")
 
 
 def names(hits: list) -> list[str]:
@@ -217,11 +223,7 @@ def test_a_latin_name_outweighs_a_common_cjk_phrase(tmp_path: Path) -> None:
 
 def bigram_format_index(path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An index as the first CJK release built it: bigrams in the one FTS column."""
-    with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
-        with Index(path, FakeEngine()) as index:
-            index.add([docs])
-            assert index.store.fts_format == "cjk-bigrams"
+    assert "cjk" not in older_index(path, docs, monkeypatch, 2, "cjk-bigrams")
 
 
 def test_bigram_index_moves_to_the_cjk_column_in_place(

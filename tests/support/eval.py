@@ -5,7 +5,7 @@ Each page's first `> ` line is the query; the page without its `> ` block is the
 
     python -m tests.support.eval                             # all-MiniLM-L6-v2, all 2,030 pages
     python -m tests.support.eval --model models/tiny-qwen3-f32.gguf --count 300
-    python -m tests.support.eval --corpus ../shared/corpora --lang zh   # tldr-cjk's Chinese
+    python -m tests.support.eval --corpus CORPORA --lang zh   # CORPORA: tldr-linux/ and tldr-cjk/
 
 Search returns one row per file (the default), so the metrics are over files.
 """

@@ -4,7 +4,7 @@ on the PDF in tests/data; BENCHMARKS.md on R-intro.pdf (~100 pages) from the sha
 
     python -m tests.support.long_doc --model models/tiny-qwen3-f32.gguf
     python -m tests.support.long_doc --model models/shape-qwen3-0.6b-q8_0.gguf --context 32768 \
-        --pdf ../shared/corpora/pdf/R-intro.pdf
+        --pdf CORPORA/pdf/R-intro.pdf    # CORPORA: the shared corpora, when you have them
 """
 
 from __future__ import annotations

@@ -24,13 +24,19 @@ from ._index import db_option
 @model_options
 @db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to bind (loopback by default; anything else wants --api-key).")
+              help="Address to bind (loopback by default; any other address needs --api-key, "
+                   "or --insecure-no-auth).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
               help="Require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="Serve a non-loopback --host without an API key (anyone who can reach it "
+                   "may embed and search the index).")
 @click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
               type=click.Path(exists=True, path_type=Path),
               help="Keep the --db index live for PATH while serving (repeatable).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="With --watch: also index what symlinks inside PATH lead to outside it.")
 @click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
@@ -40,8 +46,12 @@ from ._index import db_option
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
           batch_window: float, reranker: str | None, unload_after: float | None,
-          watch_paths: tuple[Path, ...]) -> None:
-    """Serve OpenAI-compatible embeddings (and search over --db) over HTTP."""
+          watch_paths: tuple[Path, ...], follow_symlinks: bool, insecure_no_auth: bool) -> None:
+    """Serve OpenAI-compatible embeddings (and search over --db) over HTTP.
+
+    Loopback only by default; a --host other machines can reach needs --api-key (or
+    --insecure-no-auth)."""
+    check_exposure(host, api_key, insecure_no_auth)
     try:
         import uvicorn  # noqa: F401
 
@@ -73,7 +83,8 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
         click.echo(terminal_text(f"serving {config.model_name} on "
                                  f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})"),
                    err=True)
-        watcher = _start_watch(db, engine, watch_paths, model) if watch_paths else None
+        watcher = _start_watch(db, engine, watch_paths, model,
+                               follow_symlinks) if watch_paths else None
         try:
             run(engine, config, sock=sock, reranker=scorer)
         finally:
@@ -81,8 +92,22 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
                 watcher.stop()
 
 
+def check_exposure(host: str, api_key: str | None, insecure_no_auth: bool) -> None:
+    """Refuse (usage error, exit 2) an empty key or a non-loopback bind without a key, before
+    anything loads; warn once when the user chose to serve one without a key."""
+    from ..http_guard import exposure_problem, is_loopback
+
+    problem = exposure_problem(host, api_key, insecure_no_auth)
+    if problem:
+        raise click.UsageError(problem)
+    if not api_key and not is_loopback(host):
+        click.echo(terminal_text(f"warning: serving on {host or 'all interfaces'} without an "
+                                 f"API key (--insecure-no-auth): anyone who can reach it may "
+                                 f"use it"), err=True)
+
+
 def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
-                 model: str | None) -> Any:
+                 model: str | None, follow_symlinks: bool = False) -> Any:
     from ..index import Index
     from ..watch import Background
     from ._index import _model_ref
@@ -91,7 +116,8 @@ def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
         raise click.UsageError("--watch needs --db FILE (the index to keep live)")
     ref = _model_ref(model, engine)
     Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-    return Background(db, engine, list(paths), model_ref=ref).start()
+    return Background(db, engine, list(paths), model_ref=ref,
+                      follow_symlinks=follow_symlinks).start()
 
 
 def _served_name(ref: str | None, spec_name: str) -> str:

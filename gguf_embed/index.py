@@ -45,7 +45,7 @@ from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
 from .search import SearchResult, search
 from .store import Store, make_parent
-from .walk import Rules, root_problem
+from .walk import Bounds, Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
 MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
@@ -184,8 +184,14 @@ class Index:
             progress: Callable[[Progress], None] | None = None,
             prune_missing: bool = False,
             cancel: threading.Event | None = None,
-            executor: Executor | None = None) -> IndexSummary:
+            executor: Executor | None = None,
+            follow_symlinks: bool = False) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
+
+        A symlink inside ``paths`` whose target leaves them is not followed (counted in
+        ``summary.symlinks_skipped``; documents indexed under it before are removed) unless
+        ``follow_symlinks``; a symlink whose target stays inside is not followed either, its
+        target being indexed under its own path (see docs/security.md).
 
         A path that does not exist or cannot be read (or an empty folder while the index holds
         documents under it: an unmounted drive?) raises :class:`PathError` before anything
@@ -203,15 +209,17 @@ class Index:
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
-        rules = self._rules(include, exclude, use_ignore_files)
+        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
         if executor is not None:  # before anything changes: a cluster may refuse the model
             executor.start(engine, self.meta.get("model"))
         self._remember_roots(paths)
         run_id = self.store.start_run()
+        roots = [os.path.abspath(p) for p in paths]
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
                           max_file_bytes=max_file_bytes, progress=progress, cancel=cancel,
-                          executor=executor)
+                          executor=executor,
+                          on_links=lambda found: self._remember_links(roots, found))
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         return summary
@@ -238,20 +246,29 @@ class Index:
     def update(self, changed: Sequence[str | Path], roots: Sequence[str | Path], *,
                include: Sequence[str] = (), exclude: Sequence[str] = (),
                use_ignore_files: bool = True,
-               max_file_bytes: int = DEFAULT_MAX_BYTES) -> IndexSummary:
+               max_file_bytes: int = DEFAULT_MAX_BYTES,
+               follow_symlinks: bool = False) -> IndexSummary:
         """Apply a batch of changed paths (created, edited, deleted or moved files or folders,
         and ignore files) under the watched ``roots``, in one transaction."""
         from .watch import plan
 
         engine = self._need_engine()
-        rules = self._rules(include, exclude, use_ignore_files)
+        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
         todo = plan(changed, roots, rules)
         if not todo.scopes:
             return IndexSummary()
+        followed: dict[str, list[str]] = {}
+        for link in todo.links:
+            if link.followed:
+                followed.setdefault(str(link.root), []).append(link.target)
+        if followed:
+            self._remember_links([], followed)
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
                           max_file_bytes=max_file_bytes)
         indexer.summary.skipped += [(str(r.path), r.reason) for r in todo.refused]
+        indexer.summary.symlinks_skipped += sum(1 for link in todo.links
+                                                if link.outside and not link.followed)
         with self.store.transaction():
             return indexer.update(todo.found, todo.scopes, prune=True,
                                   existing=self.store.documents_under(todo.scopes))
@@ -275,11 +292,31 @@ class Index:
         if new:
             self.store.set_meta({"roots": sorted(roots | new)})
 
+    def _remember_links(self, roots: Sequence[str], followed: dict[str, list[str]]) -> None:
+        """Record the targets of the symlinks followed under each root (what may be served
+        from outside the roots): ``roots`` walked in full have theirs replaced, others
+        added to."""
+        links: dict[str, list[str]] = dict(self.meta.get("links") or {})
+        for root in roots:
+            links.pop(root, None)
+        for root, targets in followed.items():
+            links[root] = sorted(set(links.get(root, [])) | set(targets))
+        if links != (self.meta.get("links") or {}):
+            self.store.set_meta({"links": links})
+
+    def bounds(self) -> Bounds:
+        """The one rule for what may be served from this index (search results, MCP get):
+        a document whose real path is outside the indexed roots and the symlink targets
+        followed under them is not (an index written before symlinks were kept inside the
+        roots may hold some: the next ``add`` of their root removes them)."""
+        links = self.meta.get("links") or {}
+        return Bounds(self.roots, [t for targets in links.values() for t in targets])
+
     def _rules(self, include: Sequence[str], exclude: Sequence[str],
-               use_ignore_files: bool) -> Rules:
+               use_ignore_files: bool, follow_symlinks: bool = False) -> Rules:
         skip = frozenset(os.path.realpath(str(self.path) + s)
                          for s in ("", "-wal", "-shm", "-journal", ".lock"))
-        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
+        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
     @_one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:
@@ -320,7 +357,8 @@ class Index:
             hook = SearchReranker(rerank, self.store, rerank_options)
         with self._owned(), self._snapshot():
             results = search(self.store, vector, query, k=k, mode=mode,
-                             path_glob=_glob(path), exact=exact, group=group, rerank=hook)
+                             path_glob=_glob(path), exact=exact, group=group, rerank=hook,
+                             allow=self.bounds().allows)
         if hook is None or rerank is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
@@ -335,8 +373,9 @@ class Index:
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
         with self._owned(), self._snapshot():
+            allow = self.bounds().allows
             return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path),
-                           group=group)
+                           group=group, allow=allow)
                     for q, v in zip(queries, vectors, strict=True)]
 
     def embed_query(self, query: str) -> Any:

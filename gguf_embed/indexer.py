@@ -33,7 +33,7 @@ from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
 from .store import Store
-from .walk import Found, Refused, Rules, walk
+from .walk import Found, Link, Refused, Rules, walk
 
 BATCH_CHUNKS = 64
 BATCH_TOKENS = 8192
@@ -48,6 +48,8 @@ class IndexSummary:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # symlinks whose target leaves the indexed folders, not followed (see walk.py)
+    symlinks_skipped: int = 0
     chunks: int = 0
     chunks_reused: int = 0
     tokens_embedded: int = 0
@@ -60,6 +62,7 @@ class IndexSummary:
             "removed": self.removed, "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "symlinks_skipped": self.symlinks_skipped,
             "chunks": self.chunks, "chunks_reused": self.chunks_reused,
             "tokens_embedded": self.tokens_embedded, "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_embedded / self.seconds, 1)
@@ -127,7 +130,10 @@ class Indexer:
                  max_file_bytes: int = DEFAULT_MAX_BYTES,
                  progress: Callable[[Progress], None] | None = None,
                  cancel: threading.Event | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None,
+                 on_links: Callable[[dict[str, list[str]]], None] | None = None) -> None:
+        """``on_links`` is told, once the walk is done and before anything is written, the
+        targets of the symlinks it followed, by root (``rules.follow_symlinks``)."""
         self.store = store
         self.engine = engine
         if executor is None:
@@ -143,6 +149,7 @@ class Indexer:
         self.progress = progress
         self.cancel = cancel
         self.summary = IndexSummary()
+        self.on_links = on_links
         self._moved_from: set[str] = set()
 
     def count_tokens(self, text: str) -> int:
@@ -152,31 +159,44 @@ class Indexer:
         start = time.perf_counter()
         found: list[Found] = []
         unseen: list[str] = []  # folders not looked into: their documents stay
+        unfollowed: list[str] = []  # symlinks not followed: documents under them go
+        followed: dict[str, list[str]] = {}
         for item in walk(roots, self.rules):
-            if isinstance(item, Refused):
+            if isinstance(item, Link):
+                if item.followed:
+                    followed.setdefault(str(item.root), []).append(item.target)
+                else:
+                    unfollowed.append(str(item.path))
+                    self.summary.symlinks_skipped += item.outside
+            elif isinstance(item, Refused):
                 self.summary.skipped.append((str(item.path), item.reason))
                 if item.unseen:
                     unseen.append(str(item.path))
             else:
                 found.append(item)
+        if self.on_links is not None:
+            self.on_links(followed)
         return self.update(found, [os.path.abspath(r) for r in roots], start=start,
-                           unseen=unseen)
+                           unseen=unseen, unfollowed=unfollowed)
 
     def update(self, found: Sequence[Found], scopes: Sequence[str], *, prune: bool = False,
                existing: dict[str, tuple[int, str, int, float]] | None = None,
-               start: float | None = None, unseen: Sequence[str] = ()) -> IndexSummary:
+               start: float | None = None, unseen: Sequence[str] = (),
+               unfollowed: Sequence[str] = ()) -> IndexSummary:
         """Index ``found`` (already walked) and forget documents under ``scopes`` that are
-        gone: deleted, or with ``prune`` also not found (now ignored).  ``existing`` may be
-        just the documents under ``scopes`` (watch batches).  Documents under ``unseen``
-        (folders the walk could not look into) are kept."""
+        gone: deleted, under a symlink now ``unfollowed`` (indexed by an older version, or
+        before ``follow_symlinks`` was turned off), or with ``prune`` also not found (now
+        ignored).  ``existing`` may be just the documents under ``scopes`` (watch batches).
+        Documents under ``unseen`` (folders the walk could not look into) are kept."""
         start = time.perf_counter() if start is None else start
         summary = self.summary
         if existing is None:
             existing = self.store.documents()
         seen = {str(f.path) for f in found}
+        dropped = set(unfollowed)
         gone = {p: v for p, v in existing.items()
                 if p not in seen and _under(p, list(scopes)) and not _under(p, list(unseen))
-                and (prune or _vanished(p))}
+                and (prune or _below(p, dropped) or _vanished(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []
@@ -376,6 +396,20 @@ def _vanished(path: str) -> bool:
     except OSError as exc:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
+
+
+def _below(path: str, paths: set[str]) -> bool:
+    """Whether ``path`` is one of ``paths`` or inside one (a set: cheap for many)."""
+    if not paths:
+        return False
+    probe = path
+    while True:
+        if probe in paths:
+            return True
+        up = os.path.dirname(probe)
+        if up == probe:
+            return False
+        probe = up
 
 
 def _under(path: str, scopes: list[str]) -> bool:

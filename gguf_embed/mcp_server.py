@@ -175,11 +175,9 @@ class Service:
             raise InputError(f"{path} is not in the index; only indexed files can be read "
                              f"(use a path from search results)", param="path")
         real = os.path.realpath(known)
-        roots = index.roots or [os.path.dirname(known)]
-        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep)
-                   for r in (os.path.realpath(root) for root in roots)):
-            raise InputError(f"{path} resolves to {real}, outside the indexed folders "
-                             f"(a symlink); refused", param="path")
+        if not index.bounds().allows(known):  # the rule search results are filtered by
+            raise InputError(f"{path} leads outside the indexed folders (a symlink); "
+                             f"refused", param="path")
         return real, known
 
     def status(self) -> dict[str, Any]:

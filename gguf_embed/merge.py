@@ -30,7 +30,7 @@ from .store_merge import ShardCounts, duplicate_paths, merge_shard
 MATCH_KEYS = ("model_fingerprint", "dims", "dimensions", "pooling", "eos", "query_prompt",
               "document_prompt", "chunking")
 DUPLICATES = ("newest", "refuse")
-_NOT_COPIED = ("schema_version", "roots", "created_at")
+_NOT_COPIED = ("schema_version", "roots", "created_at", "links")
 
 
 @dataclass
@@ -82,6 +82,11 @@ def merge_into(store: Store, shards: Sequence[str | Path], *, duplicates: str = 
         roots = sorted(set(store.meta.get("roots") or []) | set(meta.get("roots") or []))
         if roots != (store.meta.get("roots") or []):
             store.set_meta({"roots": roots})
+        links = dict(store.meta.get("links") or {})  # symlink targets followed, by root
+        for root, targets in (meta.get("links") or {}).items():
+            links[root] = sorted(set(links.get(root, [])) | set(targets))
+        if links != (store.meta.get("links") or {}):
+            store.set_meta({"links": links})
         summary.documents += counts.documents
         summary.chunks += counts.chunks
         summary.replaced += counts.replaced

@@ -1,7 +1,14 @@
 """Walking files and folders with .gitignore / .ggufembedignore rules and include/exclude globs.
 
-Directory symlinks are followed once; a link back into a folder already on the way is reported
-as a symlink loop instead of being walked forever.
+Symlinks (see docs/security.md): what is indexed is what search, MCP and HTTP serve, so a walk
+stays inside its roots (their real paths).  A symlink found inside a root is never followed
+when its target leaves the roots (``/etc``, ``~/.ssh``): it is reported as a :class:`Link`
+(``outside``), and the documents indexed under it before are dropped; ``follow_symlinks``
+follows such links, each target once, with the same ignore rules and globs as any folder.  A
+symlink whose target stays inside the roots is not followed either: the walk reaches the
+target under its own path, so nothing is indexed twice, a link cannot carry a folder past the
+ignore rules of its real place, and no link loop can be walked.  A root named by a symlink is
+followed (the user named it).
 """
 
 from __future__ import annotations
@@ -33,20 +40,97 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A symlink met inside a root: followed (``follow_symlinks`` and a target outside the
+    roots) or not; ``target`` is its real path."""
+
+    path: Path
+    target: str
+    root: Path
+    outside: bool  # the target leaves the roots
+    followed: bool
+
+
+@dataclass(frozen=True)
 class Rules:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     use_ignore_files: bool = True
     skip: frozenset[str] = frozenset()  # real paths never to index (the index file itself)
+    follow_symlinks: bool = False  # follow links whose target leaves the roots
 
     def _spec(self, globs: Sequence[str]) -> pathspec.PathSpec | None:
         return pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
 
 
-def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Found | Refused]:
+class Bounds:
+    """Real paths a walk may index (its roots, and the targets of the links it followed), and
+    the one rule for what may be served from an index: a document whose real path is outside
+    its index's roots and the link targets recorded for them is not."""
+
+    def __init__(self, roots: Sequence[str | Path], targets: Sequence[str] = ()) -> None:
+        self.paths = {os.path.realpath(r) for r in roots} | set(targets)
+        self.followed: set[str] = set()  # targets of the links followed by this walk
+        self._verdicts: dict[str, bool] = {}
+
+    def inside(self, real: str) -> bool:
+        """Whether the real path ``real`` is at or under one of the bounds."""
+        probe = real
+        while True:
+            if probe in self.paths:
+                return True
+            up = os.path.dirname(probe)
+            if up == probe:
+                return False
+            probe = up
+
+    def allows(self, path: str) -> bool:
+        """Whether ``path`` (as stored in an index) may be served: its real path is inside.
+        Without roots (an index that never recorded them) a document's own folder is the
+        bound, so a symlink out of it is still refused."""
+        verdict = self._verdicts.get(path)
+        if verdict is None:
+            real = os.path.realpath(path)
+            if self.paths:
+                verdict = self.inside(real)
+            else:
+                folder = os.path.realpath(os.path.dirname(path))
+                verdict = real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+            self._verdicts[path] = verdict
+        return verdict
+
+    def decide(self, path: Path, real: str, root: Path, follow: bool) -> Link:
+        """Whether a walk follows the symlink ``path`` (real path ``real``) found in ``root``;
+        a followed target joins the bounds (a second link to it is then not followed)."""
+        if self.inside(real):
+            return Link(path, real, root, outside=False, followed=False)
+        if follow:
+            self.paths.add(real)
+            self.followed.add(real)
+        return Link(path, real, root, outside=True, followed=follow)
+
+
+def links_on_way(root: Path, target: Path, bounds: Bounds, follow: bool) -> list[Link]:
+    """The symlinks between ``root`` (excluded) and ``target`` (included), as a walk from
+    ``root`` would decide them; a walk stops at the first one not followed (the last here)."""
+    out: list[Link] = []
+    path = root
+    for name in target.relative_to(root).parts:
+        path = path / name
+        if path.is_symlink():
+            link = bounds.decide(path, os.path.realpath(path), root, follow)
+            out.append(link)
+            if not link.followed:
+                break
+    return out
+
+
+def walk(roots: Sequence[str | Path], rules: Rules | None = None
+         ) -> Iterator[Found | Refused | Link]:
     rules = rules or Rules()
     include = rules._spec(rules.include)
     exclude = rules._spec(rules.exclude)
+    bounds = Bounds([os.path.abspath(r) for r in roots])
     for raw in roots:
         root = Path(os.path.abspath(raw))
         problem = root_problem(root)
@@ -57,7 +141,7 @@ def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Fo
         elif not root.is_dir():
             yield Refused(root, "not a regular file or folder")
         else:
-            yield from _walk_dir(root, rules, include, exclude)
+            yield from _walk_dir(root, rules, include, exclude, bounds=bounds)
 
 
 def root_problem(path: str | Path) -> str | None:
@@ -85,11 +169,14 @@ def root_problem(path: str | Path) -> str | None:
 def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
               exclude: pathspec.PathSpec | None, *, start: Path | None = None,
               specs: list[tuple[Path, pathspec.PathSpec]] | None = None,
-              above: set[str] | None = None) -> Iterator[Found | Refused]:
+              above: set[str] | None = None, bounds: Bounds | None = None
+              ) -> Iterator[Found | Refused | Link]:
     """Depth-first in name order, with an explicit stack (no recursion limit on depth).
 
     ``start`` walks only a folder inside ``root`` (a watch batch), given the ignore ``specs``
-    of the folders above it and their real paths (``above``), as a walk from ``root`` has."""
+    of the folders above it and their real paths (``above``), as a walk from ``root`` has.
+    ``bounds`` (default: ``root``) decides which symlinks are followed."""
+    bounds = bounds if bounds is not None else Bounds([root])
     folder = start or root
     real_start = os.path.realpath(folder)
     opened = _open_folder(folder, specs or [], rules)
@@ -124,6 +211,13 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
                 if real in on_path:
                     yield Refused(path, "symlink loop (links back to a folder above it)")
                     continue
+                if link:
+                    decided = bounds.decide(path, real, root, rules.follow_symlinks)
+                    yield decided
+                    if not decided.followed:
+                        continue
+                elif real in bounds.followed:
+                    continue  # a followed link's target, reached again by its real path
                 opened = _open_folder(path, specs, rules)
                 if isinstance(opened, Refused):
                     yield opened
@@ -143,6 +237,11 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
             continue
         if include and not include.match_file(rel):
             continue
+        if link:
+            decided = bounds.decide(path, real, root, rules.follow_symlinks)
+            yield decided
+            if not decided.followed:
+                continue
         yield Found(path, root)
 
 

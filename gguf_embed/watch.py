@@ -35,12 +35,15 @@ from .indexer import IndexSummary
 from .walk import (
     ALWAYS_SKIP,
     IGNORE_FILES,
+    Bounds,
     Found,
+    Link,
     Refused,
     Rules,
     _ignore_specs,
     _ignored,
     _walk_dir,
+    links_on_way,
 )
 
 if TYPE_CHECKING:
@@ -70,6 +73,7 @@ class Plan:
     found: list[Found]  # files to (re)read
     scopes: list[str]  # files and folders whose index entries are reconciled with ``found``
     refused: list[Refused]
+    links: list[Link] = field(default_factory=list)  # symlinks met, followed or not
 
 
 def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rules) -> Plan:
@@ -90,6 +94,8 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
     scopes = _outermost(wanted)
     found: list[Found] = []
     refused: list[Refused] = []
+    links: list[Link] = []
+    bounds = Bounds(abs_roots)
     for scope in scopes:
         root = _root_of(scope, abs_roots)
         assert root is not None
@@ -97,20 +103,29 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
             if os.path.isfile(scope):
                 found.append(Found(Path(scope), Path(scope).parent))
             continue
-        specs = _context(root, Path(scope), rules, include, exclude)
+        target = Path(scope)
+        on_way = links_on_way(root, target, bounds, rules.follow_symlinks)
+        links += on_way
+        if on_way and not on_way[-1].followed:
+            continue  # reached through a symlink a walk does not follow: pruned there
+        specs = _context(root, target, rules, include, exclude)
         if specs is None:
             continue  # ignored: an indexed document there is pruned
-        target = Path(scope)
         if os.path.isdir(scope):
             above = {os.path.realpath(p) for p in (target, *target.parents)
                      if p == root or root in p.parents}
             for item in _walk_dir(root, rules, include, exclude, start=target, specs=specs,
-                                  above=above):
-                (refused if isinstance(item, Refused) else found).append(item)  # type: ignore[arg-type]
+                                  above=above, bounds=bounds):
+                if isinstance(item, Refused):
+                    refused.append(item)
+                elif isinstance(item, Link):
+                    links.append(item)
+                else:
+                    found.append(item)
         elif os.path.isfile(scope) and _file_allowed(target, root, specs, rules, include,
                                                      exclude):
             found.append(Found(target, root))
-    return Plan(found, scopes, refused)
+    return Plan(found, scopes, refused, links)
 
 
 def _root_of(path: str, roots: list[Path]) -> Path | None:
@@ -173,7 +188,8 @@ def watch(index: Index, paths: Sequence[str | Path], stop_event: Any | None = No
           on_change: Callable[[WatchEvent], None] | None = None, *,
           include: Sequence[str] = (), exclude: Sequence[str] = (),
           use_ignore_files: bool = True, max_file_bytes: int | None = None,
-          catch_up: bool = True, debounce_ms: int = DEBOUNCE_MS, step_ms: int = STEP_MS,
+          follow_symlinks: bool = False, catch_up: bool = True,
+          debounce_ms: int = DEBOUNCE_MS, step_ms: int = STEP_MS,
           force_polling: bool | None = None) -> None:
     """Catch up, then keep ``index`` in step with ``paths`` until ``stop_event`` is set (any
     object with ``is_set()``, e.g. :class:`threading.Event`).  Blocks: run it in a thread of
@@ -187,7 +203,8 @@ def watch(index: Index, paths: Sequence[str | Path], stop_event: Any | None = No
             raise InputError(f"cannot watch {root}: not found", param="paths")
     stop = stop_event if stop_event is not None else threading.Event()
     options: dict[str, Any] = {"include": include, "exclude": exclude,
-                               "use_ignore_files": use_ignore_files}
+                               "use_ignore_files": use_ignore_files,
+                               "follow_symlinks": follow_symlinks}
     if max_file_bytes is not None:
         options["max_file_bytes"] = max_file_bytes
     emit = on_change or (lambda event: None)
@@ -294,7 +311,7 @@ class Background:
 
 def _changed_anything(summary: IndexSummary) -> bool:
     return bool(summary.added or summary.updated or summary.moved or summary.removed
-                or summary.skipped or summary.failed)
+                or summary.skipped or summary.failed or summary.symlinks_skipped)
 
 
 __all__ = ["Background", "Plan", "WatchEvent", "plan", "watch"]

@@ -68,6 +68,9 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also index what symlinks inside PATHS lead to outside them (not followed "
+                   "by default: see docs/security.md).")
 @click.option("--reindex", is_flag=True, help="Rebuild the index from scratch (needed to "
               "change model, dimensions or chunking).")
 @click.option("-d", "--dimensions", type=int, default=None,
@@ -95,7 +98,8 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
-          exclude: tuple[str, ...], no_ignore: bool, reindex: bool, dimensions: int | None,
+          exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool, reindex: bool,
+          dimensions: int | None,
           chunk_tokens: int | None, chunk_overlap: int | None, max_file_size: float,
           progress: bool | None, prune_missing: bool, ray_address: str | None,
           ray_actors: int | None, ray_cpus: int, as_json: bool) -> None:
@@ -141,7 +145,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                               use_ignore_files=not no_ignore,
                               max_file_bytes=int(max_file_size * 1e6),
                               progress=bar, prune_missing=prune_missing, cancel=cancel,
-                              executor=executor)
+                              executor=executor, follow_symlinks=follow_symlinks)
     except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
         if bar:
             bar.close()
@@ -233,6 +237,15 @@ def _print_summary(summary: IndexSummary) -> None:
     for label, items in (("skipped", s.skipped), ("failed", s.failed)):
         for path, reason in items:
             click.echo(f"  {label}: {_display(path)}: {terminal_text(reason)}")
+    if s.symlinks_skipped:
+        click.echo(symlinks_line(s.symlinks_skipped))
+
+
+def symlinks_line(count: int) -> str:
+    """One line for the symlinks a run did not follow (never one line per link)."""
+    return (f"not followed: {count} symlink{'s' if count != 1 else ''} leading outside the "
+            f"indexed folders (--follow-symlinks indexes {'their' if count != 1 else 'its'} "
+            f"target{'s' if count != 1 else ''})")
 
 
 def _display(path: str) -> str:

@@ -14,7 +14,8 @@ import click
 from ..index import Index
 from ..watch import WatchEvent
 from ._base import check_roles, cli, load_engine, load_reranker, model_options, unload_option
-from ._index import _display, _model_ref, db_option, default_db
+from ._index import _display, _model_ref, db_option, default_db, symlinks_line
+from ._serve import check_exposure
 
 
 @cli.command()
@@ -25,6 +26,9 @@ from ._index import _display, _model_ref, db_option, default_db
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also index what symlinks inside PATHS lead to outside them (not followed "
+                   "by default: see docs/security.md).")
 @click.option("--max-file-size", type=float, default=50.0, show_default=True,
               help="Skip files larger than this many MB.")
 @click.option("--json", "as_json", is_flag=True,
@@ -32,8 +36,8 @@ from ._index import _display, _model_ref, db_option, default_db
 @unload_option
 def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
-          exclude: tuple[str, ...], no_ignore: bool, max_file_size: float,
-          as_json: bool, unload_after: float | None) -> None:
+          exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool,
+          max_file_size: float, as_json: bool, unload_after: float | None) -> None:
     """Index PATHS, then keep the index up to date as files change, until Ctrl-C.
 
     Catches up first (like `index`), then applies created, edited, deleted and moved files in
@@ -57,7 +61,7 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                    f"(Ctrl-C to stop)", err=True)
         try:
             index.watch(list(paths), None, report, include=include, exclude=exclude,
-                        use_ignore_files=not no_ignore,
+                        use_ignore_files=not no_ignore, follow_symlinks=follow_symlinks,
                         max_file_bytes=int(max_file_size * 1e6))
         except KeyboardInterrupt:
             click.echo("stopped (a batch in progress was rolled back; the next run picks it "
@@ -86,6 +90,8 @@ def event_line(event: WatchEvent) -> str:
     for label, items in (("skipped", s.skipped), ("failed", s.failed)):
         for path, reason in items[:20]:
             line += f"\n  {label}: {_display(path)}: {reason}"
+    if s.symlinks_skipped:
+        line += f"\n  {symlinks_line(s.symlinks_skipped)}"
     return line
 
 
@@ -97,6 +103,8 @@ def event_line(event: WatchEvent) -> str:
 @click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
               type=click.Path(exists=True, path_type=Path),
               help="Keep the index live for PATH while serving (repeatable).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="With --watch: also index what symlinks inside PATH lead to outside it.")
 @click.option("--http", is_flag=True,
               help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -105,10 +113,13 @@ def event_line(event: WatchEvent) -> str:
               help="With --http: the port.")
 @click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
               help="With --http: require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="With --http: serve a non-loopback --host without an API key.")
 @unload_option
 def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | None,
-        cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...], http: bool,
-        host: str, port: int, api_key: str | None, unload_after: float | None) -> None:
+        cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...],
+        follow_symlinks: bool, http: bool, host: str, port: int, api_key: str | None,
+        insecure_no_auth: bool, unload_after: float | None) -> None:
     """Serve the index to AI assistants over MCP (stdio by default): search, get, status.
 
     The model stays loaded between calls. With --watch, files changing under PATH are
@@ -121,6 +132,8 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
             "the MCP server needs its extra: pip install 'gguf-embed[mcp]'") from exc
     from ..watch import Background
 
+    if http:
+        check_exposure(host, api_key, insecure_no_auth)
     db = db or default_db()
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
@@ -134,7 +147,8 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     watcher = None
     if watch_paths:
         Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-        watcher = Background(db, engine, list(watch_paths), model_ref=ref).start()
+        watcher = Background(db, engine, list(watch_paths), model_ref=ref,
+                             follow_symlinks=follow_symlinks).start()
     service = Service(engine, db, model_name=ref, reranker=scorer, watcher=watcher)
     where = f"http://{host}:{port}/mcp" if http else "stdio"
     click.echo(f"gguf-embed MCP server on {where} ({db}, {ref})", err=True)

@@ -208,3 +208,44 @@ def test_cli_index_says_once_and_search_shows_no_secret(tree: Path, minilm_path:
     found = runner.invoke(cli, ["search", SECRET, "--db", str(db), "-m", str(minilm_path),
                                 "--mode", "keyword", "--json"])
     assert SECRET in found.stdout and "private.txt" not in found.stdout
+
+
+def test_a_link_inside_cannot_carry_an_ignored_folder_past_its_rules(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    (docs / "private").mkdir(parents=True)
+    (docs / ".gitignore").write_text("private/\n")
+    (docs / "private" / "diary.md").write_text(f"dear diary {SECRET}\n")
+    (docs / "public").symlink_to(docs / "private")  # inside the root, but ignored there
+    (docs / "readme.md").symlink_to(docs / "private" / "diary.md")
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        summary = index.add([docs], follow_symlinks=True)
+        assert paths(index, docs) == {".gitignore"}
+        assert summary.symlinks_skipped == 0  # inside links are not "outside" ones
+        assert index.search(SECRET, k=5, mode="keyword") == []
+
+
+def test_the_boundary_without_recorded_roots(tmp_path: Path) -> None:
+    """An index that never recorded its roots: a document's own folder is the bound."""
+    from gguf_embed.walk import Bounds
+
+    (tmp_path / "docs").mkdir()
+    plain = tmp_path / "docs" / "plain.md"
+    plain.write_text("x")
+    link = tmp_path / "docs" / "link.md"
+    link.symlink_to(tmp_path / "elsewhere.txt")
+    bounds = Bounds([])
+    assert bounds.allows(str(plain)) and not bounds.allows(str(link))
+    rooted = Bounds([tmp_path / "docs"], [str(tmp_path / "elsewhere.txt")])
+    assert rooted.allows(str(plain)) and rooted.allows(str(link))
+    assert not Bounds([tmp_path / "docs"]).allows(str(link))
+
+
+def test_merge_keeps_the_followed_targets(tree: Path) -> None:
+    docs = tree / "docs"
+    with Index(tree / "shard.db", FakeEngine()) as shard:
+        shard.add([docs], follow_symlinks=True)
+    with Index(tree / "out.db", FakeEngine()) as out:
+        out.merge_from([tree / "shard.db"])
+        hits = out.search(SECRET, k=10, mode="keyword")
+        assert any(h.path.endswith("id_rsa.txt") for h in hits)
+        assert out.meta["links"][str(docs)]

@@ -4,7 +4,8 @@ Symlinks (see docs/security.md): what is indexed is what search, MCP and HTTP se
 stays inside its roots (their real paths).  A symlink found inside a root is never followed
 when its target leaves the roots (``/etc``, ``~/.ssh``): it is reported as a :class:`Link`
 (``outside``), and the documents indexed under it before are dropped; ``follow_symlinks``
-follows such links, each target once, with the same ignore rules and globs as any folder.  A
+follows such links, each target once, with the same ignore rules and globs as any folder, and
+the rules of the git repository the target really lives in (:func:`home_rules`).  A
 symlink whose target stays inside the roots is not followed either: the walk reaches the
 target under its own path, so nothing is indexed twice, a link cannot carry a folder past the
 ignore rules of its real place, and no link loop can be walked.  A root named by a symlink is
@@ -24,6 +25,9 @@ import pathspec
 IGNORE_FILES = (".gitignore", ".ggufembedignore")
 ALWAYS_SKIP = {".git", ".hg", ".svn", "__pycache__", ".ruff_cache", ".pytest_cache",
                ".mypy_cache", ".venv", "node_modules"}
+
+
+Specs = list[tuple[Path, pathspec.PathSpec]]  # ignore rules in force, with their folders
 
 
 @dataclass(frozen=True)
@@ -169,13 +173,14 @@ def root_problem(path: str | Path) -> str | None:
 def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
               exclude: pathspec.PathSpec | None, *, start: Path | None = None,
               specs: list[tuple[Path, pathspec.PathSpec]] | None = None,
-              above: set[str] | None = None, bounds: Bounds | None = None
-              ) -> Iterator[Found | Refused | Link]:
+              above: set[str] | None = None, bounds: Bounds | None = None,
+              home: Specs | None = None) -> Iterator[Found | Refused | Link]:
     """Depth-first in name order, with an explicit stack (no recursion limit on depth).
 
     ``start`` walks only a folder inside ``root`` (a watch batch), given the ignore ``specs``
     of the folders above it and their real paths (``above``), as a walk from ``root`` has.
-    ``bounds`` (default: ``root``) decides which symlinks are followed."""
+    ``bounds`` (default: ``root``) decides which symlinks are followed; ``home`` are the
+    ignore rules of the real place of a followed link's target that ``start`` is under."""
     bounds = bounds if bounds is not None else Bounds([root])
     folder = start or root
     real_start = os.path.realpath(folder)
@@ -183,12 +188,12 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
     if isinstance(opened, Refused):
         yield opened
         return
-    stack: list[tuple[str, list[tuple[Path, pathspec.PathSpec]], Iterator[os.DirEntry[str]]]]
-    stack = [(real_start, opened[0], iter(opened[1]))]
+    stack: list[tuple[str, Specs, Iterator[os.DirEntry[str]], Specs]]
+    stack = [(real_start, opened[0], iter(opened[1]), home or [])]
     # real paths of the folders on the way down (symlink loops)
     on_path = {real_start, *(above or ())}
     while stack:
-        parent_real, specs, entries = stack[-1]
+        parent_real, specs, entries, home_specs = stack[-1]
         entry = next(entries, None)
         if entry is None:
             stack.pop()
@@ -202,7 +207,8 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
         try:
             link = entry.is_symlink()
             real = os.path.realpath(path) if link else os.path.join(parent_real, entry.name)
-            if _ignored(path, is_dir, specs) or (rules.skip and real in rules.skip):
+            if _ignored(path, is_dir, specs) or (rules.skip and real in rules.skip) or (
+                    home_specs and _ignored(Path(parent_real, entry.name), is_dir, home_specs)):
                 continue
             rel = path.relative_to(root).as_posix()
             if is_dir:
@@ -211,8 +217,14 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
                 if real in on_path:
                     yield Refused(path, "symlink loop (links back to a folder above it)")
                     continue
+                entered = home_specs
                 if link:
                     decided = bounds.decide(path, real, root, rules.follow_symlinks)
+                    if decided.followed:
+                        at_home = home_rules(real, True) if rules.use_ignore_files else []
+                        if at_home is None:
+                            continue  # ignored where it really is
+                        entered = at_home
                     yield decided
                     if not decided.followed:
                         continue
@@ -222,7 +234,7 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
                 if isinstance(opened, Refused):
                     yield opened
                     continue
-                stack.append((real, opened[0], iter(opened[1])))
+                stack.append((real, opened[0], iter(opened[1]), entered))
                 on_path.add(real)
                 continue
             if link and not path.exists():
@@ -239,6 +251,8 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
             continue
         if link:
             decided = bounds.decide(path, real, root, rules.follow_symlinks)
+            if decided.followed and rules.use_ignore_files and home_rules(real, False) is None:
+                continue  # ignored where it really is
             yield decided
             if not decided.followed:
                 continue
@@ -272,6 +286,27 @@ def _open_folder(folder: Path, specs: list[tuple[Path, pathspec.PathSpec]], rule
                                unseen=True)
             specs.append((folder, pathspec.GitIgnoreSpec.from_lines(lines)))
     return specs, entries
+
+
+def home_rules(real: str, is_dir: bool) -> Specs | None:
+    """The ignore rules that apply to the real path of a followed link's target where it
+    really is: those of the folders from its git repository's top (the nearest folder above
+    it with a ``.git``) down to it, so a link cannot carry a folder or file past the
+    rules of its own repository; None when they ignore it (or a folder on the way).  Outside a
+    repository there are none (as for a folder named to index)."""
+    target = Path(real)
+    top = next((p for p in target.parents if (p / ".git").exists()), None)
+    if top is None:
+        return []
+    specs: Specs = []
+    folder = top
+    for name in target.relative_to(top).parts:
+        specs += [(folder, spec) for spec in _ignore_specs(folder)]
+        path = folder / name
+        if name in ALWAYS_SKIP or _ignored(path, is_dir if path == target else True, specs):
+            return None
+        folder = path
+    return specs
 
 
 def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:

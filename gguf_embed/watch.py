@@ -43,6 +43,7 @@ from .walk import (
     _ignore_specs,
     _ignored,
     _walk_dir,
+    home_rules,
     links_on_way,
 )
 
@@ -108,6 +109,13 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
         links += on_way
         if on_way and not on_way[-1].followed:
             continue  # reached through a symlink a walk does not follow: pruned there
+        home: list[Any] = []
+        if on_way and rules.use_ignore_files:  # under a followed link: its target's rules
+            at_home = home_rules(on_way[-1].target, os.path.isdir(on_way[-1].target))
+            if at_home is None or (at_home and _ignored(
+                    Path(os.path.realpath(scope)), os.path.isdir(scope), at_home)):
+                continue
+            home = at_home
         specs = _context(root, target, rules, include, exclude)
         if specs is None:
             continue  # ignored: an indexed document there is pruned
@@ -115,7 +123,7 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
             above = {os.path.realpath(p) for p in (target, *target.parents)
                      if p == root or root in p.parents}
             for item in _walk_dir(root, rules, include, exclude, start=target, specs=specs,
-                                  above=above, bounds=bounds):
+                                  above=above, bounds=bounds, home=home):
                 if isinstance(item, Refused):
                     refused.append(item)
                 elif isinstance(item, Link):

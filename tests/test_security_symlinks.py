@@ -249,3 +249,32 @@ def test_merge_keeps_the_followed_targets(tree: Path) -> None:
         hits = out.search(SECRET, k=10, mode="keyword")
         assert any(h.path.endswith("id_rsa.txt") for h in hits)
         assert out.meta["links"][str(docs)]
+
+
+def test_followed_links_keep_the_ignore_rules_of_their_targets_repository(
+        tmp_path: Path) -> None:
+    """A link may not carry a folder or file past the .gitignore of the repository it really
+    lives in (its target's own place), with or without watch."""
+    repo = tmp_path / "project"
+    (repo / ".git").mkdir(parents=True)
+    (repo / ".gitignore").write_text("secrets/\n*.key\n")
+    (repo / "secrets").mkdir()
+    (repo / "secrets" / "prod.txt").write_text(f"prod password {SECRET}\n")
+    (repo / "docs").mkdir()
+    (repo / "docs" / "guide.md").write_text("# guide\n\ninstalling the project\n")
+    (repo / "docs" / "signing.key").write_text(f"key {SECRET}\n")
+    docs = tmp_path / "notes"
+    docs.mkdir()
+    (docs / "s").symlink_to(repo / "secrets")
+    (docs / "d").symlink_to(repo / "docs")
+    (docs / "k.txt").symlink_to(repo / "docs" / "signing.key")
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        index.add([docs], follow_symlinks=True)
+        assert paths(index, docs) == {"d/guide.md"}
+        assert index.search(SECRET, k=5, mode="keyword") == []
+        (repo / "docs" / "other.key").write_text(f"another {SECRET}\n")
+        (repo / "docs" / "more.md").write_text("# more\n")
+        index.update([docs / "d" / "other.key", docs / "d" / "more.md", docs / "s"], [docs],
+                     follow_symlinks=True)
+        assert paths(index, docs) == {"d/guide.md", "d/more.md"}
+        assert index.search(SECRET, k=5, mode="keyword") == []

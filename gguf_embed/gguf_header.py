@@ -164,16 +164,16 @@ def read_header(path: str | Path) -> GgufHeader:
                 head = fh.read(4)
                 if head[:4] != MAGIC[:len(head)] or not head:
                     raise _not_gguf(path, head)
-                raise ModelLoadError(f"{path}: truncated GGUF header ({size} bytes); "
-                                     f"re-download the model")
+                raise ModelLoadError(f"cannot load {path}: truncated GGUF header "
+                                     f"({size} bytes); re-download the model")
             with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
                 if buf[:4] != MAGIC:
                     raise _not_gguf(path, bytes(buf[:4]))
                 try:
                     header = _parse(buf, size)
                 except _Bad as exc:
-                    raise ModelLoadError(f"{path}: {exc}; the file is damaged or not a "
-                                         f"usable GGUF model (re-download it)") from None
+                    raise ModelLoadError(f"cannot load {path}: {exc}; the file is damaged or "
+                                         f"not a usable GGUF model (re-download it)") from None
     except OSError as exc:
         raise ModelLoadError(f"cannot read model file {path}: "
                              f"{exc.strerror or exc}") from exc
@@ -193,8 +193,8 @@ def check_gguf(path: str | Path) -> GgufHeader:
     try:
         _check_hparams(header)
     except _Bad as exc:
-        raise ModelLoadError(f"{path}: {exc}; the file is damaged or not a usable GGUF "
-                             f"model (re-download it)") from None
+        raise ModelLoadError(f"cannot load {path}: {exc}; the file is damaged or not a "
+                             f"usable GGUF model (re-download it)") from None
     return header
 
 

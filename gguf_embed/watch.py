@@ -106,7 +106,9 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
             continue
         target = Path(scope)
         on_way = links_on_way(root, target, bounds, rules.follow_symlinks)
-        links += on_way
+        # a change under a link not followed was reported when the link was met: only a new
+        # link itself counts (a link to /var/log would otherwise be news at every write)
+        links += [link for link in on_way if link.followed or str(link.path) == scope]
         if on_way and not on_way[-1].followed:
             continue  # reached through a symlink a walk does not follow: pruned there
         home: list[Any] = []

@@ -82,9 +82,13 @@ def rerank_routes(reranker: Any | None, name: str | None, check_model: ModelChec
     async def v2(request: Request) -> Response:
         return await answer(request, 2)
 
-    routes = [Route(path, handler(v1), methods=["POST"])  # llama-server's four names
-              for path in ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking")]
-    return [*routes, Route("/v2/rerank", handler(v2), methods=["POST"])]
+    return [
+        Route("/v1/rerank", handler(v1), methods=["POST"]),  # llama-server's four names
+        Route("/rerank", handler(v1), methods=["POST"]),
+        Route("/v1/reranking", handler(v1), methods=["POST"]),
+        Route("/reranking", handler(v1), methods=["POST"]),
+        Route("/v2/rerank", handler(v2), methods=["POST"]),  # Cohere v2
+    ]
 
 
 def _documents(raw: Any, max_inputs: int) -> list[str]:

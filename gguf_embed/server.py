@@ -29,6 +29,7 @@ the read-only index for the server's lifetime.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import socket
@@ -64,7 +65,8 @@ __all__ = ["MAX_BODY", "MAX_INPUTS", "ApiError", "ServerConfig", "api_error", "b
 
 MAX_INPUTS = 2048
 MAX_BODY = 16 * 1024 * 1024
-TOKEN_IDS = ("refuse", "model", "cl100k")  # what token-id inputs are taken as (see --token-ids)
+TOKEN_IDS = ("refuse", "model", "cl100k")  # what token-id inputs are taken as (--token-ids)
+OFF_LOOP = 64  # inputs above which a request is tokenized and rendered in a worker thread
 
 
 @dataclass
@@ -141,23 +143,31 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
         truncate = data.get("truncate", config.truncate)
         if not isinstance(truncate, bool):
             raise ApiError(400, "truncate must be true or false", param="truncate")
-        prepared = _prepare(engine, data.get("input"), input_type == "query", task,
-                            config.max_inputs, truncate=truncate, token_ids=config.token_ids)
+        raw = data.get("input")
+        args = (engine, raw, input_type == "query", task, config.max_inputs)
+        options = {"truncate": truncate, "token_ids": config.token_ids}
+        big = isinstance(raw, list) and len(raw) > OFF_LOOP
+        # a large request is tokenized and rendered off the event loop: others go on meanwhile
+        prepared = await asyncio.to_thread(_prepare, *args, **options) if big \
+            else _prepare(*args, **options)
         used = prepared.total_tokens
         request.state.inputs, request.state.tokens = len(prepared), used
         vectors = await unless_gone(request, service.embed(
             prepared.sequences, dims, urgent=input_type == "query"))
-        cut = set(prepared.truncated)
-        items = []
-        for i, vector in enumerate(vectors):
-            embedding: Any = (base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())
-                              .decode("ascii") if fmt == "base64" else vector.tolist())
-            item = {"object": "embedding", "index": i, "embedding": embedding}
-            if i in cut:  # cut to the context, as asked: said, never silent
-                item["truncated"] = True
-            items.append(item)
-        return JSONResponse({"object": "list", "data": items, "model": config.model_name,
-                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+        def render() -> Response:
+            cut = set(prepared.truncated)
+            items = []
+            for i, vector in enumerate(vectors):
+                embedding: Any = (base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())
+                                  .decode("ascii") if fmt == "base64" else vector.tolist())
+                item = {"object": "embedding", "index": i, "embedding": embedding}
+                if i in cut:  # cut to the context, as asked: said, never silent
+                    item["truncated"] = True
+                items.append(item)
+            return JSONResponse({"object": "list", "data": items, "model": config.model_name,
+                                 "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+        return await asyncio.to_thread(render) if big else render()
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [

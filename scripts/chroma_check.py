@@ -10,7 +10,7 @@ folder if you like:
 
     pip install --target /tmp/chroma chromadb && pip install --target /tmp/chroma --no-deps \\
         langchain-chroma
-    PYTHONPATH=/tmp/chroma:. python -m scripts.chroma_check [--model models/all-minilm-l6-v2-f16.gguf]
+    PYTHONPATH=/tmp/chroma:. python -m scripts.chroma_check [--model FILE.gguf]
 """
 
 from __future__ import annotations

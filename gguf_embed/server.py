@@ -144,12 +144,14 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
         if not isinstance(truncate, bool):
             raise ApiError(400, "truncate must be true or false", param="truncate")
         raw = data.get("input")
-        args = (engine, raw, input_type == "query", task, config.max_inputs)
-        options = {"truncate": truncate, "token_ids": config.token_ids}
         big = isinstance(raw, list) and len(raw) > OFF_LOOP
+
+        def prepare() -> Prepared:
+            return _prepare(engine, raw, input_type == "query", task, config.max_inputs,
+                            truncate=truncate, token_ids=config.token_ids)
+
         # a large request is tokenized and rendered off the event loop: others go on meanwhile
-        prepared = await asyncio.to_thread(_prepare, *args, **options) if big \
-            else _prepare(*args, **options)
+        prepared = await asyncio.to_thread(prepare) if big else prepare()
         used = prepared.total_tokens
         request.state.inputs, request.state.tokens = len(prepared), used
         vectors = await unless_gone(request, service.embed(

@@ -2,10 +2,9 @@
 
 Requests put their token sequences on a queue; one worker thread embeds them in steps.  From
 idle, it waits ``window`` seconds after the first request for others, so many small concurrent
-requests cost about one decode, not one each.  Each step takes at most ``share_tokens`` (about
-one llama.cpp decode) from each waiting request, round-robin, up to ``max_tokens`` in all: a
-request of 2,048 inputs is embedded piece by piece while other clients' requests join the
-next step instead of waiting for all of it.  A request whose future is cancelled (its client
+requests cost about one decode, not one each.  A request larger than ``share_tokens`` (about
+one llama.cpp decode) is embedded piece by piece, and other clients' requests go between its
+pieces instead of waiting for all of it (see :meth:`Batcher._step`).  A request whose future is cancelled (its client
 went away) has its remaining pieces dropped.  Queries (``urgent``) are embedded in their own
 call, first, and go before document batches waiting on the engine (a watcher's, say).  Each
 request then gets its own Matryoshka cut.
@@ -53,6 +52,8 @@ class Batcher:
         self.share_tokens = share_tokens or getattr(options, "batch_tokens", None) \
             or DEFAULT_SHARE
         self.decodes = 0  # engine calls made (for tests and benchmarks)
+        self._piece = self.share_tokens  # tokens of a large request per step, adaptive
+        self._long_turn = False  # small requests just went: a large one's piece is next
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._active: deque[_Job] = deque()
         self._thread = threading.Thread(target=self._run, name="gguf-embed-batcher",
@@ -122,24 +123,44 @@ class Batcher:
             self._active.append(more)
 
     def _step(self, urgent: bool) -> list[tuple[_Job, int]]:
-        """(request, sequences taken) for one engine call: up to ``share_tokens`` from each
-        request (at least one sequence), ``max_tokens`` in all (at least one request)."""
+        """(request, sequences taken) for one engine call, up to ``max_tokens`` in all.
+
+        Requests that this step can finish (at most ``share_tokens`` left) go alone, in one
+        call, and large requests get the next turn, a piece each, round-robin: a small request
+        waits for at most one piece of a large one.  While small requests keep coming, the
+        pieces shrink (down to one sequence) so that they wait less; they grow back to
+        ``share_tokens`` when the large requests have the engine to themselves."""
+        mine = [j for j in self._active
+                if j.urgent is urgent and j.taken < len(j.sequences)]
+        if not mine:
+            return []
+        short = [j for j in mine if _tokens(j.sequences[j.taken:]) <= self.share_tokens]
+        long = [j for j in mine if _tokens(j.sequences[j.taken:]) > self.share_tokens]
+        if short and (not long or not self._long_turn):
+            self._long_turn = bool(long)
+            if long:  # small requests are waiting beside large ones: smaller pieces
+                self._piece = max(1, self._piece // 2)
+            return self._take(short, self.max_tokens)
+        self._long_turn = False
+        if not short:
+            self._piece = min(self.share_tokens, self._piece * 2)
+        return self._take(long, self._piece)
+
+    def _take(self, jobs: list[_Job], per_job: int) -> list[tuple[_Job, int]]:
         step: list[tuple[_Job, int]] = []
         total = 0
-        for job in self._active:
-            if job.urgent is not urgent or job.taken == len(job.sequences):
-                continue
+        for job in jobs:
             if step and total >= self.max_tokens:
                 break
             start = end = job.taken
-            mine = 0
+            size = 0
             while end < len(job.sequences) and (end == start or (
-                    mine + len(job.sequences[end]) <= self.share_tokens
-                    and total + mine + len(job.sequences[end]) <= self.max_tokens)):
-                mine += len(job.sequences[end])
+                    size + len(job.sequences[end]) <= per_job
+                    and total + size + len(job.sequences[end]) <= self.max_tokens)):
+                size += len(job.sequences[end])
                 end += 1
             job.taken = end
-            total += mine
+            total += size
             step.append((job, end - start))
         return step
 

@@ -57,10 +57,10 @@ def test_a_small_request_completes_while_a_large_one_is_in_flight() -> None:
         small = batcher.submit(seqs(1, start=500), None)
         engine.gate.release()  # piece 1 of 10
         engine.wait_entered()
-        engine.gate.release()  # piece 2 of the big one, and the small one beside it
+        engine.gate.release()  # the small one, before the big one's next piece
         small_vectors = small.result(timeout=30)
         assert not big.done()  # the small one did not wait for the 2,048-input kind
-        assert engine.calls[:2] == [10, 11]
+        assert engine.calls[:2] == [10, 1]
         engine.open()
         vectors = big.result(timeout=30)
     finally:
@@ -70,7 +70,30 @@ def test_a_small_request_completes_while_a_large_one_is_in_flight() -> None:
                                atol=1e-6)
     np.testing.assert_allclose(small_vectors,
                                FakeEngine().embed_prepared(seqs(1, start=500)).vectors)
-    assert sum(engine.calls) == 101 and len(engine.calls) == 10
+    assert engine.calls == [10, 1] + [10] * 9
+
+
+def test_small_requests_shrink_the_pieces_of_a_large_one_and_cannot_starve_it() -> None:
+    engine = GatedEngine()
+    batcher = Batcher(engine, window=0, share_tokens=40)
+    try:
+        big = batcher.submit(seqs(100), None)
+        smalls = []
+        for i in range(3):  # a small request arrives during each step
+            engine.wait_entered()
+            smalls.append(batcher.submit(seqs(1, start=600 + i), None))
+            engine.gate.release()
+        engine.open()
+        for future in [*smalls, big]:
+            future.result(timeout=30)
+    finally:
+        engine.open()
+        batcher.close()
+    # a big piece (10 sequences), the first small one alone, a big piece halved (5): its turn
+    # comes even with small ones waiting; the two small ones that came meanwhile together;
+    # then the big one alone, its pieces (halved again, to 10 tokens) doubling back: 5, 10
+    assert engine.calls[:6] == [10, 1, 5, 2, 5, 10]
+    assert sum(engine.calls) == 103
 
 
 def test_a_cancelled_request_has_its_remaining_pieces_dropped() -> None:

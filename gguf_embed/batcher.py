@@ -4,10 +4,10 @@ Requests put their token sequences on a queue; one worker thread embeds them in 
 idle, it waits ``window`` seconds after the first request for others, so many small concurrent
 requests cost about one decode, not one each.  A request larger than ``share_tokens`` (about
 one llama.cpp decode) is embedded piece by piece, and other clients' requests go between its
-pieces instead of waiting for all of it (see :meth:`Batcher._step`).  A request whose future is cancelled (its client
-went away) has its remaining pieces dropped.  Queries (``urgent``) are embedded in their own
-call, first, and go before document batches waiting on the engine (a watcher's, say).  Each
-request then gets its own Matryoshka cut.
+pieces instead of waiting for all of it (see :meth:`Batcher._step`).  A request whose future
+is cancelled (its client went away) has its remaining pieces dropped.  Queries (``urgent``)
+are embedded in their own call, first, and go before document batches waiting on the engine
+(a watcher's, say).  Each request then gets its own Matryoshka cut.
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ class Batcher:
         Requests that this step can finish (at most ``share_tokens`` left) go alone, in one
         call, and large requests get the next turn, a piece each, round-robin: a small request
         waits for at most one piece of a large one.  While small requests keep coming, the
-        pieces shrink (down to one sequence) so that they wait less; they grow back to
+        pieces shrink (to a quarter of ``share_tokens``, or one sequence where that is more)
+        so that they wait less, without making the large one's decodes tiny; they grow back to
         ``share_tokens`` when the large requests have the engine to themselves."""
         mine = [j for j in self._active
                 if j.urgent is urgent and j.taken < len(j.sequences)]
@@ -139,7 +140,7 @@ class Batcher:
         if short and (not long or not self._long_turn):
             self._long_turn = bool(long)
             if long:  # small requests are waiting beside large ones: smaller pieces
-                self._piece = max(1, self._piece // 2)
+                self._piece = max(self.share_tokens // 4, self._piece // 2)
             return self._take(short, self.max_tokens)
         self._long_turn = False
         if not short:

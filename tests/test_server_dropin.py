@@ -261,3 +261,46 @@ def test_no_request_log_unless_info_is_on(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.WARNING, logger="gguf_embed.server"):
         client().post("/v1/embeddings", json={"input": "x"})
     assert not [r for r in caplog.records if r.name == "gguf_embed.server"]
+
+
+# ------------------------------------------------------------------ the serve options
+def test_serve_options_reach_the_server_and_v_turns_the_request_log_on(
+        minilm_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    import gguf_embed.server
+    from gguf_embed.cli import cli
+
+    seen: dict[str, Any] = {}
+
+    def run(engine: Any, config: ServerConfig, **kwargs: Any) -> None:
+        seen["config"] = config
+        seen["log_on"] = logging.getLogger("gguf_embed.server").isEnabledFor(logging.INFO)
+
+    monkeypatch.setattr(gguf_embed.server, "serve", run)
+    package = logging.getLogger("gguf_embed")
+    handlers, level = list(package.handlers), package.level
+    try:
+        result = CliRunner().invoke(cli, [
+            "-v", "serve", "-m", str(minilm_path), "--port", "0",
+            "--served-model-name", "text-embedding-3-small", "--served-model-name", "ada",
+            "--strict-model-names", "--truncate", "--token-ids", "cl100k",
+            "--cors-origin", "https://app.example/", "--cors-origin", "http://localhost:3000"])
+    finally:
+        package.handlers[:], package.level = handlers, level
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert config.served_names == ("text-embedding-3-small", "ada")
+    assert config.strict_model_names and config.truncate and config.token_ids == "cl100k"
+    assert config.cors_origins == ("https://app.example", "http://localhost:3000")
+    assert seen["log_on"]
+
+
+@pytest.mark.parametrize("origin", ["localhost:3000", "http://", "https://app.example/path"])
+def test_serve_refuses_what_is_not_an_origin(origin: str) -> None:
+    from click.testing import CliRunner
+
+    from gguf_embed.cli import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--cors-origin", origin])
+    assert result.exit_code == 2 and "--cors-origin" in result.stderr

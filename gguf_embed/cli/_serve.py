@@ -52,6 +52,7 @@ from ._index import db_option
               help="Cut inputs longer than the context (the response marks them) unless a "
                    'request says "truncate": false; default: a 400 naming the input.')
 @click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              callback=lambda ctx, param, value: _origins(value),
               help="Allow browser calls from ORIGIN, e.g. http://localhost:3000 (repeatable; "
                    "CORS headers and preflights only for these).")
 @unload_option
@@ -95,7 +96,7 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
                               served_names=served_names, reranker_served_names=reranker_names,
                               strict_model_names=strict_model_names, token_ids=token_ids,
                               truncate=truncate,
-                              cors_origins=tuple(o.rstrip("/") for o in cors_origins))
+                              cors_origins=cors_origins)
         shown = f"[{host}]" if ":" in host else host
         also = f", reranker {config.reranker_name}" if scorer is not None else ""
         click.echo(terminal_text(f"serving {config.model_name} on "
@@ -127,3 +128,19 @@ def _served_name(ref: str | None, spec_name: str) -> str:
     if not ref or Path(ref).suffix.lower() == ".gguf" or Path(ref).is_file():
         return spec_name
     return ref
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Origins as browsers send them (``scheme://host[:port]``, no path), or ``*``."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for value in values:
+        origin = value.rstrip("/")
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
+                              or parts.path or parts.query):
+            raise click.BadParameter(f"{value!r} is not an origin such as "
+                                     f"http://localhost:3000", param_hint="--cors-origin")
+        out.append(origin)
+    return tuple(out)

@@ -4,7 +4,8 @@
   loopback bind takes any loopback name; a non-loopback bind takes IP addresses, the bound
   name and this machine's names, or, with an API key, any name: a rebinding page cannot
   know the key), and a ``Host`` that does not parse as ``host[:port]`` with 400.
-* Cross-origin: a browser request whose ``Origin`` is not a loopback origin is refused (403).
+* Cross-origin: a browser request whose ``Origin`` is not a loopback origin, nor one of
+  ``origins`` (``serve --cors-origin``), is refused (403).
 * The API key, when set, must come as ``Authorization: Bearer KEY``, compared in constant time
   (401 otherwise).
 
@@ -26,7 +27,7 @@ import hmac
 import ipaddress
 import json
 import socket
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -48,7 +49,7 @@ class Refusal(Exception):
 
 
 def check_request(headers: dict[str, str], *, host: str, port: int,
-                  api_key: str | None) -> None:
+                  api_key: str | None, origins: Sequence[str] = ()) -> None:
     """Raise :class:`Refusal` unless a request with these (lower-cased) headers may pass."""
     sent_host = headers.get("host", "")
     if not valid_host(sent_host):
@@ -58,7 +59,7 @@ def check_request(headers: dict[str, str], *, host: str, port: int,
         raise Refusal(403, "Host header does not match the server address", "permission_error",
                       "forbidden_host")
     origin = headers.get("origin")
-    if origin and not loopback_origin(origin):
+    if origin and not loopback_origin(origin) and origin not in origins and "*" not in origins:
         raise Refusal(403, f"cross-origin requests from {origin} are not allowed",
                       "permission_error", "forbidden_origin")
     if api_key:
@@ -74,8 +75,9 @@ class HostGuard:
     a callable, read per request (a server bound to port 0 learns its port late)."""
 
     def __init__(self, app: ASGIApp, *, host: str, port: int | Callable[[], int],
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, origins: Sequence[str] = ()) -> None:
         self.app = app
+        self.origins = tuple(origins)  # cross-origin callers allowed (serve --cors-origin)
         self.host = host
         self.port = port
         self.api_key = api_key
@@ -88,7 +90,8 @@ class HostGuard:
                    for k, v in scope.get("headers", [])}
         port = self.port() if callable(self.port) else self.port
         try:
-            check_request(headers, host=self.host, port=port, api_key=self.api_key)
+            check_request(headers, host=self.host, port=port, api_key=self.api_key,
+                          origins=self.origins)
         except Refusal as refusal:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})

@@ -177,6 +177,17 @@ class Reranker:
         return RerankScores(np.ascontiguousarray(out[:, 0], dtype=np.float32),
                             [len(s) for s in seqs], truncated)
 
+    @property
+    def score_kind(self) -> str:
+        """``"probability"``: Qwen3-Reranker's P(yes), already in 0..1; ``"logit"``: a
+        cross-encoder's head (bge-reranker, any real number)."""
+        return "probability" if self.family == "qwen3" else "logit"
+
+    def relevance(self, scores: np.ndarray) -> np.ndarray:
+        """Scores as relevance in 0..1 (Cohere's and TEI's convention, which clients compare
+        with a threshold): the sigmoid of a logit; a probability as it is."""
+        return relevance(scores, self.score_kind)
+
     def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None,
                instruction: str | None = None) -> list[tuple[int, float]]:
         """(document index, score), best first, at most ``top_n``."""
@@ -192,6 +203,14 @@ class Reranker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def relevance(scores: np.ndarray, kind: str) -> np.ndarray:
+    """``scores`` in 0..1: the sigmoid where ``kind`` is ``"logit"``, unchanged otherwise."""
+    raw = np.asarray(scores, dtype=np.float64)
+    if kind != "logit":
+        return raw.astype(np.float32)
+    return (0.5 * (1.0 + np.tanh(0.5 * raw))).astype(np.float32)  # sigmoid, no overflow
 
 
 def head_problem(arch: str, marked: bool, metadata: dict[str, str], tensors: set[str],

@@ -42,11 +42,33 @@ from ._index import db_option
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
               help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
                    "[env: GGUF_EMBED_RERANKER].")
+@click.option("--served-model-name", "served_names", multiple=True, metavar="NAME",
+              help="Another name for the embedding model, listed in /v1/models (repeatable).")
+@click.option("--served-reranker-name", "reranker_names", multiple=True, metavar="NAME",
+              help="Another name for the reranker, listed in /v1/models (repeatable).")
+@click.option("--strict-model-names", is_flag=True,
+              help="Answer 404 to a model name not served (default: any name is answered by "
+                   "the model served, as llama-server does).")
+@click.option("--token-ids", type=click.Choice(["refuse", "model", "cl100k"]),
+              default="refuse", show_default=True,
+              help="Token-id inputs: refuse them; read them as OpenAI's cl100k ids (decoded "
+                   "exactly to text, as LangChain sends by default; needs the cl100k extra); "
+                   "or as the served model's own ids.")
+@click.option("--truncate", is_flag=True,
+              help="Cut inputs longer than the context (the response marks them) unless a "
+                   'request says "truncate": false; default: a 400 naming the input.')
+@click.option("--cors-origin", "cors_origins", multiple=True, metavar="ORIGIN",
+              callback=lambda ctx, param, value: _origins(value),
+              help="Allow browser calls from ORIGIN, e.g. http://localhost:3000 (repeatable; "
+                   "CORS headers and preflights only for these).")
 @unload_option
 def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: str | None,
           db: Path | None, host: str, port: int, api_key: str | None,
           batch_window: float, reranker: str | None, unload_after: float | None,
-          watch_paths: tuple[Path, ...], follow_symlinks: bool, insecure_no_auth: bool) -> None:
+          watch_paths: tuple[Path, ...], follow_symlinks: bool, insecure_no_auth: bool,
+          served_names: tuple[str, ...], reranker_names: tuple[str, ...],
+          strict_model_names: bool, token_ids: str, truncate: bool,
+          cors_origins: tuple[str, ...]) -> None:
     """Serve OpenAI-compatible embeddings (and search over --db) over HTTP.
 
     Loopback only by default; a --host other machines can reach needs --api-key (or
@@ -63,6 +85,10 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
     if db is not None:
         model = Index.model_for(db, model)
     check_roles(model, reranker, flag="--reranker")
+    if token_ids == "cl100k":
+        from ..token_ids import cl100k
+
+        cl100k()  # before the model loads: a missing package is one error line
     try:  # first, so a taken port fails before a model loads or anything is announced
         sock = bind(host, port)
     except OSError as exc:
@@ -77,7 +103,11 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
                               index_path=str(db) if db else None,
                               batch_window=batch_window / 1000,
                               reranker_name=_served_name(reranker, scorer.spec.name)
-                              if scorer is not None else None)
+                              if scorer is not None else None,
+                              served_names=served_names, reranker_served_names=reranker_names,
+                              strict_model_names=strict_model_names, token_ids=token_ids,
+                              truncate=truncate,
+                              cors_origins=cors_origins)
         shown = f"[{host}]" if ":" in host else host
         also = f", reranker {config.reranker_name}" if scorer is not None else ""
         click.echo(terminal_text(f"serving {config.model_name} on "
@@ -125,3 +155,19 @@ def _served_name(ref: str | None, spec_name: str) -> str:
     if not ref or Path(ref).suffix.lower() == ".gguf" or Path(ref).is_file():
         return spec_name
     return ref
+
+
+def _origins(values: tuple[str, ...]) -> tuple[str, ...]:
+    """Origins as browsers send them (``scheme://host[:port]``, no path), or ``*``."""
+    from urllib.parse import urlsplit
+
+    out = []
+    for value in values:
+        origin = value.rstrip("/")
+        parts = urlsplit(origin)
+        if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
+                              or parts.path or parts.query):
+            raise click.BadParameter(f"{value!r} is not an origin such as "
+                                     f"http://localhost:3000", param_hint="--cors-origin")
+        out.append(origin)
+    return tuple(out)

@@ -24,35 +24,40 @@ def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--embed-url, --embed-model, --embed-api-key and the tuning options."""
     options = [
-        click.option("--embed-url", envvar="GGUF_EMBED_EMBED_URL", metavar="URL",
+        _option("--embed-url", envvar="GGUF_EMBED_EMBED_URL", metavar="URL",
                      help="Embed through this OpenAI-compatible server (gguf-embed serve, "
                           "llama-server, vLLM, Ollama, TEI) instead of a local model; see "
                           "docs/remote-engine.md [env: GGUF_EMBED_EMBED_URL]."),
-        click.option("--embed-model", envvar="GGUF_EMBED_EMBED_MODEL", metavar="NAME",
+        _option("--embed-model", envvar="GGUF_EMBED_EMBED_MODEL", metavar="NAME",
                      help="With --embed-url: the model name to send [env: "
                           "GGUF_EMBED_EMBED_MODEL; default: the server's]."),
-        click.option("--embed-api-key", envvar="GGUF_EMBED_EMBED_API_KEY", metavar="KEY",
+        _option("--embed-api-key", envvar="GGUF_EMBED_EMBED_API_KEY", metavar="KEY",
                      help="With --embed-url: sent as 'Authorization: Bearer KEY' to that "
                           "server only [env: GGUF_EMBED_EMBED_API_KEY]."),
-        click.option("--embed-batch", type=click.IntRange(1, 2048), default=64,
+        _option("--embed-batch", type=click.IntRange(1, 2048), default=64,
                      show_default=True, metavar="N",
                      help="With --embed-url: inputs per request."),
-        click.option("--embed-concurrency", type=click.IntRange(1, 64), default=2,
+        _option("--embed-concurrency", type=click.IntRange(1, 64), default=2,
                      show_default=True, metavar="N",
                      help="With --embed-url: requests in flight at once."),
-        click.option("--embed-context", type=click.IntRange(16), default=None, metavar="TOKENS",
+        _option("--embed-context", type=click.IntRange(16), default=None, metavar="TOKENS",
                      help="With --embed-url: the most tokens one input may have [default: "
                           "what a gguf-embed server says, else the catalog's, else 512]."),
-        click.option("--query-prefix", default=None, metavar="TEXT",
+        _option("--query-prefix", default=None, metavar="TEXT",
                      help="With --embed-url (not a gguf-embed server): put TEXT before each "
                           "query [default: the catalog's instruction for the model, if any]."),
-        click.option("--document-prefix", default=None, metavar="TEXT",
+        _option("--document-prefix", default=None, metavar="TEXT",
                      help="With --embed-url (not a gguf-embed server): put TEXT before each "
                           "document [default: the catalog's, if any]."),
     ]
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def _option(*decls: str, **attrs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option kept on the context (see the module docstring), not passed on."""
+    return click.option(*decls, expose_value=False, callback=_keep, **attrs)
 
 
 def _options(ctx: click.Context) -> dict[str, Any]:

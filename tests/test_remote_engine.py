@@ -424,3 +424,26 @@ def test_serve_tokenize(qwen_server: Live, qwen: Engine) -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "content"
     health = httpx.get(qwen_server.url + "/health").json()
     assert health["server"] == "gguf-embed" and health["fingerprint"] == qwen.fingerprint
+
+
+@pytest.mark.parametrize("command", [["watch", "DOCS"], ["mcp", "--watch", "DOCS"],
+                                     ["search", "tar"], ["embed", "tar"]])
+def test_every_command_takes_the_url(command: list[str], docs: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remote_module, "BACKOFF", 0.0)
+    url = f"http://127.0.0.1:{free_port()}"  # down: the command stops before anything else
+    db = tmp_path / "i.db"
+    if command[0] == "search":
+        Index(db, readonly=False).close()  # an index to search
+    args = [str(docs) if a == "DOCS" else a for a in command]
+    result = CliRunner().invoke(cli, [*args, "--db", str(db), "--embed-url", url]
+                                if command[0] != "embed" else [*args, "--embed-url", url])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(f"Error: the embedding server at {url} cannot be reached")
+    assert result.stderr.count("\n") == 1
+
+
+def test_embed_url_with_a_local_model_is_a_usage_error(qwen_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["embed", "x", "-m", str(qwen_path), "--embed-url",
+                                      "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "--model is for a local model" in result.stderr

@@ -34,10 +34,7 @@ full and are cut (Matryoshka) and normalized here.  Needs httpx (``pip install
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import math
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,42 +42,32 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
+from ._remote_util import (
+    BYTES_PER_TOKEN,
+    Answer,
+    catalog_spec,
+    clean_url,
+    cut_to_estimate,
+    estimate_tokens,
+    parse_embeddings,
+    remote_facts,
+    server_message,
+)
 from ._text import check_text
 from ._vectors import finish
 from .errors import EngineError, EngineUnavailable, InputError, InvalidDimensions, first_line
-from .models import CATALOG, ModelSpec
+from .models import ModelSpec
 from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
 from .remote_identity import FINGERPRINT_TEXT
 
-BYTES_PER_TOKEN = 3  # the estimate's divisor where the server cannot count tokens
 DEFAULT_CONTEXT = 512  # tokens per input, where neither the server nor the catalog says
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF = 0.5  # seconds before the first retry; doubled at each (capped at 30 s)
 TOKENIZE_BATCH = 256
 CACHE_SIZE = 100_000
-
-
-def remote_facts(engine: Any) -> dict[str, Any]:
-    """What ``gguf-embed serve`` adds to ``/health`` so that a remote engine knows it: the
-    server kind, the model file's fingerprint, pooling and prompts."""
-    spec = engine.spec
-    return {"server": "gguf-embed", "file": Path(engine.path).name,
-            "fingerprint": engine.fingerprint, "pooling": engine.pooling, "eos": spec.eos,
-            "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,
-            "default_task": spec.default_task, "matryoshka_min": spec.matryoshka_min}
-
-
-def catalog_spec(name: str) -> ModelSpec | None:
-    """The catalog entry a server's model name means, if any (case, an owner/ prefix, ``:``
-    and ``_`` as ``-``, a ``-gguf`` or ``:latest`` suffix do not matter)."""
-    key = name.strip().lower().rsplit("/", 1)[-1].removesuffix(":latest")
-    key = re.sub(r"[:_]", "-", key).removesuffix("-gguf")
-    spec = CATALOG.get(key)
-    return spec if spec is not None and spec.kind == "embedding" else None
 
 
 def _httpx() -> Any:
@@ -90,22 +77,6 @@ def _httpx() -> Any:
         raise EngineError('the remote engine (--embed-url) needs httpx: pip install '
                           '"gguf-embed[remote]"') from exc
     return httpx
-
-
-def clean_url(url: str) -> str:
-    """The server's root: ``http(s)://host[:port][/prefix]`` without a trailing ``/v1`` or
-    ``/v1/embeddings``; a key or query string in it is refused (they would be recorded)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--embed-url {url!r} is not an http:// or https:// URL",
-                         param="embed_url")
-    if parts.username or parts.password or parts.query or parts.fragment:
-        raise InputError("--embed-url must not hold a user, key or query string: give the "
-                         "key with --embed-api-key", param="embed_url")
-    path = parts.path.rstrip("/")
-    for tail in ("/embeddings", "/v1"):
-        path = path.removesuffix(tail)
-    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 @dataclass
@@ -183,7 +154,7 @@ class RemoteEngine:
             if document_prefix is not None:
                 spec = replace(spec, document_prompt=document_prefix + "{text}")
             self._fingerprint = ""
-        vector, served = self._fingerprint_vector()
+        vector, served = self._fingerprint_vector(spec)
         self.server_model = served or self.model
         self.n_embd = len(vector)
         self.vector = vector
@@ -202,9 +173,12 @@ class RemoteEngine:
         raise InputError(f"the server at {self.url} does not list its models: name the "
                          f"model with --embed-model", param="embed_model")
 
-    def _fingerprint_vector(self) -> tuple[np.ndarray, str | None]:
-        # sent as it is to every kind of server (no prompt here), as a document
-        answer = self._post_embeddings([FINGERPRINT_TEXT], "document", None, truncate=False)
+    def _fingerprint_vector(self, spec: ModelSpec) -> tuple[np.ndarray, str | None]:
+        """The vector of the fixed text as a document (its prompt applied by whichever side
+        applies prompts), and the model the server says answered."""
+        text = FINGERPRINT_TEXT if self.kind == "gguf-embed" else spec.format_document(
+            FINGERPRINT_TEXT)
+        answer = self._post_embeddings([text], "document", None, truncate=False)
         return answer.vectors[0], answer.model
 
     # ---------------------------------------------------------------- the contract
@@ -251,7 +225,10 @@ class RemoteEngine:
         if self.kind == "gguf-embed":
             return np.asarray(self._tokenize_many([text])[0], dtype=np.int32)
         body = self._json("POST", "/tokenize", {"content": text, "add_special": True})
-        return np.asarray(body.get("tokens") or [], dtype=np.int32)
+        tokens = body.get("tokens") if isinstance(body, dict) else None
+        if not isinstance(tokens, list):
+            raise EngineError(f"the server at {self.url} answered /tokenize without tokens")
+        return np.asarray(tokens, dtype=np.int32)
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as the server's model sees it: exact (gguf-embed), exact plus
@@ -274,7 +251,8 @@ class RemoteEngine:
         return [self._counts.get(t) or estimate_tokens(t) for t in texts]
 
     def _tokenize_many(self, texts: list[str]) -> list[list[int]]:
-        tokens = self._json("POST", "/tokenize", {"content": texts}).get("tokens")
+        answer = self._json("POST", "/tokenize", {"content": texts})
+        tokens = answer.get("tokens") if isinstance(answer, dict) else None
         if not isinstance(tokens, list) or len(tokens) != len(texts):
             raise EngineError(f"the server at {self.url} answered /tokenize without one "
                               f"token list per text")
@@ -314,7 +292,7 @@ class RemoteEngine:
         batches = [list(range(s, min(s + self.batch_size, len(texts))))
                    for s in range(0, len(texts), self.batch_size)]
 
-        def send(idx: list[int]) -> _Answer:
+        def send(idx: list[int]) -> Answer:
             return self._post_embeddings([texts[i] for i in idx], prepared.input_type,
                                          prepared.task, prepared.truncate)
 
@@ -367,7 +345,7 @@ class RemoteEngine:
             return self._pool
 
     def _post_embeddings(self, texts: list[str], input_type: str, task: str | None,
-                         truncate: bool) -> _Answer:
+                         truncate: bool) -> Answer:
         """One request: the vectors (checked: one per text, finite, ``n_embd`` long once
         known), token counts apportioned from ``usage``, the model named in the answer, and
         which inputs the server says it cut (``"truncated"``: per item, or a list)."""
@@ -381,40 +359,7 @@ class RemoteEngine:
             if truncate:
                 body["truncate"] = True
         answer = self._json("POST", "/v1/embeddings", body)
-        data = answer.get("data")
-        if not isinstance(data, list) or len(data) != len(texts):
-            raise EngineError(f"the server at {self.url} answered {len(texts)} inputs with "
-                              f"{len(data) if isinstance(data, list) else 'no'} embeddings")
-        rows: list[Any] = [None] * len(texts)
-        listed = answer.get("truncated")
-        cut = {i for i in listed if isinstance(i, int) and 0 <= i < len(texts)} \
-            if isinstance(listed, list) else set()
-        for pos, item in enumerate(data):
-            i = item.get("index", pos) if isinstance(item, dict) else pos
-            emb = item.get("embedding") if isinstance(item, dict) else None
-            if isinstance(emb, str):
-                emb = np.frombuffer(base64.b64decode(emb), dtype="<f4")
-            if not isinstance(i, int) or not 0 <= i < len(texts) or emb is None:
-                raise EngineError(f"the server at {self.url} answered an embedding without "
-                                  f"a usable index or vector")
-            rows[i] = np.asarray(emb, dtype=np.float32)
-            if isinstance(item, dict) and item.get("truncated"):
-                cut.add(i)
-        dims = {len(r) for r in rows if r is not None}
-        want = getattr(self, "n_embd", None)
-        if any(r is None for r in rows) or len(dims) != 1 \
-                or (want is not None and dims != {want}):
-            raise EngineError(f"the server at {self.url} answered vectors of {sorted(dims)} "
-                              f"dims; this engine has {want}")
-        vectors = np.stack(rows)
-        if not np.isfinite(vectors).all():
-            raise EngineError(f"the server at {self.url} answered a vector with NaN or "
-                              f"infinite values")
-        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
-        total = usage.get("prompt_tokens") if isinstance(usage, dict) else None
-        model = answer.get("model")
-        return _Answer(vectors, apportion(total, texts), model if isinstance(model, str)
-                       else None, sorted(cut))
+        return parse_embeddings(answer, texts, getattr(self, "n_embd", None), self.url)
 
     def _json(self, method: str, path: str, body: Any, *, optional: bool = False) -> Any:
         """The JSON answer of one request, retried as the module docstring says; with
@@ -450,7 +395,7 @@ class RemoteEngine:
                                       f"something that is not JSON") from exc
             if optional:
                 return None
-            message = _server_message(response)
+            message = server_message(response)
             if response.status_code == 400:
                 raise InputError(f"the embedding server at {self.url} refused the input: "
                                  f"{message}", param="input")
@@ -461,51 +406,10 @@ class RemoteEngine:
                                 f"--embed-url", url=self.url)
 
 
-@dataclass
-class _Answer:
-    vectors: np.ndarray
-    tokens: list[int]
-    model: str | None
-    cut: list[int]
-
-
-def _server_message(response: Any) -> str:
-    try:
-        body = response.json()
-        error = body.get("error") if isinstance(body, dict) else None
-        text = error.get("message") if isinstance(error, dict) else (error or body)
-    except ValueError:
-        text = response.text
-    return first_line(ValueError(str(text)), empty="(no message)", limit=300)
-
-
-def estimate_tokens(text: str) -> int:
-    """An upper estimate of the tokens of ``text`` for servers that cannot count them."""
-    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN) + 2
-
-
-def cut_to_estimate(text: str, tokens: int) -> str:
-    """The start of ``text`` whose estimate fits ``tokens``."""
-    data = text.encode("utf-8", "surrogatepass")[: max(1, tokens - 2) * BYTES_PER_TOKEN]
-    return data.decode("utf-8", "ignore")
-
-
-def apportion(total: Any, texts: list[str]) -> list[int]:
-    """A request's ``usage.prompt_tokens`` shared among its texts by length (the sum is
-    exact; servers do not say per input); estimates when the server gives no usage."""
-    if not isinstance(total, int) or isinstance(total, bool) or total < 0:
-        return [estimate_tokens(t) for t in texts]
-    sizes = [len(t) or 1 for t in texts]
-    whole = sum(sizes)
-    shares = [total * s // whole for s in sizes]
-    shares[-1] += total - sum(shares)
-    return shares
-
-
 if TYPE_CHECKING:  # mypy checks that RemoteEngine keeps the contract
     def _is_an_embedding_engine(engine: RemoteEngine) -> EmbeddingEngine:
         return engine
 
 
-__all__ = ["RemoteEngine", "RemotePrepared", "catalog_spec", "clean_url", "estimate_tokens",
-           "remote_facts"]
+__all__ = ["BYTES_PER_TOKEN", "RemoteEngine", "RemotePrepared", "catalog_spec", "clean_url",
+           "estimate_tokens", "remote_facts"]

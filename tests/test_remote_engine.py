@@ -447,3 +447,15 @@ def test_embed_url_with_a_local_model_is_a_usage_error(qwen_path: Path) -> None:
     result = CliRunner().invoke(cli, ["embed", "x", "-m", str(qwen_path), "--embed-url",
                                       "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "--model is for a local model" in result.stderr
+
+
+def test_an_answer_that_is_not_an_object_is_an_error() -> None:
+    state = {"probe": True}
+
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/embeddings" and not state.pop("probe", False):
+            return httpx.Response(200, json=[1, 2, 3])
+        return Stub()(request)
+
+    with pytest.raises(EngineError, match="answered 1 inputs with no embeddings"):
+        stub_engine(server).embed(["x"])

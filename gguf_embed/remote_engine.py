@@ -233,22 +233,24 @@ class RemoteEngine:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as the server's model sees it: exact (gguf-embed), exact plus
         EOS (llama-server), or the estimate (module docstring).  Counts are cached."""
-        todo = [t for t in dict.fromkeys(texts) if t not in self._counts]
-        if todo:
-            if len(self._counts) + len(todo) > CACHE_SIZE:
-                self._counts.clear()
-            if self.kind == "gguf-embed":
-                for start in range(0, len(todo), TOKENIZE_BATCH):
-                    part = todo[start:start + TOKENIZE_BATCH]
-                    for text, ids in zip(part, self._tokenize_many(part), strict=True):
-                        self._counts[text] = len(ids)
-            elif self.kind == "llama-server":
-                for text in todo:
-                    self._counts[text] = len(self.tokenize(text)) + int(self.spec.eos)
-            else:
-                for text in todo:
-                    self._counts[text] = estimate_tokens(text)
-        return [self._counts.get(t) or estimate_tokens(t) for t in texts]
+        cache = self._counts  # shared by threads: read into found, never cleared under it
+        found = {t: n for t in dict.fromkeys(texts) if (n := cache.get(t)) is not None}
+        todo = [t for t in dict.fromkeys(texts) if t not in found]
+        new: dict[str, int] = {}
+        if self.kind == "gguf-embed":
+            for start in range(0, len(todo), TOKENIZE_BATCH):
+                part = todo[start:start + TOKENIZE_BATCH]
+                for text, ids in zip(part, self._tokenize_many(part), strict=True):
+                    new[text] = len(ids)
+        elif self.kind == "llama-server":
+            new = {t: len(self.tokenize(t)) + int(self.spec.eos) for t in todo}
+        else:
+            new = {t: estimate_tokens(t) for t in todo}
+        if len(cache) + len(new) > CACHE_SIZE:
+            self._counts = cache = {}
+        cache.update(new)
+        found.update(new)
+        return [found[t] for t in texts]
 
     def _tokenize_many(self, texts: list[str]) -> list[list[int]]:
         answer = self._json("POST", "/tokenize", {"content": texts})

@@ -54,16 +54,20 @@ class Chunk:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings) -> list[Chunk]:
-    """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``)."""
+def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
+          count_many: Callable[[list[str]], list[int]] | None = None) -> list[Chunk]:
+    """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``;
+    ``count_many``, if given, counts the lines in one call, as ``count`` would one by one)."""
     lines = doc.lines_text
     budget = settings.max_tokens
+    limit = budget * LONG_LINE_CHARS_PER_TOKEN
+    counted = iter(count_many([t for t in lines if len(t) <= limit])) if count_many else None
     pieces: list[tuple[str, int, int | None]] = []  # (text, source line, page)
     sizes: list[int] = []  # tokens of each piece, +1 for the newline joining lines
     for i, text in enumerate(lines):
         page = doc.pages[i] if doc.pages else None
         # a line of many times the budget in characters is not tokenized whole, only split
-        n = count(text) if len(text) <= budget * LONG_LINE_CHARS_PER_TOKEN else budget + 1
+        n = budget + 1 if len(text) > limit else next(counted) if counted else count(text)
         if n > budget:
             for part in _split_long(text, count, budget):
                 pieces.append((part, doc.lines[i], page))

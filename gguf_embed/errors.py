@@ -12,6 +12,8 @@
     │   ├── IndexMismatch          the index was built with another model, dimensions or settings
     │   └── IndexBusy              another process is writing the index (and waiting was off)
     ├── EngineError                llama.cpp failed while decoding
+    │   └── EngineUnavailable      a remote embedding server cannot be reached or refuses
+    │                              (down, wrong URL or key; after retries): ends an index run
     └── ClusterError               the Ray cluster cannot go on (unreachable, an actor died
                                    more often than it may be restarted, ray not installed)
 
@@ -94,6 +96,15 @@ class QueryTruncated(UserWarning):
 
 class EngineError(GgufEmbedError):
     """llama.cpp failed while decoding."""
+
+
+class EngineUnavailable(EngineError):
+    """A remote embedding server (``--embed-url``) cannot be reached or refuses requests, after
+    retries; names the URL, never the key.  Ends an index run (what was committed stays)."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class ClusterError(GgufEmbedError):

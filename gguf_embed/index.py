@@ -43,6 +43,7 @@ from .indexer import Indexer, IndexSummary, Progress
 from .merge import MergeSummary, merge_into
 from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
+from .remote_identity import identity_problem
 from .search import SearchResult, search
 from .store import Store, make_parent
 from .walk import Bounds, Rules, root_problem
@@ -108,6 +109,9 @@ class Index:
         if not must_exist and not path.exists():
             return DEFAULT_MODEL
         with cls(path, readonly=True) as probe:
+            remote = probe.meta.get("remote")
+            if not model and remote:  # its model is on a server: never guess it, or call it
+                raise IndexMismatch(f"index {path} {identity_problem(probe.meta, {})}")
             return model or probe.meta.get("model") or DEFAULT_MODEL
 
     @classmethod
@@ -164,7 +168,11 @@ class Index:
             self.store.ensure_vectors(wanted["dims"])
             self.store.set_meta({**wanted, "created_at": time.time()})
             return
-        for key in IDENTITY_KEYS:
+        if "remote" in recorded or "remote" in wanted:  # a server: see remote_identity.py
+            problem = identity_problem(recorded, wanted)
+            if problem:
+                raise IndexMismatch(f"index {self.path} {problem}")
+        for key in IDENTITY_KEYS if "remote" not in recorded or "remote" not in wanted else ():
             if recorded.get(key) != wanted[key]:
                 raise IndexMismatch(
                     f"index {self.path} was built with {recorded.get('model_file')} "
@@ -469,6 +477,7 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
     if chunking.max_tokens > engine.max_tokens:
         raise InputError(f"chunk size {chunking.max_tokens} is over the model's context "
                          f"({engine.max_tokens} tokens)", param="chunk_tokens")
+    extra = getattr(engine, "identity_extra", None)  # a RemoteEngine: what the server is
     return {
         "model": spec.name, "model_file": Path(engine.path).name,
         "model_size": os.path.getsize(engine.path) if os.path.exists(engine.path) else None,
@@ -477,7 +486,7 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
         "model_dims": engine.dims, "pooling": engine.pooling, "eos": spec.eos,
         "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,
         "default_task": spec.default_task, "context": engine.max_tokens,
-        "chunking": chunking.to_dict(),
+        "chunking": chunking.to_dict(), **(extra() if extra else {}),
     }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ._vectors import vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
-from .errors import ClusterError, GgufEmbedError
+from .errors import ClusterError, EngineUnavailable, GgufEmbedError
 from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
@@ -153,7 +153,12 @@ class Indexer:
         self._moved_from: set[str] = set()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenize(self.engine.spec.format_document(text)))
+        return self.count_many([text])[0]
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as a document (one call: a remote engine asks its server once)."""
+        fmt = self.engine.spec.format_document
+        return self.engine.count_tokens([fmt(t) for t in texts])
 
     def run(self, roots: Sequence[str | Path]) -> IndexSummary:
         start = time.perf_counter()
@@ -282,6 +287,8 @@ class Indexer:
                 (summary.failed if doc.failed else summary.skipped).append((str(path), doc.reason))
                 return None
             pieces = self._chunks(doc)
+        except EngineUnavailable:
+            raise  # a server that is down fails the run, not each file
         except (ValueError, LookupError, TypeError, RecursionError, GgufEmbedError) as exc:
             # an extractor or tokenizer tripping on one odd file must not end the run
             summary.failed.append((str(path), f"cannot read: {type(exc).__name__}: {exc}"))
@@ -293,7 +300,8 @@ class Indexer:
                         existed=known is not None)
 
     def _chunks(self, doc: Extracted) -> list[Chunk]:
-        return [c for c in chunk(doc, self.count_tokens, self.settings) if c.text.strip()]
+        return [c for c in chunk(doc, self.count_tokens, self.settings, self.count_many)
+                if c.text.strip()]
 
     def _send(self, batch: list[_Pending], report: tuple[int, int, float, str] | None) -> None:
         """Hand ``batch`` to the executor; write the oldest batches while the window is full
@@ -368,7 +376,7 @@ class Indexer:
         if flight.job is not None:
             try:
                 result = flight.job.result()
-            except ClusterError:
+            except (ClusterError, EngineUnavailable):
                 raise
             except GgufEmbedError as exc:
                 flight.error = f"embedding failed: {exc}"

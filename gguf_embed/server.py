@@ -3,7 +3,8 @@
     POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage),
                           plus "input_type", "task" and "truncate"
     GET  /v1/models       the names served (embedding model, then reranker)
-    GET  /health          liveness and what is loaded
+    GET  /health          liveness and what is loaded (with what a remote engine checks)
+    POST /tokenize        llama-server's {"content"} → {"tokens"} (a list of texts: lists)
     POST /v1/search       {"query", "k", "mode", "path", "group", "rerank"} → the objects of
                           `search --json`
     POST /v1/rerank, /v2/rerank (and llama-server's aliases): server_rerank.py
@@ -44,6 +45,7 @@ import numpy as np
 from ._text import unicode_problem
 from .http_guard import HostGuard
 from .protocol import EmbeddingEngine, Prepared
+from .remote_engine import remote_facts
 from .server_http import (
     ApiError,
     Cors,
@@ -180,7 +182,26 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
         return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
                              "context": engine.max_tokens,
                              "index": index_name,
-                             "loaded": getattr(engine, "loaded", True)})
+                             "loaded": getattr(engine, "loaded", True),
+                             **remote_facts(engine)})
+
+    async def tokenize(request: Request) -> Response:
+        """llama-server's ``{"content": text}`` → ``{"tokens": [...]}``; a list of texts gives
+        a list of lists.  The tokens the engine embeds (specials and EOS included), no prompt:
+        a remote engine counts chunk sizes with it (remote_engine.py)."""
+        data = await read_json(request, config.max_body)
+        content = data.get("content")
+        texts = [content] if isinstance(content, str) else content
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) \
+                or len(texts) > config.max_inputs:
+            raise ApiError(400, f"content must be a string or an array of at most "
+                                f"{config.max_inputs} strings", param="content")
+        for i, text in enumerate(texts):
+            if problem := unicode_problem(text):
+                raise ApiError(400, f"content[{i}] is not valid UTF-8 text ({problem})",
+                               param="content")
+        tokens = await asyncio.to_thread(lambda: [engine.tokenize(t).tolist() for t in texts])
+        return JSONResponse({"tokens": tokens[0] if isinstance(content, str) else tokens})
 
     async def search(request: Request) -> Response:
         if not config.index_path:
@@ -224,6 +245,7 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
         Route("/v1/models", handler(models), methods=["GET"]),
         Route("/health", handler(health), methods=["GET"]),
         Route("/v1/search", handler(search), methods=["POST"]),
+        Route("/tokenize", handler(tokenize), methods=["POST"]),
     ]
 
     @contextlib.asynccontextmanager

@@ -18,6 +18,7 @@ import click
 from .._text import unicode_problem
 from ..errors import GgufEmbedError
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
+from ._remote import remote_engine, remote_options
 
 
 class _Group(click.Group):
@@ -198,6 +199,7 @@ def cli(verbose: bool) -> None:
 @click.option("--truncate", is_flag=True,
               help="Cut inputs longer than the context (reported on stderr) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of all vectors.")
+@remote_options
 def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint: str | None,
           cache_dir: str | None, query: bool, task: str | None, dimensions: int | None,
           truncate: bool, as_json: bool) -> None:
@@ -209,7 +211,8 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
         else _stdin_lines()
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
+                                                             cache_dir)
     result = engine.encode(items, query=query, task=task, dimensions=dimensions,
                            truncate=truncate)
     for i in result.truncated:  # inputs are numbered from 0, as in errors and the server

@@ -33,6 +33,7 @@ from ._base import (
     stdin_lines,
     terminal_text,
 )
+from ._remote import remote_engine, remote_options, remote_url
 
 
 def default_db() -> Path:
@@ -96,6 +97,7 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.option("--ray-cpus", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="N", help="CPU slots (llama.cpp threads) per Ray actor without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@remote_options
 def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
           exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool, reindex: bool,
@@ -115,7 +117,10 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     db = db or default_db()
     if not prune_missing:
         check_roots(list(paths))  # before anything is loaded or created
-    if not reindex:
+    if ray_address is not None and remote_url():
+        raise click.UsageError("--ray and --embed-url: give one (both say where to embed)")
+    remote = remote_engine(forbid=("model",))  # a server that is down fails here, first
+    if not reindex and remote is None:
         model = Index.model_for(db, model)
     executor = None
     if ray_address is not None:  # the model is loaded by the actors; here its tokenizer
@@ -124,8 +129,8 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         import_ray()  # not installed: say so before loading anything
         executor = RayExecutor(ray_address or None, actors=ray_actors, cpus_per_actor=ray_cpus,
                                offline=offline)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         **({"vocab_only": True} if executor else {}))
+    engine = remote or load_engine(model, offline, hf_endpoint, cache_dir,
+                                   **({"vocab_only": True} if executor else {}))
     chunking = None
     if chunk_tokens or chunk_overlap is not None:
         base = ChunkSettings.for_context(engine.max_tokens)
@@ -276,6 +281,7 @@ def _display(path: str) -> str:
 @click.option("--rerank-candidates", type=click.IntRange(1, 1000), default=30,
               show_default=True, help="How many fused candidates the reranker scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@remote_options
 def search(query: str | None, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
            path_glob: str | None, chunks: bool, rerank: str | None, rerank_candidates: int,
@@ -291,9 +297,14 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     if path_glob is not None:
         check_argument(path_glob, "--path")
     queries = stdin_lines() if query == "-" else [query]
-    model = Index.model_for(db, model, must_exist=True)  # a missing index fails here, first
+    if remote_url():  # a missing index fails here, first (its model is the server's)
+        Index.model_for(db, "remote", must_exist=True)
+        model = None
+    else:
+        model = Index.model_for(db, model, must_exist=True)
     check_roles(model, rerank or None)
-    engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = None if mode == "keyword" else (
+        remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint, cache_dir))
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
                                                          hf_endpoint, cache_dir)
     options = None

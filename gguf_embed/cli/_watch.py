@@ -15,6 +15,7 @@ from ..index import Index
 from ..watch import WatchEvent
 from ._base import check_roles, cli, load_engine, load_reranker, model_options, unload_option
 from ._index import _display, _model_ref, db_option, default_db, symlinks_line
+from ._remote import remote_engine, remote_options
 from ._serve import check_exposure
 
 
@@ -34,6 +35,7 @@ from ._serve import check_exposure
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per applied change on stdout (JSON Lines).")
 @unload_option
+@remote_options
 def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
           exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool,
@@ -45,9 +47,10 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     run (or `index`) picks it up, as after a crash.
     """
     db = db or default_db()
-    model = Index.model_for(db, model)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         unload_after=unload_after)
+    engine = remote_engine(forbid=("model",))
+    if engine is None:
+        model = Index.model_for(db, model)
+        engine = load_engine(model, offline, hf_endpoint, cache_dir, unload_after=unload_after)
     signal.signal(signal.SIGTERM, _interrupt)
 
     def report(event: WatchEvent) -> None:
@@ -116,6 +119,7 @@ def event_line(event: WatchEvent) -> str:
 @click.option("--insecure-no-auth", is_flag=True,
               help="With --http: serve a non-loopback --host without an API key.")
 @unload_option
+@remote_options
 def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | None,
         cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...],
         follow_symlinks: bool, http: bool, host: str, port: int, api_key: str | None,
@@ -138,10 +142,12 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
-    model = Index.model_for(db, model)
+    engine = remote_engine(forbid=("model",))
+    if engine is None:
+        model = Index.model_for(db, model)
     check_roles(model, reranker, flag="--reranker")
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         unload_after=unload_after)
+    engine = engine or load_engine(model, offline, hf_endpoint, cache_dir,
+                                   unload_after=unload_after)
     scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     ref = _model_ref(model, engine)
     watcher = None

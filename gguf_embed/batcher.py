@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._vectors import finish
+from .errors import NonFiniteVector
 from .protocol import EmbeddingEngine
 
 
@@ -79,9 +80,16 @@ class Batcher:
 
     def _serve(self, jobs: list[_Job], urgent: bool) -> None:
         sequences = [s for job in jobs for s in job.sequences]
+        bad: set[int] = set()
         try:
             self.decodes += 1
-            result = self.engine.embed_prepared(sequences, urgent=urgent)
+            all_vectors = self.engine.embed_prepared(sequences, urgent=urgent).vectors
+        except NonFiniteVector as exc:  # only the requests with such an input fail
+            if exc.vectors is None:
+                for job in jobs:
+                    job.future.set_exception(exc)
+                return
+            all_vectors, bad = exc.vectors, set(exc.indices)
         except Exception as exc:  # handed to every waiting request, raised there
             for job in jobs:
                 job.future.set_exception(exc)
@@ -89,6 +97,16 @@ class Batcher:
         start = 0
         for job in jobs:
             n = len(job.sequences)
-            vectors = result.vectors[start:start + n]
-            job.future.set_result(finish(vectors, job.dimensions) if job.dimensions else vectors)
+            mine = [i - start for i in sorted(bad) if start <= i < start + n]
+            vectors = all_vectors[start:start + n]
             start += n
+            if mine:
+                job.future.set_exception(NonFiniteVector(
+                    f"input {mine[0]} gave a non-finite vector (NaN or Inf): the model or its "
+                    f"build cannot embed it", indices=mine))
+                continue
+            try:
+                job.future.set_result(finish(vectors, job.dimensions) if job.dimensions
+                                      else vectors)
+            except NonFiniteVector as exc:
+                job.future.set_exception(exc)

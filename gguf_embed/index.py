@@ -37,7 +37,14 @@ from ._lock import WriteLock
 from ._storeguard import SIDE_FILES, check_regular
 from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
+from .errors import (
+    IndexFileError,
+    IndexMismatch,
+    InputError,
+    PathError,
+    QueryTruncated,
+    quoted,
+)
 from .executor import Executor
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
@@ -244,7 +251,7 @@ class Index:
             docs = self.store.documents() if docs is None else docs
             held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
             if held:
-                problems.append(f"{p}: an empty folder, but the index holds {held} "
+                problems.append(f"{quoted(p)}: an empty folder, but the index holds {held} "
                                 f"documents under it (an unmounted drive?)")
         if problems:
             raise PathError(_refusal(problems))
@@ -498,7 +505,7 @@ def _load_engine(ref: str) -> EmbeddingEngine:
 
 def check_roots(paths: Sequence[str | Path]) -> None:
     """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
-    problems = [f"{p}: {why}" for p in paths if (why := root_problem(p))]
+    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
     if problems:
         raise PathError(_refusal(problems))
 

@@ -9,6 +9,7 @@ import click
 
 from ..index import Index
 from ._base import (
+    FiniteFloat,
     check_roles,
     cli,
     load_engine,
@@ -31,7 +32,7 @@ from ._index import db_option
 @click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
               type=click.Path(exists=True, path_type=Path),
               help="Keep the --db index live for PATH while serving (repeatable).")
-@click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
+@click.option("--batch-window", type=FiniteFloat(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
               help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
@@ -83,15 +84,12 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
 
 def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
                  model: str | None) -> Any:
-    from ..index import Index
-    from ..watch import Background
     from ._index import _model_ref
+    from ._watch import start_watch
 
     if db is None:
         raise click.UsageError("--watch needs --db FILE (the index to keep live)")
-    ref = _model_ref(model, engine)
-    Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-    return Background(db, engine, list(paths), model_ref=ref).start()
+    return start_watch(db, engine, paths, _model_ref(model, engine))
 
 
 def _served_name(ref: str | None, spec_name: str) -> str:

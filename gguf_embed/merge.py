@@ -112,8 +112,11 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
         probe = Store.open(shard, create=False, readonly=True)
         try:
             meta = dict(probe.meta)
+            too_new = probe.too_new
         finally:
             probe.close()
+        if too_new:  # it may hold what this version would not copy
+            raise IndexFileError(f"shard {shard}: {too_new} (nothing was merged)")
         if "model_fingerprint" in meta:
             if reference is None:
                 reference, where = meta, f"shard {shard}"

@@ -51,8 +51,8 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
     except ImportError as exc:  # starlette/uvicorn are an extra
         raise click.ClickException(
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
-    if db is not None:
-        model = Index.model_for(db, model)
+    if db is not None:  # an index that is there is opened once now (a FIFO fails here)
+        model = Index.model_for(db, model, must_exist=db.exists())
     check_roles(model, reranker, flag="--reranker")
     try:  # first, so a taken port fails before a model loads or anything is announced
         sock = bind(host, port)

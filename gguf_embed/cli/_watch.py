@@ -143,7 +143,8 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
-    model = Index.model_for(db, model)
+    # an index that is there is opened once now: a FIFO, a foreign or newer file fails here
+    model = Index.model_for(db, model, must_exist=db.exists())
     check_roles(model, reranker, flag="--reranker")
     engine = load_engine(model, offline, hf_endpoint, cache_dir,
                          unload_after=unload_after)
@@ -158,6 +159,7 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        sock.listen(128)  # connections wait from the moment the port is announced
         port = sock.getsockname()[1]
     watcher = start_watch(db, engine, watch_paths, ref) if watch_paths else None
     service = Service(engine, db, model_name=ref, reranker=scorer, watcher=watcher)

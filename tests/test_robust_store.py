@@ -29,7 +29,6 @@ from gguf_embed.errors import (
     NonFiniteVector,
 )
 from gguf_embed.index import Index
-from gguf_embed.merge import merge_into
 from gguf_embed.protocol import Embeddings, Prepared
 from gguf_embed.store import SCHEMA_VERSION, Store
 from gguf_embed.testing import FakeEngine
@@ -103,7 +102,7 @@ def _bounded(target: object, *args: object) -> object:
     def run() -> None:
         try:
             box["value"] = target(*args)  # type: ignore[operator]
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=run, daemon=True)

@@ -18,8 +18,8 @@ import pytest
 from gguf_embed._lock import WriteLock
 from gguf_embed.index import Index
 from gguf_embed.testing import FakeEngine
-from gguf_embed.watch import Background, WatchEvent, plan
 from gguf_embed.walk import Rules
+from gguf_embed.watch import Background, WatchEvent, plan
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"

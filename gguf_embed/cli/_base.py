@@ -125,7 +125,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def unload_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """--unload-after, for the long-running commands (serve, watch, mcp)."""
     return click.option(
-        "--unload-after", type=FiniteFloat(min=0, min_open=True), default=None,
+        "--unload-after", type=FiniteFloat(min=0, min_open=True, max=1e9), default=None,
         metavar="SECONDS", help="Free the model after this many idle seconds; the next "
         "request loads it again [default: keep it loaded].")(func)
 

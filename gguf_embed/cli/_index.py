@@ -55,7 +55,8 @@ MIN_CHUNK_TOKENS = 16
 
 
 def max_file_size_option(func: Any) -> Any:
-    return click.option("--max-file-size", type=FiniteFloat(min=0, min_open=True), default=50.0,
+    return click.option("--max-file-size", type=FiniteFloat(min=0, min_open=True, max=1e9),
+                        default=50.0,
                         show_default=True, help="Skip files larger than this many MB.")(func)
 
 

@@ -292,3 +292,20 @@ def test_the_store_refuses_a_non_finite_vector(tmp_path: Path) -> None:
 def documents_of(db: Path) -> list[str]:
     with Index(db, readonly=True) as index:
         return list(index.store.documents())
+
+
+def test_requests_joined_in_one_decode_fail_only_where_a_vector_is_non_finite() -> None:
+    from gguf_embed.batcher import Batcher
+
+    engine = PoisonEngine()
+    batcher = Batcher(engine, window=0.5)
+    try:
+        good = batcher.submit(engine.prepare(["otters swim", "badgers dig"]).sequences, None)
+        bad = batcher.submit(engine.prepare(["fine", "a poison pill"]).sequences, None)
+        assert good.result(30).shape == (2, engine.dims)
+        with pytest.raises(NonFiniteVector) as info:
+            bad.result(30)
+        assert info.value.indices == [1] and str(info.value).startswith("input 1 ")
+        assert batcher.decodes == 1  # they were joined, and only one request failed
+    finally:
+        batcher.close()

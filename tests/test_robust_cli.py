@@ -22,6 +22,8 @@ from gguf_embed.index import Index
 from gguf_embed.store import SCHEMA_VERSION, Store
 from gguf_embed.testing import FakeEngine
 
+from .support.lines import Lines
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -243,26 +245,18 @@ def test_writing_an_index_of_a_newer_schema_names_both_versions(tmp_path: Path, 
 
 # ---------------------------------------------------------------- Ctrl-C
 def _interrupt_after(proc: subprocess.Popen[str], line: str | None, wait: float = 120) -> str:
-    """SIGINT once ``line`` appeared on stderr (or at once); the rest of stderr."""
-    assert proc.stderr is not None
-    seen = ""
+    """SIGINT once ``line`` appeared on stderr (or after a moment); all of stderr."""
+    lines = Lines(proc.stderr)
     if line is not None:
-        deadline = time.monotonic() + wait
-        while line not in seen and time.monotonic() < deadline:
-            got = proc.stderr.readline()
-            if not got:
-                break
-            seen += got
-        assert line in seen, seen
+        assert lines.wait_for(line, wait), lines.text
     else:
         time.sleep(3)
     proc.send_signal(signal.SIGINT)
     try:
-        proc.wait(timeout=60)
+        return lines.rest(proc, 60)
     except subprocess.TimeoutExpired:
         proc.kill()
         raise
-    return seen + proc.stderr.read()
 
 
 def test_ctrl_c_on_search_exits_130_with_one_line(tmp_path: Path) -> None:
@@ -300,11 +294,11 @@ def test_mcp_http_with_port_0_announces_the_real_port(tmp_path: Path, docs: Path
     proc = subprocess.Popen([sys.executable, "-c", MAIN, "mcp", "--http", "--port", "0",
                              "--db", str(db), "-m", str(qwen_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    lines = Lines(proc.stderr)
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"http://127\.0\.0\.1:(\d+)/mcp", line)
-        assert match, line
+        assert lines.wait_for("/mcp", 120), lines.text
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/mcp", lines.text)
+        assert match, lines.text
         port = int(match.group(1))
         assert port != 0
         with socket.create_connection(("127.0.0.1", port), timeout=30):

@@ -21,6 +21,8 @@ from gguf_embed.testing import FakeEngine
 from gguf_embed.walk import Rules
 from gguf_embed.watch import Background, WatchEvent, plan
 
+from .support.lines import Lines
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
 WAIT = 60.0  # generous bounds for a loaded host; never asserted as speed
@@ -182,20 +184,12 @@ def test_a_second_watcher_says_who_holds_the_index(tmp_path: Path, qwen_path: Pa
     proc = subprocess.Popen([sys.executable, "-c", MAIN, *args, "--db", str(db), "-m",
                              str(qwen_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = Lines(proc.stderr)
     try:
-        assert proc.stderr is not None
-        seen = ""
-        deadline = time.monotonic() + WAIT
-        while f"PID {os.getpid()}" not in seen and time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            seen += line
-        assert f"index {db} is being written by PID {os.getpid()}" in seen, seen
+        assert lines.wait_for(f"index {db} is being written by PID {os.getpid()}", WAIT), \
+            lines.text
         if command == "serve":  # it serves meanwhile
-            while "serving" not in seen and time.monotonic() < deadline:
-                seen += proc.stderr.readline()
-            assert "serving" in seen, seen
+            assert lines.wait_for("serving", WAIT), lines.text
     finally:
         lock.release()
         proc.terminate()

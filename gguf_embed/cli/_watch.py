@@ -77,10 +77,14 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         except KeyboardInterrupt:
             click.echo("stopped (a batch in progress was rolled back; the next run picks it "
                        "up)", err=True)
-            sys.exit(130)
+            sys.exit(128 + _stopped_by[0])  # 130 for Ctrl-C, 143 for SIGTERM
+
+
+_stopped_by = [int(signal.SIGINT)]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    _stopped_by[0] = signum
     raise KeyboardInterrupt
 
 

@@ -309,3 +309,27 @@ def test_mcp_http_with_port_0_announces_the_real_port(tmp_path: Path, docs: Path
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_merge_on_a_full_disk_is_one_line_and_the_output_stays_valid(
+        tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf_embed.store_merge
+
+    out = _shard(tmp_path / "out.db", 64, docs)
+    other_docs = tmp_path / "other"
+    other_docs.mkdir()
+    (other_docs / "b.md").write_text("# B\n\nQuokkas.\n")
+    shard = _shard(tmp_path / "b.db", 64, other_docs)
+
+    def full(*args: object) -> None:
+        raise apsw.FullError("database or disk is full")
+
+    monkeypatch.setattr(gguf_embed.store_merge, "add_keywords", full)
+    result = CliRunner().invoke(cli, ["merge", str(out), str(shard)])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"Error: cannot write {out}: the disk is full")
+    assert result.stderr.count("\n") == 1
+    monkeypatch.undo()
+    with Index(out, readonly=True) as index:
+        assert index.store.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert len(index.store.documents()) == 3

@@ -309,3 +309,16 @@ def test_requests_joined_in_one_decode_fail_only_where_a_vector_is_non_finite() 
         assert batcher.decodes == 1  # they were joined, and only one request failed
     finally:
         batcher.close()
+
+
+def test_a_shard_holding_a_non_finite_vector_is_not_merged(tmp_path: Path) -> None:
+    shard = built(tmp_path, "shard.db")
+    conn = apsw.Connection(str(shard))  # as an older version could have stored it
+    conn.execute("UPDATE chunk_vectors SET embedding = ? WHERE chunk_id = "
+                 "(SELECT min(chunk_id) FROM chunk_vectors)",
+                 (np.full(64, np.nan, dtype="<f4").tobytes(),))
+    conn.close()
+    out = tmp_path / "out.db"
+    with pytest.raises(IndexFileError, match="NaN or Inf"), Index(out) as index:
+        index.merge_from([shard])
+    assert not out.exists()

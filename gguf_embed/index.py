@@ -417,6 +417,7 @@ class Index:
             "pooling": meta.get("pooling"), "chunking": meta.get("chunking"),
             **self.store.counts(), "size_bytes": size, "last_run": self.store.last_run(),
             "schema_version": meta.get("schema_version"),
+            "read_only_reason": self.store.too_new,  # written by a newer gguf-embed
         }
 
     def _need_engine(self) -> EmbeddingEngine:

@@ -241,6 +241,9 @@ def test_writing_an_index_of_a_newer_schema_names_both_versions(tmp_path: Path, 
             f"schema {SCHEMA_VERSION}") in result.stderr and "upgrade gguf-embed" in result.stderr
     found = CliRunner().invoke(cli, ["search", "otters", "--db", str(db), "--mode", "keyword"])
     assert found.exit_code == 0 and "page" in found.stdout  # reading goes on
+    status = CliRunner().invoke(cli, ["status", "--db", str(db)])
+    assert status.exit_code == 0 and "documents: 3" in status.stdout
+    assert status.stderr.startswith("note: ") and "upgrade gguf-embed" in status.stderr
 
 
 # ---------------------------------------------------------------- Ctrl-C

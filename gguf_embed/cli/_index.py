@@ -396,6 +396,8 @@ def status(db: Path | None, as_json: bool) -> None:
     db = db or default_db()
     with Index(db, readonly=True) as idx:
         info = idx.status()
+    if info.get("read_only_reason"):
+        click.echo(terminal_text(f"note: {info['read_only_reason']}"), err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

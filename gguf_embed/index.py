@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ._lock import WriteLock
-from ._storeguard import SIDE_FILES, check_regular
 from ._text import check_text
 from .chunking import ChunkSettings
 from .errors import (
@@ -53,6 +52,7 @@ from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
 from .search import SearchResult, search
 from .store import Store, make_parent
+from .store_guard import SIDE_FILES, check_regular
 from .walk import Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._vectors import is_finite_blob
 from .errors import IndexFileError, IndexMismatch, InputError
 from .store import Store
+from .store_guard import count_non_finite
 from .store_merge import ShardCounts, duplicate_paths, merge_shard
 
 MATCH_KEYS = ("model_fingerprint", "dims", "dimensions", "pooling", "eos", "query_prompt",
@@ -114,7 +114,7 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
         try:
             meta = dict(probe.meta)
             too_new = probe.too_new
-            bad = _non_finite(probe)
+            bad = count_non_finite(probe.conn)
         finally:
             probe.close()
         if too_new:  # it may hold what this version would not copy
@@ -136,21 +136,3 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
         out.append((shard, meta))
     return out
 
-
-def _non_finite(store: Store) -> int:
-    """How many of ``store``'s vectors hold NaN or Inf."""
-    if not _has_vectors(store):
-        return 0
-    store.conn.create_scalar_function("gguf_embed_finite", _finite, 1, deterministic=True)
-    (count,), = store.conn.execute(
-        "SELECT count(*) FROM chunk_vectors WHERE NOT gguf_embed_finite(embedding)")
-    return int(count)
-
-
-def _finite(*values: Any) -> int:
-    return int(isinstance(values[0], bytes) and is_finite_blob(values[0]))
-
-
-def _has_vectors(store: Store) -> bool:
-    return store.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'"
-                              ).fetchone() is not None

@@ -35,10 +35,10 @@ import apsw
 import numpy as np
 import sqlite_vec
 
-from ._storeguard import check_regular, check_schema, write_errors
 from ._vectors import bit_blob, is_finite_blob
 from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61, index_text, keyword_columns
+from .store_guard import check_regular, check_schema, write_errors
 
 SCHEMA_VERSION = 3
 FTS_BIGRAMS = "0002_fts_cjk_bigrams"

@@ -1,10 +1,11 @@
-"""What the index file is checked for before and while it is written (used by store.py).
+"""What the index file is checked for before and while it is written (store, index, merge).
 
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
   folder, a device or a socket is refused at once: SQLite would block on a FIFO forever.
 * :func:`write_errors`: the one place where SQLite's disk errors (full disk, file-size limit,
   quota, I/O error, read-only file) become :class:`IndexWriteError`, one line naming the index
   and the cause.  SQLite rolls the transaction back, so the file stays at its last commit.
+* :func:`count_non_finite`: vectors with NaN or Inf an index holds (a shard is not merged).
 * :func:`check_schema`: an index written by a newer schema (a migration this version does not
   know, or a higher recorded version) is :class:`IndexTooNew` for writing.
 """
@@ -17,9 +18,11 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import apsw
 
+from ._vectors import is_finite_blob
 from .errors import IndexFileError, IndexTooNew, IndexWriteError, quoted
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
@@ -93,3 +96,18 @@ def check_schema(conn: apsw.Connection, path: str | Path, applied: set[str],
             f"index {quoted(path)} was written by gguf-embed schema {written}, this version "
             f"knows schema {version}{what}: upgrade gguf-embed to write it (searching it may "
             f"still work)", written=written, known=version)
+
+
+def count_non_finite(conn: apsw.Connection) -> int:
+    """How many stored vectors hold NaN or Inf (an older version could store them)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone() \
+            is None:
+        return 0
+    conn.create_scalar_function("gguf_embed_finite", _finite, 1, deterministic=True)
+    (count,), = conn.execute(
+        "SELECT count(*) FROM chunk_vectors WHERE NOT gguf_embed_finite(embedding)")
+    return int(count)
+
+
+def _finite(*values: Any) -> int:
+    return int(isinstance(values[0], bytes) and is_finite_blob(values[0]))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._vectors import finish
+from .errors import NonFiniteVector
 from .protocol import EmbeddingEngine
 
 DEFAULT_SHARE = 512  # tokens: the engine's default pack per decode
@@ -167,22 +168,39 @@ class Batcher:
 
     def _serve(self, step: list[tuple[_Job, int]], urgent: bool) -> None:
         sequences = [s for job, n in step for s in job.sequences[job.taken - n:job.taken]]
+        bad: set[int] = set()
         try:
             self.decodes += 1
-            result = self.engine.embed_prepared(sequences, urgent=urgent)
+            result = self.engine.embed_prepared(sequences, urgent=urgent).vectors
+        except NonFiniteVector as exc:  # only the requests with such an input fail
+            if exc.vectors is None:
+                for job, _ in step:
+                    self._finish(job, error=exc)
+                return
+            result, bad = exc.vectors, set(exc.indices)
         except Exception as exc:  # handed to every request in the step, raised there
             for job, _ in step:
                 self._finish(job, error=exc)
             return
         start = 0
         for job, n in step:
-            job.parts.append(result.vectors[start:start + n])
+            mine = [job.done + i - start for i in sorted(bad) if start <= i < start + n]
+            job.parts.append(result[start:start + n])
             job.done += n
             start += n
+            if mine:
+                self._finish(job, error=NonFiniteVector(
+                    f"input {mine[0]} gave a non-finite vector (NaN or Inf): the model or its "
+                    f"build cannot embed it", indices=mine))
+                continue
             if job.done == len(job.sequences):
                 vectors = np.concatenate(job.parts) if len(job.parts) > 1 else job.parts[0]
-                self._finish(job, vectors=finish(vectors, job.dimensions)
-                             if job.dimensions else vectors)
+                try:
+                    done = finish(vectors, job.dimensions) if job.dimensions else vectors
+                except NonFiniteVector as exc:
+                    self._finish(job, error=exc)
+                    continue
+                self._finish(job, vectors=done)
 
     def _finish(self, job: _Job, *, vectors: np.ndarray | None = None,
                 error: BaseException | None = None) -> None:

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import InputError
 from .extract import Extracted
 
 MD_HEADING = re.compile(r"^#{1,6}\s")
@@ -27,11 +28,21 @@ class ChunkSettings:
     max_tokens: int
     overlap: int
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise InputError(f"chunk size must be a whole number of tokens from 1, got "
+                             f"{self.max_tokens!r}", param="chunk_tokens")
+        if not isinstance(self.overlap, int) or not 0 <= self.overlap < self.max_tokens:
+            raise InputError(f"chunk overlap must be from 0 to less than the chunk size "
+                             f"({self.max_tokens} tokens), got {self.overlap!r}",
+                             param="chunk_overlap")
+
     @classmethod
     def for_context(cls, context: int) -> ChunkSettings:
         """Defaults fitted to a model's context: 8,192/512 for 32k models, smaller for small."""
         if context <= 512:
-            return cls(max_tokens=max(32, min(256, context - 16)), overlap=32)
+            size = max(32, min(256, context - 16))
+            return cls(max_tokens=size, overlap=32 if size > 64 else size // 4)
         size = min(8192, context // 4)
         return cls(max_tokens=size, overlap=max(32, size // 16))
 

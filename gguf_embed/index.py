@@ -36,7 +36,14 @@ from typing import Any, TypeVar
 from ._lock import WriteLock
 from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
+from .errors import (
+    IndexFileError,
+    IndexMismatch,
+    InputError,
+    PathError,
+    QueryTruncated,
+    quoted,
+)
 from .executor import Executor
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
@@ -46,6 +53,7 @@ from .protocol import EmbeddingEngine
 from .remote_identity import identity_problem
 from .search import SearchResult, search
 from .store import Store, make_parent
+from .store_guard import SIDE_FILES, check_regular
 from .walk import Bounds, Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
@@ -79,20 +87,33 @@ class Index:
         self._depth = 0
         self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
+        self._new: list[Path] = []  # what opening it created: removed if it is left empty
+        check_regular(self.path)  # a FIFO or a device: refused before anything is made
         if not readonly:
+            self._new = _missing_parents(self.path) if not self.path.exists() else []
             make_parent(self.path)
             self._lock = WriteLock(self.path)
-            self._lock.acquire(wait=wait, on_wait=on_wait)
+            try:
+                self._lock.acquire(wait=wait, on_wait=on_wait)
+            except BaseException:  # the holder may be making the file: remove folders only
+                self._lock = None
+                for folder in self._new[1:]:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
+            if self._new and self.path.exists():
+                self._new = []  # another writer made it while this one waited
         try:
             self.store = Store.open(self.path, create=not readonly, readonly=readonly)
-        except Exception:
+        except BaseException:
             self._release()
+            self._discard_new()
             raise
         try:
             if engine is not None:
                 self._bind(engine, dimensions, chunking, reindex, model_ref, readonly)
-        except Exception:
-            self.close()
+        except BaseException:
+            self.close(failed=True)
             raise
 
     @classmethod
@@ -156,6 +177,7 @@ class Index:
 
     def _bind(self, engine: EmbeddingEngine, dimensions: int | None, chunking: ChunkSettings | None,
               reindex: bool, model_ref: str | None, readonly: bool) -> None:
+        engine.check_dimensions(dimensions)  # before the index records them
         wanted = identity(engine, dimensions, chunking)
         if model_ref:
             wanted["model"] = model_ref
@@ -245,7 +267,7 @@ class Index:
             docs = self.store.documents() if docs is None else docs
             held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
             if held:
-                problems.append(f"{p}: an empty folder, but the index holds {held} "
+                problems.append(f"{quoted(p)}: an empty folder, but the index holds {held} "
                                 f"documents under it (an unmounted drive?)")
         if problems:
             raise PathError(_refusal(problems))
@@ -442,6 +464,7 @@ class Index:
             "pooling": meta.get("pooling"), "chunking": meta.get("chunking"),
             **self.store.counts(), "size_bytes": size, "last_run": self.store.last_run(),
             "schema_version": meta.get("schema_version"),
+            "read_only_reason": self.store.too_new,  # written by a newer gguf-embed
         }
 
     def _need_engine(self) -> EmbeddingEngine:
@@ -449,12 +472,39 @@ class Index:
             raise InputError("this needs the embedding model: open the index with an engine")
         return self.engine
 
-    def close(self) -> None:
-        self.store.close()
-        self._release()
-        if self._owned_engine:
-            self._owned_engine = False
-            _close_engine(self.engine)
+    def close(self, *, failed: bool = False) -> None:
+        """Close the file and let go of the write lock.  With ``failed`` (an error ended the
+        work), an index file that this object created and that holds no document is removed,
+        with SQLite's side files and the folders made for it: a refused command leaves no new
+        file behind."""
+        discard = failed and bool(self._new) and self._holds_nothing()
+        try:
+            self.store.close()
+        finally:
+            self._release()
+            if discard:
+                self._discard_new()
+            if self._owned_engine:
+                self._owned_engine = False
+                _close_engine(self.engine)
+
+    def _holds_nothing(self) -> bool:
+        try:
+            return not self.store.counts()["documents"]
+        except Exception:  # unreadable now: keep it, it may hold something
+            return False
+
+    def _discard_new(self) -> None:
+        """Remove the index file, its side files and the folders this object created."""
+        new, self._new = self._new, []
+        if not new:
+            return
+        for suffix in SIDE_FILES:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.path}{suffix}")
+        for folder in new[1:]:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -464,8 +514,8 @@ class Index:
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(failed=kind is not None)
 
 
 def identity(engine: EmbeddingEngine, dimensions: int | None = None,
@@ -504,7 +554,7 @@ def _load_engine(ref: str) -> EmbeddingEngine:
 
 def check_roots(paths: Sequence[str | Path]) -> None:
     """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
-    problems = [f"{p}: {why}" for p in paths if (why := root_problem(p))]
+    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
     if problems:
         raise PathError(_refusal(problems))
 
@@ -512,6 +562,16 @@ def check_roots(paths: Sequence[str | Path]) -> None:
 def _refusal(problems: list[str]) -> str:
     return (f"{'; '.join(problems)}; nothing was changed (pass --prune-missing to remove "
             f"the documents indexed under {'it' if len(problems) == 1 else 'them'})")
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist yet, innermost first."""
+    out = [path]
+    for parent in path.absolute().parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return out
 
 
 def _is_empty(folder: str) -> bool:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._vectors import vec_blob
+from ._vectors import is_finite_blob, vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
-from .errors import ClusterError, EngineUnavailable, GgufEmbedError
+from .errors import ClusterError, EngineUnavailable, GgufEmbedError, NonFiniteVector
 from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
@@ -117,6 +117,7 @@ class _Flight:
     n_chunks: int
     report: tuple[int, int, float, str] | None = None  # progress to report once written
     error: str = ""
+    nonfinite: set[str] = field(default_factory=set)  # hashes the model gave NaN/Inf for
 
     def job_done(self) -> bool:
         return self.job is None or self.job.wait(0)
@@ -321,7 +322,8 @@ class Indexer:
 
     def _submit(self, batch: list[_Pending]) -> _Flight:
         hashes = [c.hash for p in batch for c in p.chunks]
-        vectors = self.store.vectors_by_hash(hashes)
+        vectors = {h: blob for h, blob in self.store.vectors_by_hash(hashes).items()
+                   if is_finite_blob(blob)}  # a NaN stored by an older version: embed again
         todo: dict[str, str] = {}
         borrowed: dict[str, _Flight] = {}
         for pending in batch:
@@ -361,6 +363,14 @@ class Indexer:
         vectors = flight.vectors
         with self.store.transaction():
             for pending in flight.batch:
+                bad = next((i for i, c in enumerate(pending.chunks)
+                            if c.hash in flight.nonfinite), None)
+                if bad is not None:  # never stored: the file is listed, the run goes on
+                    piece = pending.chunks[bad]
+                    summary.failed.append((pending.path, (
+                        f"the model gave a non-finite vector (NaN or Inf) for chunk {bad} "
+                        f"(lines {piece.start_line}-{piece.end_line}); not indexed")))
+                    continue
                 self.store.write_document(
                     path=pending.path, hash=pending.hash, size=pending.size,
                     mtime=pending.mtime, kind=pending.kind, chunks=pending.chunks,
@@ -378,13 +388,27 @@ class Indexer:
                 result = flight.job.result()
             except (ClusterError, EngineUnavailable):
                 raise
+            except NonFiniteVector as exc:  # the other texts of the batch are fine
+                if exc.vectors is None or len(exc.vectors) != len(flight.todo):
+                    flight.error = f"embedding failed: {exc}"
+                    return
+                bad = set(exc.indices)
+                for i, (key, vector) in enumerate(zip(flight.todo, exc.vectors, strict=True)):
+                    if i in bad:
+                        flight.nonfinite.add(key)
+                    else:
+                        flight.vectors[key] = vec_blob(vector)
             except GgufEmbedError as exc:
                 flight.error = f"embedding failed: {exc}"
                 return
-            for key, vector in zip(flight.todo, result.vectors, strict=True):
-                flight.vectors[key] = vec_blob(vector)
-            self.summary.tokens_embedded += result.total_tokens
+            else:
+                for key, vector in zip(flight.todo, result.vectors, strict=True):
+                    flight.vectors[key] = vec_blob(vector)
+                self.summary.tokens_embedded += result.total_tokens
         for key, earlier in flight.borrowed.items():
+            if key in earlier.nonfinite:
+                flight.nonfinite.add(key)
+                continue
             if key not in earlier.vectors:  # the batch that embedded it failed
                 flight.error = earlier.error
                 return

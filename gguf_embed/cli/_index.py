@@ -18,13 +18,16 @@ from typing import Any
 import click
 
 from ..chunking import ChunkSettings
-from ..errors import GgufEmbedError, QueryTruncated
+from ..errors import GgufEmbedError, InputError, QueryTruncated, quoted
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
 from ..models import parse_ref
 from ..search import MODES, SearchResult
 from ._base import (
+    DIMENSIONS,
+    FiniteFloat,
     check_argument,
+    check_dimensions,
     check_roles,
     cli,
     load_engine,
@@ -49,6 +52,15 @@ def db_option(func: Any) -> Any:
         help=f"The index file [env: GGUF_EMBED_DB; default: {default_db()}].")(func)
 
 
+MIN_CHUNK_TOKENS = 16
+
+
+def max_file_size_option(func: Any) -> Any:
+    return click.option("--max-file-size", type=FiniteFloat(min=0, min_open=True, max=1e9),
+                        default=50.0,
+                        show_default=True, help="Skip files larger than this many MB.")(func)
+
+
 _RAY_ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
 
 
@@ -58,7 +70,7 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
         return value
     hint = (" (it is a path: put --ray after the paths)"
             if os.path.exists(value) else "")
-    raise click.BadParameter(f"{value!r} is not a Ray address: give auto, HOST:PORT or "
+    raise click.BadParameter(f"{quoted(repr(value))} is not a Ray address: give auto, HOST:PORT or "
                              f"ray://HOST:PORT, or --ray alone{hint}", ctx, param)
 
 
@@ -74,13 +86,13 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
                    "by default: see docs/security.md).")
 @click.option("--reindex", is_flag=True, help="Rebuild the index from scratch (needed to "
               "change model, dimensions or chunking).")
-@click.option("-d", "--dimensions", type=int, default=None,
+@click.option("-d", "--dimensions", type=DIMENSIONS, default=None,
               help="Store vectors cut to this size (Matryoshka).")
-@click.option("--chunk-tokens", type=int, default=None,
+@click.option("--chunk-tokens", type=click.IntRange(min=MIN_CHUNK_TOKENS), default=None,
               help="Tokens per chunk [default: fitted to the model's context].")
-@click.option("--chunk-overlap", type=int, default=None, help="Tokens shared by neighbours.")
-@click.option("--max-file-size", type=float, default=50.0, show_default=True,
-              help="Skip files larger than this many MB.")
+@click.option("--chunk-overlap", type=click.IntRange(min=0), default=None,
+              help="Tokens shared by neighbours (less than the chunk size).")
+@max_file_size_option
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr [default: when stderr is a terminal].")
 @click.option("--prune-missing", is_flag=True,
@@ -115,6 +127,9 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     docs/scale-out.md).
     """
     db = db or default_db()
+    if chunk_tokens is not None and chunk_overlap is not None and chunk_overlap >= chunk_tokens:
+        raise click.BadParameter(f"{chunk_overlap} is not less than --chunk-tokens "
+                                 f"{chunk_tokens}", param_hint="'--chunk-overlap'")
     if not prune_missing:
         check_roots(list(paths))  # before anything is loaded or created
     if ray_address is not None and remote_url():
@@ -131,11 +146,8 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                                offline=offline)
     engine = remote or load_engine(model, offline, hf_endpoint, cache_dir,
                                    **({"vocab_only": True} if executor else {}))
-    chunking = None
-    if chunk_tokens or chunk_overlap is not None:
-        base = ChunkSettings.for_context(engine.max_tokens)
-        chunking = ChunkSettings(chunk_tokens or base.max_tokens,
-                                 base.overlap if chunk_overlap is None else chunk_overlap)
+    check_dimensions(engine, dimensions)
+    chunking = _chunking(engine, chunk_tokens, chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine(executor) if show else None
     cancel = threading.Event()
@@ -168,6 +180,23 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         click.echo(f"interrupted: {done} files indexed and kept; run the same command again "
                    f"to continue", err=True)
         sys.exit(130)
+
+
+def _chunking(engine: Any, tokens: int | None, overlap: int | None) -> ChunkSettings | None:
+    """The chunk settings asked for, checked against the model's context (a usage error)."""
+    if tokens is None and overlap is None:
+        return None
+    if tokens is not None and tokens > engine.max_tokens:
+        raise click.BadParameter(f"{tokens} is over the model's context ({engine.max_tokens} "
+                                 f"tokens)", param_hint="'--chunk-tokens'")
+    base = ChunkSettings.for_context(engine.max_tokens)
+    size = tokens or base.max_tokens
+    if overlap is None:
+        overlap = min(base.overlap, size // 2)
+    try:
+        return ChunkSettings(size, overlap)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--chunk-overlap'") from exc
 
 
 @contextlib.contextmanager
@@ -391,6 +420,8 @@ def status(db: Path | None, as_json: bool) -> None:
     db = db or default_db()
     with Index(db, readonly=True) as idx:
         info = idx.status()
+    if info.get("read_only_reason"):
+        click.echo(terminal_text(f"note: {info['read_only_reason']}"), err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -9,6 +9,7 @@ import click
 
 from ..index import Index
 from ._base import (
+    FiniteFloat,
     check_roles,
     cli,
     load_engine,
@@ -37,7 +38,7 @@ from ._index import db_option
               help="Keep the --db index live for PATH while serving (repeatable).")
 @click.option("--follow-symlinks", is_flag=True,
               help="With --watch: also index what symlinks inside PATH lead to outside it.")
-@click.option("--batch-window", type=click.FloatRange(0, 1000), default=4.0, show_default=True,
+@click.option("--batch-window", type=FiniteFloat(0, 1000), default=4.0, show_default=True,
               help="Milliseconds to gather concurrent requests into one decode (0: off).")
 @click.option("--reranker", envvar="GGUF_EMBED_RERANKER", default=None, metavar="MODEL",
               help="Also serve this reranker: POST /v1/rerank, and /v1/search reranks with it "
@@ -82,8 +83,8 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
     except ImportError as exc:  # starlette/uvicorn are an extra
         raise click.ClickException(
             "the server needs its extra: pip install 'gguf-embed[serve]'") from exc
-    if db is not None:
-        model = Index.model_for(db, model)
+    if db is not None:  # an index that is there is opened once now (a FIFO fails here)
+        model = Index.model_for(db, model, must_exist=db.exists())
     check_roles(model, reranker, flag="--reranker")
     if token_ids == "cl100k":
         from ..token_ids import cl100k
@@ -138,16 +139,12 @@ def check_exposure(host: str, api_key: str | None, insecure_no_auth: bool) -> No
 
 def _start_watch(db: Path | None, engine: Any, paths: tuple[Path, ...],
                  model: str | None, follow_symlinks: bool = False) -> Any:
-    from ..index import Index
-    from ..watch import Background
     from ._index import _model_ref
+    from ._watch import start_watch
 
     if db is None:
         raise click.UsageError("--watch needs --db FILE (the index to keep live)")
-    ref = _model_ref(model, engine)
-    Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-    return Background(db, engine, list(paths), model_ref=ref,
-                      follow_symlinks=follow_symlinks).start()
+    return start_watch(db, engine, paths, _model_ref(model, engine), follow_symlinks)
 
 
 def _served_name(ref: str | None, spec_name: str) -> str:

@@ -72,6 +72,10 @@ def main() -> None:
                         help="sequences per decode to sweep")
     parser.add_argument("--no-peers", action="store_true", help="only our engine")
     parser.add_argument("--no-st", action="store_true", help="leave sentence-transformers out")
+    parser.add_argument("--quick", action="store_true",
+                        help="peers at their best settings only: stock with threads = ours, "
+                             "sentence-transformers at batch_size 32 (a busy host: stock's "
+                             "default 2 batch threads crawl when the cores are shared)")
     parser.add_argument("--peak-gflops", type=float, default=None,
                         help="peak GFLOP/s of one core for the model's kernel "
                              "(default: from /proc/cpuinfo's clock)")
@@ -118,9 +122,11 @@ def main() -> None:
         # backends are loaded". Our engine did it above; say so explicitly for the peers.
         _llama.load_backends()
 
-        for label, kwargs in (("stock Llama.embed (defaults)", {}),
-                              (f"stock Llama.embed (n_threads={threads})",
-                               {"n_threads": threads, "n_threads_batch": threads})):
+        stock: list[tuple[str, dict[str, int]]] = [] if opts.quick else [
+            ("stock Llama.embed (defaults)", {})]
+        stock.append((f"stock Llama.embed (n_threads={threads})",
+                      {"n_threads": threads, "n_threads_batch": threads}))
+        for label, kwargs in stock:
             llm = Llama(str(opts.model), embedding=True, verbose=False, **kwargs)
             record(label, timed(lambda llm=llm: llm.embed(texts), opts.repeat))
             llm.close()
@@ -137,7 +143,7 @@ def main() -> None:
         torch.set_num_threads(threads)
         st = SentenceTransformer(str(hf_dir), device="cpu")
         st.max_seq_length = limit
-        for batch_size in (32, 128):
+        for batch_size in (32,) if opts.quick else (32, 128):
             record(f"sentence-transformers fp32 (batch_size={batch_size}, {threads} threads)",
                    timed(lambda bs=batch_size: st.encode(texts, batch_size=bs), opts.repeat))
 

@@ -171,8 +171,8 @@ def _say_if_slow(idx: Index, engine: Any, paths: tuple[Path, ...], include: tupl
     from ..estimate import estimate_index
     from ..walk import Found, Rules, walk
 
-    if getattr(engine, "n_gpu_layers", 0):
-        return
+    if getattr(engine, "n_gpu_layers", 0) or not hasattr(engine, "metadata"):
+        return  # a GPU, or an engine that is no local GGUF (nothing to estimate from)
     found = [f.path for f in walk(list(paths), Rules(include, exclude, use_ignore))
              if isinstance(f, Found)]
     chunk = idx.chunk_settings

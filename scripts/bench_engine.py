@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from gguf_embed import Engine, EngineOptions, _llama
 
@@ -122,7 +123,7 @@ def main() -> None:
         # backends are loaded". Our engine did it above; say so explicitly for the peers.
         _llama.load_backends()
 
-        stock: list[tuple[str, dict[str, int]]] = [] if opts.quick else [
+        stock: list[tuple[str, dict[str, Any]]] = [] if opts.quick else [
             ("stock Llama.embed (defaults)", {})]
         stock.append((f"stock Llama.embed (n_threads={threads})",
                       {"n_threads": threads, "n_threads_batch": threads}))

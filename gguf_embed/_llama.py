@@ -154,6 +154,49 @@ def cpu_backend() -> dict[str, Any]:
     return {"variant": variant, "features": features, "library": library}
 
 
+AMX_CPU_FLAGS = frozenset({"amx_tile", "amx_int8", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The CPU's instruction-set flags from ``cpuinfo`` (Linux); None where they cannot be
+    read (macOS, Windows, or a kernel whose cpuinfo has no ``flags`` line)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def extra_bufts_rule(features: list[str], flags: frozenset[str] | None) -> tuple[bool, str]:
+    """Whether llama.cpp may use the CPU backend's extra buffer types, and why.
+
+    The extra buffer types are weight layouts chosen at load time: ggml's repacked int8 GEMM
+    layouts (a speed-up kept on every CPU without AMX) and, in a CPU library compiled with AMX
+    kernels (feature ``AMX_INT8``: ``-march=native`` on a Xeon, ``GGML_CPU_ALL_VARIANTS``'
+    ``sapphirerapids``, a wheel someone else built), the AMX buffer, whose matmul
+    (``ggml_backend_amx_mul_mat``) segfaults on quantized models (llama.cpp #20824). ggml only
+    offers that buffer when the CPU has AMX, so they are turned off, for every model (the AMX
+    buffer takes F16 weights too; llama.cpp has one switch, not one per type), exactly when
+    the loaded library has AMX kernels and the CPU has AMX or its flags cannot be read."""
+    if not any(f.split("=")[0].startswith("AMX") for f in features):
+        return True, "on: the CPU backend has no AMX kernels"
+    if flags is not None and not flags & AMX_CPU_FLAGS:
+        return True, "on: the CPU backend has AMX kernels but this CPU has no AMX"
+    cpu = "this CPU has AMX" if flags is not None else "this CPU's flags cannot be read"
+    return False, (f"off: the CPU backend has AMX kernels and {cpu}; its AMX matmul segfaults "
+                   f"on quantized models (llama.cpp #20824)")
+
+
+@cache
+def use_extra_bufts() -> tuple[bool, str]:
+    """:func:`extra_bufts_rule` for the CPU backend loaded in this process and this CPU."""
+    return extra_bufts_rule(cpu_backend()["features"], cpu_flags())
+
+
 def physical_cores() -> int:
     """Physical cores this process may use (hyper-threads slow llama.cpp down)."""
     try:

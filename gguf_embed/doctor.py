@@ -32,6 +32,9 @@ SELF_TEST_TEXTS = [
 SELF_TEST_QUERY = "find large files on disk"
 MIN_COSINE = 0.999
 REFERENCES = Path(__file__).resolve().parent / "references"
+CPU_FLAGS_SHOWN = frozenset({"avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw",
+                             "avx512vbmi", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                             "amx_bf16"})
 
 # general.file_type -> the cosine a quantized GGUF must reach against the original model's
 # vectors (F32/F16/BF16 keep MIN_COSINE); measured with all-MiniLM-L6-v2 Q8_0: 0.9995
@@ -51,12 +54,18 @@ def environment() -> dict[str, Any]:
     from .store import probe_extensions
 
     cpu = _llama.cpu_backend()  # loads the backends first, so what follows sees them
+    flags = _llama.cpu_flags()
     info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "llama_cpp_python": llama_cpp.__version__,
         "cpu_backend": cpu["variant"],
         "cpu_backend_library": cpu["library"],
+        "cpu_backend_features": " ".join(cpu["features"]),
+        # the CPU's own vector/matrix instruction sets, beside what the kernels were built for
+        "cpu_flags": " ".join(sorted(flags & CPU_FLAGS_SHOWN)) if flags is not None
+        else "unknown (no /proc/cpuinfo)",
+        "extra_buffer_types": _llama.use_extra_bufts()[1],
         "llama_cpp_system_info": _llama.system_info().strip(),
         "gpu_offload": _llama.supports_gpu_offload(),
         "devices": _llama.devices(),

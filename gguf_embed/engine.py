@@ -114,6 +114,8 @@ class Engine:
         _llama.backend()
         params = lc.llama_model_default_params()
         params.vocab_only = vocab_only
+        # off where AMX kernels meet an AMX CPU: they segfault on quantized models (#20824)
+        params.use_extra_bufts = _llama.use_extra_bufts()[0]
         if vocab_only:
             n_gpu_layers = 0
         elif n_gpu_layers is None:

@@ -8,11 +8,12 @@ A B A B so that a drifting host load hits both alike.
 
 Prints a Markdown table: tokens/s (model tokens per wall second, best of each run's repeats;
 the runs listed), tokens per CPU-second of the process (less sensitive to other load on the
-host), the CPU kernels each build loaded, and the fraction of the peak FP32 rate, from
-``--peak-gflops`` (one core) or else 2 FMA pipes × 8 lanes × 2 FLOP (AVX2) per cycle per core
-at ``/proc/cpuinfo``'s nominal clock: the wall rate against all threads' cores, the CPU-time
-rate against one core. FLOPs per token count the matmul weights in the layers
-(2 per weight) plus the attention scores and sums of each text's own tokens.
+host), the CPU kernels each build loaded, and the fraction of the peak rate of the kernel the
+weights run on (FP32 FMA for F32/F16, BF16 dot products, int8 dot products: PEAK_PER_CYCLE),
+from ``--peak-gflops`` (one core) or else at ``/proc/cpuinfo``'s nominal clock: the wall rate
+against all threads' cores, the CPU-time rate against one core. FLOPs per token count the
+matmul weights in the layers (2 per weight) plus the attention scores and sums of each text's
+own tokens.
 """
 
 from __future__ import annotations
@@ -80,18 +81,61 @@ def flops_per_token(model: Path, lengths: list[int]) -> float:
     return 2 * weights + attention / sum(lengths)
 
 
-def nominal_peak_gflops(cores: int) -> tuple[float, str]:
-    mhz = 0.0
+def nominal_ghz() -> float:
+    """/proc/cpuinfo's clock (the nominal one under a hypervisor; boost is higher)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("cpu MHz"):
-                mhz = float(line.split(":")[1])
-                break
+                return float(line.split(":")[1]) / 1000
     except OSError:
         pass
-    peak = cores * mhz / 1000 * 32
-    return peak, (f"{cores} × {mhz / 1000:.2f} GHz (nominal) × 32 FP32 FLOP/cycle "
-                  f"= {peak:.1f} GFLOP/s")
+    return 0.0
+
+
+# Per core and cycle, for the kernels ggml runs on x86 (two vector pipes that can multiply-add,
+# as on Intel since Haswell and AMD since Zen 2; Zen 5 and Xeon run 512-bit ops at full width,
+# Zen 4 splits them in two, so use --peak-gflops there):
+#   f32-fma   FP32 fused multiply-add (F32 and F16 weights: ggml widens F16 to FP32):
+#             2 pipes × lanes (8 AVX2, 16 AVX-512) × 2 FLOP            = 32 / 64
+#   bf16-dot  vdpbf16ps (BF16 weights with AVX512_BF16): 2 pipes × 16 lanes × 2 products
+#             × 2 FLOP                                                 = 128
+#   int8-dot  quantized weights (Q8_0, Q4_K, ...) against int8 activations, 256-bit dot
+#             products (vpmaddubsw, or vpdpbusd with VNNI): 2 pipes × 32 int8 products
+#             × 2 ops                                                  = 128
+#             (ggml's 512-bit int8 paths would double it; the Q4_K/Q8_0 dot kernels it
+#             runs on x86 are 256-bit)
+PEAK_PER_CYCLE = {("f32-fma", False): 32, ("f32-fma", True): 64, ("bf16-dot", True): 128,
+                  ("int8-dot", False): 128, ("int8-dot", True): 128}
+FILE_TYPE_KERNEL = {0: "f32-fma", 1: "f32-fma", 32: "bf16-dot"}  # general.file_type; else int8
+
+
+def kernel_for(model: Path, features: list[str]) -> tuple[str, bool]:
+    """The matmul kernel family the model's weights run on, and whether AVX-512 is in use."""
+    from gguf import GGUFReader
+
+    field = GGUFReader(model).fields.get("general.file_type")
+    file_type = int(field.parts[field.data[0]][0]) if field is not None else 1
+    kernel = FILE_TYPE_KERNEL.get(file_type, "int8-dot")
+    wide = "AVX512" in features
+    if kernel == "bf16-dot" and "AVX512_BF16" not in features:
+        kernel = "f32-fma"  # without the instruction, BF16 is widened to FP32
+    return kernel, wide
+
+
+def peak_gflops(cores: int, kernel: str, wide: bool, ghz: float | None = None
+                ) -> tuple[float, str]:
+    """Peak GOP/s of ``cores`` cores for ``kernel`` (see PEAK_PER_CYCLE) and the formula."""
+    ghz = ghz or nominal_ghz()
+    per_cycle = PEAK_PER_CYCLE[(kernel, wide)]
+    peak = cores * ghz * per_cycle
+    width = "AVX-512" if wide else "256-bit"
+    return peak, (f"{kernel} ({width}): {cores} core(s) × {ghz:.2f} GHz (nominal) × "
+                  f"{per_cycle} per cycle = {peak:.1f} GFLOP/s")
+
+
+def nominal_peak_gflops(cores: int) -> tuple[float, str]:
+    """The AVX2 FP32 peak (this script's historical yardstick)."""
+    return peak_gflops(cores, "f32-fma", False)
 
 
 def main() -> None:
@@ -142,7 +186,7 @@ def main() -> None:
             first = runs[label][0]
             flops = flops_per_token(path, first["lengths"])
             core_peak, how = (opts.peak_gflops, "given") if opts.peak_gflops else \
-                nominal_peak_gflops(1)
+                peak_gflops(1, *kernel_for(path, first["features"]))
             best = max(r["rate"] for r in runs[label])
             best_cpu = max(r["cpu_rate"] for r in runs[label])
             rows.append({"model": path.name, "build": label, "variant": first["variant"],
@@ -155,7 +199,9 @@ def main() -> None:
                          if core_peak else None,
                          "peak_cpu": best_cpu * flops / 1e9 / core_peak if core_peak else None,
                          "peak": how})
-    print(f"peak of one core: {rows[0]['peak']}; threads: {rows[0]['threads']}\n")
+    for peak in dict.fromkeys(row["peak"] for row in rows):
+        print(f"peak of one core: {peak}")
+    print(f"threads: {rows[0]['threads']}\n")
     print("| model | build | CPU kernels | tokens/s, runs in order | best tokens/s "
           "| best tokens/CPU-s | GFLOP/token | % of peak (wall) | % of peak (CPU time) |")
     print("| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """(Re)install llama-cpp-python built with one of the presets in CMakePresets.json.
 
-    python -m scripts.install_llama                 # CPU kernels picked at run time (cpu-dispatch)
-    python -m scripts.install_llama --preset cpu    # AVX2 only: a much shorter build
-    python -m scripts.install_llama --preset cuda   # NVIDIA GPU offload
+    python -m scripts.install_llama                 # for this CPU (--preset auto: cpu-host)
+    python -m scripts.install_llama --preset cpu-dispatch   # every x86 generation (portable)
+    python -m scripts.install_llama --preset cpu    # AVX2 only
     python -m scripts.install_llama --preset cuda -D CMAKE_CUDA_ARCHITECTURES=90
+    python -m scripts.install_llama --wheel FILE_OR_URL       # a prebuilt wheel: no compiler
+    python -m scripts.install_llama --index-url URL           # from a wheel index: no compiler
 
 The wheel is built once per (version, preset, defines) and cached under
 ~/.cache/gguf-embed-dev/wheels (or $GGUF_EMBED_DEV_CACHE), so a second install takes seconds.
@@ -16,14 +18,34 @@ import argparse
 import hashlib
 import json
 import os
+import platform
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
 from scripts.llama_sdist import CACHE, LLAMA_CPP_PYTHON_VERSION, sdist_tarball
 
-PRESETS = Path(__file__).resolve().parent.parent / "CMakePresets.json"
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = ROOT / "CMakePresets.json"
+
+# cpu-host: GGML option -> the /proc/cpuinfo flags it needs (all of them). AMX is never turned
+# on: its matmul segfaults on quantized models (llama.cpp #20824); the engine also turns extra
+# buffer types off at run time if an installed build has AMX kernels on an AMX CPU.
+HOST_OPTIONS: dict[str, tuple[str, ...]] = {
+    "GGML_SSE42": ("sse4_2",),
+    "GGML_AVX": ("avx",),
+    "GGML_F16C": ("f16c",),
+    "GGML_FMA": ("fma",),
+    "GGML_BMI2": ("bmi2",),
+    "GGML_AVX2": ("avx2",),
+    "GGML_AVX_VNNI": ("avx_vnni",),
+    "GGML_AVX512": ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
+    "GGML_AVX512_VBMI": ("avx512f", "avx512vbmi"),
+    "GGML_AVX512_VNNI": ("avx512f", "avx512_vnni"),
+    "GGML_AVX512_BF16": ("avx512f", "avx512_bf16"),
+}
 
 
 def preset_variables(name: str, presets_file: Path = PRESETS) -> dict[str, str]:
@@ -45,9 +67,55 @@ def preset_variables(name: str, presets_file: Path = PRESETS) -> dict[str, str]:
     return collect(name)
 
 
-def build_variables(preset: str, defines: list[str]) -> dict[str, str]:
-    """The preset's cache variables with ``VAR=VALUE`` overrides from the command line."""
-    variables = preset_variables(preset)
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The instruction-set flags of the first CPU in ``cpuinfo``; None where there is no such
+    file (macOS, Windows) or no flags line (non-x86 kernels call it ``Features``)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return frozenset(value.split())
+    return None
+
+
+def auto_preset(machine: str | None = None, system: str | None = None,
+                flags: frozenset[str] | None = None) -> str:
+    """The preset ``--preset auto`` builds: Metal on Apple silicon, ``cpu-host`` (this CPU's
+    instruction sets, one library) on an x86-64 Linux whose flags can be read, else ``cpu``."""
+    machine = (machine or platform.machine()).lower()
+    system = system or platform.system()
+    if system == "Darwin" and machine in ("arm64", "aarch64"):
+        return "metal"
+    if machine in ("x86_64", "amd64") and flags is not None and "avx2" in flags:
+        return "cpu-host"
+    return "cpu"
+
+
+def host_variables(flags: frozenset[str]) -> dict[str, str]:
+    """The cpu-host preset's instruction-set options for a CPU with ``flags``: each GGML option
+    on when the CPU has all its flags; AMX always off."""
+    variables = {name: "ON" if all(f in flags for f in needs) else "OFF"
+                 for name, needs in HOST_OPTIONS.items()}
+    variables.update(GGML_NATIVE="OFF", GGML_AMX_TILE="OFF", GGML_AMX_INT8="OFF",
+                     GGML_AMX_BF16="OFF")
+    return variables
+
+
+def build_variables(preset: str, defines: list[str],
+                    flags: frozenset[str] | None = None) -> dict[str, str]:
+    """The preset's cache variables with ``VAR=VALUE`` overrides from the command line;
+    ``cpu-host`` gets this CPU's instruction sets (``flags``, default: /proc/cpuinfo)."""
+    variables = {k: v.replace("${sourceDir}", str(ROOT)) for k, v in preset_variables(
+        preset).items()}
+    if preset == "cpu-host":
+        flags = flags if flags is not None else read_cpu_flags()
+        if flags is None:
+            raise SystemExit("--preset cpu-host reads the CPU's flags from /proc/cpuinfo, which "
+                             "this system has not; use --preset cpu or cpu-dispatch")
+        variables.update(host_variables(flags))
     for item in defines:
         key, _, value = item.partition("=")
         variables[key] = value
@@ -100,8 +168,11 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
     drop = dropped_libraries(variables)
     # the key covers the preset's resolved variables (so editing a preset rebuilds) and what
     # is dropped from the wheel afterwards
+    included = "".join(Path(v).read_text() for k, v in sorted(variables.items())
+                       if k.endswith("_INCLUDE_BEFORE") and Path(v).is_file())
     key = hashlib.sha256(
-        f"{version} {args}{' drop=' + ','.join(drop) if drop else ''}".encode()).hexdigest()[:12]
+        f"{version} {args}{' drop=' + ','.join(drop) if drop else ''}{included}".encode()
+    ).hexdigest()[:12]
     folder = CACHE / "wheels" / f"{preset}-{key}"
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))
     if wheels:
@@ -111,6 +182,7 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
     env = dict(os.environ, CMAKE_ARGS=args,
                CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
     print(f"building llama-cpp-python {version} with preset {preset}: {args}", file=sys.stderr)
+    started = time.monotonic()
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(folder),
          *([] if isolation else ["--no-build-isolation"]), str(sdist_tarball(version))],
@@ -121,20 +193,52 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
         for path in drop_from_wheel(wheel, drop):
             print(f"dropped {path} from the wheel (AMX: llama.cpp #20824)", file=sys.stderr)
     (folder / "cmake-args.txt").write_text(args + "\n")
+    print(f"built {wheel.name} in {(time.monotonic() - started) / 60:.1f} min", file=sys.stderr)
     return wheel
+
+
+def prebuilt_commands(python: str, version: str, wheel: str | None,
+                      index_url: str | None) -> list[list[str]]:
+    """pip commands that install a prebuilt llama-cpp-python (never compiling it), then its
+    dependencies from the usual index."""
+    pip = [python, "-m", "pip", "install", "--quiet"]
+    if wheel:
+        first = [*pip, "--force-reinstall", "--no-deps", wheel]
+    else:
+        first = [*pip, "--force-reinstall", "--no-deps", "--only-binary", "llama-cpp-python",
+                 "--index-url", str(index_url), f"llama-cpp-python=={version}"]
+    return [first, [*pip, wheel if wheel else f"llama-cpp-python=={version}"]]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu-dispatch",
-                        help="a configure preset (default: cpu-dispatch)")
+    parser.add_argument("--preset", default="auto",
+                        help="a configure preset; auto (the default): cpu-host on x86-64 "
+                             "Linux, metal on Apple silicon, else cpu")
     parser.add_argument("-D", dest="defines", action="append", default=[],
                         metavar="VAR=VALUE", help="extra CMake cache variable")
     parser.add_argument("--version", default=LLAMA_CPP_PYTHON_VERSION)
     parser.add_argument("--wheel-only", action="store_true", help="build the wheel, do not install")
     parser.add_argument("--no-build-isolation", action="store_true",
                         help="build with this environment's scikit-build-core (offline machines)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--wheel", metavar="FILE_OR_URL",
+                        help="install this prebuilt llama-cpp-python wheel (no compiler)")
+    source.add_argument("--index-url", metavar="URL",
+                        help="install a prebuilt llama-cpp-python wheel from this index "
+                             "(no compiler)")
     opts = parser.parse_args()
+    if opts.wheel or opts.index_url:
+        for command in prebuilt_commands(sys.executable, opts.version, opts.wheel,
+                                         opts.index_url):
+            subprocess.run(command, check=True)
+        print("installed a prebuilt llama-cpp-python; `gguf-embed doctor` shows its CPU kernels "
+              "(gguf-embed turns llama.cpp's extra buffer types off where AMX kernels meet an "
+              "AMX CPU, llama.cpp #20824)", file=sys.stderr)
+        return
+    if opts.preset == "auto":
+        opts.preset = auto_preset(flags=read_cpu_flags())
+        print(f"--preset auto: {opts.preset}", file=sys.stderr)
     wheel = build_wheel(opts.preset, opts.defines, opts.version, not opts.no_build_isolation)
     if opts.wheel_only:
         print(wheel)

@@ -90,3 +90,67 @@ def test_doctor_json_names_the_cpu_backend(tmp_path: Path) -> None:
     env = json.loads(result.stdout)["environment"]
     assert env["cpu_backend"] == _llama.cpu_backend()["variant"]
     assert Path(env["cpu_backend_library"]).is_file()
+
+
+# ------------------------------------------------------------ the AMX rule, at run time
+ZEN5_FLAGS = frozenset(["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+AMX_FLAGS = ZEN5_FLAGS | {"amx_tile", "amx_int8", "amx_bf16"}
+ZEN4_FEATURES = ["SSE3", "AVX", "AVX2", "F16C", "FMA", "AVX512", "AVX512_VNNI", "AVX512_BF16"]
+SAPPHIRE_FEATURES = [*ZEN4_FEATURES, "AMX_INT8"]
+
+
+def test_extra_buffer_types_are_off_only_where_amx_kernels_meet_an_amx_cpu() -> None:
+    rule = _llama.extra_bufts_rule
+    use, why = rule(SAPPHIRE_FEATURES, AMX_FLAGS)  # -march=native on a Xeon: would crash
+    assert not use and "#20824" in why and "this CPU has AMX" in why
+    use, why = rule(SAPPHIRE_FEATURES, None)  # AMX kernels, CPU unknown: the safe side
+    assert not use and "cannot be read" in why
+    # no AMX kernels loaded: the repacked layouts stay on, AMX CPU or not
+    assert rule(ZEN4_FEATURES, AMX_FLAGS)[0] and rule(ZEN4_FEATURES, None)[0]
+    # AMX kernels on a CPU without AMX: ggml never offers the AMX buffer
+    use, why = rule(SAPPHIRE_FEATURES, ZEN5_FLAGS)
+    assert use and "no AMX" in why
+    assert rule(["AVX2", "REPACK=1"], AMX_FLAGS)[0]
+
+
+def test_cpu_flags_come_from_the_flags_line(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 amx_int8\n")
+    assert _llama.cpu_flags(info) == {"fpu", "avx2", "amx_int8"}
+    assert _llama.cpu_flags(tmp_path / "missing") is None
+
+
+def test_the_engine_loads_models_with_the_rule(monkeypatch, models_dir: Path) -> None:
+    import llama_cpp as lc
+
+    from gguf_embed import Engine
+
+    seen: list[bool] = []
+    expected = _llama.use_extra_bufts()[0]  # this process's CPU and backend
+    load = lc.llama_model_load_from_file
+
+    def spy(path: bytes, params: object) -> object:
+        seen.append(bool(params.use_extra_bufts))  # type: ignore[attr-defined]
+        return load(path, params)
+
+    monkeypatch.setattr(lc, "llama_model_load_from_file", spy)
+    model = models_dir / "tiny-qwen3-q4_k_m.gguf"
+    with Engine(model) as engine:
+        normal = engine.embed(["a quantized model, weights repacked where ggml can"])
+    monkeypatch.setattr(_llama, "use_extra_bufts", lambda: (False, "off: a test"))
+    with Engine(model) as engine:
+        plain = engine.embed(["a quantized model, weights repacked where ggml can"])
+    assert seen == [expected, False]
+    assert float((normal * plain).sum()) > 0.999  # the same vectors without extra buffers
+
+
+def test_doctor_json_says_whether_extra_buffer_types_are_used(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a model at all")
+    result = CliRunner().invoke(cli, ["doctor", "-m", str(bad), "--json"])
+    env = json.loads(result.stdout)["environment"]
+    use, why = _llama.use_extra_bufts()
+    assert env["extra_buffer_types"] == why and why.startswith("on" if use else "off")
+    assert env["cpu_backend_features"].split() == _llama.cpu_backend()["features"]
+    flags = _llama.cpu_flags()
+    assert flags is None or set(env["cpu_flags"].split()) <= flags

@@ -81,11 +81,14 @@ def quick_start() -> tuple[list[str], list[str]]:
 def test_quick_start_finds_the_page_that_answers(tmp_path: Path, minilm_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     index_args, search_args = quick_start()
-    assert index_args == ["index", "./docs"] and search_args[0] == "search"
+    # the small model, so that it takes minutes on a laptop CPU (issue 20)
+    assert index_args == ["index", "--model", "qwen3-embedding-0.6b", "./docs"]
+    assert search_args[0] == "search"
     monkeypatch.chdir(ROOT)
     db = ["--db", str(tmp_path / "docs.db")]
     runner = CliRunner()
-    built = runner.invoke(cli, [*index_args, *db, "--model", str(minilm_path), "--json"])
+    # run with the MiniLM test model in place of the catalog one (no download in tests)
+    built = runner.invoke(cli, ["index", "./docs", *db, "--model", str(minilm_path), "--json"])
     assert built.exit_code == 0, built.output
     assert json.loads(built.stdout)["added"] == len(list(DOCS.glob("*.md")))
     found = runner.invoke(cli, [*search_args, *db, "--json"])

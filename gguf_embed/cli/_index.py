@@ -158,6 +158,9 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         with _cancel_on_ctrl_c(cancel), quiet, executor or contextlib.nullcontext(), Index(
                 db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
                 model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
+            if executor is None:
+                _say_if_slow(idx, engine, paths, include, exclude, not no_ignore,
+                             int(max_file_size * 1e6))
             summary = idx.add(list(paths), include=include, exclude=exclude,
                               use_ignore_files=not no_ignore,
                               max_file_bytes=int(max_file_size * 1e6),
@@ -197,6 +200,38 @@ def _chunking(engine: Any, tokens: int | None, overlap: int | None) -> ChunkSett
         return ChunkSettings(size, overlap)
     except InputError as exc:
         raise click.BadParameter(str(exc), param_hint="'--chunk-overlap'") from exc
+
+
+def _say_if_slow(idx: Index, engine: Any, paths: tuple[Path, ...], include: tuple[str, ...],
+                 exclude: tuple[str, ...], use_ignore: bool, max_bytes: int) -> None:
+    """On a CPU, say before starting when the run will take more than a few minutes, and
+    name a faster model (gguf_embed.estimate computes; this prints)."""
+    from ..estimate import estimate_index
+    from ..walk import Found, Rules, walk
+
+    if getattr(engine, "n_gpu_layers", 0) or not hasattr(engine, "metadata"):
+        return  # a GPU, or an engine that is no local GGUF (nothing to estimate from)
+    found = [f.path for f in walk(list(paths), Rules(include, exclude, use_ignore))
+             if isinstance(f, Found)]
+    chunk = idx.chunk_settings
+    est = estimate_index(engine, found, idx.store.documents(), max_file_bytes=max_bytes,
+                         overlap_factor=chunk.max_tokens / max(1, chunk.max_tokens
+                                                               - chunk.overlap))
+    if not est.slow:
+        return
+    name = engine.spec.name
+    line = (f"note: embedding ~{est.tokens:,} tokens ({est.files} files) with {name} on this "
+            f"CPU (no GPU) will take about {_minutes(est.seconds)}: it does "
+            f"{est.flops_per_token / 1e9:.1f} GFLOP per token at a measured "
+            f"{est.rate:,.0f} tokens/s")
+    if est.faster and est.faster_seconds is not None:
+        line += (f"; `--model {est.faster}` would take about {_minutes(est.faster_seconds)} "
+                 f"(--reindex if this index already holds {name})")
+    click.echo(terminal_text(line), err=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 @contextlib.contextmanager

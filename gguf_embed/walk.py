@@ -23,8 +23,23 @@ from pathlib import Path
 import pathspec
 
 IGNORE_FILES = (".gitignore", ".ggufembedignore")
+# folders of credentials (keys, cloud and cluster logins, a password store) are skipped too
+SECRET_DIRS = {".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".password-store"}
 ALWAYS_SKIP = {".git", ".hg", ".svn", "__pycache__", ".ruff_cache", ".pytest_cache",
-               ".mypy_cache", ".venv", "node_modules"}
+               ".mypy_cache", ".venv", "node_modules", *SECRET_DIRS}
+# Files that hold credentials by convention: skipped inside a folder (a file named on the
+# command line is indexed as asked).  Search would otherwise serve them to agents and HTTP.
+SECRET_FILES = pathspec.GitIgnoreSpec.from_lines([
+    ".env", ".env.*", "!.env.example", "!.env.sample", "!.env.template", "*.pem", "*.key",
+    "*.p12", "*.pfx", "*.jks", "*.keystore", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519",
+    ".netrc", ".pgpass", ".git-credentials", ".npmrc", ".pypirc", ".htpasswd",
+])
+SECRET_REASON = "holds credentials by convention: not indexed (name the file itself to index it)"
+
+
+def secret_file(name: str) -> bool:
+    """Whether a file of this name holds credentials by convention (``.env``, keys, netrc)."""
+    return SECRET_FILES.match_file(name)
 
 
 Specs = list[tuple[Path, pathspec.PathSpec]]  # ignore rules in force, with their folders
@@ -248,6 +263,9 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
         if exclude and exclude.match_file(rel):
             continue
         if include and not include.match_file(rel):
+            continue
+        if secret_file(entry.name):
+            yield Refused(path, SECRET_REASON)
             continue
         if link:
             decided = bounds.decide(path, real, root, rules.follow_symlinks)

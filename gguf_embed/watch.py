@@ -46,6 +46,7 @@ from .walk import (
     home_rules,
     links_on_way,
     root_problem,
+    secret_file,
 )
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ def _context(root: Path, target: Path, rules: Rules, include: Any, exclude: Any
 def _file_allowed(path: Path, root: Path, specs: list[tuple[Path, pathspec.PathSpec]],
                   rules: Rules, include: Any, exclude: Any) -> bool:
     rel = path.relative_to(root).as_posix()
-    if _ignored(path, False, specs):
+    if _ignored(path, False, specs) or secret_file(path.name):
         return False
     if exclude and exclude.match_file(rel):
         return False

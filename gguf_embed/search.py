@@ -2,24 +2,27 @@
 (rank fusion, the default).  By default each file is one result, its best chunk's lines and
 snippet with the file's score; ``group="chunk"`` ranks chunks (see fusion.py).
 
-Vector search on a large index takes a coarse KNN pass in sqlite-vec over sign bits (Hamming
-distance) and rescores the candidates exactly with their float vectors; a small index, or a
-path filter, is scanned exactly with sqlite-vec's cosine distance.
+Vector search on a large index takes a coarse pass over sign bits (Hamming distance) held in
+memory (vector_cache.py; sqlite-vec's own KNN over them for an old index opened read-only) and
+rescores the candidates exactly with their float vectors from SQLite; a small index, or a path
+filter matching few chunks, is scanned exactly with sqlite-vec's cosine distance.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from . import fusion
+from . import fusion, vector_cache
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
-from .errors import InputError
+from .errors import InputError, NonFiniteVectors
 from .keywords import fts_query as fts_query
 from .keywords import index_text, query_terms
 from .store import Store
@@ -117,25 +120,76 @@ def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
                 *, exact: bool | None = None) -> list[tuple[int, float]]:
-    """(chunk id, cosine similarity), best first."""
+    """(chunk id, cosine similarity), best first.  Chunks whose stored vector holds NaN or
+    Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning)."""
     if store.dims is None:
         return []
-    blob = vec_blob(query_vector)
-    if path_glob:
-        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
-    total = store.chunk_count()
+    q = np.asarray(query_vector, dtype=np.float32)
+    state = vector_cache.state_of(store)
+    total = state.inserted - state.deleted if state is not None else store.chunk_count()
     if exact is None:
         exact = total < EXACT_BELOW
-    if exact:
-        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k)]
-    coarse = store.nearest_bits(bit_blob(query_vector), coarse_candidates(k, total))
-    ids, matrix = store.vectors(coarse)
-    if not ids:
+    bits = None if exact else vector_cache.current(store)
+    if bits is None:  # an exact scan, or an old read-only index: sqlite-vec alone
+        return _sqlite_hits(store, q, k, path_glob, exact)
+    mask = None
+    if path_glob:
+        mask = bits.doc_mask(store.document_ids(path_glob))
+        total = int(mask.sum())
+        if total < EXACT_BELOW:
+            return _sqlite_hits(store, q, k, path_glob, True)
+    return rescore(store, q, bits.nearest(q, coarse_candidates(k, total), mask).tolist(), k)
+
+
+def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: str | None,
+                 exact: bool) -> list[tuple[int, float]]:
+    """Today's path without the in-memory cache: sqlite-vec's exact cosine scan (small
+    indexes, path filters), or its Hamming KNN over sign bits rescored exactly."""
+    blob = vec_blob(q)
+    if path_glob or exact:
+        hits = [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
+        return _finite(store, hits)
+    total = store.chunk_count()
+    return rescore(store, q, store.nearest_bits(bit_blob(q), coarse_candidates(k, total)), k)
+
+
+def rescore(store: Store, q: np.ndarray, ids: list[int], k: int) -> list[tuple[int, float]]:
+    """The ``k`` of these chunks closest to ``q`` by the cosine of their float vectors."""
+    found, matrix = store.vectors(ids)
+    if not found:
         return []
-    q = np.asarray(query_vector, dtype=np.float32)
-    sims = (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
-    order = np.argsort(-sims)[:k]
-    return [(ids[i], float(sims[i])) for i in order]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        sims = (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
+    bad = ~np.isfinite(sims)
+    if bad.any():
+        _report(store, [found[i] for i in np.flatnonzero(bad)])
+        sims[bad] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [(found[i], float(sims[i])) for i in order if not bad[i]]
+
+
+_reported: set[tuple[str, int]] = set()
+
+
+def _finite(store: Store, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    bad = [chunk_id for chunk_id, sim in hits if not math.isfinite(sim)]
+    if bad:
+        _report(store, bad)
+    return [hit for hit in hits if math.isfinite(hit[1])]
+
+
+def _report(store: Store, chunk_ids: list[int]) -> None:
+    """One warning per chunk and process for stored vectors that are not finite."""
+    new = [i for i in chunk_ids if (str(store.path), i) not in _reported]
+    if not new:
+        return
+    _reported.update((str(store.path), i) for i in new)
+    rows = store.chunk_rows(new)
+    paths = sorted({rows[i].path for i in new if i in rows})
+    warnings.warn(NonFiniteVectors(
+        f"index {store.path}: {len(new)} chunk(s) have vectors with NaN or infinite values "
+        f"and were left out of vector search ({', '.join(paths[:3])}"
+        f"{', ...' if len(paths) > 3 else ''}); re-index those files"), stacklevel=3)
 
 
 def coarse_candidates(k: int, total: int) -> int:

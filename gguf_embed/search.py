@@ -78,7 +78,8 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if group == "chunk":
         pool = k if mode != "hybrid" else max(50, 4 * k)
     pool = max(pool, getattr(rerank, "candidates", 0))
-    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact)
+    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact,
+                       coarse=COARSE_FACTOR * k + pool)
     if group == "chunk":
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
         order = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
@@ -105,23 +106,28 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
 
 
 def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: str, pool: int,
-               path_glob: str | None = None,
-               exact: bool | None = None) -> list[list[tuple[int, float]]]:
+               path_glob: str | None = None, exact: bool | None = None,
+               coarse: int | None = None) -> list[list[tuple[int, float]]]:
     """The ranked chunk lists a mode fuses: [vector], [keyword] or [vector, keyword]."""
     lists: list[list[tuple[int, float]]] = []
     if mode in ("vector", "hybrid"):
         if query_vector is None:
             raise InputError("vector search needs a query vector", param="query")
-        lists.append(vector_hits(store, query_vector, pool, path_glob, exact=exact))
+        lists.append(vector_hits(store, query_vector, pool, path_glob, exact=exact,
+                                 coarse=coarse))
     if mode in ("keyword", "hybrid"):
         lists.append(keyword_hits(store, query, pool, path_glob))
     return lists
 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
-                *, exact: bool | None = None) -> list[tuple[int, float]]:
+                *, exact: bool | None = None,
+                coarse: int | None = None) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity), best first.  Chunks whose stored vector holds NaN or
-    Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning)."""
+    Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning).
+
+    ``coarse``: how many sign-bit candidates to rescore when ``k`` is a pool larger than the
+    results wanted (per-file grouping, fusion): at most ``coarse_candidates(k, ...)``."""
     if store.dims is None:
         return []
     q = np.asarray(query_vector, dtype=np.float32)
@@ -138,7 +144,10 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
         total = int(mask.sum())
         if total < EXACT_BELOW:
             return _sqlite_hits(store, q, k, path_glob, True)
-    return rescore(store, q, bits.nearest(q, coarse_candidates(k, total), mask).tolist(), k)
+    count = coarse_candidates(k, total)
+    if coarse is not None:
+        count = min(count, max(coarse, k, COARSE_MIN))
+    return rescore(store, q, bits.nearest(q, count, mask).tolist(), k)
 
 
 def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: str | None,

@@ -28,7 +28,7 @@ import os
 import struct
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +40,7 @@ SUFFIX = ".bits"
 MAGIC = b"GGUFEMBED-BITS\x00\x01"
 HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
 BLOCK = 32_768  # rows per popcount block: the XOR buffer stays in the CPU's cache
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunks changed
 
 
@@ -61,6 +62,7 @@ class Bits:
     ids: np.ndarray  # int64, ascending chunk ids
     docs: np.ndarray  # int64, each chunk's document id
     words: np.ndarray  # uint64 [n, words]: the sign bits, little-endian bit order
+    _flat: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,6 +75,11 @@ class Bits:
         if n == 0:
             return np.empty(0, dtype=np.int64)
         qwords = _words(np.packbits(np.asarray(query) > 0, bitorder="little")[None, :])[0]
+        flat = self._faiss() if mask is None else None
+        if flat is not None:
+            _, rows = flat.search(qwords.view(np.uint8)[None, :], min(count, n))
+            rows = rows[0]
+            return cast(np.ndarray, self.ids[rows[rows >= 0]])
         dist = np.empty(n, dtype=np.uint16)
         width = self.words.shape[1]
         buf = np.empty((min(BLOCK, n), width), dtype=np.uint64)
@@ -81,8 +88,12 @@ class Bits:
             stop = min(start + BLOCK, n)
             rows = stop - start
             np.bitwise_xor(self.words[start:stop], qwords, out=buf[:rows])
-            np.bitwise_count(buf[:rows], out=cnt[:rows])
-            np.sum(cnt[:rows], axis=1, dtype=np.uint16, out=dist[start:stop])
+            if hasattr(np, "bitwise_count"):  # numpy >= 2
+                np.bitwise_count(buf[:rows], out=cnt[:rows])
+                np.sum(cnt[:rows], axis=1, dtype=np.uint16, out=dist[start:stop])
+            else:
+                np.sum(_POPCOUNT[buf[:rows].view(np.uint8)], axis=1, dtype=np.uint16,
+                       out=dist[start:stop])
         limit = self.dims + 1
         if mask is not None:
             dist[~mask] = limit
@@ -93,6 +104,20 @@ class Bits:
         if len(chosen) > 2 * count:  # many ties at the cut-off: keep the closest
             chosen = chosen[np.argsort(dist[chosen], kind="stable")[:2 * count]]
         return cast(np.ndarray, self.ids[chosen])
+
+    def _faiss(self) -> Any:
+        """faiss's ``IndexBinaryFlat`` over the bits (its AVX-512 popcount scan is ~5x numpy's
+        at a million rows), built on first use; None without faiss."""
+        if not self._flat:
+            try:
+                import faiss
+            except ImportError:
+                self._flat.append(None)
+            else:
+                flat = faiss.IndexBinaryFlat(self.words.shape[1] * 64)
+                flat.add(np.ascontiguousarray(self.words).view(np.uint8))
+                self._flat.append(flat)
+        return self._flat[0]
 
     def doc_mask(self, allowed_docs: np.ndarray) -> np.ndarray:
         """Which rows belong to the documents ``allowed_docs``."""

@@ -149,7 +149,8 @@ def main() -> None:
     packed = np.ascontiguousarray(bits.words).view(np.uint8)
 
     def with_usearch(q: np.ndarray) -> list[int]:
-        from usearch.index import MetricKind, search as usearch_search
+        from usearch.index import MetricKind
+        from usearch.index import search as usearch_search
         qb = np.packbits(q > 0, bitorder="little")
         found = usearch_search(packed, qb, count, MetricKind.Hamming, exact=True, threads=1)
         return [i for i, _ in rescore(store, q, bits.ids[found.keys].tolist(), K)]

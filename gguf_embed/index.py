@@ -278,7 +278,7 @@ class Index:
     def _rules(self, include: Sequence[str], exclude: Sequence[str],
                use_ignore_files: bool) -> Rules:
         skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock"))
+                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits"))
         return Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
 
     @_one_thread

@@ -254,3 +254,24 @@ def test_a_non_finite_stored_vector_is_skipped_and_reported_once(
     reports = [w for w in caught if issubclass(w.category, NonFiniteVectors)]
     assert len(reports) == 1 and "/docs/a/000005.md" in str(reports[0].message)
     search_mod._reported.clear()
+
+
+def test_the_cache_file_beside_an_index_inside_the_folder_is_not_indexed(tmp_path: Path) -> None:
+    from gguf_embed.chunking import ChunkSettings
+    from gguf_embed.index import Index
+    from gguf_embed.testing import FakeEngine
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(30):
+        (docs / f"n{i}.md").write_text("\n".join(f"note {i} line {j}" for j in range(12)),
+                                       encoding="utf-8")
+    db = docs / "index.db"
+    with Index(db, FakeEngine(), chunking=ChunkSettings(max_tokens=16, overlap=0)) as index:
+        index.add([docs])
+        assert index.store.chunk_count() > 50
+        assert index.search("note 3", mode="vector")
+        assert vector_cache.cache_path(db).exists()
+        summary = index.add([docs])
+        assert not any(".bits" in str(p) for p, _ in summary.skipped)
+        assert not any(".bits" in p for p in index.store.documents())

@@ -214,7 +214,19 @@ class Index:
                           executor=executor)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
+        self._refresh_search_cache()
         return summary
+
+    def _refresh_search_cache(self) -> None:
+        """Bring ``INDEX.bits`` (vector_cache.py) up to date after a run on a large index, so
+        that the first search does not pay for reading every sign bit out of SQLite."""
+        from . import search as search_module
+        from . import vector_cache
+
+        with self.store.conn:
+            if vector_cache.state_of(self.store) is not None \
+                    and self.store.chunk_count() >= search_module.EXACT_BELOW:
+                vector_cache.current(self.store)
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
         """Raise :class:`PathError` naming every path that is missing or unreadable, or an

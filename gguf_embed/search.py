@@ -30,11 +30,14 @@ from .store import Store
 MODES = ("hybrid", "vector", "keyword")
 GROUPS = ("file", "chunk")
 EXACT_BELOW = 10_000  # chunks: below this an exact scan takes under ~20 ms
-# Coarse candidates: 10 per wanted result, at least 100, and more on smaller indexes, where
-# sign bits separate neighbours less well (measured in BENCHMARKS.md: recall@10 >= 0.98).
+# Coarse candidates: 10 per wanted result, at least 100, more on smaller indexes, where sign
+# bits separate neighbours less well, and one per COARSE_SHARE chunks on large ones, where more
+# neighbours crowd in (measured in BENCHMARKS.md: at 10^6 chunks 100 candidates gave
+# recall@10 0.58, 500 0.96, 1,000 1.00).
 COARSE_FACTOR = 10
 COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
+COARSE_SHARE = 800  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
@@ -78,8 +81,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if group == "chunk":
         pool = k if mode != "hybrid" else max(50, 4 * k)
     pool = max(pool, getattr(rerank, "candidates", 0))
-    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact,
-                       coarse=COARSE_FACTOR * k + pool)
+    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact, coarse=k)
     if group == "chunk":
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
         order = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
@@ -126,8 +128,9 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
     """(chunk id, cosine similarity), best first.  Chunks whose stored vector holds NaN or
     Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning).
 
-    ``coarse``: how many sign-bit candidates to rescore when ``k`` is a pool larger than the
-    results wanted (per-file grouping, fusion): at most ``coarse_candidates(k, ...)``."""
+    ``coarse``: how many results are wanted when ``k`` is a larger pool (per-file grouping,
+    fusion): the sign-bit candidates rescored are counted for that many (and at least ``k``),
+    so grouping by file costs what per-chunk search does."""
     if store.dims is None:
         return []
     q = np.asarray(query_vector, dtype=np.float32)
@@ -144,9 +147,7 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
         total = int(mask.sum())
         if total < EXACT_BELOW:
             return _sqlite_hits(store, q, k, path_glob, True)
-    count = coarse_candidates(k, total)
-    if coarse is not None:
-        count = min(count, max(coarse, k, COARSE_MIN))
+    count = max(k, coarse_candidates(min(coarse or k, k), total))
     return rescore(store, q, bits.nearest(q, count, mask).tolist(), k)
 
 
@@ -202,8 +203,8 @@ def _report(store: Store, chunk_ids: list[int]) -> None:
 
 
 def coarse_candidates(k: int, total: int) -> int:
-    return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1)),
-               max(total, 1))
+    return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1),
+                   total // COARSE_SHARE), max(total, 1))
 
 
 def keyword_hits(store: Store, query: str, k: int,

@@ -28,7 +28,7 @@ import os
 import struct
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -62,7 +62,6 @@ class Bits:
     ids: np.ndarray  # int64, ascending chunk ids
     docs: np.ndarray  # int64, each chunk's document id
     words: np.ndarray  # uint64 [n, words]: the sign bits, little-endian bit order
-    _flat: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -75,11 +74,12 @@ class Bits:
         if n == 0:
             return np.empty(0, dtype=np.int64)
         qwords = _words(np.packbits(np.asarray(query) > 0, bitorder="little")[None, :])[0]
-        flat = self._faiss() if mask is None else None
-        if flat is not None:
-            _, rows = flat.search(qwords.view(np.uint8)[None, :], min(count, n))
+        knn = _faiss_knn() if mask is None else None
+        if knn is not None:
+            packed = self.words.view(np.uint8).reshape(n, -1)
+            _, rows = knn(qwords.view(np.uint8)[None, :], packed, min(count, n), variant="mc")
             rows = rows[0]
-            return cast(np.ndarray, self.ids[rows[rows >= 0]])
+            return self.ids[rows[rows >= 0]]
         dist = np.empty(n, dtype=np.uint16)
         width = self.words.shape[1]
         buf = np.empty((min(BLOCK, n), width), dtype=np.uint64)
@@ -105,20 +105,6 @@ class Bits:
             chosen = chosen[np.argsort(dist[chosen], kind="stable")[:2 * count]]
         return self.ids[chosen]
 
-    def _faiss(self) -> Any:
-        """faiss's ``IndexBinaryFlat`` over the bits (its AVX-512 popcount scan is ~5x numpy's
-        at a million rows), built on first use; None without faiss."""
-        if not self._flat:
-            try:
-                import faiss
-            except ImportError:
-                self._flat.append(None)
-            else:
-                flat = faiss.IndexBinaryFlat(self.words.shape[1] * 64)
-                flat.add(np.ascontiguousarray(self.words).view(np.uint8))
-                self._flat.append(flat)
-        return self._flat[0]
-
     def doc_mask(self, allowed_docs: np.ndarray) -> np.ndarray:
         """Which rows belong to the documents ``allowed_docs``."""
         if len(self.docs) == 0 or len(allowed_docs) == 0:
@@ -127,6 +113,16 @@ class Bits:
         table = np.zeros(top, dtype=bool)
         table[allowed_docs] = True
         return cast(np.ndarray, table[self.docs])
+
+
+def _faiss_knn() -> Any:
+    """faiss's Hamming k-NN over a uint8 matrix, no index built and nothing copied (its
+    AVX-512/AVX2 popcount scan is ~5x numpy's at a million rows); None without faiss."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return getattr(faiss, "knn_hamming", None)
 
 
 def _words(packed: np.ndarray) -> np.ndarray:
@@ -269,12 +265,19 @@ def load(path: Path, dims: int) -> Bits | None:
             rows, width = int(info["rows"]), int(info["width"])
             if int(info["dims"]) != dims or width != (dims + 63) // 64:
                 return None
-            ids = np.fromfile(f, dtype="<i8", count=rows)
-            docs = np.fromfile(f, dtype="<i8", count=rows)
-            words = np.fromfile(f, dtype="<u8", count=rows * width).reshape(rows, width)
-            if len(ids) != rows or len(docs) != rows or words.size != rows * width \
-                    or f.read(1):
-                return None
+            offset = f.tell()
+        size_ok = os.path.getsize(path) == offset + rows * (16 + 8 * width)
+        if not size_ok:
+            return None
+        if rows == 0:
+            ids = docs = np.empty(0, dtype=np.int64)
+            words = np.empty((0, width), dtype=np.uint64)
+        else:  # mapped, not read: a one-shot search touches only what it scans
+            ids = np.memmap(path, dtype="<i8", mode="r", offset=offset, shape=(rows,))
+            docs = np.memmap(path, dtype="<i8", mode="r", offset=offset + 8 * rows,
+                             shape=(rows,))
+            words = np.memmap(path, dtype="<u8", mode="r", offset=offset + 16 * rows,
+                              shape=(rows, width))
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return None
     if info.get("check") != _check(ids, docs, words):

@@ -275,3 +275,14 @@ def test_the_cache_file_beside_an_index_inside_the_folder_is_not_indexed(tmp_pat
         summary = index.add([docs])
         assert not any(".bits" in str(p) for p, _ in summary.skipped)
         assert not any(".bits" in p for p in index.store.documents())
+
+
+def test_numpy_scan_finds_what_faiss_finds(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without faiss (no wheel for the platform) the coarse pass is numpy's popcount."""
+    store, vectors = make(tmp_path)
+    qs = queries(vectors, 8)
+    with_faiss = [ids(vector_hits(store, q, 10)) for q in qs]
+    monkeypatch.setattr(vector_cache, "_faiss_knn", lambda: None)
+    assert [ids(vector_hits(store, q, 10)) for q in qs] == with_faiss
+    assert with_faiss == [truth(store, q, 10) for q in qs]

@@ -159,8 +159,9 @@ def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: str | None,
     if path_glob or exact:
         hits = [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
         return _finite(store, hits)
-    total = store.chunk_count()
-    return rescore(store, q, store.nearest_bits(bit_blob(q), coarse_candidates(k, total)), k)
+    total = store.chunk_count()  # sqlite-vec's KNN slows with k: 100 at 10^6 as before
+    count = coarse_candidates(k, total, share=False)
+    return rescore(store, q, store.nearest_bits(bit_blob(q), count), k)
 
 
 def rescore(store: Store, q: np.ndarray, ids: list[int], k: int) -> list[tuple[int, float]]:
@@ -202,9 +203,9 @@ def _report(store: Store, chunk_ids: list[int]) -> None:
         f"{', ...' if len(paths) > 3 else ''}); re-index those files"), stacklevel=3)
 
 
-def coarse_candidates(k: int, total: int) -> int:
+def coarse_candidates(k: int, total: int, *, share: bool = True) -> int:
     return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1),
-                   total // COARSE_SHARE), max(total, 1))
+                   total // COARSE_SHARE if share else 0), max(total, 1))
 
 
 def keyword_hits(store: Store, query: str, k: int,

@@ -24,6 +24,7 @@ from .errors import (
     ModelError,
     ModelLoadError,
     ModelNotFound,
+    NonFiniteVectors,
     PathError,
     QueryTruncated,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelSpec",
+    "NonFiniteVectors",
     "PathError",
     "Prepared",
     "Progress",

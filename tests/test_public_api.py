@@ -17,8 +17,8 @@ EXPECTED = [
     "EmbeddingEngine", "Embeddings", "Engine", "EngineError", "EngineOptions", "Executor",
     "GgufEmbedError", "IdleEngine", "Index", "IndexBusy", "IndexFileError", "IndexMismatch",
     "IndexSummary", "InputError", "InputTooLong", "InvalidDimensions", "ModelError",
-    "ModelLoadError", "ModelNotFound", "ModelSpec", "PathError", "Prepared", "Progress",
-    "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores", "Reranker",
+    "ModelLoadError", "ModelNotFound", "ModelSpec", "NonFiniteVectors", "PathError",
+    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores", "Reranker",
     "ResolvedModel", "SearchResult", "__version__", "resolve_model",
 ]
 

@@ -18,8 +18,8 @@ EXPECTED = [
     "GgufEmbedError", "IdleEngine", "Index", "IndexBusy", "IndexFileError", "IndexMismatch",
     "IndexSummary", "InputError", "InputTooLong", "InvalidDimensions", "ModelError",
     "ModelLoadError", "ModelNotFound", "ModelSpec", "NonFiniteVectors", "PathError",
-    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores", "Reranker",
-    "ResolvedModel", "SearchResult", "__version__", "resolve_model",
+    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores",
+    "Reranker", "ResolvedModel", "SearchResult", "__version__", "resolve_model",
 ]
 
 

@@ -287,3 +287,23 @@ def test_numpy_scan_finds_what_faiss_finds(tmp_path: Path,
     vector_cache.forget()
     assert [ids(vector_hits(store, q, 10)) for q in qs] == with_faiss
     assert with_faiss == [truth(store, q, 10) for q in qs]
+
+
+def test_an_index_from_before_the_chunk_log_gets_one_when_opened_to_write(
+        tmp_path: Path) -> None:
+    store, vectors = make(tmp_path)
+    with store.transaction():
+        store.conn.execute("DROP TRIGGER chunk_log_ai")
+        store.conn.execute("DROP TRIGGER chunk_log_ad")
+        store.conn.execute("DROP TABLE chunk_log")
+        store.conn.execute("DELETE FROM migrations WHERE name = '0004_chunk_log'")
+    store.close()
+    reopened = Store.open(tmp_path / "i.db")
+    state = vector_cache.state_of(reopened)
+    assert state is not None and state.inserted == len(vectors) and state.deleted == 0
+    with reopened.transaction():
+        reopened.delete_documents(["/docs/a/000000.md"])
+    assert vector_cache.state_of(reopened) == vector_cache.State(
+        state.epoch, len(vectors), PER_DOC)
+    q = queries(vectors, 1)[0]
+    assert ids(vector_hits(reopened, q, 10)) == truth(reopened, q, 10)

@@ -134,6 +134,10 @@ def _faiss_flat() -> Any:
         import faiss
     except ImportError:
         return None
+    # One thread: a scan of 10^6 rows is ~10-30 ms on one core, and faiss's OpenMP threads
+    # spin-waiting beside other work (serve's requests, a busy laptop) cost ~100 ms more
+    # (bench_scale: 173-210 ms p50 with faiss's default threads vs 52-70 ms with one).
+    faiss.omp_set_num_threads(1)
     return faiss.IndexBinaryFlat
 
 

@@ -3,8 +3,8 @@
 exact numpy scan, memory of each structure, and its build time, side by side in one run.
 
   * today's path without the cache: sqlite-vec Hamming KNN over ``vec_bits`` + exact rescoring
-  * gguf-embed: sign bits in memory (numpy XOR + popcount, vector_cache.py) + exact rescoring
-    of the candidates from SQLite's float table -- the chosen path
+  * gguf-embed: sign bits in memory (vector_cache.py: faiss's scan, numpy's without faiss) +
+    exact rescoring of the candidates from SQLite's float table -- the chosen path
   * the same coarse pass by usearch (exact Hamming, SimSIMD) and by faiss ``IndexBinaryFlat``,
     both rescored from SQLite the same way
   * exact numpy scan: float32 matrix @ query (the truth for recall)
@@ -174,7 +174,8 @@ def main() -> None:
         if not opts.no_today:
             row("today: sqlite-vec bit KNN + rescore (no cache)", timed(today, queries, truth),
                 0, 0)
-        row("**gguf-embed: numpy bits in memory + rescore** (build from SQLite; load from "
+        row("**gguf-embed `vector_hits`: bits in memory (faiss) + rescore** (build from SQLite; "
+            "load from "
             f"file {load_s:.2f} s)", timed(chosen, queries, truth), mem, build)
         row("usearch exact Hamming over the same bits + rescore",
             timed(with_usearch, queries, truth), packed.nbytes / 1e6, 0)

@@ -2,7 +2,8 @@
 
 ``Engine``, ``IdleEngine`` and ``Reranker`` (and their options) load llama.cpp, so they are
 imported on first use: ``gguf_embed.testing`` and the index work without it.  ``RayExecutor``
-imports Ray only when a run starts (``pip install "gguf-embed[ray]"``).
+imports Ray only when a run starts (``pip install "gguf-embed[ray]"``); ``RemoteEngine`` (an
+embedding server over HTTP) imports httpx when one is made (``pip install "gguf-embed[remote]"``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from .chunking import ChunkSettings
 from .errors import (
     ClusterError,
     EngineError,
+    EngineUnavailable,
     GgufEmbedError,
     IndexBusy,
     IndexFileError,
@@ -46,13 +48,14 @@ if TYPE_CHECKING:
     from .engine import Engine, EngineOptions
     from .idle import IdleEngine
     from .ray_executor import RayExecutor
+    from .remote_engine import RemoteEngine
     from .reranker import Reranker, RerankOptions, RerankScores
 
 __version__ = "0.1.0"
 
 _LAZY = {"Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
          "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker",
-         "RayExecutor": "ray_executor"}
+         "RayExecutor": "ray_executor", "RemoteEngine": "remote_engine"}
 
 
 def __getattr__(name: str) -> Any:
@@ -74,6 +77,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineOptions",
+    "EngineUnavailable",
     "Executor",
     "GgufEmbedError",
     "IdleEngine",
@@ -95,6 +99,7 @@ __all__ = [
     "Progress",
     "QueryTruncated",
     "RayExecutor",
+    "RemoteEngine",
     "RerankOptions",
     "RerankScores",
     "Reranker",

@@ -1,10 +1,13 @@
-"""Gathering concurrent embedding requests into shared decodes.
+"""Gathering concurrent embedding requests into shared decodes, fairly.
 
-Requests put their token sequences on a queue; one worker thread takes everything that arrives
-within ``window`` seconds of the first (up to ``max_tokens``) and embeds it in one
-``embed_prepared`` call, so many small concurrent requests cost about one decode, not one each.
-Each request then gets its own Matryoshka cut.  Queries (``urgent``) are embedded in their own
-call, first, and go before document batches waiting on the engine (a watcher's, say).
+Requests put their token sequences on a queue; one worker thread embeds them in steps.  From
+idle, it waits ``window`` seconds after the first request for others, so many small concurrent
+requests cost about one decode, not one each.  A request larger than ``share_tokens`` (about
+one llama.cpp decode) is embedded piece by piece, and other clients' requests go between its
+pieces instead of waiting for all of it (see :meth:`Batcher._step`).  A request whose future
+is cancelled (its client went away) has its remaining pieces dropped.  Queries (``urgent``)
+are embedded in their own call, first, and go before document batches waiting on the engine
+(a watcher's, say).  Each request then gets its own Matryoshka cut.
 """
 
 from __future__ import annotations
@@ -12,13 +15,17 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._vectors import finish
+from .errors import NonFiniteVector
 from .protocol import EmbeddingEngine
+
+DEFAULT_SHARE = 512  # tokens: the engine's default pack per decode
 
 
 @dataclass
@@ -27,23 +34,40 @@ class _Job:
     dimensions: int | None
     urgent: bool = False
     future: Future[np.ndarray] = field(default_factory=Future)
+    taken: int = 0  # sequences handed to the engine so far
+    done: int = 0  # sequences embedded so far
+    parts: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def dropped(self) -> bool:
+        return self.future.cancelled()
 
 
 class Batcher:
     def __init__(self, engine: EmbeddingEngine, *, window: float = 0.004,
-                 max_tokens: int = 16_384) -> None:
+                 max_tokens: int = 16_384, share_tokens: int | None = None) -> None:
         self.engine = engine
         self.window = window
         self.max_tokens = max_tokens
+        options = getattr(engine, "options", None)
+        self.share_tokens = share_tokens or getattr(options, "batch_tokens", None) \
+            or DEFAULT_SHARE
         self.decodes = 0  # engine calls made (for tests and benchmarks)
+        self._piece = self.share_tokens  # tokens of a large request per step, adaptive
+        self._long_turn = False  # small requests just went: a large one's piece is next
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._active: deque[_Job] = deque()
         self._thread = threading.Thread(target=self._run, name="gguf-embed-batcher",
                                         daemon=True)
         self._thread.start()
 
     def submit(self, sequences: list[np.ndarray], dimensions: int | None, *,
                urgent: bool = False) -> Future[np.ndarray]:
-        job = _Job(sequences, dimensions, urgent)
+        """The vectors of ``sequences``, later; cancel the future to drop the work left."""
+        job = _Job(list(sequences), dimensions, urgent)
+        if not job.sequences:
+            job.future.set_result(np.zeros((0, 0), dtype=np.float32))
+            return job.future
         self._queue.put(job)
         return job.future
 
@@ -51,44 +75,145 @@ class Batcher:
         self._queue.put(None)
         self._thread.join(timeout=10)
 
+    # ------------------------------------------------------------------ the worker
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
+            if not self._active:
+                job = self._queue.get()  # idle: wait for work, then gather for `window`
+                if job is None or not self._gather(job):
+                    return
+            elif not self._drain():
                 return
-            jobs = [job]
-            tokens = sum(len(s) for s in job.sequences)
-            deadline = time.monotonic() + self.window
-            while tokens < self.max_tokens:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    more = self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(more)
-                tokens += sum(len(s) for s in more.sequences)
+            self._active = deque(j for j in self._active if not j.dropped)
             for urgent in (True, False):
-                group = [j for j in jobs if j.urgent is urgent]
-                if group:
-                    self._serve(group, urgent)
+                step = self._step(urgent)
+                if step:
+                    self._serve(step, urgent)
+            if self._active:
+                self._active.rotate(-1)  # the next step starts with the next request
 
-    def _serve(self, jobs: list[_Job], urgent: bool) -> None:
-        sequences = [s for job in jobs for s in job.sequences]
+    def _gather(self, job: _Job) -> bool:
+        """Take ``job`` and what arrives within ``window`` (up to ``max_tokens``); False when
+        the batcher is closing."""
+        self._active.append(job)
+        tokens = _tokens(job.sequences)
+        deadline = time.monotonic() + self.window
+        while tokens < self.max_tokens:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                more = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if more is None:
+                return False
+            self._active.append(more)
+            tokens += _tokens(more.sequences)
+        return True
+
+    def _drain(self) -> bool:
+        """Take every request queued since the last step, without waiting."""
+        while True:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                return True
+            if more is None:
+                return False
+            self._active.append(more)
+
+    def _step(self, urgent: bool) -> list[tuple[_Job, int]]:
+        """(request, sequences taken) for one engine call, up to ``max_tokens`` in all.
+
+        Requests that this step can finish (at most ``share_tokens`` left) go alone, in one
+        call, and large requests get the next turn, a piece each, round-robin: a small request
+        waits for at most one piece of a large one.  While small requests keep coming, the
+        pieces shrink (to a quarter of ``share_tokens``, or one sequence where that is more)
+        so that they wait less, without making the large one's decodes tiny; they grow back to
+        ``share_tokens`` when the large requests have the engine to themselves."""
+        mine = [j for j in self._active
+                if j.urgent is urgent and j.taken < len(j.sequences)]
+        if not mine:
+            return []
+        short = [j for j in mine if _tokens(j.sequences[j.taken:]) <= self.share_tokens]
+        long = [j for j in mine if _tokens(j.sequences[j.taken:]) > self.share_tokens]
+        if short and (not long or not self._long_turn):
+            self._long_turn = bool(long)
+            if long:  # small requests are waiting beside large ones: smaller pieces
+                self._piece = max(self.share_tokens // 4, self._piece // 2)
+            return self._take(short, self.max_tokens)
+        self._long_turn = False
+        if not short:
+            self._piece = min(self.share_tokens, self._piece * 2)
+        return self._take(long, self._piece)
+
+    def _take(self, jobs: list[_Job], per_job: int) -> list[tuple[_Job, int]]:
+        step: list[tuple[_Job, int]] = []
+        total = 0
+        for job in jobs:
+            if step and total >= self.max_tokens:
+                break
+            start = end = job.taken
+            size = 0
+            while end < len(job.sequences) and (end == start or (
+                    size + len(job.sequences[end]) <= per_job
+                    and total + size + len(job.sequences[end]) <= self.max_tokens)):
+                size += len(job.sequences[end])
+                end += 1
+            job.taken = end
+            total += size
+            step.append((job, end - start))
+        return step
+
+    def _serve(self, step: list[tuple[_Job, int]], urgent: bool) -> None:
+        sequences = [s for job, n in step for s in job.sequences[job.taken - n:job.taken]]
+        bad: set[int] = set()
         try:
             self.decodes += 1
-            result = self.engine.embed_prepared(sequences, urgent=urgent)
-        except Exception as exc:  # handed to every waiting request, raised there
-            for job in jobs:
-                job.future.set_exception(exc)
+            result = self.engine.embed_prepared(sequences, urgent=urgent).vectors
+        except NonFiniteVector as exc:  # only the requests with such an input fail
+            if exc.vectors is None:
+                for job, _ in step:
+                    self._finish(job, error=exc)
+                return
+            result, bad = exc.vectors, set(exc.indices)
+        except Exception as exc:  # handed to every request in the step, raised there
+            for job, _ in step:
+                self._finish(job, error=exc)
             return
         start = 0
-        for job in jobs:
-            n = len(job.sequences)
-            vectors = result.vectors[start:start + n]
-            job.future.set_result(finish(vectors, job.dimensions) if job.dimensions else vectors)
+        for job, n in step:
+            mine = [job.done + i - start for i in sorted(bad) if start <= i < start + n]
+            job.parts.append(result[start:start + n])
+            job.done += n
             start += n
+            if mine:
+                self._finish(job, error=NonFiniteVector(
+                    f"input {mine[0]} gave a non-finite vector (NaN or Inf): the model or its "
+                    f"build cannot embed it", indices=mine))
+                continue
+            if job.done == len(job.sequences):
+                vectors = np.concatenate(job.parts) if len(job.parts) > 1 else job.parts[0]
+                try:
+                    done = finish(vectors, job.dimensions) if job.dimensions else vectors
+                except NonFiniteVector as exc:
+                    self._finish(job, error=exc)
+                    continue
+                self._finish(job, vectors=done)
+
+    def _finish(self, job: _Job, *, vectors: np.ndarray | None = None,
+                error: BaseException | None = None) -> None:
+        with_job = [j for j in self._active if j is not job]
+        self._active = deque(with_job)
+        try:
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(vectors)  # type: ignore[arg-type]
+        except InvalidStateError:  # cancelled meanwhile: nobody waits for it
+            pass
+
+
+def _tokens(sequences: list[np.ndarray]) -> int:
+    return sum(len(s) for s in sequences)

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .errors import InputError
 from .extract import Extracted
 
 MD_HEADING = re.compile(r"^#{1,6}\s")
@@ -27,11 +28,21 @@ class ChunkSettings:
     max_tokens: int
     overlap: int
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise InputError(f"chunk size must be a whole number of tokens from 1, got "
+                             f"{self.max_tokens!r}", param="chunk_tokens")
+        if not isinstance(self.overlap, int) or not 0 <= self.overlap < self.max_tokens:
+            raise InputError(f"chunk overlap must be from 0 to less than the chunk size "
+                             f"({self.max_tokens} tokens), got {self.overlap!r}",
+                             param="chunk_overlap")
+
     @classmethod
     def for_context(cls, context: int) -> ChunkSettings:
         """Defaults fitted to a model's context: 8,192/512 for 32k models, smaller for small."""
         if context <= 512:
-            return cls(max_tokens=max(32, min(256, context - 16)), overlap=32)
+            size = max(32, min(256, context - 16))
+            return cls(max_tokens=size, overlap=32 if size > 64 else size // 4)
         size = min(8192, context // 4)
         return cls(max_tokens=size, overlap=max(32, size // 16))
 
@@ -54,16 +65,20 @@ class Chunk:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings) -> list[Chunk]:
-    """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``)."""
+def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
+          count_many: Callable[[list[str]], list[int]] | None = None) -> list[Chunk]:
+    """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``;
+    ``count_many``, if given, counts the lines in one call, as ``count`` would one by one)."""
     lines = doc.lines_text
     budget = settings.max_tokens
+    limit = budget * LONG_LINE_CHARS_PER_TOKEN
+    counted = iter(count_many([t for t in lines if len(t) <= limit])) if count_many else None
     pieces: list[tuple[str, int, int | None]] = []  # (text, source line, page)
     sizes: list[int] = []  # tokens of each piece, +1 for the newline joining lines
     for i, text in enumerate(lines):
         page = doc.pages[i] if doc.pages else None
         # a line of many times the budget in characters is not tokenized whole, only split
-        n = count(text) if len(text) <= budget * LONG_LINE_CHARS_PER_TOKEN else budget + 1
+        n = budget + 1 if len(text) > limit else next(counted) if counted else count(text)
         if n > budget:
             for part in _split_long(text, count, budget):
                 pieces.append((part, doc.lines[i], page))

@@ -32,8 +32,8 @@ from .errors import (
     InputTooLong,
     InvalidDimensions,
     ModelLoadError,
-    ModelNotFound,
 )
+from .gguf_header import check_gguf
 from .models import (
     QWEN3_QUERY,
     QWEN3_TASK,
@@ -466,16 +466,9 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 def _check_gguf_file(path: Path) -> None:
-    if not path.is_file():
-        raise ModelNotFound(f"model file not found: {path}")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from exc
-    if magic != b"GGUF":
-        raise ModelLoadError(
-            f"{path} is not a GGUF file (it starts with {magic!r}); pass a .gguf embedding model")
+    """Refuse a missing file, or one whose header is not safe to give llama.cpp (see
+    :mod:`gguf_embed.gguf_header`: a crafted header can abort the process inside it)."""
+    check_gguf(path)
 
 
 def _fit_spec(spec: ModelSpec, engine: Engine) -> ModelSpec:

@@ -10,8 +10,13 @@
     │   └── PathError              a path named to index is missing or unreadable
     ├── IndexFileError             the SQLite index (see store.py) cannot serve the request
     │   ├── IndexMismatch          the index was built with another model, dimensions or settings
-    │   └── IndexBusy              another process is writing the index (and waiting was off)
+    │   ├── IndexBusy              another process is writing the index (and waiting was off)
+    │   ├── IndexTooNew            written by a newer gguf-embed schema: not written by this one
+    │   └── IndexWriteError        the disk is full, a file-size limit, an I/O error on writing
     ├── EngineError                llama.cpp failed while decoding
+    │   ├── EngineUnavailable      a remote embedding server cannot be reached or refuses
+    │   │                          (down, wrong URL or key; after retries): ends an index run
+    │   └── NonFiniteVector        the model gave NaN or Inf for some inputs (never stored)
     └── ClusterError               the Ray cluster cannot go on (unreachable, an actor died
                                    more often than it may be restarted, ray not installed)
 
@@ -23,6 +28,10 @@ error envelope once.  Messages name the file or field and say what to do.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+QUOTE_LIMIT = 200  # characters of user input an error message quotes
 
 
 class GgufEmbedError(Exception):
@@ -89,6 +98,20 @@ class IndexBusy(IndexFileError):
         self.pid = pid
 
 
+class IndexTooNew(IndexFileError):
+    """The index was written by a newer schema than this version knows: it is not written."""
+
+    def __init__(self, message: str, *, written: int, known: int) -> None:
+        super().__init__(message)
+        self.written = written
+        self.known = known
+
+
+class IndexWriteError(IndexFileError):
+    """Writing the index failed for want of room or at the device (disk full, a file-size
+    limit, an I/O error); what was committed before stays valid."""
+
+
 class QueryTruncated(UserWarning):
     """A search query was longer than the model's context and was cut to fit (a warning)."""
 
@@ -102,6 +125,26 @@ class EngineError(GgufEmbedError):
     """llama.cpp failed while decoding."""
 
 
+class EngineUnavailable(EngineError):
+    """A remote embedding server (``--embed-url``) cannot be reached or refuses requests, after
+    retries; names the URL, never the key.  Ends an index run (what was committed stays)."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class NonFiniteVector(EngineError):
+    """The model gave a vector with NaN or Inf for some inputs (``indices``): such a vector
+    is never returned for storing.  ``vectors`` holds all rows, the bad ones included, so a
+    caller embedding many inputs can keep the good ones."""
+
+    def __init__(self, message: str, *, indices: list[int], vectors: Any = None) -> None:
+        super().__init__(message)
+        self.indices = indices
+        self.vectors = vectors
+
+
 class ClusterError(GgufEmbedError):
     """The Ray cluster embedding an index run cannot go on; what was committed stays."""
 
@@ -111,3 +154,20 @@ def first_line(exc: BaseException, *, empty: str = "", limit: int | None = None)
     none, cut to ``limit`` characters when given."""
     text = str(exc).strip()
     return text.splitlines()[0][:limit] if text else empty
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """User input as an error message quotes it: at most ``limit`` characters, the middle
+    elided with the count of what was left out (a 5 MB path is not echoed back whole)."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 40, 20)
+    head, tail = keep * 2 // 3, keep - keep * 2 // 3
+    return f"{text[:head]}…[{len(text) - head - tail:,} characters]…{text[-tail:]}"
+
+
+def capped(message: str, limit: int = 2_000) -> str:
+    """A whole error message cut to ``limit`` characters (the surfaces' last guard, for
+    messages that quote input without :func:`quoted`)."""
+    return quoted(message, limit)

@@ -36,16 +36,25 @@ from typing import Any, TypeVar
 from ._lock import WriteLock
 from ._text import check_text
 from .chunking import ChunkSettings
-from .errors import IndexFileError, IndexMismatch, InputError, PathError, QueryTruncated
+from .errors import (
+    IndexFileError,
+    IndexMismatch,
+    InputError,
+    PathError,
+    QueryTruncated,
+    quoted,
+)
 from .executor import Executor
 from .extract import DEFAULT_MAX_BYTES
 from .indexer import Indexer, IndexSummary, Progress
 from .merge import MergeSummary, merge_into
 from .models import DEFAULT_MODEL, resolve_model
 from .protocol import EmbeddingEngine
+from .remote_identity import identity_problem
 from .search import SearchResult, search
 from .store import Store, make_parent
-from .walk import Rules, root_problem
+from .store_guard import SIDE_FILES, check_regular
+from .walk import Bounds, Rules, root_problem
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
 MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
@@ -78,20 +87,33 @@ class Index:
         self._depth = 0
         self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
+        self._new: list[Path] = []  # what opening it created: removed if it is left empty
+        check_regular(self.path)  # a FIFO or a device: refused before anything is made
         if not readonly:
+            self._new = _missing_parents(self.path) if not self.path.exists() else []
             make_parent(self.path)
             self._lock = WriteLock(self.path)
-            self._lock.acquire(wait=wait, on_wait=on_wait)
+            try:
+                self._lock.acquire(wait=wait, on_wait=on_wait)
+            except BaseException:  # the holder may be making the file: remove folders only
+                self._lock = None
+                for folder in self._new[1:]:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
+            if self._new and self.path.exists():
+                self._new = []  # another writer made it while this one waited
         try:
             self.store = Store.open(self.path, create=not readonly, readonly=readonly)
-        except Exception:
+        except BaseException:
             self._release()
+            self._discard_new()
             raise
         try:
             if engine is not None:
                 self._bind(engine, dimensions, chunking, reindex, model_ref, readonly)
-        except Exception:
-            self.close()
+        except BaseException:
+            self.close(failed=True)
             raise
 
     @classmethod
@@ -108,6 +130,9 @@ class Index:
         if not must_exist and not path.exists():
             return DEFAULT_MODEL
         with cls(path, readonly=True) as probe:
+            remote = probe.meta.get("remote")
+            if not model and remote:  # its model is on a server: never guess it, or call it
+                raise IndexMismatch(f"index {path} {identity_problem(probe.meta, {})}")
             return model or probe.meta.get("model") or DEFAULT_MODEL
 
     @classmethod
@@ -152,6 +177,7 @@ class Index:
 
     def _bind(self, engine: EmbeddingEngine, dimensions: int | None, chunking: ChunkSettings | None,
               reindex: bool, model_ref: str | None, readonly: bool) -> None:
+        engine.check_dimensions(dimensions)  # before the index records them
         wanted = identity(engine, dimensions, chunking)
         if model_ref:
             wanted["model"] = model_ref
@@ -164,7 +190,11 @@ class Index:
             self.store.ensure_vectors(wanted["dims"])
             self.store.set_meta({**wanted, "created_at": time.time()})
             return
-        for key in IDENTITY_KEYS:
+        if "remote" in recorded or "remote" in wanted:  # a server: see remote_identity.py
+            problem = identity_problem(recorded, wanted)
+            if problem:
+                raise IndexMismatch(f"index {self.path} {problem}")
+        for key in IDENTITY_KEYS if "remote" not in recorded or "remote" not in wanted else ():
             if recorded.get(key) != wanted[key]:
                 raise IndexMismatch(
                     f"index {self.path} was built with {recorded.get('model_file')} "
@@ -184,8 +214,14 @@ class Index:
             progress: Callable[[Progress], None] | None = None,
             prune_missing: bool = False,
             cancel: threading.Event | None = None,
-            executor: Executor | None = None) -> IndexSummary:
+            executor: Executor | None = None,
+            follow_symlinks: bool = False) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
+
+        A symlink inside ``paths`` whose target leaves them is not followed (counted in
+        ``summary.symlinks_skipped``; documents indexed under it before are removed) unless
+        ``follow_symlinks``; a symlink whose target stays inside is not followed either, its
+        target being indexed under its own path (see docs/security.md).
 
         A path that does not exist or cannot be read (or an empty folder while the index holds
         documents under it: an unmounted drive?) raises :class:`PathError` before anything
@@ -203,15 +239,17 @@ class Index:
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
-        rules = self._rules(include, exclude, use_ignore_files)
+        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
         if executor is not None:  # before anything changes: a cluster may refuse the model
             executor.start(engine, self.meta.get("model"))
         self._remember_roots(paths)
         run_id = self.store.start_run()
+        roots = [os.path.abspath(p) for p in paths]
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
                           max_file_bytes=max_file_bytes, progress=progress, cancel=cancel,
-                          executor=executor)
+                          executor=executor,
+                          on_links=lambda found: self._remember_links(roots, found))
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         self._refresh_search_cache()
@@ -241,7 +279,7 @@ class Index:
             docs = self.store.documents() if docs is None else docs
             held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
             if held:
-                problems.append(f"{p}: an empty folder, but the index holds {held} "
+                problems.append(f"{quoted(p)}: an empty folder, but the index holds {held} "
                                 f"documents under it (an unmounted drive?)")
         if problems:
             raise PathError(_refusal(problems))
@@ -250,20 +288,29 @@ class Index:
     def update(self, changed: Sequence[str | Path], roots: Sequence[str | Path], *,
                include: Sequence[str] = (), exclude: Sequence[str] = (),
                use_ignore_files: bool = True,
-               max_file_bytes: int = DEFAULT_MAX_BYTES) -> IndexSummary:
+               max_file_bytes: int = DEFAULT_MAX_BYTES,
+               follow_symlinks: bool = False) -> IndexSummary:
         """Apply a batch of changed paths (created, edited, deleted or moved files or folders,
         and ignore files) under the watched ``roots``, in one transaction."""
         from .watch import plan
 
         engine = self._need_engine()
-        rules = self._rules(include, exclude, use_ignore_files)
+        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
         todo = plan(changed, roots, rules)
         if not todo.scopes:
             return IndexSummary()
+        followed: dict[str, list[str]] = {}
+        for link in todo.links:
+            if link.followed:
+                followed.setdefault(str(link.root), []).append(link.target)
+        if followed:
+            self._remember_links([], followed)
         indexer = Indexer(self.store, engine, self.chunk_settings,
                           dimensions=self.meta.get("dimensions"), rules=rules,
                           max_file_bytes=max_file_bytes)
         indexer.summary.skipped += [(str(r.path), r.reason) for r in todo.refused]
+        indexer.summary.symlinks_skipped += sum(1 for link in todo.links
+                                                if link.outside and not link.followed)
         with self.store.transaction():
             return indexer.update(todo.found, todo.scopes, prune=True,
                                   existing=self.store.documents_under(todo.scopes))
@@ -287,11 +334,31 @@ class Index:
         if new:
             self.store.set_meta({"roots": sorted(roots | new)})
 
+    def _remember_links(self, roots: Sequence[str], followed: dict[str, list[str]]) -> None:
+        """Record the targets of the symlinks followed under each root (what may be served
+        from outside the roots): ``roots`` walked in full have theirs replaced, others
+        added to."""
+        links: dict[str, list[str]] = dict(self.meta.get("links") or {})
+        for root in roots:
+            links.pop(root, None)
+        for root, targets in followed.items():
+            links[root] = sorted(set(links.get(root, [])) | set(targets))
+        if links != (self.meta.get("links") or {}):
+            self.store.set_meta({"links": links})
+
+    def bounds(self) -> Bounds:
+        """The one rule for what may be served from this index (search results, MCP get):
+        a document whose real path is outside the indexed roots and the symlink targets
+        followed under them is not (an index written before symlinks were kept inside the
+        roots may hold some: the next ``add`` of their root removes them)."""
+        links = self.meta.get("links") or {}
+        return Bounds(self.roots, [t for targets in links.values() for t in targets])
+
     def _rules(self, include: Sequence[str], exclude: Sequence[str],
-               use_ignore_files: bool) -> Rules:
+               use_ignore_files: bool, follow_symlinks: bool = False) -> Rules:
         skip = frozenset(os.path.realpath(str(self.path) + s)
                          for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits"))
-        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip)
+        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
     @_one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:
@@ -332,7 +399,8 @@ class Index:
             hook = SearchReranker(rerank, self.store, rerank_options)
         with self._owned(), self._snapshot():
             results = search(self.store, vector, query, k=k, mode=mode,
-                             path_glob=_glob(path), exact=exact, group=group, rerank=hook)
+                             path_glob=_glob(path), exact=exact, group=group, rerank=hook,
+                             allow=self.bounds().allows)
         if hook is None or rerank is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
@@ -347,8 +415,9 @@ class Index:
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
         with self._owned(), self._snapshot():
+            allow = self.bounds().allows
             return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path),
-                           group=group)
+                           group=group, allow=allow)
                     for q, v in zip(queries, vectors, strict=True)]
 
     def embed_query(self, query: str) -> Any:
@@ -407,6 +476,7 @@ class Index:
             "pooling": meta.get("pooling"), "chunking": meta.get("chunking"),
             **self.store.counts(), "size_bytes": size, "last_run": self.store.last_run(),
             "schema_version": meta.get("schema_version"),
+            "read_only_reason": self.store.too_new,  # written by a newer gguf-embed
         }
 
     def _need_engine(self) -> EmbeddingEngine:
@@ -414,12 +484,39 @@ class Index:
             raise InputError("this needs the embedding model: open the index with an engine")
         return self.engine
 
-    def close(self) -> None:
-        self.store.close()
-        self._release()
-        if self._owned_engine:
-            self._owned_engine = False
-            _close_engine(self.engine)
+    def close(self, *, failed: bool = False) -> None:
+        """Close the file and let go of the write lock.  With ``failed`` (an error ended the
+        work), an index file that this object created and that holds no document is removed,
+        with SQLite's side files and the folders made for it: a refused command leaves no new
+        file behind."""
+        discard = failed and bool(self._new) and self._holds_nothing()
+        try:
+            self.store.close()
+        finally:
+            self._release()
+            if discard:
+                self._discard_new()
+            if self._owned_engine:
+                self._owned_engine = False
+                _close_engine(self.engine)
+
+    def _holds_nothing(self) -> bool:
+        try:
+            return not self.store.counts()["documents"]
+        except Exception:  # unreadable now: keep it, it may hold something
+            return False
+
+    def _discard_new(self) -> None:
+        """Remove the index file, its side files and the folders this object created."""
+        new, self._new = self._new, []
+        if not new:
+            return
+        for suffix in SIDE_FILES:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.path}{suffix}")
+        for folder in new[1:]:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -429,8 +526,8 @@ class Index:
     def __enter__(self) -> Index:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        self.close(failed=kind is not None)
 
 
 def identity(engine: EmbeddingEngine, dimensions: int | None = None,
@@ -442,6 +539,7 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
     if chunking.max_tokens > engine.max_tokens:
         raise InputError(f"chunk size {chunking.max_tokens} is over the model's context "
                          f"({engine.max_tokens} tokens)", param="chunk_tokens")
+    extra = getattr(engine, "identity_extra", None)  # a RemoteEngine: what the server is
     return {
         "model": spec.name, "model_file": Path(engine.path).name,
         "model_size": os.path.getsize(engine.path) if os.path.exists(engine.path) else None,
@@ -450,7 +548,7 @@ def identity(engine: EmbeddingEngine, dimensions: int | None = None,
         "model_dims": engine.dims, "pooling": engine.pooling, "eos": spec.eos,
         "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,
         "default_task": spec.default_task, "context": engine.max_tokens,
-        "chunking": chunking.to_dict(),
+        "chunking": chunking.to_dict(), **(extra() if extra else {}),
     }
 
 
@@ -468,7 +566,7 @@ def _load_engine(ref: str) -> EmbeddingEngine:
 
 def check_roots(paths: Sequence[str | Path]) -> None:
     """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
-    problems = [f"{p}: {why}" for p in paths if (why := root_problem(p))]
+    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
     if problems:
         raise PathError(_refusal(problems))
 
@@ -476,6 +574,16 @@ def check_roots(paths: Sequence[str | Path]) -> None:
 def _refusal(problems: list[str]) -> str:
     return (f"{'; '.join(problems)}; nothing was changed (pass --prune-missing to remove "
             f"the documents indexed under {'it' if len(problems) == 1 else 'them'})")
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """``path`` and the folders above it that do not exist yet, innermost first."""
+    out = [path]
+    for parent in path.absolute().parents:
+        if parent.exists():
+            break
+        out.append(parent)
+    return out
 
 
 def _is_empty(folder: str) -> bool:

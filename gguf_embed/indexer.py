@@ -26,14 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._vectors import vec_blob
+from ._vectors import is_finite_blob, vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
-from .errors import ClusterError, GgufEmbedError
+from .errors import ClusterError, EngineUnavailable, GgufEmbedError, NonFiniteVector
 from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
 from .store import Store
-from .walk import Found, Refused, Rules, walk
+from .walk import Found, Link, Refused, Rules, walk
 
 BATCH_CHUNKS = 64
 BATCH_TOKENS = 8192
@@ -48,6 +48,8 @@ class IndexSummary:
     unchanged: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # symlinks whose target leaves the indexed folders, not followed (see walk.py)
+    symlinks_skipped: int = 0
     chunks: int = 0
     chunks_reused: int = 0
     tokens_embedded: int = 0
@@ -60,6 +62,7 @@ class IndexSummary:
             "removed": self.removed, "unchanged": self.unchanged,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "failed": [{"path": p, "reason": r} for p, r in self.failed],
+            "symlinks_skipped": self.symlinks_skipped,
             "chunks": self.chunks, "chunks_reused": self.chunks_reused,
             "tokens_embedded": self.tokens_embedded, "seconds": round(self.seconds, 3),
             "tokens_per_second": round(self.tokens_embedded / self.seconds, 1)
@@ -114,6 +117,7 @@ class _Flight:
     n_chunks: int
     report: tuple[int, int, float, str] | None = None  # progress to report once written
     error: str = ""
+    nonfinite: set[str] = field(default_factory=set)  # hashes the model gave NaN/Inf for
 
     def job_done(self) -> bool:
         return self.job is None or self.job.wait(0)
@@ -127,7 +131,10 @@ class Indexer:
                  max_file_bytes: int = DEFAULT_MAX_BYTES,
                  progress: Callable[[Progress], None] | None = None,
                  cancel: threading.Event | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None,
+                 on_links: Callable[[dict[str, list[str]]], None] | None = None) -> None:
+        """``on_links`` is told, once the walk is done and before anything is written, the
+        targets of the symlinks it followed, by root (``rules.follow_symlinks``)."""
         self.store = store
         self.engine = engine
         if executor is None:
@@ -143,40 +150,59 @@ class Indexer:
         self.progress = progress
         self.cancel = cancel
         self.summary = IndexSummary()
+        self.on_links = on_links
         self._moved_from: set[str] = set()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.engine.tokenize(self.engine.spec.format_document(text)))
+        return self.count_many([text])[0]
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        """Tokens of each text as a document (one call: a remote engine asks its server once)."""
+        fmt = self.engine.spec.format_document
+        return self.engine.count_tokens([fmt(t) for t in texts])
 
     def run(self, roots: Sequence[str | Path]) -> IndexSummary:
         start = time.perf_counter()
         found: list[Found] = []
         unseen: list[str] = []  # folders not looked into: their documents stay
+        unfollowed: list[str] = []  # symlinks not followed: documents under them go
+        followed: dict[str, list[str]] = {}
         for item in walk(roots, self.rules):
-            if isinstance(item, Refused):
+            if isinstance(item, Link):
+                if item.followed:
+                    followed.setdefault(str(item.root), []).append(item.target)
+                else:
+                    unfollowed.append(str(item.path))
+                    self.summary.symlinks_skipped += item.outside
+            elif isinstance(item, Refused):
                 self.summary.skipped.append((str(item.path), item.reason))
                 if item.unseen:
                     unseen.append(str(item.path))
             else:
                 found.append(item)
+        if self.on_links is not None:
+            self.on_links(followed)
         return self.update(found, [os.path.abspath(r) for r in roots], start=start,
-                           unseen=unseen)
+                           unseen=unseen, unfollowed=unfollowed)
 
     def update(self, found: Sequence[Found], scopes: Sequence[str], *, prune: bool = False,
                existing: dict[str, tuple[int, str, int, float]] | None = None,
-               start: float | None = None, unseen: Sequence[str] = ()) -> IndexSummary:
+               start: float | None = None, unseen: Sequence[str] = (),
+               unfollowed: Sequence[str] = ()) -> IndexSummary:
         """Index ``found`` (already walked) and forget documents under ``scopes`` that are
-        gone: deleted, or with ``prune`` also not found (now ignored).  ``existing`` may be
-        just the documents under ``scopes`` (watch batches).  Documents under ``unseen``
-        (folders the walk could not look into) are kept."""
+        gone: deleted, under a symlink now ``unfollowed`` (indexed by an older version, or
+        before ``follow_symlinks`` was turned off), or with ``prune`` also not found (now
+        ignored).  ``existing`` may be just the documents under ``scopes`` (watch batches).
+        Documents under ``unseen`` (folders the walk could not look into) are kept."""
         start = time.perf_counter() if start is None else start
         summary = self.summary
         if existing is None:
             existing = self.store.documents()
         seen = {str(f.path) for f in found}
+        dropped = set(unfollowed)
         gone = {p: v for p, v in existing.items()
                 if p not in seen and _under(p, list(scopes)) and not _under(p, list(unseen))
-                and (prune or _vanished(p))}
+                and (prune or _below(p, dropped) or _vanished(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[_Pending] = []
@@ -262,6 +288,8 @@ class Indexer:
                 (summary.failed if doc.failed else summary.skipped).append((str(path), doc.reason))
                 return None
             pieces = self._chunks(doc)
+        except EngineUnavailable:
+            raise  # a server that is down fails the run, not each file
         except (ValueError, LookupError, TypeError, RecursionError, GgufEmbedError) as exc:
             # an extractor or tokenizer tripping on one odd file must not end the run
             summary.failed.append((str(path), f"cannot read: {type(exc).__name__}: {exc}"))
@@ -273,7 +301,8 @@ class Indexer:
                         existed=known is not None)
 
     def _chunks(self, doc: Extracted) -> list[Chunk]:
-        return [c for c in chunk(doc, self.count_tokens, self.settings) if c.text.strip()]
+        return [c for c in chunk(doc, self.count_tokens, self.settings, self.count_many)
+                if c.text.strip()]
 
     def _send(self, batch: list[_Pending], report: tuple[int, int, float, str] | None) -> None:
         """Hand ``batch`` to the executor; write the oldest batches while the window is full
@@ -293,7 +322,8 @@ class Indexer:
 
     def _submit(self, batch: list[_Pending]) -> _Flight:
         hashes = [c.hash for p in batch for c in p.chunks]
-        vectors = self.store.vectors_by_hash(hashes)
+        vectors = {h: blob for h, blob in self.store.vectors_by_hash(hashes).items()
+                   if is_finite_blob(blob)}  # a NaN stored by an older version: embed again
         todo: dict[str, str] = {}
         borrowed: dict[str, _Flight] = {}
         for pending in batch:
@@ -333,6 +363,14 @@ class Indexer:
         vectors = flight.vectors
         with self.store.transaction():
             for pending in flight.batch:
+                bad = next((i for i, c in enumerate(pending.chunks)
+                            if c.hash in flight.nonfinite), None)
+                if bad is not None:  # never stored: the file is listed, the run goes on
+                    piece = pending.chunks[bad]
+                    summary.failed.append((pending.path, (
+                        f"the model gave a non-finite vector (NaN or Inf) for chunk {bad} "
+                        f"(lines {piece.start_line}-{piece.end_line}); not indexed")))
+                    continue
                 self.store.write_document(
                     path=pending.path, hash=pending.hash, size=pending.size,
                     mtime=pending.mtime, kind=pending.kind, chunks=pending.chunks,
@@ -348,15 +386,29 @@ class Indexer:
         if flight.job is not None:
             try:
                 result = flight.job.result()
-            except ClusterError:
+            except (ClusterError, EngineUnavailable):
                 raise
+            except NonFiniteVector as exc:  # the other texts of the batch are fine
+                if exc.vectors is None or len(exc.vectors) != len(flight.todo):
+                    flight.error = f"embedding failed: {exc}"
+                    return
+                bad = set(exc.indices)
+                for i, (key, vector) in enumerate(zip(flight.todo, exc.vectors, strict=True)):
+                    if i in bad:
+                        flight.nonfinite.add(key)
+                    else:
+                        flight.vectors[key] = vec_blob(vector)
             except GgufEmbedError as exc:
                 flight.error = f"embedding failed: {exc}"
                 return
-            for key, vector in zip(flight.todo, result.vectors, strict=True):
-                flight.vectors[key] = vec_blob(vector)
-            self.summary.tokens_embedded += result.total_tokens
+            else:
+                for key, vector in zip(flight.todo, result.vectors, strict=True):
+                    flight.vectors[key] = vec_blob(vector)
+                self.summary.tokens_embedded += result.total_tokens
         for key, earlier in flight.borrowed.items():
+            if key in earlier.nonfinite:
+                flight.nonfinite.add(key)
+                continue
             if key not in earlier.vectors:  # the batch that embedded it failed
                 flight.error = earlier.error
                 return
@@ -376,6 +428,20 @@ def _vanished(path: str) -> bool:
     except OSError as exc:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
+
+
+def _below(path: str, paths: set[str]) -> bool:
+    """Whether ``path`` is one of ``paths`` or inside one (a set: cheap for many)."""
+    if not paths:
+        return False
+    probe = path
+    while True:
+        if probe in paths:
+            return True
+        up = os.path.dirname(probe)
+        if up == probe:
+            return False
+        probe = up
 
 
 def _under(path: str, scopes: list[str]) -> bool:

@@ -12,6 +12,7 @@ top-level ``mcp`` package.)
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field, ValidationError
 
-from .errors import GgufEmbedError, InputError
+from .errors import GgufEmbedError, InputError, capped, first_line, quoted
 from .extract import Skip, extract
 from .index import Index
 from .search import MODES, SearchResult
@@ -166,20 +167,18 @@ class Service:
         if not path or "\x00" in path:
             raise InputError("path is empty", param="path")
         if ".." in Path(path).parts:
-            raise InputError(f"path {path!r} contains '..'; pass the path as search returned "
-                             f"it", param="path")
+            raise InputError(f"path {quoted(repr(path))} contains '..'; pass the path as "
+                             f"search returned it", param="path")
         candidates = [os.path.abspath(path)] if os.path.isabs(path) else [
             os.path.join(root, path) for root in index.roots]
         known = next((c for c in candidates if index.store.has_document(c)), None)
         if known is None:
-            raise InputError(f"{path} is not in the index; only indexed files can be read "
-                             f"(use a path from search results)", param="path")
+            raise InputError(f"{quoted(path)} is not in the index; only indexed files can be "
+                             f"read (use a path from search results)", param="path")
         real = os.path.realpath(known)
-        roots = index.roots or [os.path.dirname(known)]
-        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep)
-                   for r in (os.path.realpath(root) for root in roots)):
-            raise InputError(f"{path} resolves to {real}, outside the indexed folders "
-                             f"(a symlink); refused", param="path")
+        if not index.bounds().allows(known):  # the rule search results are filtered by
+            raise InputError(f"{quoted(path)} leads outside the indexed folders (a symlink); "
+                             f"refused", param="path")
         return real, known
 
     def status(self) -> dict[str, Any]:
@@ -212,7 +211,7 @@ def create_server(service: Service) -> MCPServer:
                                 open_world_hint=False)
 
     def fail(exc: GgufEmbedError) -> ToolError:
-        return ToolError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        return ToolError(capped(first_line(exc, empty=type(exc).__name__)))
 
     @server.tool(description=SEARCH_DOC, annotations=read_only)
     def search(
@@ -256,8 +255,10 @@ def create_server(service: Service) -> MCPServer:
 
 
 def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: int = 8765,
-        api_key: str | None = None) -> None:
-    """Serve until the client goes away (stdio) or until interrupted (HTTP); blocking."""
+        api_key: str | None = None, sock: socket.socket | None = None) -> None:
+    """Serve until the client goes away (stdio) or until interrupted (HTTP); blocking.  Over
+    HTTP, on ``sock`` if given (bound first, see :func:`gguf_embed.server.bind`: with port 0
+    the system picks the port, and the Host check uses the real one)."""
     server = create_server(service)
     if not http:
         server.run("stdio")
@@ -265,10 +266,15 @@ def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: 
     import uvicorn
 
     from .http_guard import HostGuard
+    from .server import bind
 
+    if sock is None:
+        sock = bind(host, port)
+    port = sock.getsockname()[1]
     app = HostGuard(server.streamable_http_app(host=host), host=host, port=port,
                     api_key=api_key)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
+                   ).run(sockets=[sock])
 
 
 __all__ = ["Service", "create_server", "run"]

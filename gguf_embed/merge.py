@@ -25,12 +25,13 @@ from typing import Any
 
 from .errors import IndexFileError, IndexMismatch, InputError
 from .store import Store
+from .store_guard import count_non_finite
 from .store_merge import ShardCounts, duplicate_paths, merge_shard
 
 MATCH_KEYS = ("model_fingerprint", "dims", "dimensions", "pooling", "eos", "query_prompt",
               "document_prompt", "chunking")
 DUPLICATES = ("newest", "refuse")
-_NOT_COPIED = ("schema_version", "roots", "created_at")
+_NOT_COPIED = ("schema_version", "roots", "created_at", "links")
 
 
 @dataclass
@@ -82,6 +83,11 @@ def merge_into(store: Store, shards: Sequence[str | Path], *, duplicates: str = 
         roots = sorted(set(store.meta.get("roots") or []) | set(meta.get("roots") or []))
         if roots != (store.meta.get("roots") or []):
             store.set_meta({"roots": roots})
+        links = dict(store.meta.get("links") or {})  # symlink targets followed, by root
+        for root, targets in (meta.get("links") or {}).items():
+            links[root] = sorted(set(links.get(root, [])) | set(targets))
+        if links != (store.meta.get("links") or {}):
+            store.set_meta({"links": links})
         summary.documents += counts.documents
         summary.chunks += counts.chunks
         summary.replaced += counts.replaced
@@ -112,8 +118,17 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
         probe = Store.open(shard, create=False, readonly=True)
         try:
             meta = dict(probe.meta)
+            too_new = probe.too_new
+            bad = count_non_finite(probe.conn)
         finally:
             probe.close()
+        if too_new:  # it may hold what this version would not copy
+            raise IndexFileError(f"shard {shard}: {too_new} (nothing was merged)")
+        if bad:  # vectors are copied as stored: never one with NaN or Inf
+            raise IndexFileError(
+                f"shard {shard} holds {bad} vector(s) with NaN or Inf (made by an older "
+                f"version); index its files again with this one, then merge (nothing was "
+                f"merged)")
         if "model_fingerprint" in meta:
             if reference is None:
                 reference, where = meta, f"shard {shard}"
@@ -125,3 +140,4 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
                         f"the same model and settings (nothing was merged)")
         out.append((shard, meta))
     return out
+

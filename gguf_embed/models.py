@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelError, ModelNotFound, first_line
+from .errors import ModelError, ModelNotFound, first_line, quoted
 
 QWEN3_QUERY = "Instruct: {task}\nQuery:{text}"
 QWEN3_TASK = "Given a web search query, retrieve relevant passages that answer the query"
@@ -186,7 +186,7 @@ def parse_ref(ref: str) -> ModelSpec | Path:
         return path
     names = ", ".join(CATALOG)
     raise ModelNotFound(
-        f"unknown model {ref!r}: pass a path to a .gguf file, owner/repo:file.gguf, "
+        f"unknown model {quoted(repr(ref))}: pass a path to a .gguf file, owner/repo:file.gguf, "
         f"or one of: {names}"
     )
 

@@ -15,7 +15,6 @@ A pair longer than the context is cut (the passage first) and reported, never an
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 from . import _llama
 from .engine import Engine, EngineOptions, _check_gguf_file
 from .errors import InputError, ModelLoadError
+from .gguf_header import Array, read_header
 from .models import ModelSpec, ResolvedModel, spec_for_file
 
 QWEN3_RERANK_INSTRUCTION = ("Given a web search query, retrieve relevant passages that answer "
@@ -177,6 +177,17 @@ class Reranker:
         return RerankScores(np.ascontiguousarray(out[:, 0], dtype=np.float32),
                             [len(s) for s in seqs], truncated)
 
+    @property
+    def score_kind(self) -> str:
+        """``"probability"``: Qwen3-Reranker's P(yes), already in 0..1; ``"logit"``: a
+        cross-encoder's head (bge-reranker, any real number)."""
+        return "probability" if self.family == "qwen3" else "logit"
+
+    def relevance(self, scores: np.ndarray) -> np.ndarray:
+        """Scores as relevance in 0..1 (Cohere's and TEI's convention, which clients compare
+        with a threshold): the sigmoid of a logit; a probability as it is."""
+        return relevance(scores, self.score_kind)
+
     def rerank(self, query: str, documents: Sequence[str], *, top_n: int | None = None,
                instruction: str | None = None) -> list[tuple[int, float]]:
         """(document index, score), best first, at most ``top_n``."""
@@ -192,6 +203,14 @@ class Reranker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def relevance(scores: np.ndarray, kind: str) -> np.ndarray:
+    """``scores`` in 0..1: the sigmoid where ``kind`` is ``"logit"``, unchanged otherwise."""
+    raw = np.asarray(scores, dtype=np.float64)
+    if kind != "logit":
+        return raw.astype(np.float32)
+    return (0.5 * (1.0 + np.tanh(0.5 * raw))).astype(np.float32)  # sigmoid, no overflow
 
 
 def head_problem(arch: str, marked: bool, metadata: dict[str, str], tensors: set[str],
@@ -221,46 +240,13 @@ def head_problem(arch: str, marked: bool, metadata: dict[str, str], tensors: set
     return None
 
 
-_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-                 10: "<Q", 11: "<q", 12: "<d"}
-
-
 def gguf_header(path: Path) -> tuple[dict[str, Any], set[str]]:
     """A GGUF file's metadata (scalars and strings as Python values, arrays as None) and its
-    tensor names, read from the header alone (llama.cpp's API does not list tensors)."""
-    with open(path, "rb") as fh:
-        def read(fmt: str) -> Any:
-            return struct.unpack(fmt, fh.read(struct.calcsize(fmt)))[0]
-
-        def string() -> str:
-            return fh.read(read("<Q")).decode("utf-8", "replace")
-
-        def value(vtype: int) -> Any:
-            if vtype == 8:
-                return string()
-            if vtype == 9:
-                sub, count = read("<I"), read("<Q")
-                if sub in _GGUF_SCALARS:
-                    fh.seek(struct.calcsize(_GGUF_SCALARS[sub]) * count, 1)
-                else:
-                    for _ in range(count):
-                        value(sub)
-                return None
-            return read(_GGUF_SCALARS[vtype])
-
-        if fh.read(4) != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF file")
-        read("<I")
-        n_tensors, n_kv = read("<Q"), read("<Q")
-        meta = {}
-        for _ in range(n_kv):
-            key = string()
-            meta[key] = value(read("<I"))
-        names = set()
-        for _ in range(n_tensors):
-            names.add(string())
-            fh.seek(8 * read("<I") + 4 + 8, 1)
-        return meta, names
+    tensor names, read from the header alone (llama.cpp's API does not list tensors); a
+    damaged header raises :class:`ModelLoadError` (see :mod:`gguf_embed.gguf_header`)."""
+    header = read_header(path)
+    meta = {k: None if isinstance(v, Array) else v for k, v in header.metadata.items()}
+    return meta, set(header.tensors)
 
 
 def gguf_tensor_names(path: Path) -> set[str]:

@@ -62,11 +62,13 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
            mode: str = "hybrid", path_glob: str | None = None,
            exact: bool | None = None, group: str = "file",
            rerank: Callable[[str, list[tuple[int, float]]], list[tuple[int, float]]] | None
-           = None) -> list[SearchResult]:
+           = None, allow: Callable[[str], bool] | None = None) -> list[SearchResult]:
     """Rank files (``group="file"``) or chunks (``"chunk"``) for ``query``.  ``query_vector``
     (already embedded with the query prompt and cut to the index's dimensions) is needed for
     vector and hybrid modes.  ``rerank`` (see reranker.SearchReranker) reorders the fused
-    candidates (each file's best chunk, or the chunks), best first."""
+    candidates (each file's best chunk, or the chunks), best first.  A document whose path
+    ``allow`` refuses (see walk.Bounds) is never returned: the next candidates take its
+    place."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
     if group not in GROUPS:
@@ -92,18 +94,23 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
         order = [(chunk_id, score) for _, chunk_id, score in files]
     if rerank is not None:
         order = rerank(query, order)
-    top = order[:k]
-    rows = store.chunk_rows([chunk_id for chunk_id, _ in top])
     terms = set(query_terms(query))
-    results = []
-    for chunk_id, score in top:
-        row = rows.get(chunk_id)
-        if row is None:  # deleted since the ranking (a concurrent index run)
-            continue
-        results.append(SearchResult(
-            path=row.path, score=round(float(score), 6), start_line=row.start_line,
-            end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
-            start_page=row.start_page, end_page=row.end_page))
+    results: list[SearchResult] = []
+    done = 0
+    while len(results) < k and done < len(order):
+        part = order[done:done + k - len(results)]
+        done += len(part)
+        rows = store.chunk_rows([chunk_id for chunk_id, _ in part])
+        for chunk_id, score in part:
+            row = rows.get(chunk_id)
+            if row is None:  # deleted since the ranking (a concurrent index run)
+                continue
+            if allow is not None and not allow(row.path):
+                continue  # outside the indexed roots (a symlink): never served
+            results.append(SearchResult(
+                path=row.path, score=round(float(score), 6), start_line=row.start_line,
+                end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
+                start_page=row.start_page, end_page=row.end_page))
     return results
 
 

@@ -1,12 +1,19 @@
 """HTTP API over the library: OpenAI-compatible embeddings, plus search over an index.
 
-    POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage)
-    GET  /v1/models       the one model served
-    GET  /health          liveness and what is loaded
+    POST /v1/embeddings   OpenAI's request and response (float or base64, dimensions, usage),
+                          plus "input_type", "task" and "truncate"
+    GET  /v1/models       the names served (embedding model, then reranker)
+    GET  /health          liveness and what is loaded (with what a remote engine checks)
+    POST /tokenize        llama-server's {"content"} → {"tokens"} (a list of texts: lists)
     POST /v1/search       {"query", "k", "mode", "path", "group", "rerank"} → the objects of
                           `search --json`
-    POST /v1/rerank       Cohere/Jina/llama-server's {"query", "documents", "top_n"} →
-                          {"results": [{"index", "relevance_score"}]} (with --reranker)
+    POST /v1/rerank, /v2/rerank (and llama-server's aliases): server_rerank.py
+
+Any ``model`` name is answered by the one model served (the response's ``model`` says which),
+as llama-server does; ``strict_model_names`` restores 404 for names not served.  Token-id
+inputs are refused unless ``token_ids="model"`` (OpenAI clients send cl100k ids).  Large
+requests are embedded in pieces that other requests interleave with (batcher.py); a client
+that disconnects has its remaining pieces dropped.
 
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
 the request body; with the official client: ``extra_body={"input_type": "query"}``.
@@ -26,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
-import logging
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -38,48 +43,32 @@ from typing import Any
 import numpy as np
 
 from ._text import unicode_problem
-from .errors import (
-    GgufEmbedError,
-    IndexFileError,
-    InputError,
-    InputTooLong,
-    InvalidDimensions,
-    ModelError,
-)
 from .http_guard import HostGuard
-from .protocol import EmbeddingEngine
+from .protocol import EmbeddingEngine, Prepared
+from .remote_engine import remote_facts
+from .server_http import (
+    ApiError,
+    Cors,
+    JSONResponse,
+    RequestLog,
+    api_error,
+    handler,
+    method_not_allowed,
+    not_found,
+    read_json,
+    unless_gone,
+)
+from .server_rerank import rerank_routes
 from .service import EmbeddingService
+from .token_ids import cl100k, decode_cl100k
+
+__all__ = ["MAX_BODY", "MAX_INPUTS", "ApiError", "ServerConfig", "api_error", "bind",
+           "create_app", "serve"]
 
 MAX_INPUTS = 2048
 MAX_BODY = 16 * 1024 * 1024
-log = logging.getLogger("gguf_embed.server")
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = (
-            status, message, type_, param, code)
-
-
-def api_error(exc: BaseException) -> ApiError:
-    """The one mapping from the library's exceptions to HTTP errors."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, InputTooLong):
-        return ApiError(400, str(exc), param="input", code="context_length_exceeded")
-    if isinstance(exc, InvalidDimensions):
-        return ApiError(400, str(exc), param="dimensions", code="invalid_dimensions")
-    if isinstance(exc, InputError):
-        return ApiError(400, str(exc), param=exc.param, code="invalid_input")
-    if isinstance(exc, IndexFileError):
-        return ApiError(400, str(exc), param=None, code="index_error")
-    if isinstance(exc, ModelError):
-        return ApiError(404, str(exc), param="model", code="model_not_found")
-    if isinstance(exc, GgufEmbedError):
-        return ApiError(500, str(exc), type_="server_error", code="engine_error")
-    return ApiError(500, "internal error", type_="server_error", code="internal_error")
+TOKEN_IDS = ("refuse", "model", "cl100k")  # what token-id inputs are taken as (--token-ids)
+OFF_LOOP = 64  # inputs above which a request is tokenized and rendered in a worker thread
 
 
 @dataclass
@@ -93,80 +82,52 @@ class ServerConfig:
     max_body: int = MAX_BODY
     batch_window: float = 0.004  # seconds; 0 turns cross-request batching off
     reranker_name: str | None = None
+    served_names: tuple[str, ...] = ()  # more names for the embedding model (listed)
+    reranker_served_names: tuple[str, ...] = ()
+    strict_model_names: bool = False  # unknown model names get 404 (else: answered anyway)
+    token_ids: str = "refuse"  # "model": the served model's own ids; "cl100k": OpenAI's
+    truncate: bool = False  # the default of a request's "truncate"
+    cors_origins: tuple[str, ...] = ()
 
 
 def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | None = None) -> Any:
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse as _JSONResponse
-    from starlette.responses import Response
-
-    class JSONResponse(_JSONResponse):
-        """UTF-8 JSON, or ASCII-escaped where text holds bytes that are not UTF-8 (a file
-        name), so that rendering a response can never fail."""
-
-        def render(self, content: Any) -> bytes:
-            try:
-                return super().render(content)
-            except UnicodeEncodeError:
-                return json.dumps(content, ensure_ascii=True, allow_nan=False,
-                                  separators=(",", ":")).encode("ascii")
     from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import Response
     from starlette.routing import Route
 
+    if config.token_ids not in TOKEN_IDS:
+        raise ValueError(f"token_ids must be one of {TOKEN_IDS}")
+    if config.token_ids == "cl100k":
+        cl100k()  # loaded now: a missing package fails at start, not per request
     service = EmbeddingService(engine, index_path=config.index_path, reranker=reranker,
                                batch_window=config.batch_window)
-    names = {config.model_name, engine.spec.name, engine.path.name, engine.path.stem}
+    listed = list(dict.fromkeys([config.model_name, *config.served_names]))
+    names = {*listed, engine.spec.name, engine.path.name, engine.path.stem}
+    rerank_name = config.reranker_name or (reranker.spec.name if reranker is not None else None)
+    rerank_listed = list(dict.fromkeys([rerank_name, *config.reranker_served_names])) \
+        if reranker is not None else []
+    rerank_names = {*rerank_listed, reranker.spec.name, reranker.path.name,
+                    reranker.path.stem} if reranker is not None else set()
     index_name = Path(config.index_path).name if config.index_path else None  # no full paths
     created = int(time.time())
 
-    def error_response(err: ApiError) -> Response:
-        return JSONResponse({"error": {"message": err.message, "type": err.type,
-                                       "param": err.param, "code": err.code}},
-                            status_code=err.status)
+    def model_check(served: set[str], shown: str | None, what: str) -> Any:
+        def check(model: Any) -> None:
+            if model is not None and not isinstance(model, str):
+                raise ApiError(400, "model must be a string", param="model")
+            if config.strict_model_names and model is not None and model not in served:
+                raise ApiError(404, f"{what} {model!r} is not served here; this server has "
+                                    f"{shown!r} (without --strict-model-names any name is "
+                                    f"answered)", param="model", code="model_not_found")
+        return check
 
-    async def read_json(request: Request) -> dict[str, Any]:
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > config.max_body:
-            raise ApiError(413, f"request body over {config.max_body} bytes",
-                           code="request_too_large")
-        body = b""
-        async for part in request.stream():
-            body += part
-            if len(body) > config.max_body:
-                raise ApiError(413, f"request body over {config.max_body} bytes",
-                               code="request_too_large")
-        try:
-            data = json.loads(body)
-        except RecursionError as exc:
-            raise ApiError(400, "the body is not usable JSON: nested too deeply",
-                           code="invalid_json") from exc
-        except ValueError as exc:  # bad JSON or UTF-8, an integer of over 4,300 digits
-            raise ApiError(400, f"the body is not valid JSON: {exc}", code="invalid_json") \
-                from exc
-        if not isinstance(data, dict):
-            raise ApiError(400, "the body must be a JSON object", code="invalid_json")
-        return data
-
-    def handler(func: Any) -> Any:
-        async def wrapped(request: Request) -> Response:
-            try:
-                return await func(request)
-            except Exception as exc:
-                if not isinstance(exc, (ApiError, GgufEmbedError)):
-                    log.error("unexpected error in %s %s", request.method, request.url.path,
-                              exc_info=exc)
-                return error_response(api_error(exc))
-        return wrapped
+    check_model = model_check(names, config.model_name, "model")
 
     async def embeddings(request: Request) -> Response:
-        data = await read_json(request)
-        model = data.get("model")
-        if model is not None and not isinstance(model, str):
-            raise ApiError(400, "model must be a string", param="model")
-        if model is not None and model not in names:
-            raise ApiError(404, f"model {model!r} is not served here; this server has "
-                                f"{config.model_name!r}", param="model", code="model_not_found")
+        data = await read_json(request, config.max_body)
+        check_model(data.get("model"))
         fmt = data.get("encoding_format", "float")
         if fmt not in ("float", "base64"):
             raise ApiError(400, "encoding_format must be 'float' or 'base64'",
@@ -181,34 +142,72 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
         task = data.get("task")
         if task is not None and not isinstance(task, str):
             raise ApiError(400, "task must be a string", param="task")
-        sequences = _sequences(engine, data.get("input"), input_type == "query", task,
-                               config.max_inputs)
-        vectors = await service.embed(sequences, dims, urgent=input_type == "query")
-        used = sum(len(s) for s in sequences)
-        items = []
-        for i, vector in enumerate(vectors):
-            embedding: Any = (base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())
-                              .decode("ascii") if fmt == "base64" else vector.tolist())
-            items.append({"object": "embedding", "index": i, "embedding": embedding})
-        return JSONResponse({"object": "list", "data": items, "model": config.model_name,
-                             "usage": {"prompt_tokens": used, "total_tokens": used}})
+        truncate = data.get("truncate", config.truncate)
+        if not isinstance(truncate, bool):
+            raise ApiError(400, "truncate must be true or false", param="truncate")
+        raw = data.get("input")
+        big = isinstance(raw, list) and len(raw) > OFF_LOOP
+
+        def prepare() -> Prepared:
+            return _prepare(engine, raw, input_type == "query", task, config.max_inputs,
+                            truncate=truncate, token_ids=config.token_ids)
+
+        # a large request is tokenized and rendered off the event loop: others go on meanwhile
+        prepared = await asyncio.to_thread(prepare) if big else prepare()
+        used = prepared.total_tokens
+        request.state.inputs, request.state.tokens = len(prepared), used
+        vectors = await unless_gone(request, service.embed(
+            prepared.sequences, dims, urgent=input_type == "query"))
+        def render() -> Response:
+            cut = set(prepared.truncated)
+            items = []
+            for i, vector in enumerate(vectors):
+                embedding: Any = (base64.b64encode(np.asarray(vector, dtype="<f4").tobytes())
+                                  .decode("ascii") if fmt == "base64" else vector.tolist())
+                item = {"object": "embedding", "index": i, "embedding": embedding}
+                if i in cut:  # cut to the context, as asked: said, never silent
+                    item["truncated"] = True
+                items.append(item)
+            return JSONResponse({"object": "list", "data": items, "model": config.model_name,
+                                 "usage": {"prompt_tokens": used, "total_tokens": used}})
+
+        return await asyncio.to_thread(render) if big else render()
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
-            {"id": config.model_name, "object": "model", "created": created,
-             "owned_by": "gguf-embed"}]})
+            {"id": name, "object": "model", "created": created, "owned_by": "gguf-embed"}
+            for name in [*listed, *rerank_listed]]})
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": config.model_name, "dims": engine.dims,
                              "context": engine.max_tokens,
                              "index": index_name,
-                             "loaded": getattr(engine, "loaded", True)})
+                             "loaded": getattr(engine, "loaded", True),
+                             **remote_facts(engine)})
+
+    async def tokenize(request: Request) -> Response:
+        """llama-server's ``{"content": text}`` → ``{"tokens": [...]}``; a list of texts gives
+        a list of lists.  The tokens the engine embeds (specials and EOS included), no prompt:
+        a remote engine counts chunk sizes with it (remote_engine.py)."""
+        data = await read_json(request, config.max_body)
+        content = data.get("content")
+        texts = [content] if isinstance(content, str) else content
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts) \
+                or len(texts) > config.max_inputs:
+            raise ApiError(400, f"content must be a string or an array of at most "
+                                f"{config.max_inputs} strings", param="content")
+        for i, text in enumerate(texts):
+            if problem := unicode_problem(text):
+                raise ApiError(400, f"content[{i}] is not valid UTF-8 text ({problem})",
+                               param="content")
+        tokens = await asyncio.to_thread(lambda: [engine.tokenize(t).tolist() for t in texts])
+        return JSONResponse({"tokens": tokens[0] if isinstance(content, str) else tokens})
 
     async def search(request: Request) -> Response:
         if not config.index_path:
             raise ApiError(404, "no index is served; start the server with --db FILE",
                            code="no_index")
-        data = await read_json(request)
+        data = await read_json(request, config.max_body)
         query = data.get("query")
         if not isinstance(query, str) or not query.strip():
             raise ApiError(400, "query must be a non-empty string", param="query")
@@ -237,80 +236,37 @@ def create_app(engine: EmbeddingEngine, config: ServerConfig, reranker: Any | No
                                        rerank=use_reranker)
         return JSONResponse({"object": "list", "data": results})
 
-    async def rerank(request: Request) -> Response:
-        if reranker is None:
-            raise ApiError(404, "no reranker is served; start the server with --reranker "
-                                "MODEL", code="no_reranker")
-        data = await read_json(request)
-        name = config.reranker_name or reranker.spec.name
-        model = data.get("model")
-        if model is not None and model not in {name, reranker.spec.name, reranker.path.name,
-                                               reranker.path.stem}:
-            raise ApiError(404, f"reranker {model!r} is not served here; this server has "
-                                f"{name!r}", param="model", code="model_not_found")
-        query = data.get("query")
-        if not isinstance(query, str) or not query.strip():
-            raise ApiError(400, "query must be a non-empty string", param="query")
-        texts = _documents(data.get("documents"), config.max_inputs)
-        top_n = data.get("top_n", len(texts))
-        if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-            raise ApiError(400, "top_n must be a positive integer", param="top_n")
-        result = await asyncio.to_thread(reranker.score, query, texts)
-        cut = set(result.truncated)
-        order = sorted(range(len(texts)), key=lambda i: (-float(result.scores[i]), i))
-        items = []
-        for i in order[:top_n]:
-            item: dict[str, Any] = {"index": i, "relevance_score": float(result.scores[i])}
-            if data.get("return_documents"):
-                item["document"] = {"text": texts[i]}
-            if i in cut:  # cut to the context: said, never silent
-                item["truncated"] = True
-            items.append(item)
-        used = sum(result.token_counts)
-        return JSONResponse({"object": "list", "model": name, "results": items,
-                             "usage": {"prompt_tokens": used, "total_tokens": used}})
-
     routes = [
-        Route("/v1/rerank", handler(rerank), methods=["POST"]),  # llama-server's four names
-        Route("/rerank", handler(rerank), methods=["POST"]),
-        Route("/v1/reranking", handler(rerank), methods=["POST"]),
-        Route("/reranking", handler(rerank), methods=["POST"]),
+        *rerank_routes(reranker, rerank_name, model_check(rerank_names, rerank_name,
+                                                          "reranker"),
+                       config.max_inputs, config.max_body),
         Route("/v1/embeddings", handler(embeddings), methods=["POST"]),
         Route("/embeddings", handler(embeddings), methods=["POST"]),
         Route("/v1/models", handler(models), methods=["GET"]),
         Route("/health", handler(health), methods=["GET"]),
         Route("/v1/search", handler(search), methods=["POST"]),
+        Route("/tokenize", handler(tokenize), methods=["POST"]),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         yield
         service.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(HostGuard, host=config.host, port=lambda: config.port,
-                                           api_key=config.api_key)])
+    middleware = [Middleware(RequestLog)]
+    if config.cors_origins:  # before the guard: a preflight carries no API key
+        middleware.append(Middleware(Cors, origins=config.cors_origins))
+    middleware.append(Middleware(HostGuard, host=config.host, port=lambda: config.port,
+                                 api_key=config.api_key, origins=config.cors_origins))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                    exception_handlers={404: not_found, 405: method_not_allowed})
     app.state.service = service
     app.state.batcher = service.batcher
     return app
 
 
-def _documents(raw: Any, max_inputs: int) -> list[str]:
-    """Rerank documents: strings, or objects with a "text" (Cohere's older shape)."""
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "documents must be a non-empty array of strings", param="documents")
-    if len(raw) > max_inputs:
-        raise ApiError(400, f"too many documents: {len(raw)} > {max_inputs}", param="documents")
-    texts = []
-    for i, item in enumerate(raw):
-        text = item.get("text") if isinstance(item, dict) else item
-        if not isinstance(text, str):
-            raise ApiError(400, f"documents[{i}] must be a string", param="documents")
-        texts.append(text)
-    return texts
-
-
-def _sequences(engine: EmbeddingEngine, raw: Any, query: bool, task: str | None,
-               max_inputs: int) -> list[np.ndarray]:
+def _prepare(engine: EmbeddingEngine, raw: Any, query: bool, task: str | None,
+             max_inputs: int, *, truncate: bool = False, token_ids: str = "refuse") -> Prepared:
     """OpenAI's four input shapes → token sequences, every one checked before any decode."""
     if isinstance(raw, str):
         raw = [raw]
@@ -332,13 +288,27 @@ def _sequences(engine: EmbeddingEngine, raw: Any, query: bool, task: str | None,
                                param="input")
         elif isinstance(item, list) and item and all(
                 isinstance(t, int) and not isinstance(t, bool) for t in item):
-            pass  # ids: the engine checks their range before numpy meets them
+            if token_ids == "refuse":
+                raise ApiError(400, TOKEN_IDS_REFUSED.format(i=i), param="input",
+                               code="token_ids_not_accepted")
+            if token_ids == "cl100k":  # OpenAI's ids: back to the text they were made from
+                item = decode_cl100k(item, i)
+            # else the model's ids: the engine checks their range before numpy meets them
         else:
             raise ApiError(400, f"input[{i}] must be a non-empty string or array of token "
                                 f"ids", param="input")
         items.append(item)
     # prompt, EOS and the engine's own checks (ids, context), here, before this joins a batch
-    return engine.prepare(items, query=query, task=task).sequences
+    return engine.prepare(items, query=query, task=task, truncate=truncate)
+
+
+TOKEN_IDS_REFUSED = (
+    "input[{i}] is an array of token ids, which this server does not take by default: OpenAI "
+    "clients send ids of OpenAI's own cl100k vocabulary, and this model would read them as "
+    "its own and return wrong vectors. Send text instead (LangChain: "
+    "OpenAIEmbeddings(..., check_embedding_ctx_length=False)), or start the server with "
+    "--token-ids cl100k (OpenAI's ids, decoded exactly) or --token-ids model (this model's "
+    "own ids)")
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .batcher import Batcher
+from .batcher import DEFAULT_SHARE, Batcher
 from .index import Index
 from .protocol import EmbeddingEngine
 
@@ -33,6 +33,8 @@ class EmbeddingService:
         self.reranker = reranker
         self.index_path = Path(index_path) if index_path else None
         self.batcher = Batcher(engine, window=batch_window) if batch_window > 0 else None
+        options = getattr(engine, "options", None)
+        self.share_tokens = getattr(options, "batch_tokens", None) or DEFAULT_SHARE
         self.lock = asyncio.Lock()  # one engine decode at a time outside the batcher
         self._index: Index | None = None
         self._stamp: tuple[int, int] | None = None
@@ -41,14 +43,19 @@ class EmbeddingService:
     async def embed(self, sequences: Sequence[np.ndarray], dimensions: int | None, *,
                     urgent: bool = False) -> np.ndarray:
         """Vectors of prepared sequences (see ``EmbeddingEngine.prepare``), batched with other
-        requests when a batcher runs; ``urgent`` (queries) go before document batches."""
+        requests when a batcher runs; ``urgent`` (queries) go before document batches.  A large
+        request is embedded in pieces that other requests interleave with; cancelling the
+        awaiting task (a client that went away) drops the pieces not yet embedded."""
         if self.batcher is not None:
             return await asyncio.wrap_future(self.batcher.submit(list(sequences), dimensions,
                                                                  urgent=urgent))
-        async with self.lock:
-            result = await asyncio.to_thread(self.engine.embed_prepared, list(sequences),
-                                             dimensions=dimensions, urgent=urgent)
-        return result.vectors
+        parts = []
+        for piece in _pieces(list(sequences), self.share_tokens):
+            async with self.lock:  # FIFO: another request's piece may go next
+                result = await asyncio.to_thread(self.engine.embed_prepared, piece,
+                                                 dimensions=dimensions, urgent=urgent)
+            parts.append(result.vectors)
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     async def search(self, query: str, *, rerank: bool = False,
                      **options: Any) -> list[dict[str, Any]]:
@@ -82,6 +89,19 @@ class EmbeddingService:
             if self._index is not None:
                 self._index.close()
                 self._index = None
+
+
+def _pieces(sequences: list[np.ndarray], share: int) -> list[list[np.ndarray]]:
+    """Consecutive runs of about ``share`` tokens (at least one sequence each)."""
+    pieces: list[list[np.ndarray]] = []
+    tokens = share
+    for seq in sequences:
+        if tokens + len(seq) > share:
+            pieces.append([])
+            tokens = 0
+        pieces[-1].append(seq)
+        tokens += len(seq)
+    return pieces
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:

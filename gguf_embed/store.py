@@ -35,9 +35,10 @@ import apsw
 import numpy as np
 import sqlite_vec
 
-from ._vectors import bit_blob
-from .errors import IndexFileError, IndexMismatch
+from ._vectors import bit_blob, is_finite_blob
+from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61, index_text, keyword_columns
+from .store_guard import check_regular, check_schema, write_errors
 
 SCHEMA_VERSION = 4
 FTS_BIGRAMS = "0002_fts_cjk_bigrams"
@@ -178,6 +179,7 @@ def make_parent(path: Path) -> None:
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
+    check_regular(path)  # a FIFO would block the open forever
     try:
         try:
             conn = _open(path, readonly=readonly, immutable=False)
@@ -241,6 +243,11 @@ class Store:
         self.dims: int | None = self.meta.get("dims")
         # an index that was only opened read-only may still have an old FTS table
         applied = _applied(conn)
+        self.too_new: str | None = None  # why it may only be read (a newer schema wrote it)
+        try:
+            check_schema(conn, path, applied, [name for name, _ in MIGRATIONS], SCHEMA_VERSION)
+        except IndexFileError as exc:
+            self.too_new = str(exc)
         self.fts_format = CJK_COLUMN if FTS_CJK_COLUMN in applied else \
             CJK_BIGRAMS if FTS_BIGRAMS in applied else UNICODE61
 
@@ -261,7 +268,10 @@ class Store:
             conn = connect(path, readonly=True)
         try:
             if not readonly:
-                _migrate(conn)
+                check_schema(conn, path, _applied(conn), [name for name, _ in MIGRATIONS],
+                             SCHEMA_VERSION)  # before anything is written
+                with write_errors(path, conn):
+                    _migrate(conn)
             elif not _has_table(conn, "meta"):
                 raise IndexFileError(f"{path} is not a gguf-embed index")
         except apsw.Error as exc:
@@ -273,11 +283,14 @@ class Store:
         return cls(conn, path)
 
     def close(self) -> None:
-        self.conn.close()
+        with write_errors(self.path, self.conn):
+            self.conn.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[apsw.Connection]:
-        with self.conn:
+        """One write transaction; a full disk or another write error rolls it back and is
+        raised as :class:`~gguf_embed.errors.IndexWriteError`."""
+        with write_errors(self.path, self.conn), self.conn:
             yield self.conn
 
     # ---------------------------------------------------------------- meta
@@ -359,8 +372,13 @@ class Store:
 
     def write_document(self, *, path: str, hash: str, size: int, mtime: float, kind: str,
                        chunks: Sequence[Any], vectors: Sequence[bytes]) -> None:
-        """Replace one document's rows; call inside :meth:`transaction`."""
+        """Replace one document's rows; call inside :meth:`transaction`.  A vector with NaN
+        or Inf is refused (:class:`NonFiniteVector`) before anything is written."""
         conn = self.conn
+        bad = [i for i, blob in enumerate(vectors) if not is_finite_blob(blob)]
+        if bad:  # the last guard: the indexer already leaves such a file out
+            raise NonFiniteVector(f"{path}: chunk {bad[0]} has a non-finite vector (NaN or "
+                                  f"Inf); it is not stored", indices=bad)
         conn.execute("DELETE FROM documents WHERE path = ?", (path_in(path),))
         conn.execute(
             "INSERT INTO documents(path, hash, size, mtime, kind, n_chunks, indexed_at) "

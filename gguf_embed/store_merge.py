@@ -9,6 +9,7 @@ transaction: interrupted, the output holds every earlier shard and none of this 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,10 +113,20 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
             conn.execute("DROP TABLE temp.merge_docs")
             _copied("bits")
     except apsw.Error as exc:
+        _detach_quietly(conn)
         raise IndexFileError(f"cannot merge {shard}: {exc}") from exc
-    finally:
-        _detach(conn)
+    except BaseException:  # a full disk (IndexWriteError), an interrupt: that error is told
+        _detach_quietly(conn)
+        raise
+    _detach(conn)
     return counts
+
+
+def _detach_quietly(conn: apsw.Connection) -> None:
+    """Detach after an error; a cursor the error left open may keep the shard busy, and the
+    error that stopped the merge is the one to tell."""
+    with contextlib.suppress(apsw.Error):
+        _detach(conn)
 
 
 def _copied(step: str) -> None:

@@ -1,7 +1,15 @@
 """Walking files and folders with .gitignore / .ggufembedignore rules and include/exclude globs.
 
-Directory symlinks are followed once; a link back into a folder already on the way is reported
-as a symlink loop instead of being walked forever.
+Symlinks (see docs/security.md): what is indexed is what search, MCP and HTTP serve, so a walk
+stays inside its roots (their real paths).  A symlink found inside a root is never followed
+when its target leaves the roots (``/etc``, ``~/.ssh``): it is reported as a :class:`Link`
+(``outside``), and the documents indexed under it before are dropped; ``follow_symlinks``
+follows such links, each target once, with the same ignore rules and globs as any folder, and
+the rules of the git repository the target really lives in (:func:`home_rules`).  A
+symlink whose target stays inside the roots is not followed either: the walk reaches the
+target under its own path, so nothing is indexed twice, a link cannot carry a folder past the
+ignore rules of its real place, and no link loop can be walked.  A root named by a symlink is
+followed (the user named it).
 """
 
 from __future__ import annotations
@@ -19,6 +27,9 @@ ALWAYS_SKIP = {".git", ".hg", ".svn", "__pycache__", ".ruff_cache", ".pytest_cac
                ".mypy_cache", ".venv", "node_modules"}
 
 
+Specs = list[tuple[Path, pathspec.PathSpec]]  # ignore rules in force, with their folders
+
+
 @dataclass(frozen=True)
 class Found:
     path: Path  # absolute, as the user named it (symlinks in it kept)
@@ -33,20 +44,97 @@ class Refused:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A symlink met inside a root: followed (``follow_symlinks`` and a target outside the
+    roots) or not; ``target`` is its real path."""
+
+    path: Path
+    target: str
+    root: Path
+    outside: bool  # the target leaves the roots
+    followed: bool
+
+
+@dataclass(frozen=True)
 class Rules:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     use_ignore_files: bool = True
     skip: frozenset[str] = frozenset()  # real paths never to index (the index file itself)
+    follow_symlinks: bool = False  # follow links whose target leaves the roots
 
     def _spec(self, globs: Sequence[str]) -> pathspec.PathSpec | None:
         return pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
 
 
-def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Found | Refused]:
+class Bounds:
+    """Real paths a walk may index (its roots, and the targets of the links it followed), and
+    the one rule for what may be served from an index: a document whose real path is outside
+    its index's roots and the link targets recorded for them is not."""
+
+    def __init__(self, roots: Sequence[str | Path], targets: Sequence[str] = ()) -> None:
+        self.paths = {os.path.realpath(r) for r in roots} | set(targets)
+        self.followed: set[str] = set()  # targets of the links followed by this walk
+        self._verdicts: dict[str, bool] = {}
+
+    def inside(self, real: str) -> bool:
+        """Whether the real path ``real`` is at or under one of the bounds."""
+        probe = real
+        while True:
+            if probe in self.paths:
+                return True
+            up = os.path.dirname(probe)
+            if up == probe:
+                return False
+            probe = up
+
+    def allows(self, path: str) -> bool:
+        """Whether ``path`` (as stored in an index) may be served: its real path is inside.
+        Without roots (an index that never recorded them) a document's own folder is the
+        bound, so a symlink out of it is still refused."""
+        verdict = self._verdicts.get(path)
+        if verdict is None:
+            real = os.path.realpath(path)
+            if self.paths:
+                verdict = self.inside(real)
+            else:
+                folder = os.path.realpath(os.path.dirname(path))
+                verdict = real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+            self._verdicts[path] = verdict
+        return verdict
+
+    def decide(self, path: Path, real: str, root: Path, follow: bool) -> Link:
+        """Whether a walk follows the symlink ``path`` (real path ``real``) found in ``root``;
+        a followed target joins the bounds (a second link to it is then not followed)."""
+        if self.inside(real):
+            return Link(path, real, root, outside=False, followed=False)
+        if follow:
+            self.paths.add(real)
+            self.followed.add(real)
+        return Link(path, real, root, outside=True, followed=follow)
+
+
+def links_on_way(root: Path, target: Path, bounds: Bounds, follow: bool) -> list[Link]:
+    """The symlinks between ``root`` (excluded) and ``target`` (included), as a walk from
+    ``root`` would decide them; a walk stops at the first one not followed (the last here)."""
+    out: list[Link] = []
+    path = root
+    for name in target.relative_to(root).parts:
+        path = path / name
+        if path.is_symlink():
+            link = bounds.decide(path, os.path.realpath(path), root, follow)
+            out.append(link)
+            if not link.followed:
+                break
+    return out
+
+
+def walk(roots: Sequence[str | Path], rules: Rules | None = None
+         ) -> Iterator[Found | Refused | Link]:
     rules = rules or Rules()
     include = rules._spec(rules.include)
     exclude = rules._spec(rules.exclude)
+    bounds = Bounds([os.path.abspath(r) for r in roots])
     for raw in roots:
         root = Path(os.path.abspath(raw))
         problem = root_problem(root)
@@ -57,7 +145,7 @@ def walk(roots: Sequence[str | Path], rules: Rules | None = None) -> Iterator[Fo
         elif not root.is_dir():
             yield Refused(root, "not a regular file or folder")
         else:
-            yield from _walk_dir(root, rules, include, exclude)
+            yield from _walk_dir(root, rules, include, exclude, bounds=bounds)
 
 
 def root_problem(path: str | Path) -> str | None:
@@ -85,23 +173,27 @@ def root_problem(path: str | Path) -> str | None:
 def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
               exclude: pathspec.PathSpec | None, *, start: Path | None = None,
               specs: list[tuple[Path, pathspec.PathSpec]] | None = None,
-              above: set[str] | None = None) -> Iterator[Found | Refused]:
+              above: set[str] | None = None, bounds: Bounds | None = None,
+              home: Specs | None = None) -> Iterator[Found | Refused | Link]:
     """Depth-first in name order, with an explicit stack (no recursion limit on depth).
 
     ``start`` walks only a folder inside ``root`` (a watch batch), given the ignore ``specs``
-    of the folders above it and their real paths (``above``), as a walk from ``root`` has."""
+    of the folders above it and their real paths (``above``), as a walk from ``root`` has.
+    ``bounds`` (default: ``root``) decides which symlinks are followed; ``home`` are the
+    ignore rules of the real place of a followed link's target that ``start`` is under."""
+    bounds = bounds if bounds is not None else Bounds([root])
     folder = start or root
     real_start = os.path.realpath(folder)
     opened = _open_folder(folder, specs or [], rules)
     if isinstance(opened, Refused):
         yield opened
         return
-    stack: list[tuple[str, list[tuple[Path, pathspec.PathSpec]], Iterator[os.DirEntry[str]]]]
-    stack = [(real_start, opened[0], iter(opened[1]))]
+    stack: list[tuple[str, Specs, Iterator[os.DirEntry[str]], Specs]]
+    stack = [(real_start, opened[0], iter(opened[1]), home or [])]
     # real paths of the folders on the way down (symlink loops)
     on_path = {real_start, *(above or ())}
     while stack:
-        parent_real, specs, entries = stack[-1]
+        parent_real, specs, entries, home_specs = stack[-1]
         entry = next(entries, None)
         if entry is None:
             stack.pop()
@@ -115,7 +207,8 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
         try:
             link = entry.is_symlink()
             real = os.path.realpath(path) if link else os.path.join(parent_real, entry.name)
-            if _ignored(path, is_dir, specs) or (rules.skip and real in rules.skip):
+            if _ignored(path, is_dir, specs) or (rules.skip and real in rules.skip) or (
+                    home_specs and _ignored(Path(parent_real, entry.name), is_dir, home_specs)):
                 continue
             rel = path.relative_to(root).as_posix()
             if is_dir:
@@ -124,11 +217,24 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
                 if real in on_path:
                     yield Refused(path, "symlink loop (links back to a folder above it)")
                     continue
+                entered = home_specs
+                if link:
+                    decided = bounds.decide(path, real, root, rules.follow_symlinks)
+                    if decided.followed:
+                        at_home = home_rules(real, True) if rules.use_ignore_files else []
+                        if at_home is None:
+                            continue  # ignored where it really is
+                        entered = at_home
+                    yield decided
+                    if not decided.followed:
+                        continue
+                elif real in bounds.followed:
+                    continue  # a followed link's target, reached again by its real path
                 opened = _open_folder(path, specs, rules)
                 if isinstance(opened, Refused):
                     yield opened
                     continue
-                stack.append((real, opened[0], iter(opened[1])))
+                stack.append((real, opened[0], iter(opened[1]), entered))
                 on_path.add(real)
                 continue
             if link and not path.exists():
@@ -143,6 +249,13 @@ def _walk_dir(root: Path, rules: Rules, include: pathspec.PathSpec | None,
             continue
         if include and not include.match_file(rel):
             continue
+        if link:
+            decided = bounds.decide(path, real, root, rules.follow_symlinks)
+            if decided.followed and rules.use_ignore_files and home_rules(real, False) is None:
+                continue  # ignored where it really is
+            yield decided
+            if not decided.followed:
+                continue
         yield Found(path, root)
 
 
@@ -173,6 +286,27 @@ def _open_folder(folder: Path, specs: list[tuple[Path, pathspec.PathSpec]], rule
                                unseen=True)
             specs.append((folder, pathspec.GitIgnoreSpec.from_lines(lines)))
     return specs, entries
+
+
+def home_rules(real: str, is_dir: bool) -> Specs | None:
+    """The ignore rules that apply to the real path of a followed link's target where it
+    really is: those of the folders from its git repository's top (the nearest folder above
+    it with a ``.git``) down to it, so a link cannot carry a folder or file past the
+    rules of its own repository; None when they ignore it (or a folder on the way).  Outside a
+    repository there are none (as for a folder named to index)."""
+    target = Path(real)
+    top = next((p for p in target.parents if (p / ".git").exists()), None)
+    if top is None:
+        return []
+    specs: Specs = []
+    folder = top
+    for name in target.relative_to(top).parts:
+        specs += [(folder, spec) for spec in _ignore_specs(folder)]
+        path = folder / name
+        if name in ALWAYS_SKIP or _ignored(path, is_dir if path == target else True, specs):
+            return None
+        folder = path
+    return specs
 
 
 def _ignore_specs(folder: Path) -> list[pathspec.PathSpec]:

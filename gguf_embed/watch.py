@@ -23,24 +23,29 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pathspec
 
-from .errors import InputError
+from .errors import GgufEmbedError, InputError, capped, quoted
 from .indexer import IndexSummary
 from .walk import (
     ALWAYS_SKIP,
     IGNORE_FILES,
+    Bounds,
     Found,
+    Link,
     Refused,
     Rules,
     _ignore_specs,
     _ignored,
     _walk_dir,
+    home_rules,
+    links_on_way,
+    root_problem,
 )
 
 if TYPE_CHECKING:
@@ -57,10 +62,11 @@ logger = logging.getLogger(__name__)
 class WatchEvent:
     """Handed to ``on_change`` after the catch-up and after every batch."""
 
-    kind: str  # "catch-up", "batch" or "error"
-    paths: list[str] = field(default_factory=list)  # the changed paths of a batch
+    kind: str  # "catch-up", "batch", "error", "paused" or "resumed"
+    paths: list[str] = field(default_factory=list)  # the changed paths (the root, paused)
     summary: IndexSummary | None = None
     error: str | None = None
+    note: str | None = None  # why a root was paused, or that it is back
     seconds: float = 0.0
     at: float = field(default_factory=time.time)
 
@@ -70,6 +76,7 @@ class Plan:
     found: list[Found]  # files to (re)read
     scopes: list[str]  # files and folders whose index entries are reconciled with ``found``
     refused: list[Refused]
+    links: list[Link] = field(default_factory=list)  # symlinks met, followed or not
 
 
 def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rules) -> Plan:
@@ -87,9 +94,12 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
             path = os.path.dirname(path)  # new ignore rules: re-read the folder they apply to
         if _root_of(path, abs_roots) is not None:
             wanted.add(path)
-    scopes = _outermost(wanted)
+    # a root that is gone (renamed, moved, unmounted) prunes nothing: watch() pauses it
+    scopes = [s for s in _outermost(wanted) if os.path.exists(str(_root_of(s, abs_roots)))]
     found: list[Found] = []
     refused: list[Refused] = []
+    links: list[Link] = []
+    bounds = Bounds(abs_roots)
     for scope in scopes:
         root = _root_of(scope, abs_roots)
         assert root is not None
@@ -97,20 +107,38 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
             if os.path.isfile(scope):
                 found.append(Found(Path(scope), Path(scope).parent))
             continue
-        specs = _context(root, Path(scope), rules, include, exclude)
+        target = Path(scope)
+        on_way = links_on_way(root, target, bounds, rules.follow_symlinks)
+        # a change under a link not followed was reported when the link was met: only a new
+        # link itself counts (a link to /var/log would otherwise be news at every write)
+        links += [link for link in on_way if link.followed or str(link.path) == scope]
+        if on_way and not on_way[-1].followed:
+            continue  # reached through a symlink a walk does not follow: pruned there
+        home: list[Any] = []
+        if on_way and rules.use_ignore_files:  # under a followed link: its target's rules
+            at_home = home_rules(on_way[-1].target, os.path.isdir(on_way[-1].target))
+            if at_home is None or (at_home and _ignored(
+                    Path(os.path.realpath(scope)), os.path.isdir(scope), at_home)):
+                continue
+            home = at_home
+        specs = _context(root, target, rules, include, exclude)
         if specs is None:
             continue  # ignored: an indexed document there is pruned
-        target = Path(scope)
         if os.path.isdir(scope):
             above = {os.path.realpath(p) for p in (target, *target.parents)
                      if p == root or root in p.parents}
             for item in _walk_dir(root, rules, include, exclude, start=target, specs=specs,
-                                  above=above):
-                (refused if isinstance(item, Refused) else found).append(item)  # type: ignore[arg-type]
+                                  above=above, bounds=bounds, home=home):
+                if isinstance(item, Refused):
+                    refused.append(item)
+                elif isinstance(item, Link):
+                    links.append(item)
+                else:
+                    found.append(item)
         elif os.path.isfile(scope) and _file_allowed(target, root, specs, rules, include,
                                                      exclude):
             found.append(Found(target, root))
-    return Plan(found, scopes, refused)
+    return Plan(found, scopes, refused, links)
 
 
 def _root_of(path: str, roots: list[Path]) -> Path | None:
@@ -173,57 +201,130 @@ def watch(index: Index, paths: Sequence[str | Path], stop_event: Any | None = No
           on_change: Callable[[WatchEvent], None] | None = None, *,
           include: Sequence[str] = (), exclude: Sequence[str] = (),
           use_ignore_files: bool = True, max_file_bytes: int | None = None,
-          catch_up: bool = True, debounce_ms: int = DEBOUNCE_MS, step_ms: int = STEP_MS,
+          follow_symlinks: bool = False, catch_up: bool = True,
+          debounce_ms: int = DEBOUNCE_MS, step_ms: int = STEP_MS,
           force_polling: bool | None = None) -> None:
     """Catch up, then keep ``index`` in step with ``paths`` until ``stop_event`` is set (any
     object with ``is_set()``, e.g. :class:`threading.Event`).  Blocks: run it in a thread of
     its own beside a UI.  ``on_change`` gets a :class:`WatchEvent` after every batch; a batch
-    that fails is reported there (``kind="error"``) and watching goes on."""
-    from watchfiles import watch as changes_of
+    that fails is reported there (``kind="error"``) and watching goes on.
 
+    A root that goes away (renamed, moved, unmounted: missing, unreadable, or an empty folder
+    while the index holds documents under it) is paused (``kind="paused"``): nothing under it
+    is removed.  When it is back, watching it resumes (``kind="resumed"``) with a catch-up."""
     roots = [os.path.abspath(p) for p in paths]
     for root in roots:
         if not os.path.exists(root):
-            raise InputError(f"cannot watch {root}: not found", param="paths")
+            raise InputError(f"cannot watch {quoted(root)}: not found", param="paths")
     stop = stop_event if stop_event is not None else threading.Event()
     options: dict[str, Any] = {"include": include, "exclude": exclude,
-                               "use_ignore_files": use_ignore_files}
+                               "use_ignore_files": use_ignore_files,
+                               "follow_symlinks": follow_symlinks}
     if max_file_bytes is not None:
         options["max_file_bytes"] = max_file_bytes
     emit = on_change or (lambda event: None)
-    stream = changes_of(*roots, watch_filter=None, debounce=debounce_ms, step=step_ms,
-                        stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
-                        raise_interrupt=True, force_polling=force_polling,
-                        ignore_permission_denied=True)
+    paused: dict[str, str] = {}  # root -> why
+    abs_roots = [Path(r) for r in roots]
+    first = True
     # ``index`` was opened for writing, so it holds the index's one-writer lock (INDEX.lock)
     # from before the catch-up until it is closed: another `index` or `watch` waits.
+    while not stop.is_set():
+        live = [r for r in roots if r not in paused]
+        stream = _changes(live, stop, debounce_ms, step_ms, force_polling)
+        try:
+            if live and next(stream, None) is None:  # the watch is in place from here on
+                return
+            if live and (catch_up or not first):
+                start = time.perf_counter()
+                try:
+                    summary = index.add(live, **options)
+                except GgufEmbedError as exc:
+                    if first:
+                        raise
+                    emit(WatchEvent("error", live, error=_why(exc),
+                                    seconds=time.perf_counter() - start))
+                else:
+                    emit(WatchEvent("catch-up", live, summary,
+                                    seconds=time.perf_counter() - start))
+            first = False
+            for batch in stream:
+                if stop.is_set():
+                    continue
+                for root in roots:
+                    if root not in paused and (why := _root_away(index, root)):
+                        paused[root] = why
+                        emit(WatchEvent("paused", [root], note=(
+                            f"{why}: paused, nothing under it is removed; watching resumes "
+                            f"when it is back")))
+                back = [r for r in paused if _root_away(index, r) is None]
+                if back:
+                    for root in back:
+                        del paused[root]
+                        emit(WatchEvent("resumed", [root], note="back: watching it again"))
+                    break  # watch it again (a new watcher), after a catch-up
+                changed = sorted({p for _, p in batch
+                                  if str(_root_of(os.path.abspath(p), abs_roots)) not in paused})
+                if changed:
+                    _apply(index, changed, roots, options, emit)
+            else:
+                return  # stopped
+        finally:
+            stream.close()
+
+
+def _changes(roots: list[str], stop: Any, debounce_ms: int, step_ms: int,
+             force_polling: bool | None) -> Any:
+    """watchfiles' batches of changes under ``roots`` (an empty set every tick), or, with no
+    root to watch (all paused), empty ticks until stopped."""
+    if not roots:
+        return _ticks(stop)
+    from watchfiles import watch as changes_of
+
+    return changes_of(*roots, watch_filter=None, debounce=debounce_ms, step=step_ms,
+                      stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True,
+                      raise_interrupt=True, force_polling=force_polling,
+                      ignore_permission_denied=True)
+
+
+def _ticks(stop: Any) -> Iterator[set[tuple[Any, str]]]:
+    while not stop.is_set():
+        time.sleep(TICK_MS / 1000)
+        yield set()
+
+
+def _root_away(index: Index, root: str) -> str | None:
+    """Why a watched root is away (gone, unreadable, or emptied while the index holds
+    documents under it: an unmounted drive), or None if it is there."""
+    problem = root_problem(root)
+    if problem:
+        return f"{root} is {problem} (moved, renamed or unmounted?)" if problem == "not found" \
+            else f"{root}: {problem}"
     try:
-        first = next(stream, None)  # the watch is in place from here on
-        if first is None:
-            return
-        if catch_up:
-            start = time.perf_counter()
-            summary = index.add(roots, **options)
-            emit(WatchEvent("catch-up", list(roots), summary,
-                            seconds=time.perf_counter() - start))
-        for batch in stream:
-            if not batch or stop.is_set():
-                continue
-            changed = sorted({p for _, p in batch})
-            start = time.perf_counter()
-            try:
-                summary = index.update(changed, roots, **options)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # reported; the next batch or run brings it in
-                emit(WatchEvent("error", changed, error=f"{type(exc).__name__}: {exc}",
-                                seconds=time.perf_counter() - start))
-                continue
-            if _changed_anything(summary):
-                emit(WatchEvent("batch", changed, summary,
-                                seconds=time.perf_counter() - start))
-    finally:
-        stream.close()
+        index.check_paths([root])
+    except GgufEmbedError:
+        return f"{root} is empty, but the index holds documents under it (unmounted?)"
+    return None
+
+
+def _apply(index: Index, changed: list[str], roots: list[str], options: dict[str, Any],
+           emit: Callable[[WatchEvent], None]) -> None:
+    start = time.perf_counter()
+    try:
+        summary = index.update(changed, roots, **options)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # reported; the next batch or run brings it in
+        emit(WatchEvent("error", changed, error=_why(exc),
+                        seconds=time.perf_counter() - start))
+        return
+    if _changed_anything(summary):
+        emit(WatchEvent("batch", changed, summary, seconds=time.perf_counter() - start))
+
+
+def _why(exc: BaseException) -> str:
+    """An error as a watch event says it: our own errors by their message."""
+    text = str(exc) if isinstance(exc, GgufEmbedError) else f"{type(exc).__name__}: {exc}"
+    return capped(text)
 
 
 class Background:
@@ -243,6 +344,7 @@ class Background:
         self.last: WatchEvent | None = None
         self.batches = 0
         self.error: str | None = None  # why the watcher stopped, if it did
+        self.paused: dict[str, str] = {}  # watched roots that are away, and why
         self._thread = threading.Thread(target=self._run, name="gguf-embed-watch", daemon=True)
         self._on_change: Callable[[WatchEvent], None] | None = options.pop("on_change", None)
 
@@ -269,7 +371,14 @@ class Background:
 
     def _changed(self, event: WatchEvent) -> None:
         self.last = event
-        if event.kind == "catch-up":
+        if event.kind == "paused":
+            self.paused.update(dict.fromkeys(event.paths, event.note or ""))
+            logger.warning("watch: %s", event.note)
+        elif event.kind == "resumed":
+            for root in event.paths:
+                self.paused.pop(root, None)
+            logger.warning("watch: %s is back: watching it again", ", ".join(event.paths))
+        elif event.kind == "catch-up":
             self.caught_up.set()
         else:
             self.batches += 1
@@ -284,7 +393,7 @@ class Background:
         return {
             "paths": self.paths, "running": self._thread.is_alive(),
             "caught_up": self.caught_up.is_set() and self.error is None, "batches": self.batches,
-            "error": self.error,
+            "error": self.error, "paused": dict(self.paused),
             "last_change": None if last is None else {
                 "kind": last.kind, "at": last.at, "paths": last.paths[:20],
                 "summary": last.summary.to_dict() if last.summary else None,
@@ -294,7 +403,7 @@ class Background:
 
 def _changed_anything(summary: IndexSummary) -> bool:
     return bool(summary.added or summary.updated or summary.moved or summary.removed
-                or summary.skipped or summary.failed)
+                or summary.skipped or summary.failed or summary.symlinks_skipped)
 
 
 __all__ = ["Background", "Plan", "WatchEvent", "plan", "watch"]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import apsw
 import pytest
+import sqlite_vec
 
 from gguf_embed.chunking import ChunkSettings, chunk
 from gguf_embed.errors import GgufEmbedError, InputError
@@ -55,6 +56,21 @@ def shared_tmp() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+_KEEP: list[apsw.Connection] = []
+
+
+def _keep_extensions_loaded() -> None:
+    """Load sqlite-vec once as ourselves, in a connection never closed: the dynamic loader then
+    hands the loaded library to every later connection by its path, without opening the file.
+    'nobody' could not open it from a clone in a folder only its owner may enter (mktemp -d,
+    /root), where every test acting as 'nobody' failed."""
+    if not _KEEP:
+        conn = apsw.Connection(":memory:")
+        conn.enable_load_extension(True)
+        conn.load_extension(sqlite_vec.loadable_path())
+        _KEEP.append(conn)
+
+
 @contextlib.contextmanager
 def permissions_apply() -> Iterator[None]:
     """Permission bits bind root too for the duration: as root, act as 'nobody' (effective
@@ -62,6 +78,7 @@ def permissions_apply() -> Iterator[None]:
     if os.geteuid() != 0:
         yield
         return
+    _keep_extensions_loaded()
     os.setegid(NOBODY)
     os.seteuid(NOBODY)
     try:

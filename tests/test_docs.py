@@ -103,8 +103,9 @@ def test_every_environment_variable_and_endpoint_is_documented() -> None:
             for name in [param.envvar] if isinstance(param.envvar, str) else param.envvar or []:
                 assert f"`{name}`" in reference, f"{full}: {name} not in docs/cli.md"
     server = (DOCS / "server.md").read_text()
-    source = (ROOT / "gguf_embed" / "server.py").read_text()
+    source = "".join((ROOT / "gguf_embed" / name).read_text()
+                     for name in ("server.py", "server_rerank.py"))
     routes = re.findall(r'Route\("([^"]+)"', source)
-    assert "/v1/rerank" in routes
+    assert "/v1/rerank" in routes and "/v2/rerank" in routes
     for route in routes:
         assert f" {route}" in server or f"`{route}`" in server, f"{route} not in docs/server.md"

@@ -14,12 +14,13 @@ from gguf_embed.testing import FakeEngine
 
 EXPECTED = [
     "CATALOG", "ChunkSettings", "ClusterError", "DEFAULT_MODEL", "DEFAULT_RERANKER",
-    "EmbeddingEngine", "Embeddings", "Engine", "EngineError", "EngineOptions", "Executor",
+    "EmbeddingEngine", "Embeddings", "Engine", "EngineError", "EngineOptions", "EngineUnavailable",
+    "Executor",
     "GgufEmbedError", "IdleEngine", "Index", "IndexBusy", "IndexFileError", "IndexMismatch",
     "IndexSummary", "InputError", "InputTooLong", "InvalidDimensions", "ModelError",
     "ModelLoadError", "ModelNotFound", "ModelSpec", "NonFiniteVectors", "PathError",
-    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RerankOptions", "RerankScores",
-    "Reranker", "ResolvedModel", "SearchResult", "__version__", "resolve_model",
+    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RemoteEngine", "RerankOptions",
+    "RerankScores", "Reranker", "ResolvedModel", "SearchResult", "__version__", "resolve_model",
 ]
 
 
@@ -58,3 +59,21 @@ def test_fake_engine_prepares_then_embeds_like_encode() -> None:
     np.testing.assert_array_equal(joined.vectors, direct.vectors)
     assert joined.truncated == direct.truncated == [1]
     assert engine.fingerprint == "fake-16"
+
+
+def test_remote_engine_loads_neither_llama_cpp_nor_httpx_on_import() -> None:
+    code = ("import sys, gguf_embed; gguf_embed.RemoteEngine; "
+            "print('llama_cpp' in sys.modules, 'httpx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False False"
+
+
+def test_remote_engine_without_httpx_says_what_to_install() -> None:
+    code = ("import sys; sys.modules['httpx'] = None\n"
+            "from gguf_embed import RemoteEngine, EngineError\n"
+            "try:\n    RemoteEngine('http://127.0.0.1:9')\n"
+            "except EngineError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert 'pip install "gguf-embed[remote]"' in out.stdout

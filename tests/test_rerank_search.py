@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,11 @@ from gguf_embed import Index, Reranker, RerankOptions
 from gguf_embed.cli import cli
 from gguf_embed.testing import FakeEngine
 
-from .test_reranker import rerank_models, xlmr_reranker  # noqa: F401  (fixtures)
+from .test_reranker import (  # noqa: F401  (fixtures)
+    qwen_reranker,
+    rerank_models,
+    xlmr_reranker,
+)
 
 TOPICS = ["extract a tar archive with tar -xf", "list hidden files with ls -la",
           "show disk usage with du -sh", "copy files over ssh with scp",
@@ -196,13 +201,28 @@ def test_http_rerank_like_llama_server(http, xlmr_reranker: Reranker) -> None:  
     want = xlmr_reranker.score("extract archive", ["tar -xf archive.tar", "ls -la", "du -sh"])
     order = sorted(range(3), key=lambda i: -want.scores[i])[:2]
     assert [r["index"] for r in body["results"]] == order
-    assert [r["relevance_score"] for r in body["results"]] == pytest.approx(
+    assert [r["raw_score"] for r in body["results"]] == pytest.approx(
         [float(want.scores[i]) for i in order], abs=1e-5)
+    assert [r["relevance_score"] for r in body["results"]] == pytest.approx(  # a logit
+        [1 / (1 + np.exp(-float(want.scores[i]))) for i in order], abs=1e-5)
     assert "document" in body["results"][0] and body["usage"]["total_tokens"] > 0
     for alias in ("/rerank", "/v1/reranking", "/reranking"):  # llama-server answers all four
         again = http.post(alias, json={"query": "extract archive", "documents": docs,
                                        "top_n": 2, "return_documents": True})
         assert again.status_code == 200 and again.json()["results"] == body["results"]
+
+
+def test_relevance_scores_by_reranker_kind(xlmr_reranker: Reranker,  # noqa: F811
+                                           qwen_reranker: Reranker) -> None:  # noqa: F811
+    """Open WebUI and Cohere clients compare relevance_score with a 0..1 threshold: a
+    cross-encoder's logit goes through the sigmoid, Qwen3-Reranker's P(yes) is one already."""
+    assert xlmr_reranker.score_kind == "logit" and qwen_reranker.score_kind == "probability"
+    raw = qwen_reranker.score("extract archive", ["tar -xf a.tar", "ls"]).scores
+    assert ((raw >= 0) & (raw <= 1)).all()
+    np.testing.assert_array_equal(qwen_reranker.relevance(raw), raw)
+    logits = xlmr_reranker.score("extract archive", ["tar -xf a.tar", "ls"]).scores
+    np.testing.assert_allclose(xlmr_reranker.relevance(logits), 1 / (1 + np.exp(-logits)),
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("payload, param", [
@@ -217,8 +237,8 @@ def test_http_rerank_bad_requests(http, payload: dict, param: str) -> None:
 
 
 def test_http_rerank_model_name_and_long_document(http, xlmr_reranker: Reranker) -> None:  # noqa: F811
-    assert http.post("/v1/rerank", json={"model": "other", "query": "q",
-                                         "documents": ["a"]}).status_code == 404
+    assert http.post("/v1/rerank", json={"model": "other", "query": "q",  # as llama-server
+                                         "documents": ["a"]}).status_code == 200
     long = "archive " * 5000
     reply = http.post("/v1/rerank", json={"model": xlmr_reranker.path.name, "query": "q",
                                           "documents": ["a", long]})

@@ -27,12 +27,13 @@ def free_port() -> int:
 
 
 class Live:
-    def __init__(self, engine: Engine, **kwargs: object) -> None:
+    def __init__(self, engine: Engine, reranker: object = None, model_name: str = "tiny-qwen3",
+                 **kwargs: object) -> None:
         import uvicorn
 
         self.port = free_port()
-        self.config = ServerConfig(model_name="tiny-qwen3", port=self.port, **kwargs)
-        self.app = create_app(engine, self.config)
+        self.config = ServerConfig(model_name=model_name, port=self.port, **kwargs)
+        self.app = create_app(engine, self.config, reranker)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port,
                                                     log_level="error"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -110,10 +111,12 @@ def test_raw_base64_is_little_endian_float32(live: Live, engine: Engine) -> None
     np.testing.assert_allclose(raw, engine.embed(["x"])[0], atol=1e-6)
 
 
-def test_token_id_inputs(client: openai.OpenAI, engine: Engine) -> None:
+def test_token_id_inputs(engine: Engine) -> None:
     ids = engine.tokenize("list files")[:-1].tolist()
-    one = client.embeddings.create(model="tiny-qwen3", input=ids)
-    many = client.embeddings.create(model="tiny-qwen3", input=[ids, ids[:2]])
+    with Live(engine, token_ids="model") as own:  # by default token ids are refused
+        client = openai.OpenAI(base_url=own.url + "/v1", api_key="unused", max_retries=0)
+        one = client.embeddings.create(model="tiny-qwen3", input=ids)
+        many = client.embeddings.create(model="tiny-qwen3", input=[ids, ids[:2]])
     want = engine.embed(["list files"])[0]
     np.testing.assert_allclose(one.data[0].embedding, want, atol=1e-6)
     np.testing.assert_allclose(many.data[0].embedding, want, atol=1e-6)
@@ -137,6 +140,7 @@ def test_query_instruction(live: Live, engine: Engine, client: openai.OpenAI) ->
     ({"input": "x", "dimensions": 0}, "dimensions"),
     ({"input": "x", "dimensions": 100_000}, "dimensions"),
     ({"input": [[10**9]]}, "input"),
+    ({"input": [[1, 2, 3]]}, "input"),  # token ids: refused unless --token-ids
 ])
 def test_bad_requests_are_400(client: openai.OpenAI, kwargs: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
@@ -152,9 +156,14 @@ def test_too_long_code(client: openai.OpenAI) -> None:
     assert info.value.body["code"] == "context_length_exceeded"
 
 
-def test_unknown_model_is_404(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as info:
-        client.embeddings.create(model="text-embedding-3-small", input="x")
+def test_unknown_model_is_answered_unless_strict(client: openai.OpenAI,
+                                                 engine: Engine) -> None:
+    response = client.embeddings.create(model="text-embedding-3-small", input="x")
+    assert response.model == "tiny-qwen3"  # what served it, as llama-server
+    with Live(engine, strict_model_names=True) as strict:
+        client = openai.OpenAI(base_url=strict.url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as info:
+            client.embeddings.create(model="text-embedding-3-small", input="x")
     assert info.value.body["code"] == "model_not_found"
 
 

@@ -6,28 +6,55 @@ stdout carries results only; progress, logs and errors go to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from .._text import unicode_problem
-from ..errors import GgufEmbedError
+from ..errors import GgufEmbedError, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
+from ._remote import remote_engine, remote_options
 
 
 class _Group(click.Group):
-    """Maps the library's exception hierarchy to ``Error: ...`` with exit code 1, once."""
+    """Maps the library's exception hierarchy to ``Error: ...`` with exit code 1, and Ctrl-C
+    to ``Interrupted.`` with exit code 130, once for every command."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GgufEmbedError as exc:
-            raise click.ClickException(terminal_text(str(exc))) from exc
+            raise click.ClickException(terminal_text(capped(str(exc)))) from exc
+        except KeyboardInterrupt:
+            interrupted()
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C: one line on stderr and exit 130 (128 + SIGINT), as shells expect."""
+    with contextlib.suppress(Exception):
+        click.echo("Interrupted.", err=True)
+    sys.exit(130)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float range that also refuses nan and inf (which compare false with every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+DIMENSIONS = click.IntRange(1, 65_536)  # the model's own range is checked once it is loaded
 
 
 # C0 and C1 controls but tab (terminal escapes, newlines), bidi overrides, and lone surrogates
@@ -99,7 +126,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def unload_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """--unload-after, for the long-running commands (serve, watch, mcp)."""
     return click.option(
-        "--unload-after", type=click.FloatRange(min=0, min_open=True), default=None,
+        "--unload-after", type=FiniteFloat(min=0, min_open=True, max=1e9), default=None,
         metavar="SECONDS", help="Free the model after this many idle seconds; the next "
         "request loads it again [default: keep it loaded].")(func)
 
@@ -132,6 +159,14 @@ def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
 
         return IdleEngine(resolved, unload_after=unload_after, **kwargs)
     return Engine(resolved, **kwargs)
+
+
+def check_dimensions(engine: Any, dimensions: int | None) -> None:
+    """``--dimensions`` outside the loaded model's range: a usage error (exit 2) naming it."""
+    try:
+        engine.check_dimensions(dimensions)
+    except InvalidDimensions as exc:
+        raise click.BadParameter(str(exc), param_hint="'-d' / '--dimensions'") from exc
 
 
 def check_roles(embedding: str | None, reranker: str | None,
@@ -193,11 +228,12 @@ def cli(verbose: bool) -> None:
 @click.option("-q", "--query", is_flag=True, help="Embed as search queries (adds the model's "
               "query instruction).")
 @click.option("--task", default=None, help="The task for instruction-aware models' queries.")
-@click.option("-d", "--dimensions", type=int, default=None,
+@click.option("-d", "--dimensions", type=DIMENSIONS, default=None,
               help="Cut vectors to this size (Matryoshka) and renormalize.")
 @click.option("--truncate", is_flag=True,
               help="Cut inputs longer than the context (reported on stderr) instead of failing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array of all vectors.")
+@remote_options
 def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint: str | None,
           cache_dir: str | None, query: bool, task: str | None, dimensions: int | None,
           truncate: bool, as_json: bool) -> None:
@@ -209,7 +245,9 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
         else _stdin_lines()
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
-    engine = load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
+                                                             cache_dir)
+    check_dimensions(engine, dimensions)
     result = engine.encode(items, query=query, task=task, dimensions=dimensions,
                            truncate=truncate)
     for i in result.truncated:  # inputs are numbered from 0, as in errors and the server

@@ -18,13 +18,16 @@ from typing import Any
 import click
 
 from ..chunking import ChunkSettings
-from ..errors import GgufEmbedError, NonFiniteVectors, QueryTruncated
+from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated, quoted
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
 from ..models import parse_ref
 from ..search import MODES, SearchResult
 from ._base import (
+    DIMENSIONS,
+    FiniteFloat,
     check_argument,
+    check_dimensions,
     check_roles,
     cli,
     load_engine,
@@ -33,6 +36,7 @@ from ._base import (
     stdin_lines,
     terminal_text,
 )
+from ._remote import remote_engine, remote_options, remote_url
 
 
 def default_db() -> Path:
@@ -48,6 +52,15 @@ def db_option(func: Any) -> Any:
         help=f"The index file [env: GGUF_EMBED_DB; default: {default_db()}].")(func)
 
 
+MIN_CHUNK_TOKENS = 16
+
+
+def max_file_size_option(func: Any) -> Any:
+    return click.option("--max-file-size", type=FiniteFloat(min=0, min_open=True, max=1e9),
+                        default=50.0,
+                        show_default=True, help="Skip files larger than this many MB.")(func)
+
+
 _RAY_ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
 
 
@@ -57,7 +70,7 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
         return value
     hint = (" (it is a path: put --ray after the paths)"
             if os.path.exists(value) else "")
-    raise click.BadParameter(f"{value!r} is not a Ray address: give auto, HOST:PORT or "
+    raise click.BadParameter(f"{quoted(repr(value))} is not a Ray address: give auto, HOST:PORT or "
                              f"ray://HOST:PORT, or --ray alone{hint}", ctx, param)
 
 
@@ -68,15 +81,18 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also index what symlinks inside PATHS lead to outside them (not followed "
+                   "by default: see docs/security.md).")
 @click.option("--reindex", is_flag=True, help="Rebuild the index from scratch (needed to "
               "change model, dimensions or chunking).")
-@click.option("-d", "--dimensions", type=int, default=None,
+@click.option("-d", "--dimensions", type=DIMENSIONS, default=None,
               help="Store vectors cut to this size (Matryoshka).")
-@click.option("--chunk-tokens", type=int, default=None,
+@click.option("--chunk-tokens", type=click.IntRange(min=MIN_CHUNK_TOKENS), default=None,
               help="Tokens per chunk [default: fitted to the model's context].")
-@click.option("--chunk-overlap", type=int, default=None, help="Tokens shared by neighbours.")
-@click.option("--max-file-size", type=float, default=50.0, show_default=True,
-              help="Skip files larger than this many MB.")
+@click.option("--chunk-overlap", type=click.IntRange(min=0), default=None,
+              help="Tokens shared by neighbours (less than the chunk size).")
+@max_file_size_option
 @click.option("--progress/--no-progress", default=None,
               help="Progress on stderr [default: when stderr is a terminal].")
 @click.option("--prune-missing", is_flag=True,
@@ -93,9 +109,11 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.option("--ray-cpus", type=click.IntRange(min=1), default=1, show_default=True,
               metavar="N", help="CPU slots (llama.cpp threads) per Ray actor without a GPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@remote_options
 def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
-          exclude: tuple[str, ...], no_ignore: bool, reindex: bool, dimensions: int | None,
+          exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool, reindex: bool,
+          dimensions: int | None,
           chunk_tokens: int | None, chunk_overlap: int | None, max_file_size: float,
           progress: bool | None, prune_missing: bool, ray_address: str | None,
           ray_actors: int | None, ray_cpus: int, as_json: bool) -> None:
@@ -109,9 +127,15 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     docs/scale-out.md).
     """
     db = db or default_db()
+    if chunk_tokens is not None and chunk_overlap is not None and chunk_overlap >= chunk_tokens:
+        raise click.BadParameter(f"{chunk_overlap} is not less than --chunk-tokens "
+                                 f"{chunk_tokens}", param_hint="'--chunk-overlap'")
     if not prune_missing:
         check_roots(list(paths))  # before anything is loaded or created
-    if not reindex:
+    if ray_address is not None and remote_url():
+        raise click.UsageError("--ray and --embed-url: give one (both say where to embed)")
+    remote = remote_engine(forbid=("model",))  # a server that is down fails here, first
+    if not reindex and remote is None:
         model = Index.model_for(db, model)
     executor = None
     if ray_address is not None:  # the model is loaded by the actors; here its tokenizer
@@ -120,13 +144,10 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         import_ray()  # not installed: say so before loading anything
         executor = RayExecutor(ray_address or None, actors=ray_actors, cpus_per_actor=ray_cpus,
                                offline=offline)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         **({"vocab_only": True} if executor else {}))
-    chunking = None
-    if chunk_tokens or chunk_overlap is not None:
-        base = ChunkSettings.for_context(engine.max_tokens)
-        chunking = ChunkSettings(chunk_tokens or base.max_tokens,
-                                 base.overlap if chunk_overlap is None else chunk_overlap)
+    engine = remote or load_engine(model, offline, hf_endpoint, cache_dir,
+                                   **({"vocab_only": True} if executor else {}))
+    check_dimensions(engine, dimensions)
+    chunking = _chunking(engine, chunk_tokens, chunk_overlap)
     show = sys.stderr.isatty() if progress is None else progress
     bar = _ProgressLine(executor) if show else None
     cancel = threading.Event()
@@ -141,7 +162,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                               use_ignore_files=not no_ignore,
                               max_file_bytes=int(max_file_size * 1e6),
                               progress=bar, prune_missing=prune_missing, cancel=cancel,
-                              executor=executor)
+                              executor=executor, follow_symlinks=follow_symlinks)
     except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
         if bar:
             bar.close()
@@ -159,6 +180,23 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         click.echo(f"interrupted: {done} files indexed and kept; run the same command again "
                    f"to continue", err=True)
         sys.exit(130)
+
+
+def _chunking(engine: Any, tokens: int | None, overlap: int | None) -> ChunkSettings | None:
+    """The chunk settings asked for, checked against the model's context (a usage error)."""
+    if tokens is None and overlap is None:
+        return None
+    if tokens is not None and tokens > engine.max_tokens:
+        raise click.BadParameter(f"{tokens} is over the model's context ({engine.max_tokens} "
+                                 f"tokens)", param_hint="'--chunk-tokens'")
+    base = ChunkSettings.for_context(engine.max_tokens)
+    size = tokens or base.max_tokens
+    if overlap is None:
+        overlap = min(base.overlap, size // 2)
+    try:
+        return ChunkSettings(size, overlap)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--chunk-overlap'") from exc
 
 
 @contextlib.contextmanager
@@ -233,6 +271,15 @@ def _print_summary(summary: IndexSummary) -> None:
     for label, items in (("skipped", s.skipped), ("failed", s.failed)):
         for path, reason in items:
             click.echo(f"  {label}: {_display(path)}: {terminal_text(reason)}")
+    if s.symlinks_skipped:
+        click.echo(symlinks_line(s.symlinks_skipped))
+
+
+def symlinks_line(count: int) -> str:
+    """One line for the symlinks a run did not follow (never one line per link)."""
+    return (f"not followed: {count} symlink{'s' if count != 1 else ''} leading outside the "
+            f"indexed folders (--follow-symlinks indexes {'their' if count != 1 else 'its'} "
+            f"target{'s' if count != 1 else ''})")
 
 
 def _display(path: str) -> str:
@@ -263,6 +310,7 @@ def _display(path: str) -> str:
 @click.option("--rerank-candidates", type=click.IntRange(1, 1000), default=30,
               show_default=True, help="How many fused candidates the reranker scores.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@remote_options
 def search(query: str | None, db: Path | None, model: str | None, offline: bool,
            hf_endpoint: str | None, cache_dir: str | None, k: int, mode: str,
            path_glob: str | None, chunks: bool, rerank: str | None, rerank_candidates: int,
@@ -278,9 +326,14 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     if path_glob is not None:
         check_argument(path_glob, "--path")
     queries = stdin_lines() if query == "-" else [query]
-    model = Index.model_for(db, model, must_exist=True)  # a missing index fails here, first
+    if remote_url():  # a missing index fails here, first (its model is the server's)
+        Index.model_for(db, "remote", must_exist=True)
+        model = None
+    else:
+        model = Index.model_for(db, model, must_exist=True)
     check_roles(model, rerank or None)
-    engine = None if mode == "keyword" else load_engine(model, offline, hf_endpoint, cache_dir)
+    engine = None if mode == "keyword" else (
+        remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint, cache_dir))
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
                                                          hf_endpoint, cache_dir)
     options = None
@@ -368,6 +421,8 @@ def status(db: Path | None, as_json: bool) -> None:
     db = db or default_db()
     with Index(db, readonly=True) as idx:
         info = idx.status()
+    if info.get("read_only_reason"):
+        click.echo(terminal_text(f"note: {info['read_only_reason']}"), err=True)
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return

@@ -13,8 +13,26 @@ import click
 
 from ..index import Index
 from ..watch import WatchEvent
-from ._base import check_roles, cli, load_engine, load_reranker, model_options, unload_option
-from ._index import _display, _model_ref, db_option, default_db
+from ._base import (
+    check_roles,
+    cli,
+    load_engine,
+    load_reranker,
+    model_options,
+    terminal_text,
+    unload_option,
+)
+from ._index import (
+    _display,
+    _model_ref,
+    _tell_waiting,
+    db_option,
+    default_db,
+    max_file_size_option,
+    symlinks_line,
+)
+from ._remote import remote_engine, remote_options
+from ._serve import check_exposure
 
 
 @cli.command()
@@ -25,15 +43,18 @@ from ._index import _display, _model_ref, db_option, default_db
 @click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
 @click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
-@click.option("--max-file-size", type=float, default=50.0, show_default=True,
-              help="Skip files larger than this many MB.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Also index what symlinks inside PATHS lead to outside them (not followed "
+                   "by default: see docs/security.md).")
+@max_file_size_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per applied change on stdout (JSON Lines).")
 @unload_option
+@remote_options
 def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: bool,
           hf_endpoint: str | None, cache_dir: str | None, include: tuple[str, ...],
-          exclude: tuple[str, ...], no_ignore: bool, max_file_size: float,
-          as_json: bool, unload_after: float | None) -> None:
+          exclude: tuple[str, ...], no_ignore: bool, follow_symlinks: bool,
+          max_file_size: float, as_json: bool, unload_after: float | None) -> None:
     """Index PATHS, then keep the index up to date as files change, until Ctrl-C.
 
     Catches up first (like `index`), then applies created, edited, deleted and moved files in
@@ -41,9 +62,10 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     run (or `index`) picks it up, as after a crash.
     """
     db = db or default_db()
-    model = Index.model_for(db, model)
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         unload_after=unload_after)
+    engine = remote_engine(forbid=("model",))
+    if engine is None:
+        model = Index.model_for(db, model)
+        engine = load_engine(model, offline, hf_endpoint, cache_dir, unload_after=unload_after)
     signal.signal(signal.SIGTERM, _interrupt)
 
     def report(event: WatchEvent) -> None:
@@ -52,32 +74,42 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
             sys.stdout.flush()
         click.echo(event_line(event), err=True)
 
-    with Index(db, engine, model_ref=_model_ref(model, engine)) as index:
+    with Index(db, engine, model_ref=_model_ref(model, engine),
+               on_wait=_tell_waiting(db)) as index:
         click.echo(f"watching {', '.join(_display(str(p)) for p in paths)} → {db} "
                    f"(Ctrl-C to stop)", err=True)
         try:
             index.watch(list(paths), None, report, include=include, exclude=exclude,
-                        use_ignore_files=not no_ignore,
+                        use_ignore_files=not no_ignore, follow_symlinks=follow_symlinks,
                         max_file_bytes=int(max_file_size * 1e6))
         except KeyboardInterrupt:
             click.echo("stopped (a batch in progress was rolled back; the next run picks it "
                        "up)", err=True)
+            sys.exit(128 + _stopped_by[0])  # 130 for Ctrl-C, 143 for SIGTERM
+
+
+_stopped_by = [int(signal.SIGINT)]
 
 
 def _interrupt(signum: int, frame: Any) -> None:
+    _stopped_by[0] = signum
     raise KeyboardInterrupt
 
 
 def event_dict(event: WatchEvent) -> dict[str, Any]:
     return {"kind": event.kind, "at": round(event.at, 3), "seconds": round(event.seconds, 3),
-            "paths": event.paths, "error": event.error,
+            "paths": event.paths, "error": event.error, "note": event.note,
             "summary": event.summary.to_dict() if event.summary else None}
 
 
 def event_line(event: WatchEvent) -> str:
     clock = time.strftime("%H:%M:%S", time.localtime(event.at))
+    if event.kind in ("paused", "resumed"):
+        return terminal_text(f"{clock} {event.kind}: {event.note}" if event.kind == "paused"
+                             else f"{clock} resumed {', '.join(event.paths)}: {event.note}")
     if event.error:
-        return f"{clock} could not apply {len(event.paths)} changes: {event.error}"
+        return terminal_text(f"{clock} could not apply {len(event.paths)} changes: "
+                             f"{event.error}")
     s = event.summary
     assert s is not None
     head = "caught up: " if event.kind == "catch-up" else ""
@@ -86,6 +118,8 @@ def event_line(event: WatchEvent) -> str:
     for label, items in (("skipped", s.skipped), ("failed", s.failed)):
         for path, reason in items[:20]:
             line += f"\n  {label}: {_display(path)}: {reason}"
+    if s.symlinks_skipped:
+        line += f"\n  {symlinks_line(s.symlinks_skipped)}"
     return line
 
 
@@ -97,6 +131,8 @@ def event_line(event: WatchEvent) -> str:
 @click.option("--watch", "watch_paths", multiple=True, metavar="PATH",
               type=click.Path(exists=True, path_type=Path),
               help="Keep the index live for PATH while serving (repeatable).")
+@click.option("--follow-symlinks", is_flag=True,
+              help="With --watch: also index what symlinks inside PATH lead to outside it.")
 @click.option("--http", is_flag=True,
               help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio.")
 @click.option("--host", default="127.0.0.1", show_default=True,
@@ -105,10 +141,14 @@ def event_line(event: WatchEvent) -> str:
               help="With --http: the port.")
 @click.option("--api-key", envvar="GGUF_EMBED_API_KEY", default=None,
               help="With --http: require 'Authorization: Bearer KEY' [env: GGUF_EMBED_API_KEY].")
+@click.option("--insecure-no-auth", is_flag=True,
+              help="With --http: serve a non-loopback --host without an API key.")
 @unload_option
+@remote_options
 def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | None,
-        cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...], http: bool,
-        host: str, port: int, api_key: str | None, unload_after: float | None) -> None:
+        cache_dir: str | None, reranker: str | None, watch_paths: tuple[Path, ...],
+        follow_symlinks: bool, http: bool, host: str, port: int, api_key: str | None,
+        insecure_no_auth: bool, unload_after: float | None) -> None:
     """Serve the index to AI assistants over MCP (stdio by default): search, get, status.
 
     The model stays loaded between calls. With --watch, files changing under PATH are
@@ -119,29 +159,61 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     except ImportError as exc:
         raise click.ClickException(
             "the MCP server needs its extra: pip install 'gguf-embed[mcp]'") from exc
-    from ..watch import Background
-
+    if http:
+        check_exposure(host, api_key, insecure_no_auth)
     db = db or default_db()
     if not watch_paths and not db.exists():
         raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
                                    f"PATH' (or pass --db FILE, or --watch PATH)")
-    model = Index.model_for(db, model)
+    engine = remote_engine(forbid=("model",))
+    if engine is None:
+        # an index that is there is opened once now: a FIFO, a foreign or newer file fails here
+        model = Index.model_for(db, model, must_exist=db.exists())
     check_roles(model, reranker, flag="--reranker")
-    engine = load_engine(model, offline, hf_endpoint, cache_dir,
-                         unload_after=unload_after)
+    engine = engine or load_engine(model, offline, hf_endpoint, cache_dir,
+                                   unload_after=unload_after)
     scorer = load_reranker(reranker, offline, hf_endpoint, cache_dir) if reranker else None
     ref = _model_ref(model, engine)
-    watcher = None
-    if watch_paths:
-        Index(db, engine, model_ref=ref).close()  # a wrong model fails here, not in the thread
-        watcher = Background(db, engine, list(watch_paths), model_ref=ref).start()
+    sock = None
+    if http:  # bound first: a taken port fails here, and port 0 is announced as the real one
+        from ..server import bind
+
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        sock.listen(128)  # connections wait from the moment the port is announced
+        port = sock.getsockname()[1]
+    watcher = start_watch(db, engine, watch_paths, ref,
+                          follow_symlinks) if watch_paths else None
     service = Service(engine, db, model_name=ref, reranker=scorer, watcher=watcher)
-    where = f"http://{host}:{port}/mcp" if http else "stdio"
-    click.echo(f"gguf-embed MCP server on {where} ({db}, {ref})", err=True)
+    shown = f"[{host}]" if ":" in host else host
+    where = f"http://{shown}:{port}/mcp" if http else "stdio"
+    click.echo(terminal_text(f"gguf-embed MCP server on {where} ({db}, {ref})"), err=True)
     try:
-        run(service, http=http, host=host, port=port, api_key=api_key)
-    except KeyboardInterrupt:
-        pass
+        run(service, http=http, host=host, port=port, api_key=api_key, sock=sock)
     finally:
         if watcher is not None:
             watcher.stop()
+        if sock is not None:
+            sock.close()
+
+
+def start_watch(db: Path, engine: Any, paths: tuple[Path, ...], ref: str,
+                follow_symlinks: bool = False) -> Any:
+    """A background watcher for ``serve --watch`` and ``mcp --watch``.  A wrong model fails
+    here, not in the thread; if another process writes the index, say who, and serve anyway
+    (the watcher starts when the index is free)."""
+    from ..errors import IndexBusy
+    from ..watch import Background
+
+    try:
+        Index(db, engine, model_ref=ref, wait=False).close()
+    except IndexBusy as exc:
+        who = f"PID {exc.pid}" if exc.pid else "another process"
+        click.echo(terminal_text(f"waiting: index {db} is being written by {who}; watching "
+                                 f"starts when it finishes (searching works meanwhile)"),
+                   err=True)
+    return Background(db, engine, list(paths), model_ref=ref,
+                      follow_symlinks=follow_symlinks).start()

@@ -1,0 +1,99 @@
+"""``--embed-url`` and its options: embed through a remote OpenAI-compatible server
+(:class:`~gguf_embed.remote_engine.RemoteEngine`, docs/remote-engine.md).
+
+The options are not passed to the commands' functions (``expose_value=False``): they are kept
+on the click context, and :func:`remote_engine` makes the engine from them, so that a command
+only needs ``remote_engine() or load_engine(...)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+_KEY = "gguf_embed.remote"
+
+
+def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_KEY, {})[param.name] = value
+    return value
+
+
+def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--embed-url, --embed-model, --embed-api-key and the tuning options."""
+    options = [
+        _option("--embed-url", envvar="GGUF_EMBED_EMBED_URL", metavar="URL",
+                     help="Embed through this OpenAI-compatible server (gguf-embed serve, "
+                          "llama-server, vLLM, Ollama, TEI) instead of a local model; see "
+                          "docs/remote-engine.md [env: GGUF_EMBED_EMBED_URL]."),
+        _option("--embed-model", envvar="GGUF_EMBED_EMBED_MODEL", metavar="NAME",
+                     help="With --embed-url: the model name to send [env: "
+                          "GGUF_EMBED_EMBED_MODEL; default: the server's]."),
+        _option("--embed-api-key", envvar="GGUF_EMBED_EMBED_API_KEY", metavar="KEY",
+                     help="With --embed-url: sent as 'Authorization: Bearer KEY' to that "
+                          "server only [env: GGUF_EMBED_EMBED_API_KEY]."),
+        _option("--embed-batch", type=click.IntRange(1, 2048), default=64,
+                     show_default=True, metavar="N",
+                     help="With --embed-url: inputs per request."),
+        _option("--embed-concurrency", type=click.IntRange(1, 64), default=2,
+                     show_default=True, metavar="N",
+                     help="With --embed-url: requests in flight at once."),
+        _option("--embed-context", type=click.IntRange(16), default=None, metavar="TOKENS",
+                     help="With --embed-url: the most tokens one input may have [default: "
+                          "what a gguf-embed server says, else the catalog's, else 512]."),
+        _option("--query-prefix", default=None, metavar="TEXT",
+                     help="With --embed-url (not a gguf-embed server): put TEXT before each "
+                          "query [default: the catalog's instruction for the model, if any]."),
+        _option("--document-prefix", default=None, metavar="TEXT",
+                     help="With --embed-url (not a gguf-embed server): put TEXT before each "
+                          "document [default: the catalog's, if any]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _option(*decls: str, **attrs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A click option kept on the context (see the module docstring), not passed on."""
+    return click.option(*decls, expose_value=False, callback=_keep, **attrs)
+
+
+def _options(ctx: click.Context) -> dict[str, Any]:
+    return dict(ctx.meta.get(_KEY) or {})
+
+
+def remote_url() -> str | None:
+    return _options(click.get_current_context()).get("embed_url") or None
+
+
+def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
+    """The :class:`RemoteEngine` that ``--embed-url`` asks for, or None without it.  Options
+    given on the command line that mean a local model (``forbid``, e.g. ``model``) are refused
+    beside it; so are the remote options without --embed-url."""
+    ctx = click.get_current_context()
+    opts = _options(ctx)
+    url = opts.get("embed_url") or None
+    if url is None:
+        for name in ("embed_model", "embed_api_key", "query_prefix", "document_prefix",
+                     "embed_context"):
+            if opts.get(name) is not None and ctx.get_parameter_source(name) \
+                    is click.core.ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"--{name.replace('_', '-')} needs --embed-url")
+        return None
+    for name in forbid:
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"--{name.replace('_', '-')} is for a local model; with "
+                                   f"--embed-url, name the server's model with --embed-model")
+    from ..remote_engine import RemoteEngine
+
+    return RemoteEngine(url, model=opts.get("embed_model"), api_key=opts.get("embed_api_key"),
+                        batch_size=opts.get("embed_batch") or 64,
+                        concurrency=opts.get("embed_concurrency") or 2,
+                        context=opts.get("embed_context"),
+                        query_prefix=opts.get("query_prefix"),
+                        document_prefix=opts.get("document_prefix"))
+
+
+__all__ = ["remote_engine", "remote_options", "remote_url"]

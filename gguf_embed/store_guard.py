@@ -1,0 +1,113 @@
+"""What the index file is checked for before and while it is written (store, index, merge).
+
+* :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
+  folder, a device or a socket is refused at once: SQLite would block on a FIFO forever.
+* :func:`write_errors`: the one place where SQLite's disk errors (full disk, file-size limit,
+  quota, I/O error, read-only file) become :class:`IndexWriteError`, one line naming the index
+  and the cause.  SQLite rolls the transaction back, so the file stays at its last commit.
+* :func:`count_non_finite`: vectors with NaN or Inf an index holds (a shard is not merged).
+* :func:`check_schema`: an index written by a newer schema (a migration this version does not
+  know, or a higher recorded version) is :class:`IndexTooNew` for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from ._vectors import is_finite_blob
+from .errors import IndexFileError, IndexTooNew, IndexWriteError, quoted
+
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def check_regular(path: str | Path) -> None:
+    """Raise :class:`IndexFileError` if the index file or one of SQLite's side files exists
+    and is not a regular file (nothing is opened: a FIFO would block)."""
+    for suffix in SIDE_FILES:
+        name = f"{path}{suffix}"
+        try:
+            mode = os.stat(name).st_mode
+        except OSError:
+            continue  # missing, or unreadable: SQLite says why
+        if not stat.S_ISREG(mode):
+            kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+            raise IndexFileError(f"{quoted(name)} is {kind}, not an index file; pass --db "
+                                 f"naming a regular file (or a new one)")
+
+
+def disk_cause(exc: apsw.Error, conn: apsw.Connection | None = None) -> str:
+    """What an SQLite write error means, in words (from the OS error behind it when known)."""
+    code = 0
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            code = int(conn.system_errno)
+    if isinstance(exc, apsw.FullError) or code == errno.ENOSPC:
+        return "the disk is full"
+    if code == errno.EFBIG:
+        return "the file-size limit was reached (File too large: see ulimit -f)"
+    if code == getattr(errno, "EDQUOT", -1):
+        return "the disk quota is exceeded"
+    if isinstance(exc, apsw.ReadOnlyError) or code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return "the file or its folder is read-only"
+    if code:
+        return f"{os.strerror(code).lower()} (errno {code})"
+    return "a disk I/O error (a file-size limit, a full or failing disk?)"
+
+
+WRITE_ERRORS = (apsw.FullError, apsw.IOError, apsw.ReadOnlyError)
+
+
+@contextlib.contextmanager
+def write_errors(path: str | Path, conn: apsw.Connection | None = None) -> Iterator[None]:
+    """SQLite's disk errors inside the block as :class:`IndexWriteError` naming ``path``."""
+    try:
+        yield
+    except WRITE_ERRORS as exc:
+        raise IndexWriteError(
+            f"cannot write {quoted(path)}: {disk_cause(exc, conn)}; what was written before "
+            f"is kept, and running the same command again goes on from there") from exc
+
+
+def check_schema(conn: apsw.Connection, path: str | Path, applied: set[str],
+                 known: list[str], version: int) -> None:
+    """Raise :class:`IndexTooNew` if the index records a migration this version does not know
+    or a schema version above ``version``."""
+    recorded = 0
+    with contextlib.suppress(apsw.Error, ValueError, TypeError):
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        recorded = int(row[0]) if row else 0
+    unknown = sorted(applied - set(known))
+    written = max(recorded, len(applied))
+    if unknown or recorded > version:
+        what = f" (it records migration {', '.join(unknown)})" if unknown else ""
+        raise IndexTooNew(
+            f"index {quoted(path)} was written by gguf-embed schema {written}, this version "
+            f"knows schema {version}{what}: upgrade gguf-embed to write it (searching it may "
+            f"still work)", written=written, known=version)
+
+
+def count_non_finite(conn: apsw.Connection) -> int:
+    """How many stored vectors hold NaN or Inf (an older version could store them)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'chunk_vectors'").fetchone() \
+            is None:
+        return 0
+    conn.create_scalar_function("gguf_embed_finite", _finite, 1, deterministic=True)
+    (count,), = conn.execute(
+        "SELECT count(*) FROM chunk_vectors WHERE NOT gguf_embed_finite(embedding)")
+    return int(count)
+
+
+def _finite(*values: Any) -> int:
+    return int(isinstance(values[0], bytes) and is_finite_blob(values[0]))

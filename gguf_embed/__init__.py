@@ -26,6 +26,7 @@ from .errors import (
     ModelError,
     ModelLoadError,
     ModelNotFound,
+    NonFiniteVectors,
     PathError,
     QueryTruncated,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFound",
     "ModelSpec",
+    "NonFiniteVectors",
     "PathError",
     "Prepared",
     "Progress",

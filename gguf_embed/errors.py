@@ -21,6 +21,7 @@
                                    more often than it may be restarted, ray not installed)
 
     QueryTruncated (a UserWarning)  a search query was cut to the model's context
+    NonFiniteVectors (a UserWarning)  stored vectors with NaN/Inf were left out of a search
 
 The CLI maps each class to a one-line ``Error: ...`` once; the server maps them to OpenAI's
 error envelope once.  Messages name the file or field and say what to do.
@@ -113,6 +114,11 @@ class IndexWriteError(IndexFileError):
 
 class QueryTruncated(UserWarning):
     """A search query was longer than the model's context and was cut to fit (a warning)."""
+
+
+class NonFiniteVectors(UserWarning):
+    """The index holds vectors with NaN or infinite values: vector search left those chunks
+    out (a warning, given once per chunk and process)."""
 
 
 class EngineError(GgufEmbedError):

@@ -252,7 +252,19 @@ class Index:
                           on_links=lambda found: self._remember_links(roots, found))
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
+        self._refresh_search_cache()
         return summary
+
+    def _refresh_search_cache(self) -> None:
+        """Bring ``INDEX.bits`` (vector_cache.py) up to date after a run on a large index, so
+        that the first search does not pay for reading every sign bit out of SQLite."""
+        from . import search as search_module
+        from . import vector_cache
+
+        with self.store.conn:
+            if vector_cache.state_of(self.store) is not None \
+                    and self.store.chunk_count() >= search_module.EXACT_BELOW:
+                vector_cache.current(self.store)
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
         """Raise :class:`PathError` naming every path that is missing or unreadable, or an
@@ -345,7 +357,7 @@ class Index:
     def _rules(self, include: Sequence[str], exclude: Sequence[str],
                use_ignore_files: bool, follow_symlinks: bool = False) -> Rules:
         skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock"))
+                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits"))
         return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
     @_one_thread

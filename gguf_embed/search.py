@@ -2,24 +2,27 @@
 (rank fusion, the default).  By default each file is one result, its best chunk's lines and
 snippet with the file's score; ``group="chunk"`` ranks chunks (see fusion.py).
 
-Vector search on a large index takes a coarse KNN pass in sqlite-vec over sign bits (Hamming
-distance) and rescores the candidates exactly with their float vectors; a small index, or a
-path filter, is scanned exactly with sqlite-vec's cosine distance.
+Vector search on a large index takes a coarse pass over sign bits (Hamming distance) held in
+memory (vector_cache.py; sqlite-vec's own KNN over them for an old index opened read-only) and
+rescores the candidates exactly with their float vectors from SQLite; a small index, or a path
+filter matching few chunks, is scanned exactly with sqlite-vec's cosine distance.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from . import fusion
+from . import fusion, vector_cache
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
-from .errors import InputError
+from .errors import InputError, NonFiniteVectors
 from .keywords import fts_query as fts_query
 from .keywords import index_text, query_terms
 from .store import Store
@@ -27,11 +30,14 @@ from .store import Store
 MODES = ("hybrid", "vector", "keyword")
 GROUPS = ("file", "chunk")
 EXACT_BELOW = 10_000  # chunks: below this an exact scan takes under ~20 ms
-# Coarse candidates: 10 per wanted result, at least 100, and more on smaller indexes, where
-# sign bits separate neighbours less well (measured in BENCHMARKS.md: recall@10 >= 0.98).
+# Coarse candidates: 10 per wanted result, at least 100, more on smaller indexes, where sign
+# bits separate neighbours less well, and one per COARSE_SHARE chunks on large ones, where more
+# neighbours crowd in (measured in BENCHMARKS.md: at 10^6 chunks 100 candidates gave
+# recall@10 0.58, 500 0.96, 1,000 1.00).
 COARSE_FACTOR = 10
 COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
+COARSE_SHARE = 800  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
@@ -77,7 +83,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if group == "chunk":
         pool = k if mode != "hybrid" else max(50, 4 * k)
     pool = max(pool, getattr(rerank, "candidates", 0))
-    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact)
+    lists = candidates(store, query_vector, query, mode, pool, path_glob, exact, coarse=k)
     if group == "chunk":
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
         order = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
@@ -109,45 +115,104 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
 
 
 def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: str, pool: int,
-               path_glob: str | None = None,
-               exact: bool | None = None) -> list[list[tuple[int, float]]]:
+               path_glob: str | None = None, exact: bool | None = None,
+               coarse: int | None = None) -> list[list[tuple[int, float]]]:
     """The ranked chunk lists a mode fuses: [vector], [keyword] or [vector, keyword]."""
     lists: list[list[tuple[int, float]]] = []
     if mode in ("vector", "hybrid"):
         if query_vector is None:
             raise InputError("vector search needs a query vector", param="query")
-        lists.append(vector_hits(store, query_vector, pool, path_glob, exact=exact))
+        lists.append(vector_hits(store, query_vector, pool, path_glob, exact=exact,
+                                 coarse=coarse))
     if mode in ("keyword", "hybrid"):
         lists.append(keyword_hits(store, query, pool, path_glob))
     return lists
 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
-                *, exact: bool | None = None) -> list[tuple[int, float]]:
-    """(chunk id, cosine similarity), best first."""
+                *, exact: bool | None = None,
+                coarse: int | None = None) -> list[tuple[int, float]]:
+    """(chunk id, cosine similarity), best first.  Chunks whose stored vector holds NaN or
+    Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning).
+
+    ``coarse``: how many results are wanted when ``k`` is a larger pool (per-file grouping,
+    fusion): the sign-bit candidates rescored are counted for that many (and at least ``k``),
+    so grouping by file costs what per-chunk search does."""
     if store.dims is None:
         return []
-    blob = vec_blob(query_vector)
-    if path_glob:
-        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
-    total = store.chunk_count()
+    q = np.asarray(query_vector, dtype=np.float32)
+    state = vector_cache.state_of(store)
+    total = state.inserted - state.deleted if state is not None else store.chunk_count()
     if exact is None:
         exact = total < EXACT_BELOW
-    if exact:
-        return [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k)]
-    coarse = store.nearest_bits(bit_blob(query_vector), coarse_candidates(k, total))
-    ids, matrix = store.vectors(coarse)
-    if not ids:
+    bits = None if exact else vector_cache.current(store)
+    if bits is None:  # an exact scan, or an old read-only index: sqlite-vec alone
+        return _sqlite_hits(store, q, k, path_glob, exact)
+    mask = None
+    if path_glob:
+        mask = bits.doc_mask(store.document_ids(path_glob))
+        total = int(mask.sum())
+        if total < EXACT_BELOW:
+            return _sqlite_hits(store, q, k, path_glob, True)
+    count = max(k, coarse_candidates(min(coarse or k, k), total))
+    return rescore(store, q, bits.nearest(q, count, mask).tolist(), k)
+
+
+def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: str | None,
+                 exact: bool) -> list[tuple[int, float]]:
+    """Today's path without the in-memory cache: sqlite-vec's exact cosine scan (small
+    indexes, path filters), or its Hamming KNN over sign bits rescored exactly."""
+    blob = vec_blob(q)
+    if path_glob or exact:
+        hits = [(chunk_id, 1.0 - d) for chunk_id, d in store.nearest(blob, k, path_glob)]
+        return _finite(store, hits)
+    total = store.chunk_count()  # sqlite-vec's KNN slows with k: 100 at 10^6 as before
+    count = coarse_candidates(k, total, share=False)
+    return rescore(store, q, store.nearest_bits(bit_blob(q), count), k)
+
+
+def rescore(store: Store, q: np.ndarray, ids: list[int], k: int) -> list[tuple[int, float]]:
+    """The ``k`` of these chunks closest to ``q`` by the cosine of their float vectors."""
+    found, matrix = store.vectors(ids)
+    if not found:
         return []
-    q = np.asarray(query_vector, dtype=np.float32)
-    sims = (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
-    order = np.argsort(-sims)[:k]
-    return [(ids[i], float(sims[i])) for i in order]
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        sims = (matrix @ q) / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q) + 1e-12)
+    bad = ~np.isfinite(sims)
+    if bad.any():
+        _report(store, [found[i] for i in np.flatnonzero(bad)])
+        sims[bad] = -np.inf
+    order = np.argsort(-sims, kind="stable")[:k]
+    return [(found[i], float(sims[i])) for i in order if not bad[i]]
 
 
-def coarse_candidates(k: int, total: int) -> int:
-    return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1)),
-               max(total, 1))
+_reported: set[tuple[str, int]] = set()
+
+
+def _finite(store: Store, hits: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    bad = [chunk_id for chunk_id, sim in hits if not math.isfinite(sim)]
+    if bad:
+        _report(store, bad)
+    return [hit for hit in hits if math.isfinite(hit[1])]
+
+
+def _report(store: Store, chunk_ids: list[int]) -> None:
+    """One warning per chunk and process for stored vectors that are not finite."""
+    new = [i for i in chunk_ids if (str(store.path), i) not in _reported]
+    if not new:
+        return
+    _reported.update((str(store.path), i) for i in new)
+    rows = store.chunk_rows(new)
+    paths = sorted({rows[i].path for i in new if i in rows})
+    warnings.warn(NonFiniteVectors(
+        f"index {store.path}: {len(new)} chunk(s) have vectors with NaN or infinite values "
+        f"and were left out of vector search ({', '.join(paths[:3])}"
+        f"{', ...' if len(paths) > 3 else ''}); re-index those files"), stacklevel=3)
+
+
+def coarse_candidates(k: int, total: int, *, share: bool = True) -> int:
+    return min(max(COARSE_MIN, k * COARSE_FACTOR, COARSE_BUDGET // max(total, 1),
+                   total // COARSE_SHARE if share else 0), max(total, 1))
 
 
 def keyword_hits(store: Store, query: str, k: int,

@@ -40,9 +40,10 @@ from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61, index_text, keyword_columns
 from .store_guard import check_regular, check_schema, write_errors
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 FTS_BIGRAMS = "0002_fts_cjk_bigrams"
 FTS_CJK_COLUMN = "0003_fts_cjk_column"
+CHUNK_LOG = "0004_chunk_log"
 
 
 def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
@@ -138,6 +139,21 @@ MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
     """),
     (FTS_BIGRAMS, _fts_cjk_bigrams),
     (FTS_CJK_COLUMN, _fts_cjk_column),
+    # How many chunks were ever inserted and deleted, bumped by triggers in the transaction
+    # that does it (every write path: index, watch, remove, merge, reset), and a random epoch
+    # per file: what a derived cache (vector_cache.py) checks itself against.
+    (CHUNK_LOG, """
+        CREATE TABLE chunk_log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
+                                inserted INTEGER NOT NULL, deleted INTEGER NOT NULL);
+        INSERT INTO chunk_log VALUES (1, lower(hex(randomblob(16))),
+                                      (SELECT count(*) FROM chunks), 0);
+        CREATE TRIGGER chunk_log_ai AFTER INSERT ON chunks BEGIN
+            UPDATE chunk_log SET inserted = inserted + 1 WHERE id = 1;
+        END;
+        CREATE TRIGGER chunk_log_ad AFTER DELETE ON chunks BEGIN
+            UPDATE chunk_log SET deleted = deleted + 1 WHERE id = 1;
+        END;
+    """),
 ]
 
 
@@ -439,6 +455,11 @@ class Store:
                 f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall()))
         return out
 
+    def document_ids(self, path_glob: str) -> np.ndarray:
+        """Ids of the documents whose path matches ``path_glob`` (int64)."""
+        return np.array([r[0] for r in self.conn.execute(
+            "SELECT id FROM documents WHERE path GLOB ?", (path_glob,))], dtype=np.int64)
+
     # ---------------------------------------------------------------- ranking queries
     def chunk_count(self) -> int:
         (total,), = self.conn.execute("SELECT count(*) FROM chunks")  # a small index: ~0.5 ms
@@ -447,17 +468,28 @@ class Store:
     def nearest(self, vector_blob: bytes, k: int,
                 path_glob: str | None = None) -> list[tuple[int, float]]:
         """(chunk id, cosine distance) of the ``k`` closest float vectors, by an exact scan
-        (of the chunks under ``path_glob`` only, if given), closest first."""
-        if path_glob:
-            rows = self.conn.execute(
-                "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
-                "JOIN documents doc ON doc.id = c.doc_id "
-                "JOIN chunk_vectors v ON v.chunk_id = c.id "
-                "WHERE doc.path GLOB ? ORDER BY d LIMIT ?", (vector_blob, path_glob, k))
-        else:
-            rows = self.conn.execute("SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
-                                     "FROM chunk_vectors ORDER BY d LIMIT ?", (vector_blob, k))
-        return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
+        (of the chunks under ``path_glob`` only, if given), closest first.  A stored vector
+        with NaN/Inf has no distance (NULL, which sorts first): when the first scan meets
+        one, a second skips them, and they come last, as NaN, for search.py to report."""
+        bad: list[tuple[int, float]] = []
+        for skip_null in (False, True):
+            order = "d IS NULL, d" if skip_null else "d"
+            if path_glob:
+                rows = self.conn.execute(
+                    "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
+                    "JOIN documents doc ON doc.id = c.doc_id "
+                    "JOIN chunk_vectors v ON v.chunk_id = c.id "
+                    f"WHERE doc.path GLOB ? ORDER BY {order} LIMIT ?",
+                    (vector_blob, path_glob, k)).fetchall()
+            else:
+                rows = self.conn.execute(
+                    "SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
+                    f"FROM chunk_vectors ORDER BY {order} LIMIT ?", (vector_blob, k)).fetchall()
+            bad = bad or [(int(cast(int, r[0])), float("nan")) for r in rows if r[1] is None]
+            if not bad or skip_null:
+                break
+        return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows
+                if r[1] is not None] + bad
 
     def nearest_bits(self, bits: bytes, k: int) -> list[int]:
         """Chunk ids of the ``k`` nearest sign-bit vectors (Hamming distance): the coarse

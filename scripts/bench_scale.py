@@ -21,6 +21,7 @@ is the tldr pages cut into pieces of about ``--chunk-tokens`` tokens (4 characte
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import sys
@@ -35,7 +36,7 @@ import apsw
 import numpy as np
 import sqlite_vec
 
-from gguf_embed import Index
+from gguf_embed import Index, vector_cache
 from gguf_embed._vectors import vec_blob
 from gguf_embed.indexer import BATCH_CHUNKS, BATCH_TOKENS
 from gguf_embed.testing import FakeEngine
@@ -224,18 +225,20 @@ def writer_table(work: Path, texts: list[str], n: int, dims_list: list[int],
 
 
 def search_table(work: Path, texts: list[str], sizes: list[int], dims: int, count: int,
-                 tokens: int) -> None:
+                 tokens: int, keep: Path | None = None, today: int = 0) -> None:
     words = queries(count=count)
     print(f"\n### Search through `Index.search`: {dims} dims, ~{tokens}-token chunks, "
           f"{len(words)} queries, k=10, one result per file unless said\n")
-    print("| chunks | build s (chunks/s) | MB on disk | bytes/chunk | mode | p50 ms | p95 ms "
-          "| source chunk in top 10 |")
-    print("| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+    print("| chunks | build s (chunks/s) | MB on disk | bytes/chunk | path | mode | p50 ms "
+          "| p95 ms | source chunk in top 10 | RSS MB |")
+    print("| ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")
     for n in sizes:
-        db = work / f"search-{n}.db"
-        seconds = write_index(db, texts, dims, n, batch=4096, seed=11)
-        with Index(db, QueryEngine(dims)) as index:  # checkpoint the WAL into the file
-            index.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db = (keep or work) / f"search-{n}-{dims}.db"
+        seconds = float("nan")
+        if not db.exists():
+            seconds = write_index(db, texts, dims, n, batch=4096, seed=11)
+            with Index(db, QueryEngine(dims)) as index:  # checkpoint the WAL into the file
+                index.store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         size = size_of(db)
         rng = np.random.default_rng(3)
         again = Vectors(dims, seed=11)  # the stored vectors, to perturb into queries
@@ -245,23 +248,54 @@ def search_table(work: Path, texts: list[str], sizes: list[int], dims: int, coun
         sources = [(int(i) + 1, f"/corpus/doc-{int(i) // CHUNKS_PER_DOC * CHUNKS_PER_DOC:08d}.md")
                    for i in chosen]  # the chunk id and document each query was made from
         engine = QueryEngine(dims)
-        with Index(db, engine, readonly=True) as index:
-            for label, mode, group in MODES:
-                engine.queued = [p + 0.05 * rng.standard_normal(dims).astype(np.float32)
-                                 for p in [picks[0], *picks]]
-                index.search(words[0], mode=mode, group=group)  # warm the page cache
-                times, found = [], 0
-                for query, (chunk_id, path) in zip(words, sources, strict=True):
-                    start = time.perf_counter()
-                    hits = index.search(query, k=10, mode=mode, group=group)
-                    times.append(time.perf_counter() - start)
-                    found += any(h.chunk_id == chunk_id and h.path == path for h in hits)
-                ms = np.array(times) * 1000
-                print(f"| {n:,} | {seconds:,.0f} ({n / seconds:,.0f}) | {size / 1e6:,.0f} | "
-                      f"{size / n:,.0f} | {label} | {np.percentile(ms, 50):.1f} | "
-                      f"{np.percentile(ms, 95):.1f} | "
-                      f"{f'{found}/{len(words)}' if mode != 'keyword' else ''} |", flush=True)
-        remove(db)
+        for path in (["today (no cache)"] if today else []) + ["gguf-embed"]:
+            old = path != "gguf-embed"
+            vector_cache.forget()
+            with Index(db, engine, readonly=True) as index, _today(old):
+                start = time.perf_counter()
+                engine.queued = [picks[0]]
+                index.search(words[0], mode="vector")  # builds or loads the cache
+                if not old:
+                    print(f"<!-- {n:,} x {dims}: first vector search (cache made or loaded) "
+                          f"{time.perf_counter() - start:.1f} s -->", flush=True)
+                for label, mode, group in MODES:
+                    use = words[:today] if old else words
+                    engine.queued = [p + 0.05 * rng.standard_normal(dims).astype(np.float32)
+                                     for p in [picks[0], *picks[:len(use)]]]
+                    index.search(words[0], mode=mode, group=group)  # warm the page cache
+                    times, found = [], 0
+                    for query, (chunk_id, doc) in zip(use, sources, strict=False):
+                        start = time.perf_counter()
+                        hits = index.search(query, k=10, mode=mode, group=group)
+                        times.append(time.perf_counter() - start)
+                        found += any(h.chunk_id == chunk_id and h.path == doc for h in hits)
+                    ms = np.array(times) * 1000
+                    print(f"| {n:,} | {seconds:,.0f} | {size / 1e6:,.0f} | "
+                          f"{size / n:,.0f} | {path} | {label} | {np.percentile(ms, 50):.1f} | "
+                          f"{np.percentile(ms, 95):.1f} | "
+                          f"{f'{found}/{len(use)}' if mode != 'keyword' else ''} | "
+                          f"{_rss_mb():,.0f} |", flush=True)
+        if keep is None:
+            remove(db)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@contextlib.contextmanager
+def _today(on: bool) -> Iterator[None]:
+    """Search as before the cache: sqlite-vec's own Hamming KNN over its bit table."""
+    if not on:
+        yield
+        return
+    saved = vector_cache.current
+    vector_cache.current = lambda store: None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        vector_cache.current = saved
 
 
 def main() -> None:
@@ -277,6 +311,12 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=None,
                         help="where the index files go (default: a temporary folder)")
     parser.add_argument("--skip-writer", action="store_true")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the search indexes in this folder (search-N-DIMS.db) and "
+                             "reuse them on the next run")
+    parser.add_argument("--today", type=int, default=0,
+                        help="also run this many queries the way search worked before the "
+                             "cache (sqlite-vec's KNN)")
     opts = parser.parse_args()
     texts = chunk_texts(opts.chunk_tokens)
     load = os.getloadavg()[0]
@@ -291,7 +331,7 @@ def main() -> None:
                 f"{dims} dims {per_chunk[dims] * 1e6 / 1e9:,.1f} GB" for dims in per_chunk))
         if opts.search_sizes:
             search_table(work, texts, opts.search_sizes, opts.search_dims, opts.queries,
-                         opts.chunk_tokens)
+                         opts.chunk_tokens, opts.keep, opts.today)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end", file=sys.stderr)
 
 

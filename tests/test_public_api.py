@@ -18,9 +18,9 @@ EXPECTED = [
     "Executor",
     "GgufEmbedError", "IdleEngine", "Index", "IndexBusy", "IndexFileError", "IndexMismatch",
     "IndexSummary", "InputError", "InputTooLong", "InvalidDimensions", "ModelError",
-    "ModelLoadError", "ModelNotFound", "ModelSpec", "PathError", "Prepared", "Progress",
-    "QueryTruncated", "RayExecutor", "RemoteEngine", "RerankOptions", "RerankScores", "Reranker",
-    "ResolvedModel", "SearchResult", "__version__", "resolve_model",
+    "ModelLoadError", "ModelNotFound", "ModelSpec", "NonFiniteVectors", "PathError",
+    "Prepared", "Progress", "QueryTruncated", "RayExecutor", "RemoteEngine", "RerankOptions",
+    "RerankScores", "Reranker", "ResolvedModel", "SearchResult", "__version__", "resolve_model",
 ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ..chunking import ChunkSettings
-from ..errors import GgufEmbedError, InputError, QueryTruncated, quoted
+from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated, quoted
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
 from ..models import parse_ref
@@ -437,11 +437,12 @@ def _warnings_to_stderr() -> Iterator[None]:
     """The library's warnings (a query cut to the context) as one ``warning:`` line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QueryTruncated)
+        warnings.simplefilter("always", NonFiniteVectors)
         try:
             yield
         finally:
             for w in caught:
-                if issubclass(w.category, QueryTruncated):
+                if issubclass(w.category, (QueryTruncated, NonFiniteVectors)):
                     click.echo(terminal_text(f"warning: {w.message}"), err=True)
                 else:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)

@@ -1,0 +1,358 @@
+"""The coarse pass of vector search, in memory: every chunk's sign bits as one numpy matrix.
+
+sqlite-vec's Hamming KNN over its ``vec_bits`` table costs ~1.4 s at a million chunks (its Linux
+wheel has no SIMD); the same bits held in memory are 128 MB at 1024 dims, which a blocked
+XOR + popcount reads in tens of milliseconds.  The candidates it picks are rescored exactly from
+the float vectors in SQLite (search.py), so the cache decides only *which* chunks are looked at,
+never their scores, and a chunk that is no longer in the file is never returned.
+
+The SQLite file stays the one source of truth; this is a cache derived from it:
+
+* it is checked against the file's ``chunk_log`` (a random epoch per file, and how many chunks
+  were ever inserted and deleted, bumped by triggers in the writing transaction) on every
+  search, inside the search's read transaction;
+* when the file moved on, it is brought up to date incrementally (chunks that left are dropped,
+  new ones added; a chunk id SQLite reused is re-read, see :func:`_refresh`) or rebuilt;
+* it lives in a process (one per index file, shared by every :class:`~gguf_embed.Index` on it:
+  ``serve``, ``mcp``, a library app keep it warm) and in a file beside the index,
+  ``INDEX.bits`` (for one-shot CLI searches), written to a temporary file, fsynced and renamed;
+  a damaged, stale or foreign file is ignored and rewritten, and an index in a folder that
+  cannot be written is cached in memory only.  Deleting ``INDEX.bits`` is always safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+from .store import Store
+
+SUFFIX = ".bits"
+MAGIC = b"GGUFEMBED-BITS\x00\x01"
+HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
+BLOCK = 32_768  # rows per popcount block: the XOR buffer stays in the CPU's cache
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunks changed
+
+
+@dataclass(frozen=True)
+class State:
+    """What the file's ``chunk_log`` says: which file, and how far its writes have gone."""
+
+    epoch: str
+    inserted: int
+    deleted: int
+
+
+@dataclass(frozen=True)
+class Bits:
+    """An immutable snapshot of the sign bits at one :class:`State` (searches share it)."""
+
+    state: State
+    dims: int
+    ids: np.ndarray  # int64, ascending chunk ids
+    docs: np.ndarray  # int64, each chunk's document id
+    words: np.ndarray  # uint64 [n, words]: the sign bits, little-endian bit order
+    _flat: list[Any] = field(default_factory=list, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nearest(self, query: np.ndarray, count: int,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """Chunk ids of (at least) the ``count`` rows with the fewest sign bits unlike
+        ``query``'s (ties at the cut-off all kept, up to 2 × ``count``), among ``mask``."""
+        n = len(self.ids)
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        qwords = _words(np.packbits(np.asarray(query) > 0, bitorder="little")[None, :])[0]
+        flat = self._faiss() if mask is None else None
+        if flat is not None:
+            _, rows = flat.search(qwords.view(np.uint8)[None, :], min(count, n))
+            rows = rows[0]
+            return self.ids[rows[rows >= 0]]
+        dist = np.empty(n, dtype=np.uint16)
+        width = self.words.shape[1]
+        buf = np.empty((min(BLOCK, n), width), dtype=np.uint64)
+        cnt = np.empty((min(BLOCK, n), width), dtype=np.uint8)
+        for start in range(0, n, BLOCK):
+            stop = min(start + BLOCK, n)
+            rows = stop - start
+            np.bitwise_xor(self.words[start:stop], qwords, out=buf[:rows])
+            if hasattr(np, "bitwise_count"):  # numpy >= 2
+                np.bitwise_count(buf[:rows], out=cnt[:rows])
+                np.sum(cnt[:rows], axis=1, dtype=np.uint16, out=dist[start:stop])
+            else:
+                np.sum(_POPCOUNT[buf[:rows].view(np.uint8)], axis=1, dtype=np.uint16,
+                       out=dist[start:stop])
+        limit = self.dims + 1
+        if mask is not None:
+            dist[~mask] = limit
+        hist = np.bincount(dist, minlength=limit + 1)
+        hist[limit] = 0  # rows masked out
+        reach = int(np.searchsorted(np.cumsum(hist), min(count, int(hist.sum()))))
+        chosen = np.flatnonzero(dist <= reach)
+        if len(chosen) > 2 * count:  # many ties at the cut-off: keep the closest
+            chosen = chosen[np.argsort(dist[chosen], kind="stable")[:2 * count]]
+        return self.ids[chosen]
+
+    def _faiss(self) -> Any:
+        """faiss's ``IndexBinaryFlat`` over a copy of the bits, made on first use (~0.1 s
+        at a million rows); None without faiss."""
+        if not self._flat:
+            self._flat.append(None)
+            make = _faiss_flat()
+            if make is not None:
+                flat = make(self.words.shape[1] * 64)
+                flat.add(np.ascontiguousarray(self.words).view(np.uint8))
+                self._flat[0] = flat
+        return self._flat[0]
+
+    def doc_mask(self, allowed_docs: np.ndarray) -> np.ndarray:
+        """Which rows belong to the documents ``allowed_docs``."""
+        if len(self.docs) == 0 or len(allowed_docs) == 0:
+            return np.zeros(len(self.docs), dtype=bool)
+        top = int(max(self.docs.max(), allowed_docs.max())) + 1
+        table = np.zeros(top, dtype=bool)
+        table[allowed_docs] = True
+        return cast(np.ndarray, table[self.docs])
+
+
+def _faiss_flat() -> Any:
+    """faiss's ``IndexBinaryFlat`` class (its popcount scan, specialised for the code size, is
+    several times numpy's at a million rows), or None without faiss."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    # One thread: a scan of 10^6 rows is ~10-30 ms on one core, and faiss's OpenMP threads
+    # spin-waiting beside other work (serve's requests, a busy laptop) cost ~100 ms more
+    # (bench_scale: 173-210 ms p50 with faiss's default threads vs 52-70 ms with one).
+    faiss.omp_set_num_threads(1)
+    return faiss.IndexBinaryFlat
+
+
+def _words(packed: np.ndarray) -> np.ndarray:
+    """Packed bit rows (uint8) as uint64 words, zero-padded to whole words."""
+    pad = (-packed.shape[1]) % 8
+    if pad:
+        packed = np.pad(packed, ((0, 0), (0, pad)))
+    return np.ascontiguousarray(packed).view("<u8").reshape(len(packed), packed.shape[1] // 8)
+
+
+def state_of(store: Store) -> State | None:
+    """The file's ``chunk_log``, or None for an index that has none (an old file opened
+    read-only, which cannot be migrated)."""
+    try:
+        row = store.conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
+                                 "WHERE id = 1").fetchone()
+    except Exception:
+        return None
+    return None if row is None else State(str(row[0]), int(row[1]), int(row[2]))
+
+
+# ---------------------------------------------------------------- reading from SQLite
+def _live(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    rows = store.conn.execute("SELECT id, doc_id FROM chunks ORDER BY id").fetchall()
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    both = np.array(rows, dtype=np.int64)
+    return both[:, 0].copy(), both[:, 1].copy()
+
+
+def _bits_of(store: Store, ids: np.ndarray, dims: int) -> np.ndarray:
+    """Sign bits of these chunks, made from their float vectors (a non-finite value: 0)."""
+    nbytes = (dims + 7) // 8
+    out = np.zeros((len(ids), nbytes), dtype=np.uint8)
+    if not len(ids):
+        return _words(out)
+    found, matrix = store.vectors([int(i) for i in ids])
+    if found:
+        where = np.searchsorted(ids, np.array(found, dtype=np.int64))
+        out[where] = np.packbits(matrix > 0, axis=1, bitorder="little")
+    return _words(out)
+
+
+def build(store: Store, state: State) -> Bits:
+    """Every chunk's sign bits, read from the ``vec_bits`` table in one scan."""
+    dims = store.dims or 0
+    ids, docs = _live(store)
+    nbytes = (dims + 7) // 8
+    packed = np.zeros((len(ids), nbytes), dtype=np.uint8)
+    if len(ids):
+        got_ids: list[int] = []
+        blobs: list[bytes] = []
+        for rowid, blob in store.conn.execute("SELECT rowid, embedding FROM vec_bits"):
+            got_ids.append(cast(int, rowid))
+            blobs.append(cast(bytes, blob)[:nbytes])
+        if got_ids:
+            got = np.array(got_ids, dtype=np.int64)
+            data = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(got), nbytes)
+            where = np.searchsorted(ids, got)
+            keep = (where < len(ids)) & (ids[np.minimum(where, len(ids) - 1)] == got)
+            packed[where[keep]] = data[keep]
+    return Bits(state, dims, ids, docs, _words(packed))
+
+
+def _refresh(store: Store, old: Bits, state: State) -> Bits:
+    """``old`` brought up to ``state``: chunks that left dropped, new ones added.
+
+    SQLite gives a new row the largest id + 1, so after the newest chunks are deleted their ids
+    come back for new ones.  Every insert and delete is counted in ``chunk_log``: inserts not
+    seen as new ids were either deleted again or reused an id the cache holds, and a reused id
+    is always above every surviving older one -- so re-reading that many of the highest ids
+    the cache shares with the file is enough."""
+    ids, docs = _live(store)
+    kept = np.isin(old.ids, ids, assume_unique=True)
+    added = ids[~np.isin(ids, old.ids, assume_unique=True)]
+    unexplained = (state.inserted - old.state.inserted) - len(added)
+    if unexplained < 0 or len(added) + unexplained > REBUILD_SHARE * max(len(ids), 1):
+        return build(store, state)
+    words = old.words[kept]
+    shared = old.ids[kept]
+    reread = shared[len(shared) - unexplained:] if unexplained else shared[:0]
+    if len(reread):
+        words[len(shared) - len(reread):] = _bits_of(store, reread, old.dims)
+    all_ids = np.concatenate([shared, added])
+    all_words = np.concatenate([words, _bits_of(store, added, old.dims)])
+    order = np.argsort(all_ids, kind="stable")
+    all_ids = all_ids[order]
+    if not np.array_equal(all_ids, ids):  # cannot happen; rebuild rather than trust it
+        return build(store, state)
+    return Bits(state, old.dims, ids, docs, np.ascontiguousarray(all_words[order]))
+
+
+# ---------------------------------------------------------------- the file beside the index
+def cache_path(db: Path) -> Path:
+    return Path(str(db) + SUFFIX)
+
+
+def save(bits: Bits, path: Path) -> bool:
+    """Write ``bits`` to ``path`` crash-safely (temporary file, fsync, rename); False when the
+    folder cannot be written."""
+    header = json.dumps({
+        "epoch": bits.state.epoch, "inserted": bits.state.inserted,
+        "deleted": bits.state.deleted, "dims": bits.dims, "rows": len(bits),
+        "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
+    }).encode()
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(HEADER.pack(MAGIC, len(header)))
+            out.write(header)
+            for array in (bits.ids, bits.docs, bits.words):
+                out.write(np.ascontiguousarray(array).tobytes())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            dirfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True
+
+
+def load(path: Path, dims: int) -> Bits | None:
+    """The cache file at ``path``, or None when it is missing, damaged, or not for ``dims``."""
+    try:
+        with open(path, "rb") as f:
+            magic, size = HEADER.unpack(f.read(HEADER.size))
+            if magic != MAGIC or size > 4096:
+                return None
+            info = json.loads(f.read(size))
+            rows, width = int(info["rows"]), int(info["width"])
+            if int(info["dims"]) != dims or width != (dims + 63) // 64:
+                return None
+            offset = f.tell()
+        size_ok = os.path.getsize(path) == offset + rows * (16 + 8 * width)
+        if not size_ok:
+            return None
+        if rows == 0:
+            ids = docs = np.empty(0, dtype=np.int64)
+            words = np.empty((0, width), dtype=np.uint64)
+        else:  # mapped, not read: a one-shot search touches only what it scans
+            ids = np.memmap(path, dtype="<i8", mode="r", offset=offset, shape=(rows,))
+            docs = np.memmap(path, dtype="<i8", mode="r", offset=offset + 8 * rows,
+                             shape=(rows,))
+            words = np.memmap(path, dtype="<u8", mode="r", offset=offset + 16 * rows,
+                              shape=(rows, width))
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return None
+    if info.get("check") != _check(ids, docs, words):
+        return None
+    state = State(str(info["epoch"]), int(info["inserted"]), int(info["deleted"]))
+    return Bits(state, dims, ids, docs, words)
+
+
+def _check(ids: np.ndarray, docs: np.ndarray, words: np.ndarray) -> list[int]:
+    """A cheap checksum (wrapping sums of the 64-bit words; ~10 ms at a million rows)."""
+    with np.errstate(over="ignore"):
+        return [int(np.add.reduce(a.view(np.uint64).ravel(), dtype=np.uint64))
+                for a in (ids, docs, words)]
+
+
+# ---------------------------------------------------------------- the process-wide cache
+_lock = threading.Lock()
+_warm: dict[str, Bits] = {}
+
+
+def current(store: Store) -> Bits | None:
+    """The sign bits of ``store`` as of its read transaction now (call inside one), from the
+    process, else the file beside the index, else SQLite (then written beside it); None for
+    an index without a ``chunk_log``."""
+    state = state_of(store)
+    if state is None or not store.dims:
+        return None
+    key = os.path.realpath(store.path)
+    with _lock:
+        bits = _warm.get(key)
+        if bits is not None and bits.dims == store.dims and bits.state.epoch == state.epoch \
+                and bits.state.inserted >= state.inserted and bits.state.deleted >= state.deleted:
+            # this state, or a newer one (another Index in this process read later): rescoring
+            # reads this snapshot's vectors, so chunks it does not hold are never returned
+            return bits
+        if bits is not None and bits.state.epoch == state.epoch and bits.dims == store.dims \
+                and bits.state.inserted <= state.inserted:
+            bits = _refresh(store, bits, state)  # warm: the file beside is left as it was
+        else:
+            path = cache_path(store.path)
+            bits = load(path, store.dims)
+            if bits is not None and (bits.state.epoch != state.epoch
+                                     or bits.state.inserted > state.inserted
+                                     or bits.state.deleted > state.deleted):
+                bits = None  # another file's, or newer than this snapshot
+            if bits is None:
+                bits = build(store, state)
+                save(bits, path)
+            elif bits.state != state:
+                bits = _refresh(store, bits, state)
+                save(bits, path)
+        _warm[key] = bits
+        return bits
+
+
+def forget(db: Any = None) -> None:
+    """Drop the in-memory copy of one index (or of all): the next search reloads it."""
+    with _lock:
+        if db is None:
+            _warm.clear()
+        else:
+            _warm.pop(os.path.realpath(db), None)

@@ -35,6 +35,7 @@ from typing import Any, cast
 import numpy as np
 
 from .store import Store
+from .store_cache import chunk_log, live_chunks, sign_bit_rows
 
 SUFFIX = ".bits"
 MAGIC = b"GGUFEMBED-BITS\x00\x01"
@@ -152,23 +153,11 @@ def _words(packed: np.ndarray) -> np.ndarray:
 def state_of(store: Store) -> State | None:
     """The file's ``chunk_log``, or None for an index that has none (an old file opened
     read-only, which cannot be migrated)."""
-    try:
-        row = store.conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
-                                 "WHERE id = 1").fetchone()
-    except Exception:
-        return None
-    return None if row is None else State(str(row[0]), int(row[1]), int(row[2]))
+    row = chunk_log(store)
+    return None if row is None else State(*row)
 
 
 # ---------------------------------------------------------------- reading from SQLite
-def _live(store: Store) -> tuple[np.ndarray, np.ndarray]:
-    rows = store.conn.execute("SELECT id, doc_id FROM chunks ORDER BY id").fetchall()
-    if not rows:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    both = np.array(rows, dtype=np.int64)
-    return both[:, 0].copy(), both[:, 1].copy()
-
-
 def _bits_of(store: Store, ids: np.ndarray, dims: int) -> np.ndarray:
     """Sign bits of these chunks, made from their float vectors (a non-finite value: 0)."""
     nbytes = (dims + 7) // 8
@@ -185,15 +174,15 @@ def _bits_of(store: Store, ids: np.ndarray, dims: int) -> np.ndarray:
 def build(store: Store, state: State) -> Bits:
     """Every chunk's sign bits, read from the ``vec_bits`` table in one scan."""
     dims = store.dims or 0
-    ids, docs = _live(store)
+    ids, docs = live_chunks(store)
     nbytes = (dims + 7) // 8
     packed = np.zeros((len(ids), nbytes), dtype=np.uint8)
     if len(ids):
         got_ids: list[int] = []
         blobs: list[bytes] = []
-        for rowid, blob in store.conn.execute("SELECT rowid, embedding FROM vec_bits"):
-            got_ids.append(cast(int, rowid))
-            blobs.append(cast(bytes, blob)[:nbytes])
+        for rowid, blob in sign_bit_rows(store):
+            got_ids.append(rowid)
+            blobs.append(blob[:nbytes])
         if got_ids:
             got = np.array(got_ids, dtype=np.int64)
             data = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(got), nbytes)
@@ -211,7 +200,7 @@ def _refresh(store: Store, old: Bits, state: State) -> Bits:
     seen as new ids were either deleted again or reused an id the cache holds, and a reused id
     is always above every surviving older one -- so re-reading that many of the highest ids
     the cache shares with the file is enough."""
-    ids, docs = _live(store)
+    ids, docs = live_chunks(store)
     kept = np.isin(old.ids, ids, assume_unique=True)
     added = ids[~np.isin(ids, old.ids, assume_unique=True)]
     unexplained = (state.inserted - old.state.inserted) - len(added)

@@ -1,0 +1,38 @@
+"""The reads the search cache (vector_cache.py) makes of the index file: its ``chunk_log``
+row, the live chunk ids with their documents, and every sign-bit row.  SQL stays in
+``store*.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import cast
+
+import numpy as np
+
+from .store import Store
+
+
+def chunk_log(store: Store) -> tuple[str, int, int] | None:
+    """``(epoch, inserted, deleted)``, or None where the table or its row is missing (an old
+    file opened read-only, which cannot be migrated)."""
+    try:
+        row = store.conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
+                                 "WHERE id = 1").fetchone()
+    except Exception:
+        return None
+    return None if row is None else (str(row[0]), int(row[1]), int(row[2]))
+
+
+def live_chunks(store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """Every chunk's id and document id, by id."""
+    rows = store.conn.execute("SELECT id, doc_id FROM chunks ORDER BY id").fetchall()
+    if not rows:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    both = np.array(rows, dtype=np.int64)
+    return both[:, 0].copy(), both[:, 1].copy()
+
+
+def sign_bit_rows(store: Store) -> Iterator[tuple[int, bytes]]:
+    """``(chunk id, sign-bit blob)`` for every row of ``vec_bits``, in one scan."""
+    for rowid, blob in store.conn.execute("SELECT rowid, embedding FROM vec_bits"):
+        yield cast(int, rowid), cast(bytes, blob)

@@ -4,7 +4,8 @@ reading a JSON body within its limit, the request log, CORS for named origins, a
 client that went away.
 
 The request log (logger ``gguf_embed.server``, at INFO: ``serve -v`` shows it on stderr) has
-one line per request: method, path, status, inputs, tokens and milliseconds, never the text.
+one line per request: method, path, status, the error code of a refused request (clients such
+as Open WebUI show only "400 Bad Request"), inputs, tokens and milliseconds, never the text.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def handler(func: Callable[[Request], Awaitable[Response]]
             if not isinstance(exc, (ApiError, GgufEmbedError)):
                 log.error("unexpected error in %s %s", request.method, request.url.path,
                           exc_info=exc)
-            return error_response(api_error(exc))
+            return logged_error(request, api_error(exc))
     return wrapped
 
 
@@ -151,19 +152,25 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
+def logged_error(request: Request, err: ApiError, headers: dict[str, str] | None = None
+                 ) -> Response:
+    """:func:`error_response`, its code kept for the request log."""
+    request.state.error = err.code
+    return error_response(err, headers)
+
+
 # ------------------------------------------------------------------ 404 / 405 in the envelope
 async def not_found(request: Request, exc: Exception) -> Response:
-    return error_response(ApiError(404, f"no route {request.url.path}; see /v1/models, "
-                                        f"/v1/embeddings, /v1/rerank, /v2/rerank, /v1/search, "
-                                        f"/health", code="not_found"))
+    return logged_error(request, ApiError(
+        404, f"no route {request.url.path}; see /v1/models, /v1/embeddings, /v1/rerank, "
+             f"/v2/rerank, /v1/search, /health", code="not_found"))
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
     allow = (getattr(exc, "headers", None) or {}).get("Allow", "")
-    return error_response(ApiError(405, f"{request.method} is not allowed on "
-                                        f"{request.url.path} (allowed: {allow})",
-                                   code="method_not_allowed"),
-                          headers={"Allow": allow} if allow else None)
+    return logged_error(request, ApiError(
+        405, f"{request.method} is not allowed on {request.url.path} (allowed: {allow})",
+        code="method_not_allowed"), headers={"Allow": allow} if allow else None)
 
 
 # ------------------------------------------------------------------ CORS, for named origins
@@ -210,8 +217,8 @@ class RequestLog:
         finally:
             status = state.get("status", status)
             ms = (time.perf_counter() - start) * 1000
-            extra = "".join(f" {key}={state[key]}" for key in ("inputs", "tokens")
-                            if key in state)
+            extra = "".join(f" {key}={state[key]}" for key in ("error", "inputs", "tokens")
+                            if state.get(key) is not None)
             log.info("%s %s %d%s %.1f ms", scope["method"], scope["path"], status, extra, ms)
 
 

@@ -257,6 +257,24 @@ def test_request_log_has_counts_and_never_the_text(caplog: pytest.LogCaptureFixt
     assert not any(word in caplog.text for word in ("secret", "espresso", "private"))
 
 
+def test_request_log_names_the_error_code_of_a_refused_request(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Open WebUI shows a refused upload as a bare "400 Bad Request" (it drops the body), so the
+    # server's log is where the user learns why: the error code, still never the text.
+    http = client(FakeEngine(max_tokens=4))
+    with caplog.at_level(logging.INFO, logger="gguf_embed.server"):
+        http.post("/v1/embeddings", json={"input": "secret espresso private tea leaves"})
+        http.post("/v1/embeddings", json={"input": "secret", "dimensions": 10**6})
+        http.get("/nowhere")
+        http.post("/v1/embeddings", json={"input": "tea"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "gguf_embed.server"]
+    assert lines[0].startswith("POST /v1/embeddings 400 error=context_length_exceeded "), lines
+    assert lines[1].startswith("POST /v1/embeddings 400 error=invalid_dimensions "), lines
+    assert lines[2].startswith("GET /nowhere 404 error=not_found "), lines
+    assert "error=" not in lines[3], lines
+    assert not any(word in caplog.text for word in ("secret", "espresso", "private"))
+
+
 def test_no_request_log_unless_info_is_on(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gguf_embed.server"):
         client().post("/v1/embeddings", json={"input": "x"})

@@ -167,11 +167,12 @@ def build_wheel(preset: str, defines: list[str], version: str, isolation: bool =
     args = cmake_args(variables)
     drop = dropped_libraries(variables)
     # the key covers the preset's resolved variables (so editing a preset rebuilds) and what
-    # is dropped from the wheel afterwards
+    # is dropped from the wheel afterwards, not where the checkout lives (a second clone reuses it)
+    keyed = args.replace(str(ROOT), "<checkout>")
     included = "".join(Path(v).read_text() for k, v in sorted(variables.items())
                        if k.endswith("_INCLUDE_BEFORE") and Path(v).is_file())
     key = hashlib.sha256(
-        f"{version} {args}{' drop=' + ','.join(drop) if drop else ''}{included}".encode()
+        f"{version} {keyed}{' drop=' + ','.join(drop) if drop else ''}{included}".encode()
     ).hexdigest()[:12]
     folder = CACHE / "wheels" / f"{preset}-{key}"
     wheels = sorted(folder.glob("llama_cpp_python-*.whl"))

@@ -31,9 +31,10 @@ from .keywords import keyword_columns
 
 K1 = 1.2
 B = 0.75
-COMMON_SHARE = 0.05  # phrases in more than this share of the rows are "common"
+COMMON_SHARE = 0.05  # phrases in more than this share of the rows start as "common"
 # rows per wanted result taken by the rare phrases' ranking, in rounds until the bound holds
-ROUNDS = (4, 16, 64)
+ROUNDS = (4, 16, 64, 256)
+MAX_CACHED = 100_000  # document counts kept per index state
 MAX_RARE_ROWS = 200_000  # above this many rare matches, today's query is no slower
 
 _lock = threading.Lock()
@@ -59,8 +60,8 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
     tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
     tokens: list[str] = []
     for term in terms:
-        found = tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
-                          include_offsets=False, include_colocated=False)
+        found = list(tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
+                               include_offsets=False, include_colocated=False))
         if len(found) != 1:
             return None  # a phrase of several tokens (or none): not covered here
         tokens.append(cast(str, found[0]))
@@ -69,11 +70,14 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
         conn.register_fts5_function("gguf_embed_bm25_stats", _stats_fn)
     except apsw.Error:
         return None
-    rarest = min(range(len(terms)), key=lambda i: counts[i])
+    present = [i for i in range(len(terms)) if counts[i] > 0]
+    if not present:
+        return []  # no phrase matches anything
+    rarest = min(present, key=lambda i: counts[i])
     row = conn.execute("SELECT gguf_embed_bm25_stats(fts_chunks) FROM fts_chunks "
                        "WHERE fts_chunks MATCH ? LIMIT 1", (_phrase(terms[rarest]),)).fetchone()
     if row is None:
-        return []  # no phrase matches anything
+        return None  # the index changed since the counts (outside a read transaction)
     n_row, n_token = (int(x) for x in str(row[0]).split())
     avgdl = float(n_token) / float(n_row)
     idf = []
@@ -120,17 +124,19 @@ def _rounds(conn: apsw.Connection, tokenizer: Any, rare: list[str], tokens: list
     match = " OR ".join(_phrase(term) for term in rare)
     bm25 = f"bm25(fts_chunks, {weights[0]!r}, {weights[1]!r})"
     theta = None
-    for want in (ROUNDS[0] * k, ROUNDS[1] * k, ROUNDS[2] * k):
-        if path_glob:
-            rows = conn.execute(
-                f"SELECT f.rowid, {bm25} AS s FROM fts_chunks f "
-                "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
-                "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
-                (match, path_glob, want + 1)).fetchall()
-        else:
-            rows = conn.execute(f"SELECT rowid, {bm25} AS s FROM fts_chunks "
-                                "WHERE fts_chunks MATCH ? ORDER BY s LIMIT ?",
-                                (match, want + 1)).fetchall()
+    limit = ROUNDS[-1] * k + 1  # FTS5 scores every match of ``rare`` whatever the limit
+    if path_glob:
+        ranked = conn.execute(
+            f"SELECT f.rowid, {bm25} AS s FROM fts_chunks f "
+            "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
+            "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
+            (match, path_glob, limit)).fetchall()
+    else:
+        ranked = conn.execute(f"SELECT rowid, {bm25} AS s FROM fts_chunks "
+                              "WHERE fts_chunks MATCH ? ORDER BY s LIMIT ?",
+                              (match, limit)).fetchall()
+    for want in (r * k for r in ROUNDS):
+        rows = ranked[:want + 1]
         more = len(rows) > want
         ids = [int(cast(int, r[0])) for r in rows[:want]]
         new = _scores(conn, tokenizer, [i for i in ids if i not in scored], tokens, idf,
@@ -163,12 +169,18 @@ def _doc_counts(conn: apsw.Connection, cache_key: tuple[str, Any],
                 del _counts[key]
             cached = _counts[cache_key] = {}
         missing = [t for t in terms if t not in cached]
-    found = {t: int(cast(int, conn.execute(
-        "SELECT count(*) FROM fts_chunks WHERE fts_chunks MATCH ?",
-        (_phrase(t),)).fetchone()[0])) for t in missing}
+    found = {t: _count(conn, t) for t in missing}
     with _lock:
+        if len(cached) > MAX_CACHED:
+            cached.clear()
         cached.update(found)
     return [found[t] if t in found else cached[t] for t in terms]
+
+
+def _count(conn: apsw.Connection, term: str) -> int:
+    row = conn.execute("SELECT count(*) FROM fts_chunks WHERE fts_chunks MATCH ?",
+                       (_phrase(term),)).fetchone()
+    return 0 if row is None else int(cast(int, row[0]))
 
 
 def _scores(conn: apsw.Connection, tokenizer: Any, ids: list[int], tokens: list[str],

@@ -23,8 +23,8 @@ from . import fusion, keyword_topk, vector_cache
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
 from .errors import InputError, NonFiniteVectors
-from .keywords import fts_query as fts_query
 from .keywords import CJK_COLUMN, CJK_WEIGHT, index_text, query_terms
+from .keywords import fts_query as fts_query
 from .store import Store
 
 MODES = ("hybrid", "vector", "keyword")

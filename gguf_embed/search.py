@@ -39,6 +39,7 @@ COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
 COARSE_SHARE = 800  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
+KEYWORD_TOPK_FROM = 10_000  # chunks: below this FTS5 scores every match in a few ms
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
 
@@ -223,7 +224,8 @@ def keyword_hits(store: Store, query: str, k: int,
         return []
     found = None
     state = vector_cache.state_of(store) if store.fts_format == CJK_COLUMN else None
-    if state is not None:  # the same rows and scores as keyword_matches, faster
+    if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
+        # the same rows and scores as keyword_matches, without scoring every match
         found = keyword_topk.topk(store.conn, (str(store.path), state),
                                   query_terms(query, store.fts_format), k, (1.0, CJK_WEIGHT),
                                   path_glob)

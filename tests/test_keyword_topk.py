@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 
 from gguf_embed import keyword_topk, vector_cache
+from gguf_embed import search as search_mod
 from gguf_embed._vectors import vec_blob
 from gguf_embed.keywords import CJK_WEIGHT, fts_query, query_terms
 from gguf_embed.search import keyword_hits
@@ -81,7 +83,8 @@ def check(store: Store) -> int:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Store:
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)  # search takes the fast path
     vector_cache.forget()
     keyword_topk._counts.clear()
     s = Store.open(tmp_path / "i.db")
@@ -94,13 +97,23 @@ def test_same_top_k_as_fts5_bm25(store: Store) -> None:
     assert taken >= 40  # the fast path answered most of them (not only the fallback)
 
 
-def test_search_keyword_hits_unchanged(store: Store) -> None:
+def test_search_keyword_hits_unchanged(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    answered = []
+    real = keyword_topk.topk
+
+    def spy(*args: Any, **kwargs: Any) -> list[tuple[int, float]] | None:
+        found = real(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(keyword_topk, "topk", spy)
     for query in QUERIES:
         for glob in (None, "/docs/b/*"):
             today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50, glob)]
             got = keyword_hits(store, query, 50, glob)
             assert [i for i, _ in got] == [i for i, _ in today]
             assert [s for _, s in got] == pytest.approx([s for _, s in today], abs=1e-9)
+    assert sum(answered) >= 10  # search went through the fast path
 
 
 def test_index_changed_between_searches(store: Store) -> None:

@@ -223,12 +223,14 @@ def keyword_hits(store: Store, query: str, k: int,
     if not match:
         return []
     found = None
-    state = vector_cache.state_of(store) if store.fts_format == CJK_COLUMN else None
-    if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
-        # the same rows and scores as keyword_matches, without scoring every match
-        found = keyword_topk.topk(store.conn, (str(store.path), state),
-                                  query_terms(query, store.fts_format), k, (1.0, CJK_WEIGHT),
-                                  path_glob)
+    if store.fts_format == CJK_COLUMN:
+        with store.conn:  # one snapshot: the counts cached are those of ``state``
+            state = vector_cache.state_of(store)
+            if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
+                # the same rows and scores as keyword_matches, without scoring every match
+                found = keyword_topk.topk(store.conn, (str(store.path), state),
+                                          query_terms(query, store.fts_format), k,
+                                          (1.0, CJK_WEIGHT), path_glob)
     if found is None:
         found = store.keyword_matches(match, k, path_glob)
     return [(chunk_id, -score) for chunk_id, score in found]

@@ -10,7 +10,8 @@ Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `t
 (CJK query runs cut into trigrams), CJK bigrams in the one text column (the first CJK format),
 CJK bigrams in a column of their own weighted CJK_WEIGHT in BM25 (gguf_embed.keywords, what the
 index uses now) and at other weights, bigrams plus unigrams, and optionally the jieba segmenter
-(search mode) for Chinese.
+(search mode) for Chinese; and the chosen index through keyword_topk (the exact top k the
+index computes without scoring every match, issue 21), which must equal the chosen row.
 """
 
 from __future__ import annotations

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from . import fusion, vector_cache
+from . import fusion, keyword_topk, vector_cache
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
 from .errors import InputError, NonFiniteVectors
+from .keywords import CJK_COLUMN, CJK_WEIGHT, index_text, query_terms
 from .keywords import fts_query as fts_query
-from .keywords import index_text, query_terms
 from .store import Store
 
 MODES = ("hybrid", "vector", "keyword")
@@ -39,6 +39,7 @@ COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
 COARSE_SHARE = 800  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
+KEYWORD_TOPK_FROM = 10_000  # chunks: below this FTS5 scores every match in a few ms
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
 
@@ -221,7 +222,18 @@ def keyword_hits(store: Store, query: str, k: int,
     match = fts_query(query, store.fts_format)
     if not match:
         return []
-    return [(chunk_id, -score) for chunk_id, score in store.keyword_matches(match, k, path_glob)]
+    found = None
+    if store.fts_format == CJK_COLUMN:
+        with store.conn:  # one snapshot: the counts cached are those of ``state``
+            state = vector_cache.state_of(store)
+            if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
+                # the same rows and scores as keyword_matches, without scoring every match
+                found = keyword_topk.topk(store.conn, (str(store.path), state),
+                                          query_terms(query, store.fts_format), k,
+                                          (1.0, CJK_WEIGHT), path_glob)
+    if found is None:
+        found = store.keyword_matches(match, k, path_glob)
+    return [(chunk_id, -score) for chunk_id, score in found]
 
 
 def snippet(text: str, terms: set[str], width: int = 240) -> str:

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from . import fusion, keyword_topk, vector_cache
+from . import fusion, vector_cache
+from . import store_keyword_topk as keyword_topk
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
 from .errors import InputError, NonFiniteVectors

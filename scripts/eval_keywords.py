@@ -149,7 +149,7 @@ def run_topk(docs: dict[str, str], queries: dict[str, str], share: float) -> dic
     query when it cannot tell."""
     import apsw
 
-    from gguf_embed import keyword_topk
+    from gguf_embed import store_keyword_topk as keyword_topk
 
     conn = apsw.Connection(":memory:")
     conn.execute("CREATE TABLE chunks(id INTEGER PRIMARY KEY, text TEXT); "

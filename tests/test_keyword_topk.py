@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from gguf_embed import keyword_topk, vector_cache
 from gguf_embed import search as search_mod
+from gguf_embed import store_keyword_topk as keyword_topk
+from gguf_embed import vector_cache
 from gguf_embed._vectors import vec_blob
 from gguf_embed.keywords import CJK_WEIGHT, fts_query, query_terms
 from gguf_embed.search import keyword_hits

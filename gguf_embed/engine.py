@@ -42,7 +42,7 @@ from .models import (
     file_fingerprint,
     spec_for_file,
 )
-from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
+from .protocol import EmbeddingEngine, Embeddings, EmbedShortcut, Input, Prepared
 
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
@@ -71,7 +71,7 @@ class EngineOptions:
     long_flash_attn: bool | None = None  # None: as above; True / False: always / never
 
 
-class Engine:
+class Engine(EmbedShortcut):
     """One GGUF embedding model loaded in llama.cpp.
 
     Threads: one engine may be shared by every thread of a process (make one per process: a
@@ -212,13 +212,6 @@ class Engine:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(self.tokenize(t)) for t in texts]
 
-    def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
-              dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
-        """Embed texts (documents by default; ``query=True`` adds the query instruction)."""
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode(texts, query=query, task=task, dimensions=dimensions,
-                           truncate=truncate).vectors
 
     def encode(self, texts: Sequence[str], *, query: bool = False, task: str | None = None,
                dimensions: int | None = None, truncate: bool = False) -> Embeddings:

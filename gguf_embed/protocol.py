@@ -112,3 +112,20 @@ class EmbeddingEngine(Protocol):
 
 
 __all__ = ["EmbeddingEngine", "Embeddings", "Input", "Prepared"]
+
+
+class EmbedShortcut:
+    """``embed(texts)``: :meth:`encode`'s vectors for one text or many, shared by the engines
+    (``Engine``, ``RemoteEngine``, ``FakeEngine``), which define ``encode``."""
+
+    def encode(self, texts: Sequence[str], *, query: bool = False, task: str | None = None,
+               dimensions: int | None = None, truncate: bool = False) -> Embeddings:
+        raise NotImplementedError
+
+    def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
+              dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
+        """Embed texts (documents by default; ``query=True`` adds the query instruction)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self.encode(texts, query=query, task=task, dimensions=dimensions,
+                           truncate=truncate).vectors

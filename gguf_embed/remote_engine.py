@@ -60,7 +60,7 @@ from ._text import check_text
 from ._vectors import finish
 from .errors import EngineError, EngineUnavailable, InputError, InvalidDimensions, first_line
 from .models import ModelSpec
-from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
+from .protocol import EmbeddingEngine, Embeddings, EmbedShortcut, Input, Prepared
 from .remote_identity import FINGERPRINT_TEXT
 
 DEFAULT_CONTEXT = 512  # tokens per input, where neither the server nor the catalog says
@@ -92,7 +92,7 @@ class RemotePrepared(Prepared):
         return len(self.texts)
 
 
-class RemoteEngine:
+class RemoteEngine(EmbedShortcut):
     """An :class:`~gguf_embed.protocol.EmbeddingEngine` over an embedding server's HTTP API."""
 
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None,
@@ -319,12 +319,6 @@ class RemoteEngine:
                                                 truncate=truncate), dimensions=dimensions,
                                    urgent=query)
 
-    def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
-              dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode(texts, query=query, task=task, dimensions=dimensions,
-                           truncate=truncate).vectors
 
     def close(self) -> None:
         if self._pool is not None:

@@ -15,12 +15,12 @@ import numpy as np
 from ._vectors import finish
 from .errors import InputError, InputTooLong, InvalidDimensions
 from .models import ModelSpec
-from .protocol import EmbeddingEngine, Embeddings, Input, Prepared
+from .protocol import EmbeddingEngine, Embeddings, EmbedShortcut, Input, Prepared
 
 WORD = re.compile(r"\w+|[^\w\s]")
 
 
-class FakeEngine:
+class FakeEngine(EmbedShortcut):
     """An :class:`~gguf_embed.protocol.EmbeddingEngine` without a model: hashed words."""
 
     pooling = "mean"
@@ -92,12 +92,6 @@ class FakeEngine:
         return self.embed_prepared(self.prepare(texts, query=query, task=task,
                                                 truncate=truncate), dimensions=dimensions)
 
-    def embed(self, texts: Sequence[str] | str, *, query: bool = False, task: str | None = None,
-              dimensions: int | None = None, truncate: bool = False) -> np.ndarray:
-        if isinstance(texts, str):
-            texts = [texts]
-        return self.encode(texts, query=query, task=task, dimensions=dimensions,
-                           truncate=truncate).vectors
 
     def info(self) -> dict[str, object]:
         return {"name": self.spec.name, "dims": self.dims, "context": self.max_tokens}

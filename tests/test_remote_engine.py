@@ -7,7 +7,6 @@ import json
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from gguf_embed.errors import EngineError, InputError
 from gguf_embed.models import QWEN3_QUERY, QWEN3_TASK
 from gguf_embed.remote_engine import catalog_spec, clean_url
 from gguf_embed.remote_identity import identity_problem
-from gguf_embed.server import ServerConfig, create_app
+from tests.test_server import Live as ServerLive
 
 KEY = "sk-test-0123456789-secret"
 
@@ -36,34 +35,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Live:
-    """`gguf-embed serve`'s app in a thread on a free loopback port."""
+class Live(ServerLive):
+    """`gguf-embed serve`'s app in a thread on a free loopback port, serving ``name``."""
 
     def __init__(self, engine: Engine, name: str, **kwargs: Any) -> None:
-        import uvicorn
-
-        self.port = free_port()
-        config = ServerConfig(model_name=name, port=self.port, **kwargs)
-        self.server = uvicorn.Server(uvicorn.Config(create_app(engine, config),
-                                                    host="127.0.0.1", port=self.port,
-                                                    log_level="error"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Live:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        super().__init__(engine, model_name=name, **kwargs)
 
 
 @pytest.fixture(scope="module")

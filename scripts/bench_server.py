@@ -57,13 +57,14 @@ def run(engine: Engine, window: float, texts: list[str], clients: int, per_clien
     return ok / seconds
 
 
-def start(engine: Engine) -> tuple[object, object, int]:
+def start(engine: Engine, model_name: str = "m") -> tuple[object, object, int]:
+    """``serve``'s app for ``engine`` in a thread on a free loopback port: (app, server, port)."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(engine, ServerConfig(model_name="m", port=port))
+    app = create_app(engine, ServerConfig(model_name=model_name, port=port))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

@@ -16,33 +16,16 @@ folder if you like:
 from __future__ import annotations
 
 import argparse
-import socket
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
 from gguf_embed import Engine
-from gguf_embed.server import ServerConfig, create_app
+from scripts.bench_server import start
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["tar -xf archive.tar extracts an archive", "ls -la lists every file, hidden too",
          "du -sh shows the size of a folder", "Grüße aus Köln"]
-
-
-def start(engine: Engine) -> tuple[str, object]:
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app = create_app(engine, ServerConfig(model_name="all-minilm-l6-v2", port=port))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.02)
-    return f"http://127.0.0.1:{port}/v1", server
 
 
 def main() -> None:
@@ -53,7 +36,8 @@ def main() -> None:
     from chromadb.utils.embedding_functions import OpenAIEmbeddingFunction
 
     engine = Engine(opts.model)
-    base, server = start(engine)
+    _, server, port = start(engine, "all-minilm-l6-v2")
+    base = f"http://127.0.0.1:{port}/v1"
     want = engine.embed(TEXTS)
 
     function = OpenAIEmbeddingFunction(api_key="unused", api_base=base)  # ada-002 by default

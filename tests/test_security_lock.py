@@ -38,9 +38,9 @@ def test_a_symlink_at_the_lock_path_is_refused_and_its_target_untouched(
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "a.md").write_text("# a\n\nsome text\n")
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    db = shared / "index.db"
+    common = tmp_path / "common"
+    common.mkdir()
+    db = common / "index.db"
     Path(str(db) + ".lock").symlink_to(victim)
     done = run_index(db, docs, minilm_path)
     assert done.returncode == 1, done.stderr

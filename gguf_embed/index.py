@@ -215,7 +215,8 @@ class Index:
             prune_missing: bool = False,
             cancel: threading.Event | None = None,
             executor: Executor | None = None,
-            follow_symlinks: bool = False) -> IndexSummary:
+            follow_symlinks: bool = False,
+            on_found: Callable[[list[Path]], None] | None = None) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
 
         A symlink inside ``paths`` whose target leaves them is not followed (counted in
@@ -235,7 +236,10 @@ class Index:
         ``executor`` embeds the batches elsewhere, e.g. a
         :class:`~gguf_embed.ray_executor.RayExecutor` (Ray actors, several batches in flight;
         the engine here then only tokenizes, and may be loaded ``vocab_only``).  Whatever
-        embeds them, batches are written here, in order, each in one transaction."""
+        embeds them, batches are written here, in order, each in one transaction.
+
+        ``on_found`` is called once the walk is done, before anything is embedded, with the
+        files it found (the CLI estimates the run's time from them)."""
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
@@ -249,7 +253,8 @@ class Index:
                           dimensions=self.meta.get("dimensions"), rules=rules,
                           max_file_bytes=max_file_bytes, progress=progress, cancel=cancel,
                           executor=executor,
-                          on_links=lambda found: self._remember_links(roots, found))
+                          on_links=lambda found: self._remember_links(roots, found),
+                          on_found=on_found)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         self._refresh_search_cache()

@@ -132,9 +132,11 @@ class Indexer:
                  progress: Callable[[Progress], None] | None = None,
                  cancel: threading.Event | None = None,
                  executor: Executor | None = None,
-                 on_links: Callable[[dict[str, list[str]]], None] | None = None) -> None:
+                 on_links: Callable[[dict[str, list[str]]], None] | None = None,
+                 on_found: Callable[[list[Path]], None] | None = None) -> None:
         """``on_links`` is told, once the walk is done and before anything is written, the
-        targets of the symlinks it followed, by root (``rules.follow_symlinks``)."""
+        targets of the symlinks it followed, by root (``rules.follow_symlinks``); ``on_found``
+        then gets the files the walk found (e.g. to estimate the run's time)."""
         self.store = store
         self.engine = engine
         if executor is None:
@@ -151,6 +153,7 @@ class Indexer:
         self.cancel = cancel
         self.summary = IndexSummary()
         self.on_links = on_links
+        self.on_found = on_found
         self._moved_from: set[str] = set()
 
     def count_tokens(self, text: str) -> int:
@@ -182,6 +185,8 @@ class Indexer:
                 found.append(item)
         if self.on_links is not None:
             self.on_links(followed)
+        if self.on_found is not None:
+            self.on_found([f.path for f in found])
         return self.update(found, [os.path.abspath(r) for r in roots], start=start,
                            unseen=unseen, unfollowed=unfollowed)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -158,14 +159,13 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
         with _cancel_on_ctrl_c(cancel), quiet, executor or contextlib.nullcontext(), Index(
                 db, engine, dimensions=dimensions, chunking=chunking, reindex=reindex,
                 model_ref=_model_ref(model, engine), on_wait=_tell_waiting(db)) as idx:
-            if executor is None:
-                _say_if_slow(idx, engine, paths, include, exclude, not no_ignore,
-                             int(max_file_size * 1e6))
+            max_bytes = int(max_file_size * 1e6)
+            say = None if executor else functools.partial(_say_if_slow, idx, engine, max_bytes)
             summary = idx.add(list(paths), include=include, exclude=exclude,
-                              use_ignore_files=not no_ignore,
-                              max_file_bytes=int(max_file_size * 1e6),
+                              use_ignore_files=not no_ignore, max_file_bytes=max_bytes,
                               progress=bar, prune_missing=prune_missing, cancel=cancel,
-                              executor=executor, follow_symlinks=follow_symlinks)
+                              executor=executor, follow_symlinks=follow_symlinks,
+                              on_found=say)
     except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
         if bar:
             bar.close()
@@ -202,17 +202,13 @@ def _chunking(engine: Any, tokens: int | None, overlap: int | None) -> ChunkSett
         raise click.BadParameter(str(exc), param_hint="'--chunk-overlap'") from exc
 
 
-def _say_if_slow(idx: Index, engine: Any, paths: tuple[Path, ...], include: tuple[str, ...],
-                 exclude: tuple[str, ...], use_ignore: bool, max_bytes: int) -> None:
-    """On a CPU, say before starting when the run will take more than a few minutes, and
-    name a faster model (gguf_embed.estimate computes; this prints)."""
+def _say_if_slow(idx: Index, engine: Any, max_bytes: int, found: list[Path]) -> None:
+    """On a CPU, say before embedding the ``found`` files when the run will take more than a
+    few minutes, and name a faster model (gguf_embed.estimate computes; this prints)."""
     from ..estimate import estimate_index
-    from ..walk import Found, Rules, walk
 
     if getattr(engine, "n_gpu_layers", 0) or not hasattr(engine, "metadata"):
         return  # a GPU, or an engine that is no local GGUF (nothing to estimate from)
-    found = [f.path for f in walk(list(paths), Rules(include, exclude, use_ignore))
-             if isinstance(f, Found)]
     chunk = idx.chunk_settings
     est = estimate_index(engine, found, idx.store.documents(), max_file_bytes=max_bytes,
                          overlap_factor=chunk.max_tokens / max(1, chunk.max_tokens

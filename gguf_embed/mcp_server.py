@@ -25,6 +25,7 @@ from .errors import GgufEmbedError, InputError, capped, first_line, quoted
 from .extract import Skip, extract
 from .index import Index
 from .search import MODES, SearchResult
+from .walk import secret_path
 from .watch import Background
 
 MAX_GET_LINES = 2_000  # lines returned by one get() without a range (the rest: ask again)
@@ -179,6 +180,12 @@ class Service:
         if not index.bounds().allows(known):  # the rule search results are filtered by
             raise InputError(f"{quoted(path)} leads outside the indexed folders (a symlink); "
                              f"refused", param="path")
+        if secret_path(known) or secret_path(real):
+            # The roots and documents are whatever the index file says; this rule is not, so
+            # a forged index cannot make get read a key or a .env from disk.
+            raise InputError(f"{quoted(path)} holds credentials by convention; get never reads "
+                             f"such a file from disk (search shows what was indexed of it)",
+                             param="path")
         return real, known
 
     def status(self) -> dict[str, Any]:

@@ -42,6 +42,13 @@ def secret_file(name: str) -> bool:
     return SECRET_FILES.match_file(name)
 
 
+def secret_path(path: str) -> bool:
+    """Whether ``path`` is a credential file by convention or lies in a folder of them
+    (``~/.ssh/config``): what is never read from disk to be served, whatever an index says."""
+    parts = Path(path).parts
+    return bool(parts) and (secret_file(parts[-1]) or any(p in SECRET_DIRS for p in parts[:-1]))
+
+
 Specs = list[tuple[Path, pathspec.PathSpec]]  # ignore rules in force, with their folders
 
 

@@ -59,3 +59,29 @@ def test_watch_batches_skip_credential_files(tmp_path: Path) -> None:
         index.update([docs / ".env.local", docs / "backup.key", docs / ".ssh" / "id_rsa",
                       docs / ".ssh"], [docs])
         assert names(index, docs) == {"notes.md", ".env.example"}
+
+
+def test_a_forged_index_cannot_make_mcp_get_read_credentials(tmp_path: Path) -> None:
+    """The attacker writes the index file: it lists `/` as a root and a key, a `.env` and a
+    file under `.ssh/` as documents (made here by naming the files, which indexes them as
+    asked). MCP `get` reads from disk, so it must refuse them whatever the index says."""
+    import pytest
+
+    pytest.importorskip("mcp")
+    from gguf_embed.errors import InputError
+    from gguf_embed.mcp_server import Service
+
+    docs = project(tmp_path)
+    db = tmp_path / "forged.db"
+    engine = FakeEngine()
+    named = [docs / ".env", docs / "id_ed25519", docs / ".ssh" / "config", docs / "notes.md"]
+    with Index(db, engine) as index:
+        index.add(named)
+        index.store.set_meta({"roots": ["/"]})  # the forged boundary
+        assert {".env", "id_ed25519", ".ssh/config"} <= names(index, docs)
+    service = Service(engine, db, model_name="fake")
+    for victim in named[:3]:
+        with pytest.raises(InputError, match="holds credentials") as caught:
+            service.get(str(victim))
+        assert SECRET not in str(caught.value)
+    assert "deploy" in service.get(str(docs / "notes.md"))["text"]  # the rest is served

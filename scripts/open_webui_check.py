@@ -13,7 +13,8 @@ in a virtual environment of its own and name it here.
     python -m scripts.open_webui_check --webui /tmp/owui/bin/open-webui \\
         [--model models/all-minilm-l6-v2-f16.gguf] [--reranker models/tiny-xlmr-reranker-f32.gguf]
 
-Both servers bind 127.0.0.1 only and Open WebUI runs offline (no downloads, no telemetry);
+Both servers bind 127.0.0.1 only (with `--exposed NAME`, `serve` binds 0.0.0.0 with a key,
+as in the Docker recipe) and Open WebUI runs offline (no downloads, no telemetry);
 its data lives in a temporary folder.  Exit code 0 and "ok" lines when every check passes;
 the servers' logs are printed otherwise.  The reranker's order is printed, not checked: the
 test rerankers have random weights.
@@ -109,16 +110,22 @@ def main() -> None:
     parser.add_argument("--webui", required=True, help="the open-webui executable")
     parser.add_argument("--model", default=str(ROOT / "models" / "all-minilm-l6-v2-f16.gguf"))
     parser.add_argument("--reranker", default=None)
+    parser.add_argument("--exposed", metavar="NAME", default=None, help=(
+        "the Docker recipe's server side: serve binds 0.0.0.0 with the key, and Open WebUI's "
+        "requests reach it as http://NAME:PORT (e.g. host.docker.internal mapped in "
+        "/etc/hosts to this machine's non-loopback address)"))
     opts = parser.parse_args()
 
     key = "check-" + os.urandom(8).hex()
     embed_port, webui_port = free_port(), free_port()
-    Recorder.target = f"http://127.0.0.1:{embed_port}"
+    Recorder.target = f"http://{opts.exposed or '127.0.0.1'}:{embed_port}"
     proxy = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{proxy.server_address[1]}"
     serve_cmd = [sys.executable, "-m", "gguf_embed", "-v", "serve", "--model", opts.model,
                  "--port", str(embed_port), "--api-key", key, "--truncate"]
+    if opts.exposed:
+        serve_cmd += ["--host", "0.0.0.0"]
     if opts.reranker:
         serve_cmd += ["--reranker", opts.reranker]
     data = Path(tempfile.mkdtemp(prefix="owui-"))
@@ -149,6 +156,13 @@ def main() -> None:
                                  env=env, cwd=data)
         try:
             wait_for(f"{Recorder.target}/health", serve, 120)
+            if opts.exposed:
+                peer = socket.gethostbyname(opts.exposed)
+                anonymous = httpx.post(f"{Recorder.target}/v1/embeddings", timeout=30,
+                                       json={"input": "x", "model": "m"})
+                assert anonymous.status_code == 401, anonymous.text  # the key is required
+                print(f"ok: serve on 0.0.0.0 answers http://{opts.exposed}:{embed_port} "
+                      f"({peer}) only with the key")
             url = f"http://127.0.0.1:{webui_port}"
             wait_for(f"{url}/health", webui, 600)
             check(url, reranking=bool(opts.reranker))

@@ -1,7 +1,8 @@
 """What the index file is checked for before and while it is written (store, index, merge).
 
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
-  folder, a device or a socket is refused at once: SQLite would block on a FIFO forever.
+  folder, a device or a socket is refused at once: SQLite would block on a FIFO forever; a side
+  file that is a symbolic link is named (SQLite refuses it with a vague message).
 * :func:`write_errors`: the one place where SQLite's disk errors (full disk, file-size limit,
   quota, I/O error, read-only file) become :class:`IndexWriteError`, one line naming the index
   and the cause.  SQLite rolls the transaction back, so the file stays at its last commit.
@@ -37,6 +38,11 @@ def check_regular(path: str | Path) -> None:
     and is not a regular file (nothing is opened: a FIFO would block)."""
     for suffix in SIDE_FILES:
         name = f"{path}{suffix}"
+        if suffix and os.path.islink(side := f"{os.path.realpath(path)}{suffix}"):
+            # SQLite refuses it ("unable to open database file"); say what and where
+            raise IndexFileError(f"{quoted(side)} is a symbolic link; SQLite never follows "
+                                 f"one for the index's side files: remove it if you did not "
+                                 f"make it")
         try:
             mode = os.stat(name).st_mode
         except OSError:

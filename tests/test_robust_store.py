@@ -135,6 +135,25 @@ def test_a_non_regular_index_path_is_refused_at_once(tmp_path: Path, kind: str,
         assert "character device" in str(info.value)
 
 
+@pytest.mark.parametrize("readonly", [True, False])
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_symlinked_side_file_is_named_and_its_target_untouched(
+        tmp_path: Path, suffix: str, readonly: bool) -> None:
+    """Someone who can write the index's folder plants `i.db-wal -> victim`: the open is
+    refused in one line naming that file (not SQLite's "unable to open database file"), and
+    the victim is unchanged."""
+    db = built(tmp_path)
+    for side in ("-wal", "-shm"):
+        Path(f"{db}{side}").unlink(missing_ok=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    os.symlink(victim, f"{db}{suffix}")
+    with pytest.raises(IndexFileError, match="is a symbolic link") as info:
+        Index(db, FakeEngine(), readonly=readonly).close()
+    assert f"i.db{suffix}" in str(info.value)
+    assert victim.read_text() == "precious\n"
+
+
 # ---------------------------------------------------------------- a refused open leaves nothing
 @pytest.mark.parametrize("refusal", ["dimensions", "chunking", "context"])
 def test_an_index_refused_for_its_options_leaves_no_file(tmp_path: Path, refusal: str) -> None:

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from gguf_embed.cli import cli
+from gguf_embed.cli._base import model_options
 from gguf_embed.index import Index
 from gguf_embed.store import SCHEMA_VERSION, Store
 from gguf_embed.testing import FakeEngine
@@ -336,3 +337,45 @@ def test_merge_on_a_full_disk_is_one_line_and_the_output_stays_valid(
     with Index(out, readonly=True) as index:
         assert index.store.conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         assert len(index.store.documents()) == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "nan", "lots"])
+def test_threads_out_of_range_is_a_usage_error(tmp_path: Path, docs: Path, value: str) -> None:
+    db = tmp_path / "new.db"
+    result = CliRunner().invoke(cli, ["index", str(docs), "--db", str(db), "--threads", value])
+    assert result.exit_code == 2 and "--threads" in result.stderr, result.stderr
+    assert "No such option" not in result.stderr and not db.exists()
+
+
+def test_threads_reaches_the_model_and_the_reranker(minilm_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--threads N` (or GGUF_EMBED_THREADS) is what llama.cpp gets; without it, the
+    physical cores (what doctor reported before the option existed)."""
+    def threads(*args: str, env: dict[str, str] | None = None) -> int:
+        result = CliRunner().invoke(cli, ["doctor", "-m", str(minilm_path), "--json", *args],
+                                    env=env)
+        assert result.exit_code == 0, result.output
+        return int(json.loads(result.stdout)["model"]["threads"])
+
+    from gguf_embed import _llama
+
+    assert threads() == _llama.physical_cores()
+    assert threads("--threads", "3") == 3
+    assert threads(env={"GGUF_EMBED_THREADS": "5"}) == 5
+    from gguf_embed.cli._base import load_reranker
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr("gguf_embed.reranker.Reranker", lambda model, **kw: seen.update(kw))
+
+    @cli.command("probe-reranker", hidden=True)
+    @model_options
+    def probe(model: str | None, offline: bool, hf_endpoint: str | None,
+              cache_dir: str | None) -> None:
+        load_reranker(str(minilm_path), offline, hf_endpoint, cache_dir)
+
+    try:
+        result = CliRunner().invoke(cli, ["probe-reranker", "--threads", "7"])
+        assert result.exit_code == 0, result.output
+    finally:
+        cli.commands.pop("probe-reranker")
+    assert seen == {"n_threads": 7}

@@ -109,9 +109,30 @@ def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) ->
     return value
 
 
+_THREADS = "gguf_embed.threads"  # click context meta: --threads, read by the loaders below
+
+
+def _remember_threads(ctx: click.Context, param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        ctx.meta[_THREADS] = value
+
+
+def _threads(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``n_threads`` from ``--threads`` when given (and not set already)."""
+    ctx = click.get_current_context(silent=True)
+    threads = ctx.meta.get(_THREADS) if ctx is not None else None
+    return {"n_threads": threads, **kwargs} if threads else kwargs
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--model, --offline and the hub settings, shared by every command that loads a model."""
+    """--model, --offline, --threads and the hub settings, shared by every command that loads
+    a model."""
     func = hub_options(func)
+    func = click.option("--threads", type=click.IntRange(1, 4096), envvar="GGUF_EMBED_THREADS",
+                        default=None, metavar="N", expose_value=False,
+                        callback=_remember_threads,
+                        help="CPU threads llama.cpp uses for the model (and the reranker) "
+                             "[env: GGUF_EMBED_THREADS; default: the physical cores].")(func)
     func = click.option("--offline", is_flag=True, envvar="HF_HUB_OFFLINE",
                         help="Never download; use the Hugging Face cache only "
                              "[env: HF_HUB_OFFLINE].")(func)
@@ -154,6 +175,7 @@ def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
 
     resolved = resolve(model or DEFAULT_MODEL, offline=offline, hf_endpoint=hf_endpoint,
                        cache_dir=cache_dir)
+    kwargs = _threads(kwargs)
     if unload_after:
         from ..idle import IdleEngine
 
@@ -206,7 +228,7 @@ def load_reranker(model: str | None, offline: bool, hf_endpoint: str | None,
     from ..reranker import Reranker
 
     return Reranker(resolve(model or DEFAULT_RERANKER, offline=offline,
-                            hf_endpoint=hf_endpoint, cache_dir=cache_dir))
+                            hf_endpoint=hf_endpoint, cache_dir=cache_dir), **_threads({}))
 
 
 @click.group(cls=_Group)

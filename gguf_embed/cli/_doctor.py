@@ -18,7 +18,7 @@ from ..doctor import (
 )
 from ..errors import GgufEmbedError, ModelLoadError
 from ..models import DEFAULT_MODEL, ResolvedModel, file_fingerprint
-from ._base import cli, model_options, resolve, terminal_text
+from ._base import _threads, cli, model_options, resolve, terminal_text
 
 
 @cli.command()
@@ -46,7 +46,7 @@ def doctor(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir:
         if resolved.spec.kind == "reranker" or looks_like_reranker(resolved.path):
             _doctor_reranker(resolved, env, as_json)
             return
-        engine = Engine(resolved)
+        engine = Engine(resolved, **_threads({}))
     except GgufEmbedError as exc:  # still report the environment: it is half the diagnosis
         error = terminal_text(str(exc))
         if as_json:
@@ -96,7 +96,7 @@ def _doctor_reranker(resolved: ResolvedModel, env: dict, as_json: bool) -> None:
     from ..reranker import Reranker
 
     try:
-        reranker = Reranker(resolved)
+        reranker = Reranker(resolved, **_threads({}))
     except ModelLoadError as exc:
         info, test = {"path": str(resolved.path)}, {"ok": False, "error": str(exc)}
     else:

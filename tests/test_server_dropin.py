@@ -26,11 +26,15 @@ class FakeReranker:
         self.path = Path(f"{name}.gguf")
         self.spec = FakeEngine(name=name).spec
 
-    def score(self, query: str, documents: list[str]) -> RerankScores:
+    def score(self, query: str, documents: list[str], *,
+              max_doc_tokens: int | None = None) -> RerankScores:
+        cut = [i for i, d in enumerate(documents)
+               if max_doc_tokens is not None and len(d.split()) > max_doc_tokens]
+        documents = [" ".join(d.split()[:max_doc_tokens]) for d in documents]
         words = set(query.lower().split())
         raw = [len(words & set(d.lower().split())) * 2.0 - 1.0 for d in documents]
         return RerankScores(np.array(raw, dtype=np.float32), [len(d.split()) + 2
-                                                              for d in documents], [])
+                                                              for d in documents], cut)
 
     def relevance(self, scores: np.ndarray) -> np.ndarray:
         from gguf_embed.reranker import relevance
@@ -181,6 +185,20 @@ def test_v2_rerank_in_cohere_shape_with_scores_in_0_1() -> None:
     bad = http.post("/v2/rerank", json={"query": "q", "documents": ["a"],
                                         "max_tokens_per_doc": 0})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens_per_doc"
+
+
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank"])
+def test_max_tokens_per_doc_cuts_each_document_before_scoring(path: str) -> None:
+    http = client(reranker=FakeReranker())
+    docs = ["black green tea", "green tea leaves"]
+    whole = http.post(path, json={"query": "green tea", "documents": docs}).json()
+    assert [r["raw_score"] for r in whole["results"]] == [3.0, 3.0]
+    reply = http.post(path, json={"query": "green tea", "documents": docs,
+                                  "max_tokens_per_doc": 1})
+    assert reply.status_code == 200, reply.text
+    results = {r["index"]: r for r in reply.json()["results"]}
+    assert results[0]["raw_score"] == -1.0 and results[0]["truncated"] is True  # "black"
+    assert results[1]["raw_score"] == 1.0 and results[1]["truncated"] is True  # "green"
 
 
 def test_relevance_is_the_sigmoid_of_a_logit_and_a_probability_as_is() -> None:

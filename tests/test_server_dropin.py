@@ -293,6 +293,33 @@ def test_request_log_names_the_error_code_of_a_refused_request(
     assert not any(word in caplog.text for word in ("secret", "espresso", "private"))
 
 
+def test_request_log_names_the_code_of_refused_preflights_and_guard_refusals(
+        caplog: pytest.LogCaptureFixture) -> None:
+    http = client(cors_origins=("https://app.example",), api_key="s3cret")
+    with caplog.at_level(logging.INFO, logger="gguf_embed.server"):
+        evil = http.options("/v1/embeddings", headers={"origin": "https://evil.example",
+                                                       **PREFLIGHT})
+        ok = http.options("/v1/embeddings", headers={"origin": "https://app.example",
+                                                     **PREFLIGHT})
+        keyless = http.post("/v1/embeddings", json={"input": "secret"})
+        cross = http.post("/v1/embeddings", json={"input": "secret"}, headers={
+            "origin": "https://evil.example", "authorization": "Bearer s3cret"})
+        rebound = http.post("/v1/embeddings", json={"input": "secret"}, headers={
+            "host": "attacker.example", "authorization": "Bearer s3cret"})
+    assert [evil.status_code, ok.status_code, keyless.status_code, cross.status_code,
+            rebound.status_code] == [403, 200, 401, 403, 403]
+    assert evil.json()["error"] == {"message": evil.json()["error"]["message"],
+                                    "type": "permission_error", "param": None,
+                                    "code": "forbidden_origin"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "gguf_embed.server"]
+    assert lines[0].startswith("OPTIONS /v1/embeddings 403 error=forbidden_origin "), lines
+    assert lines[1].startswith("OPTIONS /v1/embeddings 200 ") and "error=" not in lines[1]
+    assert lines[2].startswith("POST /v1/embeddings 401 error=invalid_api_key "), lines
+    assert lines[3].startswith("POST /v1/embeddings 403 error=forbidden_origin "), lines
+    assert lines[4].startswith("POST /v1/embeddings 403 error=forbidden_host "), lines
+    assert "secret" not in caplog.text and "s3cret" not in caplog.text
+
+
 def test_no_request_log_unless_info_is_on(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="gguf_embed.server"):
         client().post("/v1/embeddings", json={"input": "x"})

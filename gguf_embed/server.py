@@ -311,14 +311,20 @@ TOKEN_IDS_REFUSED = (
     "own ids)")
 
 
+LISTEN_BACKLOG = 2048  # uvicorn's default
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything is announced (``OSError`` if the port is
-    taken); with port 0 the system picks one: read it from ``getsockname()``."""
+    """The socket, bound and listening before anything is announced (``OSError`` if the port
+    is taken): a client that reads the announced address may connect at once, and waits in
+    the backlog until the server takes it.  With port 0 the system picks one: read it from
+    ``getsockname()``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -2,8 +2,9 @@
 """Server requests/s with and without cross-request batching, in one run, on loopback:
 32 concurrent clients, each sending single-text requests (the common shape of RAG traffic).
 With --fairness: a 1-input request's latency while one 2,048-input request is in flight,
-against its idle latency, with the large request split into the batch queue (fair) and, in
-the same run, embedded whole (as before the split).
+against its idle latency, in the same run for three schedules: the large request in pieces
+with small requests in the side lane beside them (now), in pieces with small requests
+between them (no side lane), and embedded whole in one engine call (before either).
 
     python -m scripts.bench_server                      # MiniLM F16, 32 clients x 40 requests
     python -m scripts.bench_server --fairness           # 2,048 inputs of 100 words in flight
@@ -77,12 +78,14 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-def fairness(engine: Engine, big: list[str], small: list[str], whole: bool,
+def fairness(engine: Engine, big: list[str], small: list[str], schedule: str,
              idle_n: int) -> dict[str, float]:
     """Idle latency of 1-input requests, then their latency with `big` in flight."""
     app, server, port = start(engine)
-    if whole:  # the old schedule: a request's inputs in one engine call
+    if schedule == "whole":  # the first schedule: a request's inputs in one engine call
         app.state.batcher.share_tokens = 10**9  # type: ignore[attr-defined]
+    if schedule == "pieces":  # small requests between the pieces, no side lane
+        app.state.batcher.side_lane = False  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}/v1/embeddings"
     with httpx.Client(timeout=900) as http:
         def one(i: int) -> float:
@@ -132,9 +135,12 @@ def run_fairness(engine: Engine, texts: list[str], inputs: int, words: int,
     print("| schedule | idle p50 | idle p95 | in-flight p50 | in-flight p95 | p95 ratio | "
           "1-input requests served meanwhile | large request |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, whole in (("split into the batch queue (now)", False),
-                        ("whole request in one engine call (before)", True)):
-        r = fairness(engine, big, texts, whole, idle_n)
+    for name, schedule in (("pieces + side lane (now)", "side"),
+                           ("pieces, small requests between them (no side lane)", "pieces"),
+                           ("whole request in one engine call (first)", "whole")):
+        if schedule == "side" and not engine.side_threads:
+            continue  # one thread: no side lane
+        r = fairness(engine, big, texts, schedule, idle_n)
         print(f"| {name} | {r['idle_p50'] * 1000:.0f} ms | {r['idle_p95'] * 1000:.0f} ms | "
               f"{r['busy_p50'] * 1000:.0f} ms | {r['busy_p95'] * 1000:.0f} ms | "
               f"{r['busy_p95'] / r['idle_p95']:.1f}x | {r['busy_n']} | {r['big_s']:.1f} s |",

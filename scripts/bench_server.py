@@ -94,7 +94,7 @@ def fairness(engine: Engine, big: list[str], small: list[str], schedule: str,
             assert r.status_code == 200, r.text
             return time.perf_counter() - t0
 
-        for i in range(5):
+        for i in range(20):
             one(i)  # warm up
         idle = [one(i) for i in range(idle_n)]
         done = threading.Event()
@@ -130,6 +130,7 @@ def run_fairness(engine: Engine, texts: list[str], inputs: int, words: int,
     big = [" ".join(vocab[(i * 37 + j) % len(vocab)] for j in range(words))
            for i in range(inputs)]
     tokens = sum(engine.count_tokens(big[:64])) * inputs // 64
+    engine.embed(big[:16])  # every weight page read in before the first idle request
     print(f"model: {engine.path.name}; one request of {inputs:,} inputs of {words} words "
           f"(~{tokens:,} tokens) in flight; 1-input requests sent one after another\n")
     print("| schedule | idle p50 | idle p95 | in-flight p50 | in-flight p95 | p95 ratio | "

@@ -143,3 +143,21 @@ def test_serve_has_unload_after() -> None:
     assert result.exit_code == 0 and "--unload-after" in result.stdout
     bad = CliRunner().invoke(cli, ["serve", "--unload-after", "0"])
     assert bad.exit_code == 2
+
+
+def test_idle_engine_has_the_side_lane_of_its_engine(minilm_path: Path) -> None:
+    """serve --unload-after serves through IdleEngine: the batcher finds the side lane there
+    too (small requests beside a large one), and it reloads the model like any call."""
+    from gguf_embed.batcher import Batcher
+
+    with IdleEngine(minilm_path, unload_after=0.2) as engine, Engine(minilm_path) as plain:
+        assert engine.side_threads == plain.side_threads
+        if not plain.side_threads:
+            return  # one core: no side lane anywhere
+        assert Batcher(engine).side_lane
+        prepared = plain.prepare(["hello world"])
+        _wait_for(lambda: not engine.loaded)
+        side = engine.embed_side(prepared)
+        assert engine.loads == 2
+        np.testing.assert_allclose(side.vectors, plain.embed_prepared(prepared).vectors,
+                                   atol=3e-3)

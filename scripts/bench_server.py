@@ -73,6 +73,9 @@ def start(engine: Engine, model_name: str = "m") -> tuple[object, object, int]:
     return app, server, port
 
 
+SCHEDULES = ("side", "pieces", "whole")
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
@@ -125,7 +128,7 @@ def fairness(engine: Engine, big: list[str], small: list[str], schedule: str,
 
 
 def run_fairness(engine: Engine, texts: list[str], inputs: int, words: int,
-                 idle_n: int) -> None:
+                 idle_n: int, schedules: tuple[str, ...] = SCHEDULES) -> None:
     vocab = " ".join(texts).split()
     big = [" ".join(vocab[(i * 37 + j) % len(vocab)] for j in range(words))
            for i in range(inputs)]
@@ -139,8 +142,8 @@ def run_fairness(engine: Engine, texts: list[str], inputs: int, words: int,
     for name, schedule in (("pieces + side lane (now)", "side"),
                            ("pieces, small requests between them (no side lane)", "pieces"),
                            ("whole request in one engine call (first)", "whole")):
-        if schedule == "side" and not engine.side_threads:
-            continue  # one thread: no side lane
+        if schedule not in schedules or (schedule == "side" and not engine.side_threads):
+            continue  # not asked for; or one thread: no side lane
         r = fairness(engine, big, texts, schedule, idle_n)
         print(f"| {name} | {r['idle_p50'] * 1000:.0f} ms | {r['idle_p95'] * 1000:.0f} ms | "
               f"{r['busy_p50'] * 1000:.0f} ms | {r['busy_p95'] * 1000:.0f} ms | "
@@ -159,13 +162,16 @@ def main() -> None:
     parser.add_argument("--big-inputs", type=int, default=2048)
     parser.add_argument("--words", type=int, default=100, help="per input of the large one")
     parser.add_argument("--idle", type=int, default=100, help="idle 1-input requests timed")
+    parser.add_argument("--schedules", default=",".join(SCHEDULES),
+                        help="with --fairness: which of side,pieces,whole to run")
     opts = parser.parse_args()
     pages = sorted((opts.corpus / "tldr-linux" / "pages").glob("*.md"))[:256]
     texts = [next((ln[2:] for ln in p.read_text().splitlines() if ln.startswith("- ")), p.stem)
              for p in pages]
     engine = Engine(opts.model)
     if opts.fairness:
-        run_fairness(engine, texts, opts.big_inputs, opts.words, opts.idle)
+        run_fairness(engine, texts, opts.big_inputs, opts.words, opts.idle,
+                     tuple(opts.schedules.split(",")))
         return
     rows = [("one decode per request (--batch-window 0)", run(engine, 0.0, texts, opts.clients,
                                                                opts.requests)),

@@ -12,7 +12,8 @@
 Any ``model`` name is answered by the one model served (the response's ``model`` says which),
 as llama-server does; ``strict_model_names`` restores 404 for names not served.  Token-id
 inputs are refused unless ``token_ids="model"`` (OpenAI clients send cl100k ids).  Large
-requests are embedded in pieces that other requests interleave with (batcher.py); a client
+requests are embedded in pieces, and small requests that come meanwhile go to the engine's
+side lane beside them, or between the pieces where there is none (batcher.py); a client
 that disconnects has its remaining pieces dropped.
 
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in

@@ -105,7 +105,7 @@ class Batcher:
     def _run(self) -> None:
         while True:
             if not self._active:
-                self._long_active = False
+                self._long_active, self._sharing = False, 0
                 job = self._queue.get()  # idle: wait for work, then gather for `window`
                 if job is None or not self._gather(job):
                     return

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -242,3 +243,32 @@ def test_a_disconnected_clients_remaining_work_is_not_embedded(
     reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "tea"})
     assert reply.status_code == 200
     assert engine.calls == [10, 1]  # 1 of the 10 pieces, then the next request
+
+
+def test_side_lane_with_a_real_engine_gives_the_vectors_of_the_main_lane(
+        qwen_path: Path) -> None:
+    """Two llama.cpp contexts of one model decoding at once (a large request's piece in the
+    main context, a small request in the side lane) give the vectors each gives alone."""
+    from gguf_embed import Engine
+
+    with Engine(qwen_path, n_threads=2, n_gpu_layers=0) as engine:
+        assert engine.side_threads == 1
+        big = engine.prepare([f"document {i} about green tea and black coffee " * 6
+                              for i in range(400)])
+        small = engine.prepare(["a query about tea"], query=True)
+        expected_big = engine.embed_prepared(big).vectors
+        expected_small = engine.embed_prepared(small).vectors
+        batcher = Batcher(engine, window=0)
+        try:
+            large = batcher.submit(big.sequences, None)
+            deadline = time.monotonic() + 60
+            while batcher.decodes == 0:  # its first piece is in the engine
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            got_small = batcher.submit(small.sequences, None, urgent=True).result(timeout=60)
+            got_big = large.result(timeout=120)
+            assert not large.cancelled() and batcher.side_decodes == 1
+        finally:
+            batcher.close()
+    assert float((got_small * expected_small).sum()) >= 0.9999
+    assert float((got_big * expected_big).sum(axis=1).min()) >= 0.9999

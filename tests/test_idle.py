@@ -150,11 +150,12 @@ def test_idle_engine_has_the_side_lane_of_its_engine(minilm_path: Path) -> None:
     too (small requests beside a large one), and it reloads the model like any call."""
     from gguf_embed.batcher import Batcher
 
-    with IdleEngine(minilm_path, unload_after=0.2) as engine, Engine(minilm_path) as plain:
-        assert engine.side_threads == plain.side_threads
-        if not plain.side_threads:
-            return  # one core: no side lane anywhere
-        assert Batcher(engine).side_lane
+    with IdleEngine(minilm_path, unload_after=0.2, n_threads=2, n_gpu_layers=0) as engine, \
+            Engine(minilm_path) as plain:
+        assert engine.side_threads == 1
+        batcher = Batcher(engine)
+        assert batcher.side_lane
+        batcher.close()
         prepared = plain.prepare(["hello world"])
         _wait_for(lambda: not engine.loaded)
         side = engine.embed_side(prepared)

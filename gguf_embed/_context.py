@@ -96,6 +96,7 @@ class Context:
         self.n_ctx = int(lc.llama_n_ctx(self.ctx))
         self.batch = TokenBatch(n_batch)
         self._mem = lc.llama_get_memory(self.ctx)
+        self._threads = engine.n_threads
 
     def _run(self) -> None:
         rc = lc.llama_decode(self.ctx, self.batch.as_llama())
@@ -116,7 +117,12 @@ class Context:
         if self._mem:
             lc.llama_memory_clear(self._mem, True)
 
-    def decode(self, seqs: list[np.ndarray]) -> np.ndarray:
+    def decode(self, seqs: list[np.ndarray], threads: int | None = None) -> np.ndarray:
+        """Pooled vectors of ``seqs`` in one decode, on ``threads`` (default: the engine's)."""
+        threads = threads or self.engine.n_threads
+        if threads != self._threads:
+            lc.llama_set_n_threads(self.ctx, threads, threads)
+            self._threads = threads
         self.batch.clear()
         for s, tokens in enumerate(seqs):
             self.batch.add(tokens, s)

@@ -4,8 +4,12 @@ Requests put their token sequences on a queue; one worker thread embeds them in 
 idle, it waits ``window`` seconds after the first request for others, so many small concurrent
 requests cost about one decode, not one each.  A request larger than ``share_tokens`` (about
 one llama.cpp decode) is embedded piece by piece, and other clients' requests go between its
-pieces instead of waiting for all of it (see :meth:`Batcher._step`).  A request whose future
-is cancelled (its client went away) has its remaining pieces dropped.  Queries (``urgent``)
+pieces instead of waiting for all of it (see :meth:`Batcher._step`).  Where the engine has a
+side lane (``Engine.embed_side``: a second context on a share of the CPU threads), a small
+request that comes while a large one is being embedded does not even wait for the piece in
+flight: a second worker embeds it in the side lane at the same time, while the large
+request's next pieces leave it those threads (see :meth:`Batcher.submit`).  A request whose
+future is cancelled (its client went away) has its remaining pieces dropped.  Queries (``urgent``)
 are embedded in their own call, first, and go before document batches waiting on the engine
 (a watcher's, say).  Each request then gets its own Matryoshka cut.
 """
@@ -26,6 +30,7 @@ from .errors import NonFiniteVector
 from .protocol import EmbeddingEngine
 
 DEFAULT_SHARE = 512  # tokens: the engine's default pack per decode
+SHARE_PIECES = 4  # a large request's pieces on fewer threads after a small request came
 
 
 @dataclass
@@ -52,14 +57,26 @@ class Batcher:
         options = getattr(engine, "options", None)
         self.share_tokens = share_tokens or getattr(options, "batch_tokens", None) \
             or DEFAULT_SHARE
-        self.decodes = 0  # engine calls made (for tests and benchmarks)
+        self.decodes = 0  # main-lane engine calls made (for tests and benchmarks)
+        self.side_decodes = 0  # side-lane engine calls made
         self._piece = self.share_tokens  # tokens of a large request per step, adaptive
         self._long_turn = False  # small requests just went: a large one's piece is next
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._active: deque[_Job] = deque()
-        self._thread = threading.Thread(target=self._run, name="gguf-embed-batcher",
-                                        daemon=True)
-        self._thread.start()
+        self._side_threads = int(getattr(engine, "side_threads", 0) or 0)
+        self.side_lane = bool(self._side_threads)  # off: small requests go between pieces
+        self._main_threads = max(1, int(getattr(engine, "n_threads", 1) or 1)
+                                 - self._side_threads)
+        self._long_active = False  # the worker holds a large request (read by submit)
+        self._sharing = 0  # main-lane steps left on fewer threads (a small request came)
+        self._side: queue.Queue[_Job | None] = queue.Queue()
+        self._threads = [threading.Thread(target=self._run, name="gguf-embed-batcher",
+                                          daemon=True)]
+        if self._side_threads:
+            self._threads.append(threading.Thread(target=self._run_side, daemon=True,
+                                                  name="gguf-embed-batcher-side"))
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, sequences: list[np.ndarray], dimensions: int | None, *,
                urgent: bool = False) -> Future[np.ndarray]:
@@ -68,29 +85,76 @@ class Batcher:
         if not job.sequences:
             job.future.set_result(np.zeros((0, 0), dtype=np.float32))
             return job.future
-        self._queue.put(job)
+        if self.side_lane and self._long_active \
+                and _tokens(job.sequences) <= self.share_tokens:
+            # beside the large request, instead of after its piece in flight; its next
+            # pieces leave the side lane its threads
+            self._sharing = SHARE_PIECES
+            self._side.put(job)
+        else:
+            self._queue.put(job)
         return job.future
 
     def close(self) -> None:
         self._queue.put(None)
-        self._thread.join(timeout=10)
+        self._side.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     # ------------------------------------------------------------------ the worker
     def _run(self) -> None:
         while True:
             if not self._active:
+                self._long_active, self._sharing = False, 0
                 job = self._queue.get()  # idle: wait for work, then gather for `window`
                 if job is None or not self._gather(job):
                     return
             elif not self._drain():
                 return
-            self._active = deque(j for j in self._active if not j.dropped)
+            # a request finished, failed or dropped is done
+            self._active = deque(j for j in self._active if not j.future.done())
+            self._long_active = any(_tokens(j.sequences[j.taken:]) > self.share_tokens
+                                    for j in self._active)
             for urgent in (True, False):
                 step = self._step(urgent)
                 if step:
                     self._serve(step, urgent)
             if self._active:
                 self._active.rotate(-1)  # the next step starts with the next request
+
+    def _run_side(self) -> None:
+        """The side lane's worker: the small requests waiting, in one engine call (queries
+        first, up to ``max_tokens``)."""
+        while True:
+            first = self._side.get()
+            if first is None:
+                return
+            jobs = [first]
+            closing = False
+            while True:
+                try:
+                    more = self._side.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                jobs.append(more)
+            jobs.sort(key=lambda j: not j.urgent)
+            while jobs:
+                step: list[tuple[_Job, int]] = []
+                total = 0
+                while jobs and (not step or total + _tokens(jobs[0].sequences)
+                                <= self.max_tokens):
+                    job = jobs.pop(0)
+                    if not job.dropped:
+                        job.taken = len(job.sequences)
+                        total += _tokens(job.sequences)
+                        step.append((job, len(job.sequences)))
+                if step:
+                    self._serve(step, False, side=True)
+            if closing:
+                return
 
     def _gather(self, job: _Job) -> bool:
         """Take ``job`` and what arrives within ``window`` (up to ``max_tokens``); False when
@@ -132,8 +196,8 @@ class Batcher:
         pieces shrink (to a quarter of ``share_tokens``, or one sequence where that is more)
         so that they wait less, without making the large one's decodes tiny; they grow back to
         ``share_tokens`` when the large requests have the engine to themselves."""
-        mine = [j for j in self._active
-                if j.urgent is urgent and j.taken < len(j.sequences)]
+        mine = [j for j in self._active if j.urgent is urgent
+                and j.taken < len(j.sequences) and not j.future.done()]
         if not mine:
             return []
         short = [j for j in mine if _tokens(j.sequences[j.taken:]) <= self.share_tokens]
@@ -166,12 +230,21 @@ class Batcher:
             step.append((job, end - start))
         return step
 
-    def _serve(self, step: list[tuple[_Job, int]], urgent: bool) -> None:
+    def _serve(self, step: list[tuple[_Job, int]], urgent: bool, *, side: bool = False) -> None:
         sequences = [s for job, n in step for s in job.sequences[job.taken - n:job.taken]]
         bad: set[int] = set()
         try:
-            self.decodes += 1
-            result = self.engine.embed_prepared(sequences, urgent=urgent).vectors
+            if side:
+                self.side_decodes += 1
+                result = self.engine.embed_side(sequences).vectors  # type: ignore[attr-defined]
+            elif self._sharing > 0:  # the side lane is busy, or was a moment ago
+                self.decodes += 1
+                self._sharing -= 1
+                result = self.engine.embed_prepared(  # type: ignore[call-arg]
+                    sequences, urgent=urgent, threads=self._main_threads).vectors
+            else:
+                self.decodes += 1
+                result = self.engine.embed_prepared(sequences, urgent=urgent).vectors
         except NonFiniteVector as exc:  # only the requests with such an input fail
             if exc.vectors is None:
                 for job, _ in step:
@@ -204,8 +277,6 @@ class Batcher:
 
     def _finish(self, job: _Job, *, vectors: np.ndarray | None = None,
                 error: BaseException | None = None) -> None:
-        with_job = [j for j in self._active if j is not job]
-        self._active = deque(with_job)
         try:
             if error is not None:
                 job.future.set_exception(error)

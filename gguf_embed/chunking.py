@@ -68,7 +68,9 @@ class Chunk:
 def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
           count_many: Callable[[list[str]], list[int]] | None = None) -> list[Chunk]:
     """Split ``doc`` into chunks of at most ``settings.max_tokens`` tokens (by ``count``;
-    ``count_many``, if given, counts the lines in one call, as ``count`` would one by one)."""
+    ``count_many``, if given, counts the lines in one call, then the chunks in one more, as
+    ``count`` would one by one: a remote engine asks its server twice per document, not once
+    per chunk)."""
     lines = doc.lines_text
     budget = settings.max_tokens
     limit = budget * LONG_LINE_CHARS_PER_TOKEN
@@ -86,7 +88,7 @@ def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
         else:
             pieces.append((text, doc.lines[i], page))
             sizes.append(n + 1)
-    chunks: list[Chunk] = []
+    spans: list[tuple[int, int]] = []  # (start, end) of each chunk's pieces
     start = 0
     n = len(pieces)
     while start < n:
@@ -101,8 +103,7 @@ def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
         end = max(end, start + 1)
         if end < n:
             end = _best_break(pieces, start, end)
-        made = _make(pieces, start, end, count, budget)
-        chunks.extend(made)
+        spans.append((start, end))
         if end >= n:
             break
         # step back for the overlap, but always move forward
@@ -111,6 +112,11 @@ def chunk(doc: Extracted, count: Callable[[str], int], settings: ChunkSettings,
             back -= 1
             carried += sizes[back]
         start = back if back > start else end
+    texts = [_text(pieces[s:e])[1] for s, e in spans]
+    counts = count_many(texts) if count_many and texts else [count(t) for t in texts]
+    chunks: list[Chunk] = []
+    for (s, e), n_tokens in zip(spans, counts, strict=True):
+        chunks.extend(_make(pieces, s, e, count, budget, n_tokens))
     return chunks
 
 
@@ -127,13 +133,20 @@ def _best_break(pieces: list[tuple[str, int, int | None]], start: int, end: int)
     return end
 
 
-def _make(pieces: list[tuple[str, int, int | None]], start: int, end: int,
-          count: Callable[[str], int], budget: int) -> list[Chunk]:
-    part = pieces[start:end]
+def _text(part: list[tuple[str, int, int | None]]
+          ) -> tuple[list[tuple[str, int, int | None]], str]:
+    """The pieces of a chunk without trailing blank lines, and its text."""
     while part and not part[-1][0].strip():
         part = part[:-1]
-    text = "\n".join(p[0] for p in part)
-    n_tokens = count(text)
+    return part, "\n".join(p[0] for p in part)
+
+
+def _make(pieces: list[tuple[str, int, int | None]], start: int, end: int,
+          count: Callable[[str], int], budget: int, known: int | None = None) -> list[Chunk]:
+    """The chunk of ``pieces[start:end]`` (``known``: its tokens, counted already), halved
+    until each part fits."""
+    part, text = _text(pieces[start:end])
+    n_tokens = count(text) if known is None else known
     if n_tokens > budget and len(part) > 1:  # the per-line estimate was low: halve and retry
         mid = len(part) // 2
         return (_make(pieces, start, start + mid, count, budget)

@@ -103,6 +103,8 @@ class Engine(EmbedShortcut):
         self.n_threads = n_threads or _llama.physical_cores()
         self._lock = DecodeLock()  # one decode at a time, queries first
         self._long_lock = threading.Lock()  # a long input's chunks share one context's state
+        self._side_lock = threading.Lock()  # the side lane's context (embed_side)
+        self._side: Context | None = None
         self._closed = False
         self._model: Any = None
         self._packed: Context | None = None
@@ -250,10 +252,35 @@ class Engine(EmbedShortcut):
         return Prepared(seqs, truncated)
 
     def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
-                       dimensions: int | None = None, urgent: bool = False) -> Embeddings:
+                       dimensions: int | None = None, urgent: bool = False,
+                       threads: int | None = None) -> Embeddings:
         """Embed the sequences of :meth:`prepare` (those of several calls may be joined into
         one list: they are packed into shared decodes).  ``urgent`` work (queries) takes the
-        engine before waiting non-urgent work (document batches)."""
+        engine before waiting non-urgent work (document batches).  ``threads``: fewer than
+        the engine's, for these decodes (a server leaves the rest to :meth:`embed_side`)."""
+        return self._embed(prepared, dimensions, urgent, threads, side=False)
+
+    @property
+    def side_threads(self) -> int:
+        """Threads of the side lane (:meth:`embed_side`): a quarter of the engine's, at least
+        one; 0 where there is none (one thread, or layers on a GPU)."""
+        if self.n_threads < 2 or self.n_gpu_layers > 0 or self.vocab_only:
+            return 0
+        return max(1, self.n_threads // 4)
+
+    def embed_side(self, prepared: Prepared | Sequence[np.ndarray], *,
+                   dimensions: int | None = None) -> Embeddings:
+        """:meth:`embed_prepared` in a second context, with :attr:`side_threads` threads, at
+        the same time as the main context's decodes: a server embeds small requests there
+        while a large request's pieces hold the main context (see batcher.py), and gives
+        those pieces ``threads=n_threads - side_threads`` meanwhile, so that the two lanes
+        share the cores instead of taking turns.  Created on first use."""
+        if not self.side_threads:
+            raise EngineError("this engine has no side lane (one thread, or a GPU)")
+        return self._embed(prepared, dimensions, False, None, side=True)
+
+    def _embed(self, prepared: Prepared | Sequence[np.ndarray], dimensions: int | None,
+               urgent: bool, threads: int | None, *, side: bool) -> Embeddings:
         self._check_open()
         if self.vocab_only:
             raise EngineError(f"the engine for {self.path.name} was loaded vocab_only: it "
@@ -265,7 +292,7 @@ class Engine(EmbedShortcut):
             seqs, truncated = list(prepared), []
         for i, seq in enumerate(seqs):  # cheap, and llama.cpp must never see a bad id
             self._check_tokens(seq, i)
-        raw = self._embed_sequences(seqs, urgent)  # the lock is taken per decode
+        raw = self._embed_sequences(seqs, urgent, threads, side)  # a lock per decode
         return Embeddings(finish(raw, dimensions), [len(s) for s in seqs], list(truncated))
 
     def _check_tokens(self, seq: Sequence[int] | np.ndarray, index: int = 0, *,
@@ -296,12 +323,12 @@ class Engine(EmbedShortcut):
     def close(self) -> None:
         """Free the model and its contexts (waiting for a decode in progress).  Idempotent;
         afterwards every call raises :class:`EngineError`."""
-        with self._long_lock, self._lock.hold(urgent=True):
+        with self._long_lock, self._side_lock, self._lock.hold(urgent=True):
             self._closed = True
-            for ctx in (self._packed, self._long):
+            for ctx in (self._packed, self._long, self._side):
                 if ctx is not None:
                     ctx.free()
-            self._packed = self._long = None
+            self._packed = self._long = self._side = None
             if self._model:
                 lc.llama_model_free(self._model)
                 self._model = None
@@ -360,8 +387,15 @@ class Engine(EmbedShortcut):
                 f"dimensions must be an integer from {low} to {high} for {self.spec.name}, "
                 f"got {dimensions!r}")
 
-    def _embed_sequences(self, seqs: list[np.ndarray], urgent: bool = False) -> np.ndarray:
+    def _embed_sequences(self, seqs: list[np.ndarray], urgent: bool = False,
+                         threads: int | None = None, side: bool = False) -> np.ndarray:
         out = np.empty((len(seqs), self.n_embd), dtype=np.float32)
+
+        def decode(pending: list[int]) -> np.ndarray:
+            some = [seqs[j] for j in pending]
+            return self._decode_side(some) if side else self._decode_packed(some, urgent,
+                                                                              threads)
+
         order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         plan = self._plan
         pending: list[int] = []
@@ -372,18 +406,26 @@ class Engine(EmbedShortcut):
                 out[i] = self._embed_long(seqs[i], urgent)
                 continue
             if pending and (used + n > plan.pack_tokens or len(pending) == plan.n_seqs):
-                out[pending] = self._decode_packed([seqs[j] for j in pending], urgent)
+                out[pending] = decode(pending)
                 pending, used = [], 0
             pending.append(i)
             used += n
         if pending:
-            out[pending] = self._decode_packed([seqs[j] for j in pending], urgent)
+            out[pending] = decode(pending)
         return out
 
-    def _decode_packed(self, seqs: list[np.ndarray], urgent: bool) -> np.ndarray:
+    def _decode_packed(self, seqs: list[np.ndarray], urgent: bool,
+                       threads: int | None = None) -> np.ndarray:
         with self._lock.hold(urgent):  # per decode: a waiting query goes next
             self._check_open()
-            return self._packed_context().decode(seqs)
+            return self._packed_context().decode(seqs, threads)
+
+    def _decode_side(self, seqs: list[np.ndarray]) -> np.ndarray:
+        with self._side_lock:
+            self._check_open()
+            if self._side is None:
+                self._side = self._new_packed()
+            return self._side.decode(seqs, self.side_threads)
 
     def _embed_long(self, tokens: np.ndarray, urgent: bool) -> np.ndarray:
         # The long context keeps the input's state between its chunks: it is this input's
@@ -435,11 +477,14 @@ class Engine(EmbedShortcut):
     def _packed_context(self) -> Context:
         """Created on first use: a run of long inputs only never allocates it."""
         if self._packed is None:
-            plan = self._plan
-            self._packed = Context(self, n_ctx=plan.n_ctx, n_batch=plan.n_batch,
-                                    n_ubatch=plan.n_ubatch, n_seqs=plan.n_seqs,
-                                    unified=plan.unified, flash_attn=self.options.flash_attn)
+            self._packed = self._new_packed()
         return self._packed
+
+    def _new_packed(self) -> Context:
+        plan = self._plan
+        return Context(self, n_ctx=plan.n_ctx, n_batch=plan.n_batch, n_ubatch=plan.n_ubatch,
+                       n_seqs=plan.n_seqs, unified=plan.unified,
+                       flash_attn=self.options.flash_attn)
 
 
 @dataclass(frozen=True)

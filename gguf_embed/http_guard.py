@@ -93,6 +93,7 @@ class HostGuard:
             check_request(headers, host=self.host, port=port, api_key=self.api_key,
                           origins=self.origins)
         except Refusal as refusal:
+            scope.setdefault("state", {})["error"] = refusal.code  # for a request log
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
                 return

@@ -33,7 +33,7 @@ from .protocol import Embeddings, Input, Prepared
 # What describes the model, copied from the first load (never changes between loads).
 _REMEMBERED = ("path", "options", "n_threads", "n_gpu_layers", "metadata", "arch", "n_vocab",
                "n_embd", "n_ctx_train", "causal", "spec", "pooling", "max_tokens", "chunked",
-               "dims", "matryoshka_range")
+               "dims", "matryoshka_range", "side_threads")
 
 
 class IdleEngine:
@@ -112,6 +112,10 @@ class IdleEngine:
     def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray],
                        **kwargs: Any) -> Embeddings:
         return self._call(lambda e: e.embed_prepared(prepared, **kwargs))
+
+    def embed_side(self, prepared: Prepared | Sequence[np.ndarray],
+                   **kwargs: Any) -> Embeddings:
+        return self._call(lambda e: e.embed_side(prepared, **kwargs))
 
     def embed(self, texts: Sequence[str] | str, **kwargs: Any) -> np.ndarray:
         return self._call(lambda e: e.embed(texts, **kwargs))

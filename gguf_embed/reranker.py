@@ -15,6 +15,7 @@ A pair longer than the context is cut (the passage first) and reported, never an
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -133,9 +134,30 @@ class Reranker:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def pair_tokens(self, query: str, passage: str,
-                    instruction: str | None = None) -> tuple[np.ndarray, bool]:
-        """The token ids the model scores for one pair, and whether they were cut."""
+    def detokenize(self, ids: np.ndarray) -> str:
+        """The text of token ids (a character split at the end is dropped)."""
+        tokens = (lc.llama_token * max(1, len(ids)))(*(int(t) for t in ids))
+        capacity = 8 * len(ids) + 16
+        buf = ctypes.create_string_buffer(capacity)
+        n = lc.llama_detokenize(self._engine._vocab, tokens, len(ids), buf, capacity, False,
+                                False)
+        if n < 0:
+            capacity = -n
+            buf = ctypes.create_string_buffer(capacity)
+            n = lc.llama_detokenize(self._engine._vocab, tokens, len(ids), buf, capacity,
+                                    False, False)
+        return buf.raw[:n].decode("utf-8", errors="ignore")
+
+    def pair_tokens(self, query: str, passage: str, instruction: str | None = None, *,
+                    max_doc_tokens: int | None = None) -> tuple[np.ndarray, bool]:
+        """The token ids the model scores for one pair, and whether they were cut (to the
+        context, or the passage to its first ``max_doc_tokens`` tokens, as Cohere's
+        ``max_tokens_per_doc`` asks)."""
+        cut_doc = False
+        if max_doc_tokens is not None and self.family == "qwen3":
+            ids = self.tokenize(passage)
+            if len(ids) > max_doc_tokens:  # the passage sits inside the prompt's text
+                passage, cut_doc = self.detokenize(ids[:max_doc_tokens]), True
         if self.family == "qwen3":
             middle = self.tokenize(QWEN3_RERANK_MIDDLE.replace(
                 "{instruction}", instruction or self.instruction).replace(
@@ -145,8 +167,11 @@ class Reranker:
                 raise InputError(f"the reranker's context ({self.max_tokens} tokens) is "
                                  f"smaller than its prompt; raise n_ctx")
             cut = len(middle) > budget  # the passage is last: cutting the tail cuts it
-            return np.concatenate([self._prefix, middle[:budget], self._suffix]), cut
+            return np.concatenate([self._prefix, middle[:budget], self._suffix]), \
+                cut or cut_doc
         q, d = self.tokenize(query), self.tokenize(passage)
+        if max_doc_tokens is not None and len(d) > max_doc_tokens:
+            d, cut_doc = d[:max_doc_tokens], True
         seps = [self._sep, self._sep] if self.family == "roberta" else [self._sep]
         budget = self.max_tokens - 2 - len(seps)
         cut = len(q) + len(d) > budget
@@ -154,11 +179,12 @@ class Reranker:
             q = q[:max(budget - len(d), budget // 2)]
             d = d[:budget - len(q)]
         ids = np.concatenate([[self._bos], q, seps, d, [self._sep]]).astype(np.int32)
-        return ids, cut
+        return ids, cut or cut_doc
 
-    def score(self, query: str, passages: Sequence[str], *,
-              instruction: str | None = None) -> RerankScores:
-        """One score per passage, in input order (higher is more relevant)."""
+    def score(self, query: str, passages: Sequence[str], *, instruction: str | None = None,
+              max_doc_tokens: int | None = None) -> RerankScores:
+        """One score per passage, in input order (higher is more relevant); ``max_doc_tokens``
+        cuts each passage to its first tokens (reported in ``truncated``)."""
         if not isinstance(query, str) or not query.strip():
             raise InputError("the query is empty", param="query")
         seqs: list[np.ndarray] = []
@@ -166,7 +192,8 @@ class Reranker:
         for i, passage in enumerate(passages):
             if not isinstance(passage, str):
                 raise InputError(f"document {i} is not a string", param="documents")
-            tokens, cut = self.pair_tokens(query, passage, instruction)
+            tokens, cut = self.pair_tokens(query, passage, instruction,
+                                           max_doc_tokens=max_doc_tokens)
             seqs.append(tokens)
             if cut:
                 truncated.append(i)

@@ -12,7 +12,8 @@
 Any ``model`` name is answered by the one model served (the response's ``model`` says which),
 as llama-server does; ``strict_model_names`` restores 404 for names not served.  Token-id
 inputs are refused unless ``token_ids="model"`` (OpenAI clients send cl100k ids).  Large
-requests are embedded in pieces that other requests interleave with (batcher.py); a client
+requests are embedded in pieces, and small requests that come meanwhile go to the engine's
+side lane beside them, or between the pieces where there is none (batcher.py); a client
 that disconnects has its remaining pieces dropped.
 
 Queries get the model's instruction with ``"input_type": "query"`` (and optional ``"task"``) in
@@ -311,14 +312,20 @@ TOKEN_IDS_REFUSED = (
     "own ids)")
 
 
+LISTEN_BACKLOG = 2048  # uvicorn's default
+
+
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before anything is announced (``OSError`` if the port is
-    taken); with port 0 the system picks one: read it from ``getsockname()``."""
+    """The socket, bound and listening before anything is announced (``OSError`` if the port
+    is taken): a client that reads the announced address may connect at once, and waits in
+    the backlog until the server takes it.  With port 0 the system picks one: read it from
+    ``getsockname()``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

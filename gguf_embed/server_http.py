@@ -34,6 +34,7 @@ from .http_guard import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("gguf_embed.server")
 T = TypeVar("T")
+FORBIDDEN_ORIGIN = "forbidden_origin"  # the guard's code for the same refusal
 GONE = 499  # the client closed the connection before the answer (nginx's code), for the log
 
 
@@ -182,12 +183,22 @@ class Cors(CORSMiddleware):
         super().__init__(app, allow_origins=list(origins), allow_methods=["GET", "POST"],
                          allow_headers=["authorization", "content-type"], max_age=600)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                       for k, v in scope.get("headers", [])}
+            origin = headers.get("origin")
+            if origin and "access-control-request-method" in headers \
+                    and not self.is_allowed_origin(origin):  # a preflight refused
+                scope.setdefault("state", {})["error"] = FORBIDDEN_ORIGIN
+        await super().__call__(scope, receive, send)
+
     def preflight_response(self, request_headers: Any) -> Response:
         origin = request_headers["origin"]
         if not self.is_allowed_origin(origin):
             return error_response(ApiError(403, f"cross-origin requests from {origin} are not "
                                                 f"allowed", type_="permission_error",
-                                           code="forbidden_origin"))
+                                           code=FORBIDDEN_ORIGIN))
         return super().preflight_response(request_headers)
 
 

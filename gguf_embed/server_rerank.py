@@ -11,7 +11,8 @@ Both answer ``{"id", "results": [{"index", "relevance_score", "raw_score"}], "me
 "model", "usage"}``, best first.  ``relevance_score`` is in 0..1 as Cohere documents it (the
 sigmoid of a cross-encoder's logit; Qwen3-Reranker's P(yes) as it is), which is what Open
 WebUI compares with its relevance threshold; ``raw_score`` is the model's own output.  A
-document cut to the reranker's context is marked ``"truncated": true``.
+document cut (to the reranker's context, or to ``max_tokens_per_doc`` tokens, of either
+version) is marked ``"truncated": true``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def rerank_routes(reranker: Any | None, name: str | None, check_model: ModelChec
             raise ApiError(400, "max_tokens_per_doc must be a positive integer",
                            param="max_tokens_per_doc")
         request.state.inputs = len(texts)
-        result = await asyncio.to_thread(reranker.score, query, texts)
+        result = await asyncio.to_thread(  # each document cut to max_tokens_per_doc
+            lambda: reranker.score(query, texts, max_doc_tokens=per_doc))
         scores = reranker.relevance(result.scores)
         cut = set(result.truncated)
         order = sorted(range(len(texts)), key=lambda i: (-float(result.scores[i]), i))

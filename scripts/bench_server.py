@@ -2,8 +2,9 @@
 """Server requests/s with and without cross-request batching, in one run, on loopback:
 32 concurrent clients, each sending single-text requests (the common shape of RAG traffic).
 With --fairness: a 1-input request's latency while one 2,048-input request is in flight,
-against its idle latency, with the large request split into the batch queue (fair) and, in
-the same run, embedded whole (as before the split).
+against its idle latency, in the same run for three schedules: the large request in pieces
+with small requests in the side lane beside them (now), in pieces with small requests
+between them (no side lane), and embedded whole in one engine call (before either).
 
     python -m scripts.bench_server                      # MiniLM F16, 32 clients x 40 requests
     python -m scripts.bench_server --fairness           # 2,048 inputs of 100 words in flight
@@ -72,17 +73,22 @@ def start(engine: Engine, model_name: str = "m") -> tuple[object, object, int]:
     return app, server, port
 
 
+SCHEDULES = ("side", "pieces", "whole")
+
+
 def p95(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-def fairness(engine: Engine, big: list[str], small: list[str], whole: bool,
+def fairness(engine: Engine, big: list[str], small: list[str], schedule: str,
              idle_n: int) -> dict[str, float]:
     """Idle latency of 1-input requests, then their latency with `big` in flight."""
     app, server, port = start(engine)
-    if whole:  # the old schedule: a request's inputs in one engine call
+    if schedule == "whole":  # the first schedule: a request's inputs in one engine call
         app.state.batcher.share_tokens = 10**9  # type: ignore[attr-defined]
+    if schedule == "pieces":  # small requests between the pieces, no side lane
+        app.state.batcher.side_lane = False  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}/v1/embeddings"
     with httpx.Client(timeout=900) as http:
         def one(i: int) -> float:
@@ -91,7 +97,7 @@ def fairness(engine: Engine, big: list[str], small: list[str], whole: bool,
             assert r.status_code == 200, r.text
             return time.perf_counter() - t0
 
-        for i in range(5):
+        for i in range(20):
             one(i)  # warm up
         idle = [one(i) for i in range(idle_n)]
         done = threading.Event()
@@ -122,19 +128,23 @@ def fairness(engine: Engine, big: list[str], small: list[str], whole: bool,
 
 
 def run_fairness(engine: Engine, texts: list[str], inputs: int, words: int,
-                 idle_n: int) -> None:
+                 idle_n: int, schedules: tuple[str, ...] = SCHEDULES) -> None:
     vocab = " ".join(texts).split()
     big = [" ".join(vocab[(i * 37 + j) % len(vocab)] for j in range(words))
            for i in range(inputs)]
     tokens = sum(engine.count_tokens(big[:64])) * inputs // 64
+    engine.embed(big[:16])  # every weight page read in before the first idle request
     print(f"model: {engine.path.name}; one request of {inputs:,} inputs of {words} words "
           f"(~{tokens:,} tokens) in flight; 1-input requests sent one after another\n")
     print("| schedule | idle p50 | idle p95 | in-flight p50 | in-flight p95 | p95 ratio | "
           "1-input requests served meanwhile | large request |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, whole in (("split into the batch queue (now)", False),
-                        ("whole request in one engine call (before)", True)):
-        r = fairness(engine, big, texts, whole, idle_n)
+    for name, schedule in (("pieces + side lane (now)", "side"),
+                           ("pieces, small requests between them (no side lane)", "pieces"),
+                           ("whole request in one engine call (first)", "whole")):
+        if schedule not in schedules or (schedule == "side" and not engine.side_threads):
+            continue  # not asked for; or one thread: no side lane
+        r = fairness(engine, big, texts, schedule, idle_n)
         print(f"| {name} | {r['idle_p50'] * 1000:.0f} ms | {r['idle_p95'] * 1000:.0f} ms | "
               f"{r['busy_p50'] * 1000:.0f} ms | {r['busy_p95'] * 1000:.0f} ms | "
               f"{r['busy_p95'] / r['idle_p95']:.1f}x | {r['busy_n']} | {r['big_s']:.1f} s |",
@@ -152,13 +162,16 @@ def main() -> None:
     parser.add_argument("--big-inputs", type=int, default=2048)
     parser.add_argument("--words", type=int, default=100, help="per input of the large one")
     parser.add_argument("--idle", type=int, default=100, help="idle 1-input requests timed")
+    parser.add_argument("--schedules", default=",".join(SCHEDULES),
+                        help="with --fairness: which of side,pieces,whole to run")
     opts = parser.parse_args()
     pages = sorted((opts.corpus / "tldr-linux" / "pages").glob("*.md"))[:256]
     texts = [next((ln[2:] for ln in p.read_text().splitlines() if ln.startswith("- ")), p.stem)
              for p in pages]
     engine = Engine(opts.model)
     if opts.fairness:
-        run_fairness(engine, texts, opts.big_inputs, opts.words, opts.idle)
+        run_fairness(engine, texts, opts.big_inputs, opts.words, opts.idle,
+                     tuple(opts.schedules.split(",")))
         return
     rows = [("one decode per request (--batch-window 0)", run(engine, 0.0, texts, opts.clients,
                                                                opts.requests)),

@@ -104,3 +104,32 @@ def test_bad_files(tmp_path: Path, data: bytes, reason: str) -> None:
     path.write_bytes(data)
     result = extract(path)
     assert isinstance(result, Skip) and result.reason.startswith(reason)
+
+
+def test_count_many_counts_the_chunks_in_one_call_too(qwen: Engine, tmp_path: Path) -> None:
+    """A remote engine counts tokens on its server: the lines in one request, then every
+    chunk in one more, never one request per chunk; the chunks are the same either way."""
+    sections = [f"# Section {i}\n" + "\n".join(f"text {i}.{j} " * 7 for j in range(6))
+                for i in range(30)]
+    path = tmp_path / "doc.md"
+    path.write_text("\n\n".join(sections))
+    doc = extract(path)
+    assert isinstance(doc, Extracted)
+    count = counter(qwen)
+    singles: list[str] = []
+    batches: list[int] = []
+
+    def one(text: str) -> int:
+        singles.append(text)
+        return count(text)
+
+    def many(texts: list[str]) -> list[int]:
+        batches.append(len(texts))
+        return [count(t) for t in texts]
+
+    settings = ChunkSettings(120, 20)
+    expected = chunk(doc, count, settings)
+    got = chunk(doc, one, settings, many)
+    assert len(expected) > 10 and got == expected
+    assert singles == []  # no chunk had to be halved, no line split: nothing one by one
+    assert len(batches) == 2 and batches[1] == len(expected)

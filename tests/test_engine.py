@@ -12,6 +12,7 @@ import pytest
 
 from gguf_embed import (
     Engine,
+    EngineError,
     EngineOptions,
     InputError,
     InputTooLong,
@@ -203,3 +204,47 @@ def test_long_inputs_choose_flash_attention_by_device_and_length(qwen: Engine) -
         assert forced.long_flash_attn(32768) is True and forced.info()["long_flash_attn"] is True
     finally:
         forced.close()
+
+
+@pytest.mark.parametrize("engine_name", ["qwen", "minilm"])
+def test_side_lane_gives_the_same_vectors_while_the_main_lane_is_held(engine_name: str,
+                                                                     request) -> None:
+    """A server embeds small requests in the side lane while a large request's decode holds
+    the main context (batcher.py): it must not wait for the main lock, and it must give the
+    vectors the main lane gives; fewer threads on the main lane change nothing either."""
+    import threading
+
+    engine: Engine = request.getfixturevalue(engine_name)
+    if engine.side_threads == 0:  # a one-core machine: no side lane
+        with pytest.raises(EngineError, match="no side lane"):
+            engine.embed_side(engine.prepare(["green tea"]))
+        return
+    prepared = engine.prepare(["green tea", "a longer text about black coffee and milk"])
+    main = engine.embed_prepared(prepared, dimensions=None)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_main() -> None:
+        with engine._lock.hold():  # as a decode in flight on the main context does
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold_main)
+    holder.start()
+    try:
+        assert held.wait(30)
+        side = engine.embed_side(prepared)  # returns while the main lane is still held
+        assert holder.is_alive()
+    finally:
+        release.set()
+        holder.join()
+    assert_same_vectors(side.vectors, main.vectors)
+    assert side.token_counts == main.token_counts
+    fewer = engine.embed_prepared(prepared, threads=1)
+    assert_same_vectors(fewer.vectors, main.vectors)
+
+
+def test_one_thread_engine_has_no_side_lane(qwen_path: Path) -> None:
+    with Engine(qwen_path, n_threads=1) as engine:
+        assert engine.side_threads == 0
+        with pytest.raises(EngineError, match="no side lane"):
+            engine.embed_side(engine.prepare(["green tea"]))

@@ -143,3 +143,22 @@ def test_serve_has_unload_after() -> None:
     assert result.exit_code == 0 and "--unload-after" in result.stdout
     bad = CliRunner().invoke(cli, ["serve", "--unload-after", "0"])
     assert bad.exit_code == 2
+
+
+def test_idle_engine_has_the_side_lane_of_its_engine(minilm_path: Path) -> None:
+    """serve --unload-after serves through IdleEngine: the batcher finds the side lane there
+    too (small requests beside a large one), and it reloads the model like any call."""
+    from gguf_embed.batcher import Batcher
+
+    with IdleEngine(minilm_path, unload_after=0.2, n_threads=2, n_gpu_layers=0) as engine, \
+            Engine(minilm_path) as plain:
+        assert engine.side_threads == 1
+        batcher = Batcher(engine)
+        assert batcher.side_lane
+        batcher.close()
+        prepared = plain.prepare(["hello world"])
+        _wait_for(lambda: not engine.loaded)
+        side = engine.embed_side(prepared)
+        assert engine.loads == 2
+        np.testing.assert_allclose(side.vectors, plain.embed_prepared(prepared).vectors,
+                                   atol=3e-3)

@@ -218,3 +218,49 @@ def test_best_window_picks_the_matching_lines() -> None:
     assert "extract the tar archive here" in window
     assert sum(len(line.split()) + 1 for line in window.split("\n")) <= 40
     assert best_window("short text", {"x"}, lambda s: 2, 40, re.compile(r"\w+")) == "short text"
+
+
+@pytest.mark.parametrize("fixture", ["qwen_reranker", "xlmr_reranker"])
+def test_max_doc_tokens_cuts_each_passage_to_its_first_tokens(fixture: str, request) -> None:
+    """Cohere's max_tokens_per_doc: the passage keeps its first N tokens (reported cut); a
+    passage within N is scored as it is."""
+    reranker: Reranker = request.getfixturevalue(fixture)
+    ids = reranker.tokenize(DOCS[2])
+    n = len(ids) - 4
+    short = "tar -xf"
+    assert len(reranker.tokenize(short)) <= n
+    head = reranker.detokenize(ids[:n])
+    assert DOCS[2].startswith(head.strip()) and len(reranker.tokenize(head)) == n
+    result = reranker.score(QUERY, [DOCS[2], short], max_doc_tokens=n)
+    assert result.truncated == [0]
+    whole = reranker.score(QUERY, [DOCS[2], short])
+    cut = reranker.score(QUERY, [head, short])
+    assert result.scores[0] == pytest.approx(cut.scores[0], abs=1e-5)
+    assert result.scores[1] == pytest.approx(whole.scores[1], abs=1e-5)
+    assert abs(result.scores[0] - whole.scores[0]) > 1e-4  # the cut changed what was scored
+    assert result.token_counts[0] == cut.token_counts[0] < whole.token_counts[0]
+    roomy = reranker.score(QUERY, [DOCS[2]], max_doc_tokens=len(ids))
+    assert roomy.truncated == [] and roomy.scores[0] == pytest.approx(whole.scores[0],
+                                                                       abs=1e-5)
+
+
+def test_v2_rerank_applies_max_tokens_per_doc_with_a_real_reranker(
+        xlmr_reranker: Reranker) -> None:
+    from starlette.testclient import TestClient
+
+    from gguf_embed.server import ServerConfig, create_app
+    from gguf_embed.testing import FakeEngine
+
+    app = create_app(FakeEngine(), ServerConfig(model_name="fake", batch_window=0),
+                     xlmr_reranker)
+    http = TestClient(app, base_url="http://127.0.0.1:8000")
+    reply = http.post("/v2/rerank", json={"query": QUERY, "documents": DOCS[:3],
+                                          "max_tokens_per_doc": 4})
+    assert reply.status_code == 200, reply.text
+    got = {r["index"]: r for r in reply.json()["results"]}
+    expected = xlmr_reranker.score(QUERY, DOCS[:3], max_doc_tokens=4)
+    whole = xlmr_reranker.score(QUERY, DOCS[:3])
+    assert np.abs(expected.scores - whole.scores).max() > 1e-3
+    for i in range(3):
+        assert got[i]["raw_score"] == pytest.approx(float(expected.scores[i]), abs=1e-5)
+        assert got[i]["truncated"] is True

@@ -315,6 +315,45 @@ def test_mcp_http_with_port_0_announces_the_real_port(tmp_path: Path, docs: Path
             proc.kill()
 
 
+def test_serve_accepts_connections_as_soon_as_it_announces_its_port(qwen_path: Path) -> None:
+    """A client that reads the "serving ... on URL" line may connect at once: the socket
+    listens before the line is written.  The server is stopped (SIGSTOP) the moment the line
+    is read, so the connection can only succeed if it was already listening."""
+    import select
+    import socket
+
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "serve", "--port", "0", "-m",
+                             str(qwen_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    assert proc.stderr is not None
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while "serving" not in line:
+            assert time.monotonic() < deadline and proc.poll() is None, line
+            if select.select([proc.stderr], [], [], 1)[0]:
+                line = proc.stderr.readline()
+        proc.send_signal(signal.SIGSTOP)  # nothing more happens in the server until SIGCONT
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
+        assert match, line
+        with socket.create_connection(("127.0.0.1", int(match.group(1))), timeout=30) as conn:
+            proc.send_signal(signal.SIGCONT)
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Connection: close\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+        assert b'"status":"ok"' in reply
+    finally:
+        proc.send_signal(signal.SIGCONT)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def test_merge_on_a_full_disk_is_one_line_and_the_output_stays_valid(
         tmp_path: Path, docs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import gguf_embed.store_merge

@@ -26,11 +26,15 @@ class FakeReranker:
         self.path = Path(f"{name}.gguf")
         self.spec = FakeEngine(name=name).spec
 
-    def score(self, query: str, documents: list[str]) -> RerankScores:
+    def score(self, query: str, documents: list[str], *,
+              max_doc_tokens: int | None = None) -> RerankScores:
+        cut = [i for i, d in enumerate(documents)
+               if max_doc_tokens is not None and len(d.split()) > max_doc_tokens]
+        documents = [" ".join(d.split()[:max_doc_tokens]) for d in documents]
         words = set(query.lower().split())
         raw = [len(words & set(d.lower().split())) * 2.0 - 1.0 for d in documents]
         return RerankScores(np.array(raw, dtype=np.float32), [len(d.split()) + 2
-                                                              for d in documents], [])
+                                                              for d in documents], cut)
 
     def relevance(self, scores: np.ndarray) -> np.ndarray:
         from gguf_embed.reranker import relevance
@@ -183,6 +187,20 @@ def test_v2_rerank_in_cohere_shape_with_scores_in_0_1() -> None:
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_tokens_per_doc"
 
 
+@pytest.mark.parametrize("path", ["/v2/rerank", "/v1/rerank"])
+def test_max_tokens_per_doc_cuts_each_document_before_scoring(path: str) -> None:
+    http = client(reranker=FakeReranker())
+    docs = ["black green tea", "green tea leaves"]
+    whole = http.post(path, json={"query": "green tea", "documents": docs}).json()
+    assert [r["raw_score"] for r in whole["results"]] == [3.0, 3.0]
+    reply = http.post(path, json={"query": "green tea", "documents": docs,
+                                  "max_tokens_per_doc": 1})
+    assert reply.status_code == 200, reply.text
+    results = {r["index"]: r for r in reply.json()["results"]}
+    assert results[0]["raw_score"] == -1.0 and results[0]["truncated"] is True  # "black"
+    assert results[1]["raw_score"] == 1.0 and results[1]["truncated"] is True  # "green"
+
+
 def test_relevance_is_the_sigmoid_of_a_logit_and_a_probability_as_is() -> None:
     from gguf_embed.reranker import relevance
 
@@ -273,6 +291,33 @@ def test_request_log_names_the_error_code_of_a_refused_request(
     assert lines[2].startswith("GET /nowhere 404 error=not_found "), lines
     assert "error=" not in lines[3], lines
     assert not any(word in caplog.text for word in ("secret", "espresso", "private"))
+
+
+def test_request_log_names_the_code_of_refused_preflights_and_guard_refusals(
+        caplog: pytest.LogCaptureFixture) -> None:
+    http = client(cors_origins=("https://app.example",), api_key="s3cret")
+    with caplog.at_level(logging.INFO, logger="gguf_embed.server"):
+        evil = http.options("/v1/embeddings", headers={"origin": "https://evil.example",
+                                                       **PREFLIGHT})
+        ok = http.options("/v1/embeddings", headers={"origin": "https://app.example",
+                                                     **PREFLIGHT})
+        keyless = http.post("/v1/embeddings", json={"input": "secret"})
+        cross = http.post("/v1/embeddings", json={"input": "secret"}, headers={
+            "origin": "https://evil.example", "authorization": "Bearer s3cret"})
+        rebound = http.post("/v1/embeddings", json={"input": "secret"}, headers={
+            "host": "attacker.example", "authorization": "Bearer s3cret"})
+    assert [evil.status_code, ok.status_code, keyless.status_code, cross.status_code,
+            rebound.status_code] == [403, 200, 401, 403, 403]
+    assert evil.json()["error"] == {"message": evil.json()["error"]["message"],
+                                    "type": "permission_error", "param": None,
+                                    "code": "forbidden_origin"}
+    lines = [r.getMessage() for r in caplog.records if r.name == "gguf_embed.server"]
+    assert lines[0].startswith("OPTIONS /v1/embeddings 403 error=forbidden_origin "), lines
+    assert lines[1].startswith("OPTIONS /v1/embeddings 200 ") and "error=" not in lines[1]
+    assert lines[2].startswith("POST /v1/embeddings 401 error=invalid_api_key "), lines
+    assert lines[3].startswith("POST /v1/embeddings 403 error=forbidden_origin "), lines
+    assert lines[4].startswith("POST /v1/embeddings 403 error=forbidden_host "), lines
+    assert "secret" not in caplog.text and "s3cret" not in caplog.text
 
 
 def test_no_request_log_unless_info_is_on(caplog: pytest.LogCaptureFixture) -> None:

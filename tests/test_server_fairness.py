@@ -10,11 +10,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gguf_embed.batcher import Batcher
+from gguf_embed.batcher import SHARE_PIECES, Batcher
 from gguf_embed.protocol import Embeddings, Prepared
 from gguf_embed.server import ServerConfig, create_app
 from gguf_embed.testing import FakeEngine
@@ -127,6 +128,75 @@ def test_pieces_keep_dimensions_and_queries_first() -> None:
     assert engine.urgent_calls[0] is True and engine.calls == [1, 2, 2, 1]
 
 
+class LanedEngine(GatedEngine):
+    """GatedEngine with a side lane (as ``Engine.embed_side``): side calls are not gated, and
+    the thread count asked for each main-lane call is recorded."""
+
+    n_threads = 2
+    side_threads = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.side_calls: list[int] = []
+        self.threads: list[int | None] = []
+
+    def embed_prepared(self, prepared: Prepared | Sequence[np.ndarray], *,
+                       dimensions: int | None = None, urgent: bool = False,
+                       threads: int | None = None) -> Embeddings:
+        self.threads.append(threads)
+        return super().embed_prepared(prepared, dimensions=dimensions, urgent=urgent)
+
+    def embed_side(self, prepared: Prepared | Sequence[np.ndarray], *,
+                   dimensions: int | None = None) -> Embeddings:
+        self.side_calls.append(len(prepared))
+        return FakeEngine(max_tokens=64).embed_prepared(prepared, dimensions=dimensions)
+
+
+def test_a_small_request_does_not_wait_for_the_piece_in_flight_with_a_side_lane() -> None:
+    engine = LanedEngine()
+    batcher = Batcher(engine, window=0, share_tokens=40)
+    try:
+        big_seqs = seqs(100)
+        big = batcher.submit(big_seqs, None)
+        engine.wait_entered()  # the big request's first piece holds the main lane
+        small = batcher.submit(seqs(2, start=500), None, urgent=True)
+        small_vectors = small.result(timeout=30)  # while that piece is still in the engine
+        assert engine.calls == [] and not big.done()  # the first piece is still held
+        for _ in range(SHARE_PIECES + 2):  # the next pieces leave the side lane its thread
+            engine.gate.release()
+            engine.wait_entered()
+        engine.open()
+        vectors = big.result(timeout=30)
+    finally:
+        engine.open()
+        batcher.close()
+    assert engine.side_calls == [2] and batcher.side_decodes == 1
+    assert engine.calls == [10] * 10  # the big one's pieces only: whole pieces, not shrunk
+    assert engine.threads[:SHARE_PIECES + 2] == [None, *[1] * SHARE_PIECES, None]
+    np.testing.assert_allclose(vectors, FakeEngine().embed_prepared(big_seqs).vectors,
+                               atol=1e-6)
+    np.testing.assert_allclose(small_vectors,
+                               FakeEngine().embed_prepared(seqs(2, start=500)).vectors)
+
+
+def test_without_a_large_request_the_side_lane_is_not_used() -> None:
+    engine = LanedEngine()
+    engine.open()
+    batcher = Batcher(engine, window=0.05, share_tokens=40)
+    try:
+        futures = [batcher.submit(seqs(2, start=10 * i), None) for i in range(5)]
+        for future in futures:
+            future.result(timeout=30)
+        cancelled = batcher.submit(seqs(100), None)
+        cancelled.cancel()
+        after = batcher.submit(seqs(1, start=900), None)  # the large one is gone: main lane
+        after.result(timeout=30)
+    finally:
+        batcher.close()
+    assert engine.side_calls == [] and engine.threads == [None] * len(engine.calls)
+    assert sum(engine.calls) <= 11 and engine.calls[0] == 10  # the five shared one decode
+
+
 @pytest.fixture(params=[0.0, 0.004], ids=["lock-path", "batcher"])
 def gated_server(request: pytest.FixtureRequest) -> Iterator[tuple[GatedEngine, int]]:
     import uvicorn
@@ -173,3 +243,32 @@ def test_a_disconnected_clients_remaining_work_is_not_embedded(
     reply = httpx.post(f"http://127.0.0.1:{port}/v1/embeddings", json={"input": "tea"})
     assert reply.status_code == 200
     assert engine.calls == [10, 1]  # 1 of the 10 pieces, then the next request
+
+
+def test_side_lane_with_a_real_engine_gives_the_vectors_of_the_main_lane(
+        qwen_path: Path) -> None:
+    """Two llama.cpp contexts of one model decoding at once (a large request's piece in the
+    main context, a small request in the side lane) give the vectors each gives alone."""
+    from gguf_embed import Engine
+
+    with Engine(qwen_path, n_threads=2, n_gpu_layers=0) as engine:
+        assert engine.side_threads == 1
+        big = engine.prepare([f"document {i} about green tea and black coffee " * 6
+                              for i in range(400)])
+        small = engine.prepare(["a query about tea"], query=True)
+        expected_big = engine.embed_prepared(big).vectors
+        expected_small = engine.embed_prepared(small).vectors
+        batcher = Batcher(engine, window=0)
+        try:
+            large = batcher.submit(big.sequences, None)
+            deadline = time.monotonic() + 60
+            while batcher.decodes == 0:  # its first piece is in the engine
+                assert time.monotonic() < deadline
+                time.sleep(0.001)
+            got_small = batcher.submit(small.sequences, None, urgent=True).result(timeout=60)
+            got_big = large.result(timeout=120)
+            assert not large.cancelled() and batcher.side_decodes == 1
+        finally:
+            batcher.close()
+    assert float((got_small * expected_small).sum()) >= 0.9999
+    assert float((got_big * expected_big).sum(axis=1).min()) >= 0.9999

@@ -183,7 +183,6 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
         except OSError as exc:
             raise click.ClickException(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-        sock.listen(128)  # connections wait from the moment the port is announced
         port = sock.getsockname()[1]
     watcher = start_watch(db, engine, watch_paths, ref,
                           follow_symlinks) if watch_paths else None

@@ -112,6 +112,43 @@ def test_llamaindex_openai_like(live: Live, minilm: Engine) -> None:
     close(embedding.get_query_embedding("list files"), minilm.embed(["list files"]))
 
 
+def test_chromadb_openai_embedding_function(live: Live, minilm: Engine) -> None:
+    """chromadb's OpenAIEmbeddingFunction with its default model name (text-embedding-ada-002),
+    in a collection that embeds documents and queries through the server."""
+    import chromadb
+    from chromadb.config import Settings
+    from chromadb.utils.embedding_functions import OpenAIEmbeddingFunction
+
+    function = OpenAIEmbeddingFunction(api_key="unused", api_base=live.url + "/v1")
+    close(function(TEXTS), minilm.embed(TEXTS))
+    client = chromadb.EphemeralClient(Settings(anonymized_telemetry=False))
+    notes = client.create_collection("notes", embedding_function=function)
+    notes.add(ids=[str(i) for i in range(len(TEXTS))], documents=TEXTS)
+    found = notes.query(query_texts=["how big is this folder?"], n_results=1)
+    assert "du -sh" in found["documents"][0][0]
+
+
+def test_langchain_chroma_with_the_tutorials_splitter(live: Live) -> None:
+    """The tutorial's stack: RecursiveCharacterTextSplitter, OpenAIEmbeddings through the
+    server, langchain-chroma's Chroma store."""
+    import chromadb
+    from chromadb.config import Settings
+    from langchain_chroma import Chroma
+    from langchain_openai import OpenAIEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    embeddings = OpenAIEmbeddings(model="text-embedding-3-small", base_url=live.url + "/v1",
+                                  api_key="unused", check_embedding_ctx_length=False,
+                                  max_retries=0)
+    chunks = RecursiveCharacterTextSplitter(chunk_size=60, chunk_overlap=10).create_documents(
+        ["\n\n".join(TEXTS)])
+    client = chromadb.EphemeralClient(Settings(anonymized_telemetry=False))
+    store = Chroma.from_documents(chunks, embeddings, collection_name="tutorial",
+                                  client=client)
+    hit = store.similarity_search("how big is this folder?", k=1)[0].page_content
+    assert "du -sh" in hit, hit
+
+
 def test_cohere_v2_rerank(live: Live, xlmr_reranker: Reranker) -> None:  # noqa: F811
     import cohere
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import fusion, vector_cache
+from . import store_keyword_postings as keyword_postings
 from . import store_keyword_topk as keyword_topk
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
@@ -229,9 +230,13 @@ def keyword_hits(store: Store, query: str, k: int,
             state = vector_cache.state_of(store)
             if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
                 # the same rows and scores as keyword_matches, without scoring every match
-                found = keyword_topk.topk(store.conn, (str(store.path), state),
-                                          query_terms(query, store.fts_format), k,
-                                          (1.0, CJK_WEIGHT), path_glob)
+                key = (str(store.path), state)
+                terms = query_terms(query, store.fts_format)
+                if not path_glob:
+                    found = keyword_postings.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT))
+                if found is None:
+                    found = keyword_topk.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT),
+                                              path_glob)
     if found is None:
         found = store.keyword_matches(match, k, path_glob)
     return [(chunk_id, -score) for chunk_id, score in found]

@@ -1,0 +1,150 @@
+"""Keyword search's top k from each phrase's BM25 share, held in memory (issue 21).
+
+FTS5's ``bm25()`` of an OR query is ``-1 * sum(term_i)`` over the query's phrases, in query
+order, where ``term_i`` depends only on phrase i (its IDF, its weighted count in the row) and
+the row's size; a phrase that is not in the row adds exactly 0.0.  A query for phrase i *alone*
+returns ``-1 * (0.0 + term_i)`` for every row holding it, computed by FTS5 itself from the same
+inputs (same IDF, row count, average size, row size, column weights), so ``term_i`` bit for bit.
+Kept per index state as sorted (rowid, term_i) arrays, one per phrase, those "postings" give
+any query over known phrases in numpy: add the phrases' shares into one array in query order
+(the sum FTS5 does, the same roundings) and keep the k best, ties by rowid as SQLite's sort
+gives them.  No score differs from FTS5's; see tests/test_keyword_postings.py.
+
+Reading a phrase's postings costs what scoring its matches costs FTS5 (~1 µs a row): a phrase
+in most of 10^6 chunks takes ~1 s, which a one-shot search must not pay for a structure it
+then throws away.  So a phrase is read when it is cheap (in at most ``CHEAP_ROWS`` rows) or when
+this process has seen it before in this index state (the common words of a long-running
+server's queries); until every phrase of a query is held, the caller takes the other paths
+(store_keyword_topk, then FTS5's own query).  Memory: 12 bytes a row per phrase held, at most
+``MAX_ROWS`` rows in all (least recently used phrases go first).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import apsw
+import numpy as np
+
+from . import store_keyword_topk as keyword_topk
+
+CHEAP_ROWS = 100_000  # a phrase in at most this many rows is read at first sight (~0.1 s)
+MAX_ROWS = 20_000_000  # rows held in all, every phrase and index together (~240 MB)
+MAX_SEEN = 100_000  # phrases remembered as seen, per index state
+MAX_DENSE = 50_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
+
+_lock = threading.Lock()
+# (index path, (index state, weights), phrase) -> (rowids, term_i)
+_held: OrderedDict[tuple[str, Any, str], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_rows_held = 0
+_seen: dict[tuple[str, Any], set[str]] = {}
+
+
+def forget() -> None:
+    """Drop everything held (tests; an index closed for good)."""
+    global _rows_held
+    with _lock:
+        _held.clear()
+        _seen.clear()
+        _rows_held = 0
+
+
+def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
+         weights: tuple[float, float]) -> list[tuple[int, float]] | None:
+    """(rowid, bm25) of the ``k`` best rows of ``fts_chunks`` for the OR of ``terms``, exactly
+    as ``ORDER BY bm25(fts_chunks, *weights) LIMIT k`` returns them; or None while some phrase
+    is neither held nor worth reading yet.  Call inside one read transaction, with
+    ``cache_key`` naming the index state it sees."""
+    if not terms or k < 1:
+        return None
+    path, state = cache_key[0], (cache_key[1], weights)
+    shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    missing: list[str] = []
+    with _lock:
+        _drop_other_states(path, state)
+        seen = _seen.setdefault((path, state), set())
+        for term in dict.fromkeys(terms):
+            found = _held.get((path, state, term))
+            if found is None:
+                missing.append(term)
+            else:
+                _held.move_to_end((path, state, term))
+                shares[term] = found
+        before = {term: term in seen for term in missing}
+        if len(seen) > MAX_SEEN:
+            seen.clear()
+        seen.update(terms)
+    if missing:
+        counts = keyword_topk._doc_counts(conn, cache_key, missing)
+        if sum(counts) > MAX_ROWS // 2 or not all(
+                before[term] or n <= CHEAP_ROWS for term, n in zip(missing, counts, strict=True)):
+            return None
+        for term in missing:
+            shares[term] = _read(conn, term, weights)
+        with _lock:
+            for term in missing:
+                _hold((path, state, term), shares[term])
+    return _best([shares[term] for term in terms], k)
+
+
+def _read(conn: apsw.Connection, term: str,
+          weights: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Rowids (ascending) and ``term_i`` of every row holding the phrase ``term``, from FTS5's
+    bm25 of the phrase alone."""
+    bm25 = f"bm25(fts_chunks, {weights[0]!r}, {weights[1]!r})"
+    cursor = conn.execute(f"SELECT rowid, {bm25} FROM fts_chunks WHERE fts_chunks MATCH ?",
+                          (keyword_topk._phrase(term),))
+    flat = np.fromiter(itertools.chain.from_iterable(cursor), dtype=np.float64)
+    pairs = flat.reshape(-1, 2)
+    rows = pairs[:, 0].astype(np.int64)
+    share = -pairs[:, 1]  # bm25 = -1 * (0.0 + term_i): negating gives term_i exactly
+    if len(rows) > 1 and not bool(np.all(rows[1:] > rows[:-1])):
+        order = np.argsort(rows, kind="stable")
+        rows, share = rows[order], share[order]
+    if len(rows) and rows[-1] < 2**31:
+        rows = rows.astype(np.int32)
+    return rows, np.ascontiguousarray(share)
+
+
+def _best(shares: list[tuple[np.ndarray, np.ndarray]],
+          k: int) -> list[tuple[int, float]] | None:
+    size = 1 + max((int(rows[-1]) for rows, _ in shares if len(rows)), default=-1)
+    if size == 0:
+        return []
+    if size > MAX_DENSE:
+        return None  # rowids far apart (not made by SQLite's max + 1): FTS5's query
+    total = np.zeros(size, dtype=np.float64)
+    for rows, share in shares:  # query order: FTS5's sum, with the same roundings
+        total[rows] += share  # rowids are distinct within a phrase
+    hit = np.flatnonzero(total)  # every share is > 0: these are the rows that match
+    scores = total[hit]
+    if len(hit) > k:
+        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+        keep = scores >= kth
+        hit, scores = hit[keep], scores[keep]
+    order = np.lexsort((hit, -scores))[:k]  # best first, ties by rowid
+    return [(int(hit[i]), -1.0 * float(scores[i])) for i in order]
+
+
+def _drop_other_states(path: str, state: Any) -> None:
+    """What was held for another state of this index can never be used again."""
+    global _rows_held
+    for key in [key for key in _held if key[0] == path and key[1] != state]:
+        _rows_held -= len(_held.pop(key)[0])
+    for seen in [seen for seen in _seen if seen[0] == path and seen[1] != state]:
+        del _seen[seen]
+
+
+def _hold(key: tuple[str, Any, str], value: tuple[np.ndarray, np.ndarray]) -> None:
+    global _rows_held
+    if key in _held:
+        return
+    _held[key] = value
+    _rows_held += len(value[0])
+    while _rows_held > MAX_ROWS and len(_held) > 1:
+        _, (rows, _share) = _held.popitem(last=False)
+        _rows_held -= len(rows)

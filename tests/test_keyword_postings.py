@@ -1,0 +1,126 @@
+"""Keyword search's top k from per-phrase BM25 shares held in memory
+(store_keyword_postings.py): the same rows, in the same order, with the same scores bit for bit
+as FTS5's ``ORDER BY bm25 LIMIT k``, for English and CJK text, repeated texts (ties), phrases of
+several tokens or none, an index changed between searches, and a cache too small for all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gguf_embed import search as search_mod
+from gguf_embed import store_keyword_postings as postings
+from gguf_embed import store_keyword_topk as keyword_topk
+from gguf_embed import vector_cache
+from gguf_embed._vectors import vec_blob
+from gguf_embed.keywords import CJK_WEIGHT, fts_query, query_terms
+from gguf_embed.search import keyword_hits
+from gguf_embed.store import Store
+
+from .test_keyword_topk import DIMS, QUERIES, add
+
+MORE = [*QUERIES, "x86_64 the word3", "foo_ word7 display", "数据库", "the", "zzzunknown",
+        "word299 word298 word297 word296 word295 word294 word293 the a"]
+
+
+def fast(store: Store, query: str, k: int) -> list[tuple[int, float]] | None:
+    with store.conn:  # one snapshot, as search does
+        state = vector_cache.state_of(store)
+        return postings.topk(store.conn, (str(store.path), state), query_terms(query), k,
+                             (1.0, CJK_WEIGHT))
+
+
+def check(store: Store) -> int:
+    """Every query and k against FTS5's own query; how many the held postings answered."""
+    answered = 0
+    for query in MORE:
+        for k in (1, 5, 50, 5000):
+            today = store.keyword_matches(fts_query(query), k)
+            got = fast(store, query, k)
+            if got is None:
+                continue
+            answered += 1
+            assert got == today, (query, k)  # ids, order, and scores to the last bit
+    return answered
+
+
+@pytest.fixture()
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
+    monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
+    monkeypatch.setattr(postings, "CHEAP_ROWS", 10**9)  # read every phrase at first sight
+    vector_cache.forget()
+    keyword_topk._counts.clear()
+    postings.forget()
+    s = Store.open(tmp_path / "i.db")
+    add(s, np.random.default_rng(5), 800, 0)  # 4,000 chunks, with repeated texts
+    special = ["x86_64 foo_ the word3", "the x86_64 x86_64", "foo_ display 数据库 word7"]
+    with s.transaction():
+        for d, text in enumerate(special * 5):
+            chunk = SimpleNamespace(text=text, start_line=1, end_line=1, start_page=None,
+                                    end_page=None, n_tokens=4, hash=f"s{d}")
+            s.write_document(path=f"/docs/s/{d}.md", hash="x", size=1, mtime=0.0,
+                             kind="markdown", chunks=[chunk],
+                             vectors=[vec_blob(np.ones(DIMS, np.float32))])
+    yield s
+    s.close()
+    postings.forget()
+
+
+def test_same_top_k_as_fts5_bit_for_bit(store: Store) -> None:
+    assert check(store) == len(MORE) * 4  # every query answered, none left to FTS5
+    assert check(store) == len(MORE) * 4  # and again from what is held
+
+
+def test_a_phrase_is_read_when_cheap_or_seen_before(store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "CHEAP_ROWS", 50)
+    query = "display the file word3"
+    assert fast(store, query, 10) is None  # common phrases, first sight: not read
+    assert postings._rows_held < 50 * 4  # only the cheap ones were
+    assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
+
+
+def test_index_changed_between_searches(store: Store) -> None:
+    check(store)
+    held = postings._rows_held
+    assert held > 0
+    add(store, np.random.default_rng(6), 200, 800)
+    with store.transaction():
+        store.delete_documents([f"/docs/a/{d:05d}.md" for d in range(0, 400, 2)])
+    assert check(store) == len(MORE) * 4  # the old state's postings are never used
+    live = {int(r[0]) for r in store.conn.execute("SELECT id FROM chunks")}
+    for query in MORE:
+        got = fast(store, query, 50)
+        assert got is not None and all(i in live for i, _ in got)
+
+
+def test_memory_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "MAX_ROWS", 3000)
+    assert check(store) >= 8  # queries of rarer phrases still answered, from fewer rows held
+    biggest = max(len(rows) for rows, _ in postings._held.values())
+    assert postings._rows_held <= max(3000, biggest)
+    assert postings._rows_held == sum(len(rows) for rows, _ in postings._held.values())
+
+
+def test_search_takes_it_and_keeps_the_results(store: Store,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    answered: list[bool] = []
+    real = postings.topk
+
+    def spy(*args: Any, **kwargs: Any) -> list[tuple[int, float]] | None:
+        found = real(*args, **kwargs)
+        answered.append(found is not None)
+        return found
+
+    monkeypatch.setattr(postings, "topk", spy)
+    for query in MORE:
+        for glob in (None, "/docs/b/*"):
+            today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50, glob)]
+            assert keyword_hits(store, query, 50, glob) == today
+    assert answered and all(answered)  # every unfiltered search went through it
+    assert len(answered) == len(MORE)  # a path filter goes the other way

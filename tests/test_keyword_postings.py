@@ -31,8 +31,9 @@ MORE = [*QUERIES, "x86_64 the word3", "foo_ word7 display", "数据库", "the", 
 def fast(store: Store, query: str, k: int) -> list[tuple[int, float]] | None:
     with store.conn:  # one snapshot, as search does
         state = vector_cache.state_of(store)
-        return postings.topk(store.conn, (str(store.path), state), query_terms(query), k,
-                             (1.0, CJK_WEIGHT))
+        found = postings.topk(store.conn, (str(store.path), state), query_terms(query), k,
+                              (1.0, CJK_WEIGHT))
+    return found
 
 
 def check(store: Store) -> int:

@@ -10,18 +10,21 @@ any query over known phrases in numpy: add the phrases' shares into one array in
 (the sum FTS5 does, the same roundings) and keep the k best, ties by rowid as SQLite's sort
 gives them.  No score differs from FTS5's; see tests/test_keyword_postings.py.
 
-Reading a phrase's postings costs what scoring its matches costs FTS5 (~1 µs a row): a phrase
-in most of 10^6 chunks takes ~1 s, which a one-shot search must not pay for a structure it
-then throws away.  So a phrase is read when it is cheap (in at most ``CHEAP_ROWS`` rows) or when
-this process has seen it before in this index state (the common words of a long-running
-server's queries); until every phrase of a query is held, the caller takes the other paths
+Reading a phrase's postings costs what scoring its matches costs FTS5 (~1.5 µs a row): a
+phrase in most of 10^6 chunks takes ~1.5 s, which a one-shot search must not pay for a
+structure it then throws away.  So the missing phrases of a query are read at once only when
+they are cheap (``CHEAP_ROWS`` rows together); otherwise those this process has searched for
+before in this index (the common words of a long-running server's queries) are read by a
+background thread, on a connection of its own, and this query takes the other paths
 (store_keyword_topk, then FTS5's own query).  Memory: 12 bytes a row per phrase held, at most
 ``MAX_ROWS`` rows in all (least recently used phrases go first).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -31,26 +34,94 @@ import apsw
 import numpy as np
 
 from . import store_keyword_topk as keyword_topk
+from .store import connect
 
-CHEAP_ROWS = 100_000  # a phrase in at most this many rows is read at first sight (~0.1 s)
+CHEAP_ROWS = 100_000  # rows read at once for a query (~0.1 s), all its missing phrases together
 MAX_ROWS = 20_000_000  # rows held in all, every phrase and index together (~240 MB)
-MAX_SEEN = 100_000  # phrases remembered as seen, per index state
+MAX_SEEN = 100_000  # phrases remembered as seen, per index
 MAX_DENSE = 50_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
 
 _lock = threading.Lock()
 # (index path, (index state, weights), phrase) -> (rowids, term_i)
 _held: OrderedDict[tuple[str, Any, str], tuple[np.ndarray, np.ndarray]] = OrderedDict()
 _rows_held = 0
-_seen: dict[tuple[str, Any], set[str]] = {}
+_seen: dict[str, set[str]] = {}  # per index path, whatever its state: this process's words
+_pending: OrderedDict[tuple[str, Any, str], tuple[Any, tuple[float, float]]] = OrderedDict()
+_worker: threading.Thread | None = None
+_idle = threading.Condition(_lock)
 
 
 def forget() -> None:
-    """Drop everything held (tests; an index closed for good)."""
+    """Drop everything held and every read not started (tests; an index closed for good)."""
     global _rows_held
     with _lock:
         _held.clear()
         _seen.clear()
+        _pending.clear()
         _rows_held = 0
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Until the background reads are done (tests, benchmarks); False on timeout."""
+    with _idle:
+        return _idle.wait_for(lambda: _worker is None, timeout)
+
+
+def _schedule(cache_key: tuple[str, Any], weights: tuple[float, float], terms: list[str],
+              rows: int) -> None:
+    """Read these phrases in a thread of their own, with its own connection."""
+    global _worker
+    if not terms or rows > MAX_ROWS // 2:
+        return
+    path, state = cache_key[0], (cache_key[1], weights)
+    with _lock:
+        for term in terms:
+            _pending.setdefault((path, state, term), (cache_key[1], weights))
+        if _worker is None:
+            _worker = threading.Thread(target=_work, name="gguf-embed keyword postings",
+                                       daemon=True)
+            _worker.start()
+
+
+def _work() -> None:
+    global _worker
+    with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    conns: dict[str, apsw.Connection] = {}
+    try:
+        while True:
+            with _lock:
+                if not _pending:
+                    _worker = None
+                    _idle.notify_all()
+                    return
+                key, (index_state, weights) = _pending.popitem(last=False)
+                if key in _held:
+                    continue
+            path, state, term = key
+            try:
+                conn = conns.get(path)
+                if conn is None:
+                    conn = conns[path] = connect(path, readonly=True)
+                with conn:  # one snapshot: read only if it is the state the key names
+                    row = conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
+                                       "WHERE id = 1").fetchone()
+                    if row is None or type(index_state)(*row) != index_state:
+                        continue
+                    found = _read(conn, term, weights)
+            except Exception:  # the file went or changed shape: the foreground will say so
+                continue
+            with _lock:
+                if any(k[0] == path and k[1] != state for k in _held):
+                    continue  # a newer state is in use: this one is gone for good
+                _hold(key, found)
+    finally:
+        for conn in conns.values():
+            conn.close()
+        with _lock:
+            if _worker is threading.current_thread():
+                _worker = None
+            _idle.notify_all()
 
 
 def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
@@ -66,7 +137,7 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
     missing: list[str] = []
     with _lock:
         _drop_other_states(path, state)
-        seen = _seen.setdefault((path, state), set())
+        seen = _seen.setdefault(path, set())
         for term in dict.fromkeys(terms):
             found = _held.get((path, state, term))
             if found is None:
@@ -80,8 +151,10 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
         seen.update(terms)
     if missing:
         counts = keyword_topk._doc_counts(conn, cache_key, missing)
-        if sum(counts) > MAX_ROWS // 2 or not all(
-                before[term] or n <= CHEAP_ROWS for term, n in zip(missing, counts, strict=True)):
+        if sum(counts) > CHEAP_ROWS:
+            # a one-shot search never sees a phrase twice: only a long-running process, whose
+            # next queries will find it held, reads the others (in the background)
+            _schedule(cache_key, weights, [t for t in missing if before[t]], sum(counts))
             return None
         for term in missing:
             shares[term] = _read(conn, term, weights)
@@ -135,8 +208,6 @@ def _drop_other_states(path: str, state: Any) -> None:
     global _rows_held
     for key in [key for key in _held if key[0] == path and key[1] != state]:
         _rows_held -= len(_held.pop(key)[0])
-    for seen in [seen for seen in _seen if seen[0] == path and seen[1] != state]:
-        del _seen[seen]
 
 
 def _hold(key: tuple[str, Any, str], value: tuple[np.ndarray, np.ndarray]) -> None:

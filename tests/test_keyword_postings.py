@@ -77,12 +77,34 @@ def test_same_top_k_as_fts5_bit_for_bit(store: Store) -> None:
     assert check(store) == len(MORE) * 4  # and again from what is held
 
 
-def test_a_phrase_is_read_when_cheap_or_seen_before(store: Store,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postings, "CHEAP_ROWS", 50)
+def test_common_phrases_are_read_in_the_background_on_second_sight(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    rare = len(store.keyword_matches(fts_query("word250"), 10**6))
+    assert 0 < rare < 100
+    monkeypatch.setattr(postings, "CHEAP_ROWS", rare)
     query = "display the file word3"
-    assert fast(store, query, 10) is None  # common phrases, first sight: not read
-    assert postings._rows_held < 50 * 4  # only the cheap ones were
+    assert fast(store, query, 10) is None  # first sight, not cheap: nothing read
+    assert postings._worker is None and not postings._pending and postings._rows_held == 0
+    assert fast(store, "word250", 10) == store.keyword_matches(fts_query("word250"), 10)
+    assert postings._rows_held == rare  # cheap: read at once
+    assert fast(store, query, 10) is None  # second sight: read by the background thread
+    assert postings.wait(60)
+    assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
+
+
+def test_a_background_read_of_a_state_gone_is_dropped(store: Store,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "CHEAP_ROWS", 50)
+    query = "word1 and the word2 for a"
+    fast(store, query, 10)
+    with store.conn:
+        old = vector_cache.state_of(store)
+    add(store, np.random.default_rng(6), 20, 800)  # the index moves on
+    postings._schedule((str(store.path), old), (1.0, CJK_WEIGHT), query_terms(query), 1)
+    assert postings.wait(60)
+    assert postings._rows_held == 0  # what the thread saw was not the state asked for
+    assert fast(store, query, 10) is None
+    assert postings.wait(60)
     assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
 
 

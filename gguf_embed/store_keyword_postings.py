@@ -16,8 +16,11 @@ structure it then throws away.  So the missing phrases of a query are read at on
 they are cheap (``CHEAP_ROWS`` rows together); otherwise those this process has searched for
 before in this index (the common words of a long-running server's queries) are read by a
 background thread, on a connection of its own, and this query takes the other paths
-(store_keyword_topk, then FTS5's own query).  Memory: 12 bytes a row per phrase held, at most
-``MAX_ROWS`` rows in all (least recently used phrases go first).
+(store_keyword_topk, then FTS5's own query).  Memory: 4 bytes a row per phrase held for the
+rowid, and 2 for its share (an index into the phrase's distinct shares: a share depends only on
+the row's size and the phrase's count in it) or 8 where there are too many distinct ones; at
+most ``MAX_BYTES`` in all.  Reads a query asks for push out the least recently used phrases;
+background reads only fill free room, so a working set larger than that never thrashes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import apsw
@@ -37,28 +41,47 @@ from . import store_keyword_topk as keyword_topk
 from .store import connect
 
 CHEAP_ROWS = 100_000  # rows read at once for a query (~0.1 s), all its missing phrases together
-MAX_ROWS = 20_000_000  # rows held in all, every phrase and index together (~240 MB)
+MAX_BYTES = 256 * 2**20  # held in all, every phrase and index together
 MAX_SEEN = 100_000  # phrases remembered as seen, per index
 MAX_DENSE = 50_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
 
 _lock = threading.Lock()
-# (index path, (index state, weights), phrase) -> (rowids, term_i)
-_held: OrderedDict[tuple[str, Any, str], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-_rows_held = 0
+
+
+@dataclass(frozen=True)
+class Postings:
+    """One phrase at one index state: its rows (ascending) and each row's ``term_i``."""
+
+    rows: np.ndarray  # int32 (int64 for rowids past 2^31)
+    codes: np.ndarray | None  # uint16 indexes into ``values``; None: ``values`` is per row
+    values: np.ndarray  # float64
+
+    @property
+    def nbytes(self) -> int:
+        codes = 0 if self.codes is None else self.codes.nbytes
+        return int(self.rows.nbytes + codes + self.values.nbytes)
+
+    def shares(self) -> np.ndarray:
+        return self.values if self.codes is None else self.values[self.codes]
+
+
+# (index path, (index state, weights), phrase) -> its postings
+_held: OrderedDict[tuple[str, Any, str], Postings] = OrderedDict()
+_bytes_held = 0
 _seen: dict[str, set[str]] = {}  # per index path, whatever its state: this process's words
-_pending: OrderedDict[tuple[str, Any, str], tuple[Any, tuple[float, float]]] = OrderedDict()
+_pending: OrderedDict[tuple[str, Any, str], tuple[Any, tuple[float, float], int]] = OrderedDict()
 _worker: threading.Thread | None = None
 _idle = threading.Condition(_lock)
 
 
 def forget() -> None:
     """Drop everything held and every read not started (tests; an index closed for good)."""
-    global _rows_held
+    global _bytes_held
     with _lock:
         _held.clear()
         _seen.clear()
         _pending.clear()
-        _rows_held = 0
+        _bytes_held = 0
 
 
 def wait(timeout: float | None = None) -> bool:
@@ -67,16 +90,17 @@ def wait(timeout: float | None = None) -> bool:
         return _idle.wait_for(lambda: _worker is None, timeout)
 
 
-def _schedule(cache_key: tuple[str, Any], weights: tuple[float, float], terms: list[str],
-              rows: int) -> None:
-    """Read these phrases in a thread of their own, with its own connection."""
+def _schedule(cache_key: tuple[str, Any], weights: tuple[float, float],
+              terms: dict[str, int]) -> None:
+    """Read these phrases (with their row counts) in a thread of their own, with its own
+    connection."""
     global _worker
-    if not terms or rows > MAX_ROWS // 2:
+    if not terms:
         return
     path, state = cache_key[0], (cache_key[1], weights)
     with _lock:
-        for term in terms:
-            _pending.setdefault((path, state, term), (cache_key[1], weights))
+        for term, rows in terms.items():
+            _pending.setdefault((path, state, term), (cache_key[1], weights, rows))
         if _worker is None:
             _worker = threading.Thread(target=_work, name="gguf-embed keyword postings",
                                        daemon=True)
@@ -95,9 +119,9 @@ def _work() -> None:
                     _worker = None
                     _idle.notify_all()
                     return
-                key, (index_state, weights) = _pending.popitem(last=False)
-                if key in _held:
-                    continue
+                key, (index_state, weights, rows) = _pending.popitem(last=False)
+                if key in _held or _bytes_held + 6 * rows > MAX_BYTES:
+                    continue  # held already, or no free room: never worth the read
             path, state, term = key
             try:
                 conn = conns.get(path)
@@ -114,7 +138,7 @@ def _work() -> None:
             with _lock:
                 if any(k[0] == path and k[1] != state for k in _held):
                     continue  # a newer state is in use: this one is gone for good
-                _hold(key, found)
+                _hold(key, found, evict=False)
     finally:
         for conn in conns.values():
             conn.close()
@@ -133,7 +157,7 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
     if not terms or k < 1:
         return None
     path, state = cache_key[0], (cache_key[1], weights)
-    shares: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    shares: dict[str, Postings] = {}
     missing: list[str] = []
     with _lock:
         _drop_other_states(path, state)
@@ -154,7 +178,8 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
         if sum(counts) > CHEAP_ROWS:
             # a one-shot search never sees a phrase twice: only a long-running process, whose
             # next queries will find it held, reads the others (in the background)
-            _schedule(cache_key, weights, [t for t in missing if before[t]], sum(counts))
+            _schedule(cache_key, weights, {t: n for t, n in zip(missing, counts, strict=True)
+                                           if before[t]})
             return None
         for term in missing:
             shares[term] = _read(conn, term, weights)
@@ -164,8 +189,7 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
     return _best([shares[term] for term in terms], k)
 
 
-def _read(conn: apsw.Connection, term: str,
-          weights: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def _read(conn: apsw.Connection, term: str, weights: tuple[float, float]) -> Postings:
     """Rowids (ascending) and ``term_i`` of every row holding the phrase ``term``, from FTS5's
     bm25 of the phrase alone."""
     bm25 = f"bm25(fts_chunks, {weights[0]!r}, {weights[1]!r})"
@@ -180,19 +204,21 @@ def _read(conn: apsw.Connection, term: str,
         rows, share = rows[order], share[order]
     if len(rows) and rows[-1] < 2**31:
         rows = rows.astype(np.int32)
-    return rows, np.ascontiguousarray(share)
+    values, codes = np.unique(share, return_inverse=True)  # exact values, none rounded
+    if len(values) <= 2**16:
+        return Postings(rows, codes.astype(np.uint16), values)
+    return Postings(rows, None, np.ascontiguousarray(share))
 
 
-def _best(shares: list[tuple[np.ndarray, np.ndarray]],
-          k: int) -> list[tuple[int, float]] | None:
-    size = 1 + max((int(rows[-1]) for rows, _ in shares if len(rows)), default=-1)
+def _best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
+    size = 1 + max((int(p.rows[-1]) for p in phrases if len(p.rows)), default=-1)
     if size == 0:
         return []
     if size > MAX_DENSE:
         return None  # rowids far apart (not made by SQLite's max + 1): FTS5's query
     total = np.zeros(size, dtype=np.float64)
-    for rows, share in shares:  # query order: FTS5's sum, with the same roundings
-        total[rows] += share  # rowids are distinct within a phrase
+    for phrase in phrases:  # query order: FTS5's sum, with the same roundings
+        total[phrase.rows] += phrase.shares()  # rowids are distinct within a phrase
     hit = np.flatnonzero(total)  # every share is > 0: these are the rows that match
     scores = total[hit]
     if len(hit) > k:
@@ -205,17 +231,18 @@ def _best(shares: list[tuple[np.ndarray, np.ndarray]],
 
 def _drop_other_states(path: str, state: Any) -> None:
     """What was held for another state of this index can never be used again."""
-    global _rows_held
+    global _bytes_held
     for key in [key for key in _held if key[0] == path and key[1] != state]:
-        _rows_held -= len(_held.pop(key)[0])
+        _bytes_held -= _held.pop(key).nbytes
 
 
-def _hold(key: tuple[str, Any, str], value: tuple[np.ndarray, np.ndarray]) -> None:
-    global _rows_held
-    if key in _held:
+def _hold(key: tuple[str, Any, str], value: Postings, *, evict: bool = True) -> None:
+    """Keep ``value``; ``evict``: make room by dropping the least recently used phrases
+    (else it is kept only if it fits)."""
+    global _bytes_held
+    if key in _held or (not evict and _bytes_held + value.nbytes > MAX_BYTES):
         return
     _held[key] = value
-    _rows_held += len(value[0])
-    while _rows_held > MAX_ROWS and len(_held) > 1:
-        _, (rows, _share) = _held.popitem(last=False)
-        _rows_held -= len(rows)
+    _bytes_held += value.nbytes
+    while _bytes_held > MAX_BYTES and len(_held) > 1:
+        _bytes_held -= _held.popitem(last=False)[1].nbytes

@@ -84,9 +84,9 @@ def test_common_phrases_are_read_in_the_background_on_second_sight(
     monkeypatch.setattr(postings, "CHEAP_ROWS", rare)
     query = "display the file word3"
     assert fast(store, query, 10) is None  # first sight, not cheap: nothing read
-    assert postings._worker is None and not postings._pending and postings._rows_held == 0
+    assert postings._worker is None and not postings._pending and postings._bytes_held == 0
     assert fast(store, "word250", 10) == store.keyword_matches(fts_query("word250"), 10)
-    assert postings._rows_held == rare  # cheap: read at once
+    assert rows_held() == rare  # cheap: read at once
     assert fast(store, query, 10) is None  # second sight: read by the background thread
     assert postings.wait(60)
     assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
@@ -100,9 +100,10 @@ def test_a_background_read_of_a_state_gone_is_dropped(store: Store,
     with store.conn:
         old = vector_cache.state_of(store)
     add(store, np.random.default_rng(6), 20, 800)  # the index moves on
-    postings._schedule((str(store.path), old), (1.0, CJK_WEIGHT), query_terms(query), 1)
+    postings._schedule((str(store.path), old), (1.0, CJK_WEIGHT),
+                       dict.fromkeys(query_terms(query), 1))
     assert postings.wait(60)
-    assert postings._rows_held == 0  # what the thread saw was not the state asked for
+    assert postings._bytes_held == 0  # what the thread saw was not the state asked for
     assert fast(store, query, 10) is None
     assert postings.wait(60)
     assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
@@ -110,7 +111,7 @@ def test_a_background_read_of_a_state_gone_is_dropped(store: Store,
 
 def test_index_changed_between_searches(store: Store) -> None:
     check(store)
-    held = postings._rows_held
+    held = postings._bytes_held
     assert held > 0
     add(store, np.random.default_rng(6), 200, 800)
     with store.transaction():
@@ -123,11 +124,33 @@ def test_index_changed_between_searches(store: Store) -> None:
 
 
 def test_memory_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(postings, "MAX_ROWS", 3000)
-    assert check(store) >= 8  # queries of rarer phrases still answered, from fewer rows held
-    biggest = max(len(rows) for rows, _ in postings._held.values())
-    assert postings._rows_held <= max(3000, biggest)
-    assert postings._rows_held == sum(len(rows) for rows, _ in postings._held.values())
+    monkeypatch.setattr(postings, "MAX_BYTES", 30_000)
+    assert check(store) == len(MORE) * 4  # reads a query asks for push older phrases out
+    biggest = max(p.nbytes for p in postings._held.values())
+    assert postings._bytes_held <= max(30_000, biggest)
+    assert postings._bytes_held == sum(p.nbytes for p in postings._held.values())
+    assert any(p.codes is not None for p in postings._held.values())
+
+
+def test_background_reads_only_fill_free_room(store: Store,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "CHEAP_ROWS", 0)
+    query = "display the file word3"
+    assert fast(store, query, 10) is None
+    assert fast(store, query, 10) is None
+    assert postings.wait(60)
+    held = dict(postings._held)
+    assert len(held) == 4
+    monkeypatch.setattr(postings, "MAX_BYTES", postings._bytes_held + 10)
+    other = "word1 and the word2 for a"
+    assert fast(store, other, 10) is None
+    assert fast(store, other, 10) is None
+    assert postings.wait(60)
+    assert dict(postings._held) == held  # nothing pushed out, nothing new kept
+
+
+def rows_held() -> int:
+    return sum(len(p.rows) for p in postings._held.values())
 
 
 def test_search_takes_it_and_keeps_the_results(store: Store,

@@ -43,6 +43,7 @@ from .store import connect
 CHEAP_ROWS = 100_000  # rows read at once for a query (~0.1 s), all its missing phrases together
 MAX_BYTES = 256 * 2**20  # held in all, every phrase and index together
 MAX_SEEN = 100_000  # phrases remembered as seen, per index
+MAX_CODES = 2**16  # distinct shares a phrase may have to be kept as uint16 codes
 MAX_DENSE = 50_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
 
 _lock = threading.Lock()
@@ -50,19 +51,42 @@ _lock = threading.Lock()
 
 @dataclass(frozen=True)
 class Postings:
-    """One phrase at one index state: its rows (ascending) and each row's ``term_i``."""
+    """One phrase at one index state: its rows and each row's ``term_i``.  Sparse: ``rows``
+    (ascending) with ``codes`` (uint16 indexes into ``values``, or None: ``values`` per row).
+    Dense, for a phrase in over a third of the rowids: ``rows`` None, ``codes`` one per rowid
+    up to its last row, 0 where the phrase is absent (``values[0]`` is 0.0)."""
 
-    rows: np.ndarray  # int32 (int64 for rowids past 2^31)
-    codes: np.ndarray | None  # uint16 indexes into ``values``; None: ``values`` is per row
+    rows: np.ndarray | None  # int32 (int64 for rowids past 2^31)
+    codes: np.ndarray | None
     values: np.ndarray  # float64
 
     @property
     def nbytes(self) -> int:
-        codes = 0 if self.codes is None else self.codes.nbytes
-        return int(self.rows.nbytes + codes + self.values.nbytes)
+        return sum(int(a.nbytes) for a in (self.rows, self.codes, self.values) if a is not None)
 
-    def shares(self) -> np.ndarray:
-        return self.values if self.codes is None else self.values[self.codes]
+    @property
+    def end(self) -> int:
+        """1 + the last rowid (0: no rows)."""
+        if self.rows is None:
+            return len(self.codes) if self.codes is not None else 0
+        return int(self.rows[-1]) + 1 if len(self.rows) else 0
+
+    @property
+    def count(self) -> int:
+        """How many rows hold the phrase."""
+        if self.rows is not None:
+            return len(self.rows)
+        return 0 if self.codes is None else int(np.count_nonzero(self.codes))
+
+    def add_to(self, total: np.ndarray) -> None:
+        """``total[row] += term_i`` for each row (adding 0.0 elsewhere changes nothing)."""
+        if self.rows is None:
+            if self.codes is not None:
+                total[:len(self.codes)] += self.values[self.codes]
+        elif self.codes is None:
+            total[self.rows] += self.values  # rowids are distinct within a phrase
+        else:
+            total[self.rows] += self.values[self.codes]
 
 
 # (index path, (index state, weights), phrase) -> its postings
@@ -205,20 +229,25 @@ def _read(conn: apsw.Connection, term: str, weights: tuple[float, float]) -> Pos
     if len(rows) and rows[-1] < 2**31:
         rows = rows.astype(np.int32)
     values, codes = np.unique(share, return_inverse=True)  # exact values, none rounded
-    if len(values) <= 2**16:
-        return Postings(rows, codes.astype(np.uint16), values)
-    return Postings(rows, None, np.ascontiguousarray(share))
+    if len(values) >= MAX_CODES:
+        return Postings(rows, None, np.ascontiguousarray(share))
+    end = int(rows[-1]) + 1 if len(rows) else 0
+    if 3 * len(rows) > end:  # dense codes are smaller (2 bytes a rowid, not 6 a row)
+        dense = np.zeros(end, dtype=np.uint16)
+        dense[rows] = codes + 1
+        return Postings(None, dense, np.concatenate(([0.0], values)))
+    return Postings(rows, codes.astype(np.uint16), values)
 
 
 def _best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
-    size = 1 + max((int(p.rows[-1]) for p in phrases if len(p.rows)), default=-1)
+    size = max((p.end for p in phrases), default=0)
     if size == 0:
         return []
     if size > MAX_DENSE:
         return None  # rowids far apart (not made by SQLite's max + 1): FTS5's query
     total = np.zeros(size, dtype=np.float64)
     for phrase in phrases:  # query order: FTS5's sum, with the same roundings
-        total[phrase.rows] += phrase.shares()  # rowids are distinct within a phrase
+        phrase.add_to(total)
     hit = np.flatnonzero(total)  # every share is > 0: these are the rows that match
     scores = total[hit]
     if len(hit) > k:

@@ -129,7 +129,8 @@ def test_memory_bound(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     biggest = max(p.nbytes for p in postings._held.values())
     assert postings._bytes_held <= max(30_000, biggest)
     assert postings._bytes_held == sum(p.nbytes for p in postings._held.values())
-    assert any(p.codes is not None for p in postings._held.values())
+    kinds = {(p.rows is None, p.codes is None) for p in postings._held.values()}
+    assert (True, False) in kinds and (False, False) in kinds  # dense and sparse codes
 
 
 def test_background_reads_only_fill_free_room(store: Store,
@@ -149,8 +150,17 @@ def test_background_reads_only_fill_free_room(store: Store,
     assert dict(postings._held) == held  # nothing pushed out, nothing new kept
 
 
+def test_shares_kept_per_row_when_too_many_distinct(store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "MAX_CODES", 2)
+    assert check(store) == len(MORE) * 4
+    held = list(postings._held.values())
+    assert sum(p.codes is None for p in held) >= 10  # their shares kept one per row
+    assert all(len(p.values) - (p.rows is None) < 2 for p in held if p.codes is not None)
+
+
 def rows_held() -> int:
-    return sum(len(p.rows) for p in postings._held.values())
+    return sum(p.count for p in postings._held.values())
 
 
 def test_search_takes_it_and_keeps_the_results(store: Store,

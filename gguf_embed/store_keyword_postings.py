@@ -172,6 +172,26 @@ def _work() -> None:
             _idle.notify_all()
 
 
+def held(cache_key: tuple[str, Any], terms: Sequence[str],
+         weights: tuple[float, float]) -> list[Postings] | None:
+    """Every phrase's postings in query order when all are held (no SQL: the caller can sum
+    them with :func:`best` while its connection does other work), else None."""
+    path, state = cache_key[0], (cache_key[1], weights)
+    with _lock:
+        keys = [(path, state, term) for term in terms]
+        if not terms or not all(key in _held for key in keys):
+            return None
+        for key in keys:
+            _held.move_to_end(key)
+        return [_held[key] for key in keys]
+
+
+def best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
+    """(rowid, bm25) of the ``k`` best rows for these phrases' OR, as FTS5 ranks them; None
+    where the rowids are too far apart to sum in one array."""
+    return _best(phrases, k)
+
+
 def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
          weights: tuple[float, float]) -> list[tuple[int, float]] | None:
     """(rowid, bm25) of the ``k`` best rows of ``fts_chunks`` for the OR of ``terms``, exactly

@@ -159,6 +159,28 @@ def test_shares_kept_per_row_when_too_many_distinct(store: Store,
     assert all(len(p.values) - (p.rows is None) < 2 for p in held if p.codes is not None)
 
 
+def test_hybrid_sums_the_keyword_half_beside_the_vector_half(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    both: list[bool] = []
+    real = search_mod._both_at_once
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        both.append(found is not None)
+        return found
+
+    monkeypatch.setattr(search_mod, "_both_at_once", spy)
+    rng = np.random.default_rng(9)
+    for query in MORE:
+        q = rng.standard_normal(DIMS).astype(np.float32)
+        serial = [search_mod.vector_hits(store, q, 50), keyword_hits(store, query, 50)]
+        assert search_mod.candidates(store, q, query, "hybrid", 50) == serial
+        assert search_mod.candidates(store, q, query, "hybrid", 50, "/docs/a/*") == [
+            search_mod.vector_hits(store, q, 50, "/docs/a/*"),
+            keyword_hits(store, query, 50, "/docs/a/*")]
+    assert both.count(True) == len(MORE)  # every query's words were held by then
+
+
 def rows_held() -> int:
     return sum(p.count for p in postings._held.values())
 

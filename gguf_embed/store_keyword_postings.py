@@ -44,7 +44,7 @@ CHEAP_ROWS = 100_000  # rows read at once for a query (~0.1 s), all its missing 
 MAX_BYTES = 256 * 2**20  # held in all, every phrase and index together
 MAX_SEEN = 100_000  # phrases remembered as seen, per index
 MAX_CODES = 2**16  # distinct shares a phrase may have to be kept as uint16 codes
-MAX_DENSE = 50_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
+MAX_DENSE = 16_000_000  # the scores are summed in an array indexed by rowid (8 bytes each)
 
 _lock = threading.Lock()
 

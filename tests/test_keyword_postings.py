@@ -181,6 +181,16 @@ def test_hybrid_sums_the_keyword_half_beside_the_vector_half(
     assert both.count(True) == len(MORE)  # every query's words were held by then
 
 
+def test_rowids_too_far_apart_go_to_fts5(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "MAX_DENSE", 10)  # as if rowids ran past the array's limit
+    q = np.ones(DIMS, np.float32)
+    for query in ["display the file word3", "数据库 的 配置文件"]:
+        assert fast(store, query, 10) is None
+        today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50)]
+        assert keyword_hits(store, query, 50) == today
+        assert search_mod.candidates(store, q, query, "hybrid", 50)[1] == today
+
+
 def rows_held() -> int:
     return sum(p.count for p in postings._held.values())
 

@@ -13,8 +13,10 @@ gives them.  No score differs from FTS5's; see tests/test_keyword_postings.py.
 Reading a phrase's postings costs what scoring its matches costs FTS5 (~1.5 µs a row): a
 phrase in most of 10^6 chunks takes ~1.5 s, which a one-shot search must not pay for a
 structure it then throws away.  So the missing phrases of a query are read at once only when
-they are cheap (``CHEAP_ROWS`` rows together); otherwise those this process has searched for
-before in this index (the common words of a long-running server's queries) are read by a
+they are cheap (``CHEAP_ROWS`` rows together, at most ``FIRST_ROWS`` of them for phrases not
+searched for before: a one-shot search of rare words pays ~30 ms more at most, where FTS5's own
+query takes about as long); otherwise those this process has searched for before in this
+index (the common words of a long-running server's queries) are read by a
 background thread, on a connection of its own, and this query takes the other paths
 (store_keyword_topk, then FTS5's own query).  Memory: 4 bytes a row per phrase held for the
 rowid, and 2 for its share (an index into the phrase's distinct shares: a share depends only on
@@ -40,7 +42,8 @@ import numpy as np
 from . import store_keyword_topk as keyword_topk
 from .store import connect
 
-CHEAP_ROWS = 100_000  # rows read at once for a query (~0.1 s), all its missing phrases together
+CHEAP_ROWS = 100_000  # rows read at once for a query (~0.15 s), all its missing phrases together
+FIRST_ROWS = 20_000  # ... of which phrases this process had not searched for before (~30 ms)
 MAX_BYTES = 256 * 2**20  # held in all, every phrase and index together
 MAX_SEEN = 100_000  # phrases remembered as seen, per index
 MAX_CODES = 2**16  # distinct shares a phrase may have to be kept as uint16 codes
@@ -219,7 +222,8 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
         seen.update(terms)
     if missing:
         counts = keyword_topk._doc_counts(conn, cache_key, missing)
-        if sum(counts) > CHEAP_ROWS:
+        first = sum(n for t, n in zip(missing, counts, strict=True) if not before[t])
+        if sum(counts) > CHEAP_ROWS or first > FIRST_ROWS:
             # a one-shot search never sees a phrase twice: only a long-running process, whose
             # next queries will find it held, reads the others (in the background)
             _schedule(cache_key, weights, {t: n for t, n in zip(missing, counts, strict=True)

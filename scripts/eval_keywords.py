@@ -155,7 +155,7 @@ def run_topk(docs: dict[str, str], queries: dict[str, str], share: float,
     from gguf_embed import store_keyword_postings as keyword_postings
     from gguf_embed import store_keyword_topk as keyword_topk
 
-    keyword_postings.CHEAP_ROWS = 10**9
+    keyword_postings.CHEAP_ROWS = keyword_postings.FIRST_ROWS = 10**9
 
     conn = apsw.Connection(":memory:")
     conn.execute("CREATE TABLE chunks(id INTEGER PRIMARY KEY, text TEXT); "

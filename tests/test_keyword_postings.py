@@ -54,6 +54,7 @@ def check(store: Store) -> int:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
     monkeypatch.setattr(postings, "CHEAP_ROWS", 10**9)  # read every phrase at first sight
+    monkeypatch.setattr(postings, "FIRST_ROWS", 10**9)
     vector_cache.forget()
     keyword_topk._counts.clear()
     postings.forget()
@@ -82,6 +83,7 @@ def test_common_phrases_are_read_in_the_background_on_second_sight(
     rare = len(store.keyword_matches(fts_query("word250"), 10**6))
     assert 0 < rare < 100
     monkeypatch.setattr(postings, "CHEAP_ROWS", rare)
+    monkeypatch.setattr(postings, "FIRST_ROWS", rare)
     query = "display the file word3"
     assert fast(store, query, 10) is None  # first sight, not cheap: nothing read
     assert postings._worker is None and not postings._pending and postings._bytes_held == 0
@@ -90,6 +92,15 @@ def test_common_phrases_are_read_in_the_background_on_second_sight(
     assert fast(store, query, 10) is None  # second sight: read by the background thread
     assert postings.wait(60)
     assert fast(store, query, 10) == store.keyword_matches(fts_query(query), 10)
+
+
+def test_first_sight_reads_less_than_second(store: Store,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    rare = len(store.keyword_matches(fts_query("word250"), 10**6))
+    monkeypatch.setattr(postings, "FIRST_ROWS", rare - 1)
+    assert fast(store, "word250", 10) is None  # a one-shot search of it reads nothing
+    assert postings._bytes_held == 0 and postings._worker is None
+    assert fast(store, "word250", 10) == store.keyword_matches(fts_query("word250"), 10)
 
 
 def test_a_background_read_of_a_state_gone_is_dropped(store: Store,

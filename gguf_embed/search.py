@@ -10,8 +10,10 @@ filter matching few chunks, is scanned exactly with sqlite-vec's cosine distance
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import fusion, vector_cache
+from . import store_keyword_postings as keyword_postings
 from . import store_keyword_topk as keyword_topk
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
@@ -121,6 +124,10 @@ def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: 
                coarse: int | None = None) -> list[list[tuple[int, float]]]:
     """The ranked chunk lists a mode fuses: [vector], [keyword] or [vector, keyword]."""
     lists: list[list[tuple[int, float]]] = []
+    if mode == "hybrid" and query_vector is not None and not path_glob:
+        both = _both_at_once(store, query_vector, query, pool, exact, coarse)
+        if both is not None:
+            return both
     if mode in ("vector", "hybrid"):
         if query_vector is None:
             raise InputError("vector search needs a query vector", param="query")
@@ -129,6 +136,36 @@ def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: 
     if mode in ("keyword", "hybrid"):
         lists.append(keyword_hits(store, query, pool, path_glob))
     return lists
+
+
+def _both_at_once(store: Store, query_vector: np.ndarray, query: str, pool: int,
+                  exact: bool | None, coarse: int | None) -> list[list[tuple[int, float]]] | None:
+    """Hybrid's two lists, the keyword one summed from held postings (numpy, no SQL) in a
+    thread while this one searches the vectors; None unless every query word is held."""
+    if store.fts_format != CJK_COLUMN:
+        return None
+    state = vector_cache.state_of(store)
+    if state is None or state.inserted - state.deleted < KEYWORD_TOPK_FROM:
+        return None
+    phrases = keyword_postings.held((str(store.path), state),
+                                    query_terms(query, store.fts_format), (1.0, CJK_WEIGHT))
+    if phrases is None:
+        return None
+    found: list[list[tuple[int, float]] | None] = []
+
+    def keyword() -> None:
+        with contextlib.suppress(Exception):  # the serial path runs it again, and raises
+            found.append(keyword_postings.best(phrases, pool))
+
+    thread = threading.Thread(target=keyword, name="gguf-embed keyword half")
+    thread.start()
+    try:
+        vector = vector_hits(store, query_vector, pool, exact=exact, coarse=coarse)
+    finally:
+        thread.join()
+    if not found or found[0] is None:
+        return None  # the thread failed (the serial path will say why) or could not sum
+    return [vector, [(chunk_id, -score) for chunk_id, score in found[0]]]
 
 
 def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
@@ -229,9 +266,13 @@ def keyword_hits(store: Store, query: str, k: int,
             state = vector_cache.state_of(store)
             if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
                 # the same rows and scores as keyword_matches, without scoring every match
-                found = keyword_topk.topk(store.conn, (str(store.path), state),
-                                          query_terms(query, store.fts_format), k,
-                                          (1.0, CJK_WEIGHT), path_glob)
+                key = (str(store.path), state)
+                terms = query_terms(query, store.fts_format)
+                if not path_glob:
+                    found = keyword_postings.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT))
+                if found is None:
+                    found = keyword_topk.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT),
+                                              path_glob)
     if found is None:
         found = store.keyword_matches(match, k, path_glob)
     return [(chunk_id, -score) for chunk_id, score in found]

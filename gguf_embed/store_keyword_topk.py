@@ -198,8 +198,12 @@ def _scores(conn: apsw.Connection, tokenizer: Any, ids: list[int], tokens: list[
     if len(texts) != len(ids):
         return None
     out: dict[int, float] = {}
+    scores: dict[str, float] = {}  # a repeated text's score, computed once
     for chunk_id in ids:
         text = texts[chunk_id]
+        if text in scores:
+            out[chunk_id] = scores[text]
+            continue
         known = memo.get(text)
         if known is None:
             freq = [0.0] * len(tokens)
@@ -220,5 +224,5 @@ def _scores(conn: apsw.Connection, tokenizer: Any, ids: list[int], tokens: list[
         score = 0.0
         for i in range(len(tokens)):
             score += idf[i] * ((freq[i] * (K1 + 1.0)) / (freq[i] + K1 * (1 - B + B * d / avgdl)))
-        out[chunk_id] = -1.0 * score
+        out[chunk_id] = scores[text] = -1.0 * score
     return out

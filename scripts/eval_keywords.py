@@ -10,8 +10,9 @@ Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `t
 (CJK query runs cut into trigrams), CJK bigrams in the one text column (the first CJK format),
 CJK bigrams in a column of their own weighted CJK_WEIGHT in BM25 (gguf_embed.keywords, what the
 index uses now) and at other weights, bigrams plus unigrams, and optionally the jieba segmenter
-(search mode) for Chinese; and the chosen index through keyword_topk (the exact top k the
-index computes without scoring every match, issue 21), which must equal the chosen row.
+(search mode) for Chinese; and the chosen index through keyword_topk and through
+keyword_postings (the exact top k the index computes without scoring every match, issue 21),
+which must equal the chosen row.
 """
 
 from __future__ import annotations
@@ -143,13 +144,18 @@ def run_columns(docs: dict[str, str], queries: dict[str, str],
     return metrics(ranks)
 
 
-def run_topk(docs: dict[str, str], queries: dict[str, str], share: float) -> dict[str, float]:
+def run_topk(docs: dict[str, str], queries: dict[str, str], share: float,
+             postings: bool = False) -> dict[str, float]:
     """What the index does (issue 21): the exact top k of keyword_topk over the store's own
     table layout, ``share`` forced low so that the fast path answers most queries; FTS5's
-    query when it cannot tell."""
+    query when it cannot tell.  ``postings``: through keyword_postings instead (every phrase
+    read at once)."""
     import apsw
 
+    from gguf_embed import store_keyword_postings as keyword_postings
     from gguf_embed import store_keyword_topk as keyword_topk
+
+    keyword_postings.CHEAP_ROWS = keyword_postings.FIRST_ROWS = 10**9
 
     conn = apsw.Connection(":memory:")
     conn.execute("CREATE TABLE chunks(id INTEGER PRIMARY KEY, text TEXT); "
@@ -163,8 +169,12 @@ def run_topk(docs: dict[str, str], queries: dict[str, str], share: float) -> dic
     ranks: list[int | None] = []
     for path, query in queries.items():
         terms = query_terms(query)
-        found = keyword_topk.topk(conn, ("eval", lang_key(docs)), terms, K, (1.0, CJK_WEIGHT),
-                                  share=share) if terms else []
+        if postings:
+            found = keyword_postings.topk(conn, ("eval-postings", lang_key(docs)), terms, K,
+                                          (1.0, CJK_WEIGHT)) if terms else []
+        else:
+            found = keyword_topk.topk(conn, ("eval", lang_key(docs)), terms, K,
+                                      (1.0, CJK_WEIGHT), share=share) if terms else []
         if found is None:
             found = [(int(r[0]), 0.0) for r in conn.execute(
                 f"SELECT rowid, bm25(fts_chunks, 1.0, {CJK_WEIGHT}) s FROM fts_chunks "
@@ -196,6 +206,8 @@ def rows(corpus: Path, lang: str, use_jieba: bool,
                                                                      CJK_WEIGHT),
         "chosen, exact top k without scoring every match (keyword_topk)": run_topk(
             docs, queries, 0.02),
+        "chosen, exact top k from phrase postings in memory (keyword_postings)": run_topk(
+            docs, queries, 0.02, postings=True),
         **{f"chosen, terms in over {share:.0%} of documents left out": run_columns(
             docs, queries, CJK_WEIGHT, share) for share in (COMMON_SHARE, 0.05)},
         **{f"CJK bigrams, own column at {w}": run_columns(docs, queries, w)

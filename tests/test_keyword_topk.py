@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gguf_embed import search as search_mod
+from gguf_embed import store_keyword_postings as keyword_postings
 from gguf_embed import store_keyword_topk as keyword_topk
 from gguf_embed import vector_cache
 from gguf_embed._vectors import vec_blob
@@ -108,6 +109,7 @@ def test_search_keyword_hits_unchanged(store: Store, monkeypatch: pytest.MonkeyP
         return found
 
     monkeypatch.setattr(keyword_topk, "topk", spy)
+    monkeypatch.setattr(keyword_postings, "topk", lambda *a, **k: None)  # nothing held
     for query in QUERIES:
         for glob in (None, "/docs/b/*"):
             today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50, glob)]

@@ -1,8 +1,10 @@
 """The coarse pass of vector search, in memory: every chunk's sign bits as one numpy matrix.
 
 sqlite-vec's Hamming KNN over its ``vec_bits`` table costs ~1.4 s at a million chunks (its Linux
-wheel has no SIMD); the same bits held in memory are 128 MB at 1024 dims, which a blocked
-XOR + popcount reads in tens of milliseconds.  The candidates it picks are rescored exactly from
+wheel has no SIMD); the same bits held in memory are 128 MB at 1024 dims, which faiss's
+popcount heap scan reads in ~10 ms (numpy's blocked XOR + popcount in ~40-80 ms where faiss is
+not installed), in place: bits loaded from ``INDEX.bits`` stay a memory map, not a copy.  The
+candidates it picks are rescored exactly from
 the float vectors in SQLite (search.py), so the cache decides only *which* chunks are looked at,
 never their scores, and a chunk that is no longer in the file is never returned.
 

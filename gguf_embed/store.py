@@ -524,6 +524,8 @@ class Store:
         size = 4 * dims
         wanted = sorted({int(i) for i in ids})
         matrix = np.empty((len(wanted), dims), dtype="<f4")
+        if not wanted or not dims:
+            return [], matrix[:0]
         out = matrix.data.cast("B")
         found: list[int] = []
         blob = None

@@ -9,7 +9,14 @@ with numpy, SQLite or llama.cpp behind it, is imported inside the group's Ctrl-C
 
 from __future__ import annotations
 
+import os
 import sys
+
+# numpy's OpenBLAS starts one spinning thread per core when numpy is imported: ~50 ms of a
+# one-shot search on a busy 2-core host (more with more cores).  The CLI's own matrix products
+# are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one thread, unless the
+# user set it.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 try:
     from ._base import cli, interrupted

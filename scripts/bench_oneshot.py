@@ -45,8 +45,11 @@ QUERY = "display the contents of a file"
 
 
 def once(argv: list[str], code: Path) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one fresh process running ``argv``."""
+    """Wall and CPU (user + system) seconds of one fresh process running ``argv`` (the library
+    case with OpenBLAS on one thread, as the CLI sets it, for either checkout)."""
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
+    if argv[1] == "-c" and argv[2] == LIBRARY:
+        env["OPENBLAS_NUM_THREADS"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -69,7 +72,8 @@ def main() -> None:
     cases: list[tuple[str, list[str]]] = [
         ("`python -c pass`", [py, "-c", "pass"]),
         ("`python -c 'import numpy'`", [py, "-c", "import numpy"]),
-        (f"library: `Index.search(mode=vector)`, query vector given ({opts.db.name})",
+        (f"library: `Index.search(mode=vector)`, query vector given, OpenBLAS 1 thread "
+         f"({opts.db.name})",
          [py, "-c", LIBRARY, str(opts.db), str(qfile)]),
         (f"CLI: `gguf-embed search --mode keyword` ({opts.db.name})",
          [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.db), "--mode", "keyword"]),

@@ -12,12 +12,6 @@ from __future__ import annotations
 import os
 import sys
 
-# numpy's OpenBLAS starts one spinning thread per core when numpy is imported: ~50 ms of a
-# one-shot search on a busy 2-core host (more with more cores).  The CLI's own matrix products
-# are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one thread, unless the
-# user set it.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 try:
     from ._base import cli, interrupted
 except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
@@ -26,6 +20,11 @@ except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself load
 
 
 def main() -> None:
+    # numpy's OpenBLAS starts one spinning thread per core when numpy is imported: ~50 ms of a
+    # one-shot search on a busy 2-core host (more with more cores).  The commands' own matrix
+    # products are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one
+    # thread, unless the user set it.  numpy is imported by the command, after this.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         cli(prog_name="gguf-embed")
     except KeyboardInterrupt:  # outside a command (option parsing, a prompt)

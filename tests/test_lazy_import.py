@@ -33,6 +33,14 @@ def test_import_gguf_embed_loads_nothing_heavy() -> None:
     assert json.loads(out.stdout) == []
 
 
+def test_importing_the_cli_loads_no_numpy_sqlite_or_llama_cpp() -> None:
+    """What runs before the CLI's Ctrl-C handling is in place stays small (click only)."""
+    out = run(f"import sys, json, gguf_embed.cli; print(json.dumps([m for m in {HEAVY!r} "
+              f"if m in sys.modules]))")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["click"]
+
+
 def test_public_names_load_on_first_use_and_are_listed() -> None:
     code = ("import sys, gguf_embed; assert 'gguf_embed.index' not in sys.modules; "
             "from gguf_embed import Index, InputError, SearchResult; "

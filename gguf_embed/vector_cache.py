@@ -85,6 +85,8 @@ class Bits:
             if mask is None:
                 return self.ids[knn(qwords, self.words, count)]
             allowed = np.flatnonzero(mask)  # a copy of the allowed rows' bits only
+            if not len(allowed):
+                return np.empty(0, dtype=np.int64)
             return self.ids[allowed[knn(qwords, self.words[allowed], count)]]
         dist = np.empty(n, dtype=np.uint16)
         width = self.words.shape[1]

@@ -77,3 +77,17 @@ def test_a_path_filter_never_returns_a_chunk_outside_it(tmp_path: Path,
         hits = ids(vector_hits(store, q, 50, "/docs/b/*"))
         assert len(hits) == 50 and set(hits) <= inside
         assert hits == truth(store, q, 50, "/docs/b/*")
+
+
+@pytest.mark.parametrize("faiss", [True, False])
+def test_a_mask_with_no_rows_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          faiss: bool) -> None:
+    if not faiss:
+        monkeypatch.setattr(vector_cache, "_faiss_knn", lambda: None)
+    store, vectors = make(tmp_path, n=200)
+    with store.conn:
+        bits = vector_cache.current(store)
+    assert bits is not None
+    none = np.zeros(len(bits), dtype=bool)
+    assert bits.nearest(vectors[0], 10, none).tolist() == []
+    assert bits.nearest(vectors[0], 10).tolist()  # the same bits find rows without a mask

@@ -52,7 +52,8 @@ def once(argv: list[str], code: Path) -> tuple[float, float]:
         env["OPENBLAS_NUM_THREADS"] = "1"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL)
+    # cwd: not a checkout (``-c`` and ``-m`` put the working folder before PYTHONPATH)
+    subprocess.run(argv, check=True, env=env, stdout=subprocess.DEVNULL, cwd="/")
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

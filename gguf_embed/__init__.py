@@ -1,9 +1,11 @@
 """gguf-embed: private, offline semantic search with GGUF embedding models.
 
-``Engine``, ``IdleEngine`` and ``Reranker`` (and their options) load llama.cpp, so they are
-imported on first use: ``gguf_embed.testing`` and the index work without it.  ``RayExecutor``
-imports Ray only when a run starts (``pip install "gguf-embed[ray]"``); ``RemoteEngine`` (an
-embedding server over HTTP) imports httpx when one is made (``pip install "gguf-embed[remote]"``).
+Every public name is imported on first use (``from gguf_embed import Index`` works as ever),
+so ``import gguf_embed`` itself costs nothing: a one-shot CLI command imports only what it
+needs (numpy, SQLite, llama.cpp, faiss come with the names that use them).  ``Engine``,
+``IdleEngine`` and ``Reranker`` load llama.cpp; ``RayExecutor`` imports Ray only when a run
+starts (``pip install "gguf-embed[ray]"``); ``RemoteEngine`` (an embedding server over HTTP)
+imports httpx when one is made (``pip install "gguf-embed[remote]"``).
 """
 
 from __future__ import annotations
@@ -11,51 +13,63 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .chunking import ChunkSettings
-from .errors import (
-    ClusterError,
-    EngineError,
-    EngineUnavailable,
-    GgufEmbedError,
-    IndexBusy,
-    IndexFileError,
-    IndexMismatch,
-    InputError,
-    InputTooLong,
-    InvalidDimensions,
-    ModelError,
-    ModelLoadError,
-    ModelNotFound,
-    NonFiniteVectors,
-    PathError,
-    QueryTruncated,
-)
-from .executor import Executor
-from .index import Index
-from .indexer import IndexSummary, Progress
-from .models import (
-    CATALOG,
-    DEFAULT_MODEL,
-    DEFAULT_RERANKER,
-    ModelSpec,
-    ResolvedModel,
-    resolve_model,
-)
-from .protocol import EmbeddingEngine, Embeddings, Prepared
-from .search import SearchResult
-
 if TYPE_CHECKING:
+    from .chunking import ChunkSettings
     from .engine import Engine, EngineOptions
+    from .errors import (
+        ClusterError,
+        EngineError,
+        EngineUnavailable,
+        GgufEmbedError,
+        IndexBusy,
+        IndexFileError,
+        IndexMismatch,
+        InputError,
+        InputTooLong,
+        InvalidDimensions,
+        ModelError,
+        ModelLoadError,
+        ModelNotFound,
+        NonFiniteVectors,
+        PathError,
+        QueryTruncated,
+    )
+    from .executor import Executor
     from .idle import IdleEngine
+    from .index import Index
+    from .indexer import IndexSummary, Progress
+    from .models import (
+        CATALOG,
+        DEFAULT_MODEL,
+        DEFAULT_RERANKER,
+        ModelSpec,
+        ResolvedModel,
+        resolve_model,
+    )
+    from .protocol import EmbeddingEngine, Embeddings, Prepared
     from .ray_executor import RayExecutor
     from .remote_engine import RemoteEngine
     from .reranker import Reranker, RerankOptions, RerankScores
+    from .search import SearchResult
 
 __version__ = "0.1.0"
 
-_LAZY = {"Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
-         "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker",
-         "RayExecutor": "ray_executor", "RemoteEngine": "remote_engine"}
+_ERRORS = ("ClusterError", "EngineError", "EngineUnavailable", "GgufEmbedError", "IndexBusy",
+           "IndexFileError", "IndexMismatch", "InputError", "InputTooLong",
+           "InvalidDimensions", "ModelError", "ModelLoadError", "ModelNotFound",
+           "NonFiniteVectors", "PathError", "QueryTruncated")
+_LAZY = {
+    **dict.fromkeys(_ERRORS, "errors"),
+    "ChunkSettings": "chunking", "Executor": "executor", "Index": "index",
+    "IndexSummary": "indexer", "Progress": "indexer",
+    **dict.fromkeys(("CATALOG", "DEFAULT_MODEL", "DEFAULT_RERANKER", "ModelSpec",
+                     "ResolvedModel", "resolve_model"), "models"),
+    **dict.fromkeys(("EmbeddingEngine", "Embeddings", "Prepared"), "protocol"),
+    "SearchResult": "search",
+    "Engine": "engine", "EngineOptions": "engine", "IdleEngine": "idle",
+    "Reranker": "reranker", "RerankOptions": "reranker", "RerankScores": "reranker",
+    "RayExecutor": "ray_executor", "RemoteEngine": "remote_engine",
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -64,6 +78,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

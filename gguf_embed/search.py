@@ -37,11 +37,11 @@ EXACT_BELOW = 10_000  # chunks: below this an exact scan takes under ~20 ms
 # Coarse candidates: 10 per wanted result, at least 100, more on smaller indexes, where sign
 # bits separate neighbours less well, and one per COARSE_SHARE chunks on large ones, where more
 # neighbours crowd in (measured in BENCHMARKS.md: at 10^6 chunks 100 candidates gave
-# recall@10 0.58, 500 0.96, 1,000 1.00).
+# recall@10 0.58-0.65, 500 0.96, 800 0.99-1.00, 1,000 1.00 at 1024 and 2560 dims).
 COARSE_FACTOR = 10
 COARSE_MIN = 100
 COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
-COARSE_SHARE = 800  # candidates = max(..., chunks // COARSE_SHARE)
+COARSE_SHARE = 1_000  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
 KEYWORD_TOPK_FROM = 10_000  # chunks: below this FTS5 scores every match in a few ms
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result

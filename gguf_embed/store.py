@@ -517,18 +517,40 @@ class Store:
         return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
 
     def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        """Float vectors of these chunks (in the order found)."""
-        found: list[int] = []
-        blobs: list[bytes] = []
-        for part, marks in _in_batches(ids):
-            for rowid, blob in self.conn.execute(
-                    f"SELECT chunk_id, embedding FROM chunk_vectors WHERE chunk_id IN ({marks})",
-                    part):
-                found.append(rowid)
-                blobs.append(blob)
+        """Float vectors of these chunks that exist, by id (ascending), read straight into one
+        matrix through an incremental-I/O blob handle moved from row to row (rescoring reads
+        ~1,000 scattered rows a search at 10^6 chunks; no bytes object per row, no join)."""
         dims = self.dims or 0
-        matrix = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dims)
-        return found, matrix
+        size = 4 * dims
+        wanted = sorted({int(i) for i in ids})
+        matrix = np.empty((len(wanted), dims), dtype="<f4")
+        if not wanted or not dims:
+            return [], matrix[:0]
+        out = matrix.data.cast("B")
+        found: list[int] = []
+        blob = None
+        try:
+            for chunk_id in wanted:
+                try:
+                    if blob is None:
+                        blob = self.conn.blob_open("main", "chunk_vectors", "embedding",
+                                                   chunk_id, False)
+                    else:
+                        blob.reopen(chunk_id)
+                except apsw.SQLError:  # no such chunk (deleted): the handle is closed
+                    blob = None
+                    continue
+                if blob.length() != size:
+                    raise IndexFileError(
+                        f"index {self.path}: chunk {chunk_id}'s vector has {blob.length()} "
+                        f"bytes, not {size} ({dims} dims); the file is damaged: re-index "
+                        f"with --reindex")
+                blob.read_into(out, len(found) * size, size)
+                found.append(chunk_id)
+        finally:
+            if blob is not None:
+                blob.close()
+        return found, matrix[:len(found)]
 
 
 def path_in(path: str) -> str | bytes:

@@ -21,7 +21,10 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 def commands(group: click.Group, prefix: str = "gguf-embed") -> dict[str, click.Command]:
     out: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the CLI imports a command's module when asked
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         full = f"{prefix} {name}"
         if isinstance(command, click.Group):
             out.update(commands(command, full))

@@ -283,7 +283,7 @@ def test_numpy_scan_finds_what_faiss_finds(tmp_path: Path,
     store, vectors = make(tmp_path)
     qs = queries(vectors, 8)
     with_faiss = [ids(vector_hits(store, q, 10)) for q in qs]
-    monkeypatch.setattr(vector_cache, "_faiss_flat", lambda: None)
+    monkeypatch.setattr(vector_cache, "_faiss_knn", lambda: None)
     vector_cache.forget()
     assert [ids(vector_hits(store, q, 10)) for q in qs] == with_faiss
     assert with_faiss == [truth(store, q, 10) for q in qs]

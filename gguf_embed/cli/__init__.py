@@ -2,20 +2,29 @@
 
 Paths, environment variables and terminal concerns are resolved here and nowhere else.
 stdout carries results only; progress, logs and errors go to stderr.  Ctrl-C ends any command
-with ``Interrupted.`` and exit code 130 (see ``_Group`` in _base.py), even while it imports.
+with ``Interrupted.`` and exit code 130 (see ``_Group`` in _base.py), even while it imports:
+``import gguf_embed`` costs nothing (its names load on first use) and each command's module,
+with numpy, SQLite or llama.cpp behind it, is imported inside the group's Ctrl-C handling.
 """
 
 from __future__ import annotations
 
-from ._base import cli, interrupted
+import os
+import sys
 
 try:
-    from . import _doctor, _index, _merge, _serve, _watch  # noqa: F401  (register their commands)
-except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while the commands load
-    interrupted()
+    from ._base import cli, interrupted
+except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
+    sys.stderr.write("Interrupted.\n")
+    raise SystemExit(130) from None
 
 
 def main() -> None:
+    # numpy's OpenBLAS starts one spinning thread per core when numpy is imported: ~50 ms of a
+    # one-shot search on a busy 2-core host (more with more cores).  The commands' own matrix
+    # products are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one
+    # thread, unless the user set it.  numpy is imported by the command, after this.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     try:
         cli(prog_name="gguf-embed")
     except KeyboardInterrupt:  # outside a command (option parsing, a prompt)

@@ -7,6 +7,7 @@ stdout carries results only; progress, logs and errors go to stderr.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import logging
 import math
@@ -25,7 +26,20 @@ from ._remote import remote_engine, remote_options
 
 class _Group(click.Group):
     """Maps the library's exception hierarchy to ``Error: ...`` with exit code 1, and Ctrl-C
-    to ``Interrupted.`` with exit code 130, once for every command."""
+    to ``Interrupted.`` with exit code 130, once for every command.  A command's module is
+    imported when the command is asked for (``LAZY``): ``gguf-embed search`` does not pay for
+    the server, the watcher or llama.cpp's diagnostics."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *LAZY}) if self is cli else super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if self is cli and cmd_name not in self.commands and cmd_name in LAZY:
+            try:
+                importlib.import_module(f"{__package__}.{LAZY[cmd_name]}")
+            except KeyboardInterrupt:
+                interrupted()
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,6 +48,11 @@ class _Group(click.Group):
             raise click.ClickException(terminal_text(capped(str(exc)))) from exc
         except KeyboardInterrupt:
             interrupted()
+
+
+# command → the module (in this package) that defines it; _base defines embed and models
+LAZY = {"doctor": "_doctor", "index": "_index", "search": "_index", "status": "_index",
+        "merge": "_merge", "serve": "_serve", "watch": "_watch", "mcp": "_watch"}
 
 
 def interrupted() -> NoReturn:

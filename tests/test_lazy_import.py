@@ -1,0 +1,114 @@
+"""Start-up: ``import gguf_embed`` loads nothing heavy, the CLI imports only the module of the
+command it runs, and a Ctrl-C while anything imports is ``Interrupted.`` with exit 130 (a
+traceback before: ``gguf_embed/__init__`` imported numpy and the index before any handler)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gguf_embed
+from gguf_embed.index import Index
+from gguf_embed.testing import FakeEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+HEAVY = ["numpy", "apsw", "llama_cpp", "faiss", "sqlite_vec", "click", "gguf_embed.index"]
+
+
+def run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=120, env=ENV)
+
+
+def test_import_gguf_embed_loads_nothing_heavy() -> None:
+    out = run(f"import sys, json, gguf_embed; print(json.dumps([m for m in {HEAVY!r} "
+              f"if m in sys.modules]))")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == []
+
+
+def test_importing_the_cli_loads_no_numpy_sqlite_or_llama_cpp() -> None:
+    """What runs before the CLI's Ctrl-C handling is in place stays small (click only)."""
+    out = run(f"import sys, json, gguf_embed.cli; print(json.dumps([m for m in {HEAVY!r} "
+              f"if m in sys.modules]))")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == ["click"]
+
+
+def test_public_names_load_on_first_use_and_are_listed() -> None:
+    code = ("import sys, gguf_embed; assert 'gguf_embed.index' not in sys.modules; "
+            "from gguf_embed import Index, InputError, SearchResult; "
+            "import gguf_embed.index, gguf_embed.errors, gguf_embed.search; "
+            "assert Index is gguf_embed.index.Index and InputError is gguf_embed.errors.InputError"
+            "; assert SearchResult is gguf_embed.search.SearchResult; print('ok')")
+    out = run(code)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+    assert set(gguf_embed.__all__) <= set(dir(gguf_embed))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        gguf_embed.Nope  # noqa: B018
+
+
+def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+    code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('llama_cpp', 'faiss', 'uvicorn', 'starlette', 'mcp', 'watchfiles') or m in "
+            "('gguf_embed.server', 'gguf_embed.watch', 'gguf_embed.cli._serve', "
+            "'gguf_embed.cli._watch', 'gguf_embed.cli._doctor'))))")
+    out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "a.md" in out.stdout
+    assert json.loads(lines[-1]) == []
+
+
+# A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
+# where SIGINT's default handler would raise it.
+INTERRUPT = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {name!r}:
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv[0] = 'gguf-embed'
+from gguf_embed.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("module", ["click", "numpy", "gguf_embed.index",
+                                    "gguf_embed.cli._index"])
+def test_ctrl_c_while_the_cli_imports_is_one_line_and_exit_130(tmp_path: Path,
+                                                                module: str) -> None:
+    out = run(INTERRUPT.format(name=module), "search", "otters", "--db",
+              str(tmp_path / "i.db"), "--mode", "keyword")
+    assert out.returncode == 130, out.stderr
+    assert out.stderr == "Interrupted.\n"
+    assert out.stdout == ""
+
+
+def test_the_cli_gives_openblas_one_thread_unless_the_user_chose() -> None:
+    code = ("import os, sys; from gguf_embed.cli import main; sys.argv = ['gguf-embed', "
+            "'--version']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "import numpy; print(os.environ['OPENBLAS_NUM_THREADS'])")
+    env = {k: v for k, v in ENV.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0 and out.stdout.splitlines()[-1] == "1", out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**env, "OPENBLAS_NUM_THREADS": "4"})
+    assert out.stdout.splitlines()[-1] == "4", out.stderr

@@ -52,11 +52,11 @@ def test_query_waits_for_one_decode_not_a_batch(minilm_path: Path) -> None:
     context = engine._packed_context()
     decode = context.decode
 
-    def recording(seqs: list[np.ndarray]) -> np.ndarray:
+    def recording(seqs: list[np.ndarray], threads: int | None = None) -> np.ndarray:
         log.append(threading.current_thread().name)
         if len(log) == 1:
             started.set()
-        return decode(seqs)
+        return decode(seqs, threads)
 
     context.decode = recording  # type: ignore[method-assign]
     started = threading.Event()

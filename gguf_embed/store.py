@@ -1,4 +1,6 @@
-"""The index: one SQLite file (APSW + sqlite-vec + FTS5).
+"""The index: one SQLite file (APSW + sqlite-vec + FTS5).  Opening it is store_open.py; the
+schema's migrations are store_schema.py; the reads of the search caches are store_cache.py,
+store_keyword_topk.py and store_keyword_postings.py.
 
 Tables
   meta        key → JSON value: what made the index (model, dims, pooling, prompts, chunking)
@@ -25,136 +27,29 @@ import contextlib
 import json
 import os
 import time
-import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import apsw
 import numpy as np
-import sqlite_vec
 
+from . import store_schema
 from ._vectors import bit_blob, is_finite_blob
 from .errors import IndexFileError, IndexMismatch, NonFiniteVector
-from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61, index_text, keyword_columns
-from .store_guard import check_regular, check_schema, write_errors
-
-SCHEMA_VERSION = 4
-FTS_BIGRAMS = "0002_fts_cjk_bigrams"
-FTS_CJK_COLUMN = "0003_fts_cjk_column"
-CHUNK_LOG = "0004_chunk_log"
-
-
-def _fts_cjk_bigrams(conn: apsw.Connection) -> None:
-    """Rebuild the FTS table in keyword form from the stored chunk text (no re-embedding).
-
-    Runs inside the migration's one transaction: if it is interrupted, the old table, its
-    triggers and its rows are all still there and the index searches as before."""
-    conn.execute("""
-        DROP TRIGGER IF EXISTS chunks_ai;
-        DROP TRIGGER IF EXISTS chunks_ad;
-        DROP TABLE fts_chunks;
-        CREATE VIRTUAL TABLE fts_chunks USING fts5(
-            text, content='', contentless_delete=1, tokenize='porter unicode61');
-        CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
-            DELETE FROM fts_chunks WHERE rowid = old.id;
-            DELETE FROM chunk_vectors WHERE chunk_id = old.id;
-            DELETE FROM vec_bits WHERE rowid = old.id;
-        END;
-    """)
-    add_keywords(conn, CJK_BIGRAMS, conn.execute("SELECT id, text FROM chunks ORDER BY id"))
-
-
-def _fts_cjk_column(conn: apsw.Connection) -> None:
-    """Rebuild the FTS table with the CJK bigrams in a column of their own (weighted in BM25,
-    see keywords.py), from the stored chunk text, in the migration's one transaction."""
-    conn.execute("""
-        DROP TABLE fts_chunks;
-        CREATE VIRTUAL TABLE fts_chunks USING fts5(
-            text, cjk, content='', contentless_delete=1, tokenize='porter unicode61');
-    """)
-    add_keywords(conn, CJK_COLUMN, conn.execute("SELECT id, text FROM chunks ORDER BY id"))
-
-
-def add_keywords(conn: apsw.Connection, fts_format: str, rows: Iterable[Any]) -> None:
-    """FTS rows in ``fts_format`` for (chunk id, chunk text) ``rows``; the oldest format's
-    table is fed by a trigger, so it is left to it."""
-    if fts_format == CJK_COLUMN:
-        conn.executemany("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
-                         ((i, *keyword_columns(cast(str, text))) for i, text in rows))
-    elif fts_format == CJK_BIGRAMS:
-        conn.executemany("INSERT INTO fts_chunks(rowid, text) VALUES (?, ?)",
-                         ((i, index_text(cast(str, text))) for i, text in rows))
-
-
-MIGRATIONS: list[tuple[str, str | Callable[[apsw.Connection], None]]] = [
-    ("0001_base", """
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE documents (
-            id INTEGER PRIMARY KEY,
-            path TEXT NOT NULL UNIQUE,
-            hash TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            mtime REAL NOT NULL,
-            kind TEXT NOT NULL,
-            n_chunks INTEGER NOT NULL,
-            indexed_at REAL NOT NULL
-        );
-        CREATE INDEX documents_hash ON documents(hash);
-        CREATE TABLE chunks (
-            id INTEGER PRIMARY KEY,
-            doc_id INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
-            seq INTEGER NOT NULL,
-            text TEXT NOT NULL,
-            start_line INTEGER NOT NULL,
-            end_line INTEGER NOT NULL,
-            start_page INTEGER,
-            end_page INTEGER,
-            n_tokens INTEGER NOT NULL,
-            hash TEXT NOT NULL
-        );
-        CREATE INDEX chunks_doc ON chunks(doc_id);
-        CREATE TABLE chunk_vectors (
-            chunk_id INTEGER PRIMARY KEY,
-            embedding BLOB NOT NULL
-        );
-        CREATE INDEX chunks_hash ON chunks(hash);
-        CREATE VIRTUAL TABLE fts_chunks USING fts5(
-            text, content='chunks', content_rowid='id', tokenize='porter unicode61');
-        CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN
-            INSERT INTO fts_chunks(rowid, text) VALUES (new.id, new.text);
-        END;
-        CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN
-            INSERT INTO fts_chunks(fts_chunks, rowid, text) VALUES ('delete', old.id, old.text);
-            DELETE FROM chunk_vectors WHERE chunk_id = old.id;
-            DELETE FROM vec_bits WHERE rowid = old.id;
-        END;
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            started_at REAL NOT NULL,
-            finished_at REAL,
-            summary TEXT
-        );
-    """),
-    (FTS_BIGRAMS, _fts_cjk_bigrams),
-    (FTS_CJK_COLUMN, _fts_cjk_column),
-    # How many chunks were ever inserted and deleted, bumped by triggers in the transaction
-    # that does it (every write path: index, watch, remove, merge, reset), and a random epoch
-    # per file: what a derived cache (vector_cache.py) checks itself against.
-    (CHUNK_LOG, """
-        CREATE TABLE chunk_log (id INTEGER PRIMARY KEY CHECK (id = 1), epoch TEXT NOT NULL,
-                                inserted INTEGER NOT NULL, deleted INTEGER NOT NULL);
-        INSERT INTO chunk_log VALUES (1, lower(hex(randomblob(16))),
-                                      (SELECT count(*) FROM chunks), 0);
-        CREATE TRIGGER chunk_log_ai AFTER INSERT ON chunks BEGIN
-            UPDATE chunk_log SET inserted = inserted + 1 WHERE id = 1;
-        END;
-        CREATE TRIGGER chunk_log_ad AFTER DELETE ON chunks BEGIN
-            UPDATE chunk_log SET deleted = deleted + 1 WHERE id = 1;
-        END;
-    """),
-]
+from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61
+from .store_guard import check_schema, write_errors
+from .store_open import connect, make_parent, probe_extensions
+from .store_schema import (
+    CHUNK_LOG,
+    FTS_BIGRAMS,
+    FTS_CJK_COLUMN,
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    add_keywords,
+    has_table,
+)
 
 
 @dataclass(frozen=True)
@@ -168,71 +63,6 @@ class ChunkRow:
     end_page: int | None
 
 
-def make_parent(path: Path) -> None:
-    """Create the folder an index file goes into, or say in one line why it cannot be."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocker = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
-        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
-        raise IndexFileError(f"cannot create the index {path}: {why}; pass another --db") from exc
-
-
-def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
-    check_regular(path)  # a FIFO would block the open forever
-    try:
-        try:
-            conn = _open(path, readonly=readonly, immutable=False)
-        except (apsw.CantOpenError, apsw.ReadOnlyError):
-            # A WAL index in a folder we cannot write (no -shm can be made): with no -wal file
-            # there is nothing beyond the main file to read, so read that as immutable.
-            if not readonly or os.path.exists(str(path) + "-wal"):
-                raise
-            conn = _open(path, readonly=True, immutable=True)
-    except apsw.Error as exc:
-        raise IndexFileError(f"cannot open index {path}: {exc}") from exc
-    return conn
-
-
-def probe_extensions() -> str:
-    """The sqlite-vec version, once it and FTS5 have worked in a scratch in-memory database
-    (for ``gguf-embed doctor``); raises whatever loading them raises."""
-    conn = apsw.Connection(":memory:")
-    try:
-        conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
-        (version,), = conn.execute("SELECT vec_version()")
-        conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
-        return str(version)
-    finally:
-        conn.close()
-
-
-def _open(path: str | Path, *, readonly: bool, immutable: bool) -> apsw.Connection:
-    flags = apsw.SQLITE_OPEN_READONLY if readonly else (
-        apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE)
-    name = str(path)
-    if immutable:
-        flags |= apsw.SQLITE_OPEN_URI
-        name = "file:" + urllib.parse.quote(os.fsencode(os.path.abspath(name))) + "?immutable=1"
-    conn = apsw.Connection(name, flags=flags)
-    try:
-        conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
-        conn.enable_load_extension(False)
-        conn.setbusytimeout(10_000)
-        if not readonly:
-            conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        if readonly:  # reading the schema finds a file that cannot be read now, not later
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
-    except apsw.Error:
-        conn.close()
-        raise
-    return conn
-
-
 class Store:
     """The SQLite file.  Open with :meth:`open`; all writes inside :meth:`transaction`."""
 
@@ -242,10 +72,11 @@ class Store:
         self.meta = self._read_meta()
         self.dims: int | None = self.meta.get("dims")
         # an index that was only opened read-only may still have an old FTS table
-        applied = _applied(conn)
+        applied = store_schema.applied(conn)
         self.too_new: str | None = None  # why it may only be read (a newer schema wrote it)
         try:
-            check_schema(conn, path, applied, [name for name, _ in MIGRATIONS], SCHEMA_VERSION)
+            check_schema(conn, path, applied, [name for name, _ in store_schema.MIGRATIONS],
+                             store_schema.SCHEMA_VERSION)
         except IndexFileError as exc:
             self.too_new = str(exc)
         self.fts_format = CJK_COLUMN if FTS_CJK_COLUMN in applied else \
@@ -261,18 +92,19 @@ class Store:
                     f"(or pass --db FILE)")
             make_parent(path)
         conn = connect(path, readonly=readonly)
-        if readonly and _pending(conn) and os.access(path, os.W_OK):
+        if readonly and store_schema.pending(conn) and os.access(path, os.W_OK):
             conn.close()  # an old index we may write: upgrade it once, then read it
             with contextlib.suppress(IndexFileError):  # busy (a long index run): read it as is
                 cls.open(path, create=False).close()
             conn = connect(path, readonly=True)
         try:
             if not readonly:
-                check_schema(conn, path, _applied(conn), [name for name, _ in MIGRATIONS],
-                             SCHEMA_VERSION)  # before anything is written
+                check_schema(conn, path, store_schema.applied(conn),  # before any write
+                             [name for name, _ in store_schema.MIGRATIONS],
+                             store_schema.SCHEMA_VERSION)
                 with write_errors(path, conn):
-                    _migrate(conn)
-            elif not _has_table(conn, "meta"):
+                    store_schema.migrate(conn)
+            elif not has_table(conn, "meta"):
                 raise IndexFileError(f"{path} is not a gguf-embed index")
         except apsw.Error as exc:
             conn.close()
@@ -295,7 +127,7 @@ class Store:
 
     # ---------------------------------------------------------------- meta
     def _read_meta(self) -> dict[str, Any]:
-        if not _has_table(self.conn, "meta"):
+        if not has_table(self.conn, "meta"):
             return {}
         return {k: json.loads(v) for k, v in self.conn.execute("SELECT key, value FROM meta")}
 
@@ -331,7 +163,7 @@ class Store:
         with self.transaction():
             # a new index has no vector tables yet (nor documents), and the delete trigger
             # names vec_bits: deleting would fail to prepare
-            if _has_table(self.conn, "vec_bits"):
+            if has_table(self.conn, "vec_bits"):
                 self.conn.execute("DELETE FROM documents")  # cascades to chunks, FTS, vectors
                 self.conn.execute("DROP TABLE vec_bits")
             self.conn.execute("DELETE FROM meta WHERE key != 'schema_version'")
@@ -574,58 +406,8 @@ def _in_batches(items: Sequence[Any], size: int = 500) -> Iterator[tuple[list[An
         yield part, ",".join("?" * len(part))
 
 
-def _has_table(conn: apsw.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (name,)).fetchone() \
-        is not None
-
-
-def _applied(conn: apsw.Connection) -> set[str]:
-    if not _has_table(conn, "migrations"):
-        return set()
-    return {row[0] for row in conn.execute("SELECT name FROM migrations")}
-
-
-def _pending(conn: apsw.Connection) -> bool:
-    """Whether an existing index lacks some named migration."""
-    try:
-        done = _applied(conn)
-    except apsw.Error:
-        return False
-    return bool(done) and any(name not in done for name, _ in MIGRATIONS)
-
-
-def _migrate(conn: apsw.Connection) -> None:
-    """Apply each named migration once, recording it (the vector tables come later, with dims).
-
-    All pending steps run in one write transaction, taken up front so that two processes
-    opening an old index at once migrate it once: a step that fails leaves the file as it was."""
-    if _has_table(conn, "meta") and not _pending(conn):
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        if not _has_table(conn, "migrations"):
-            tables = [row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 4")]
-            if tables:
-                raise IndexFileError(
-                    f"this SQLite file has other tables ({', '.join(tables[:3])}"
-                    f"{', ...' if len(tables) > 3 else ''}): it is not a gguf-embed index; "
-                    f"pass another --db")
-        conn.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, "
-                     "applied_at REAL NOT NULL)")
-        done = _applied(conn)
-        for name, step in MIGRATIONS:
-            if name not in done:
-                if callable(step):
-                    step(conn)
-                else:
-                    conn.execute(step)
-                conn.execute("INSERT INTO migrations(name, applied_at) VALUES (?, ?)",
-                             (name, time.time()))
-        conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)",
-                     (json.dumps(SCHEMA_VERSION),))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+__all__ = [  # the schema and the opening live in store_schema / store_open; kept here too
+    "CHUNK_LOG", "FTS_BIGRAMS", "FTS_CJK_COLUMN", "MIGRATIONS", "SCHEMA_VERSION", "ChunkRow",
+    "Store", "add_keywords", "connect", "make_parent", "path_in", "path_out",
+    "probe_extensions",
+]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gguf_embed import store as store_module
+from gguf_embed import store_schema as store_module
 from gguf_embed.index import Index
 from gguf_embed.keywords import fts_query, index_text, query_terms
 from gguf_embed.search import keyword_hits
@@ -161,14 +161,14 @@ def test_killed_migration_leaves_the_old_index_working(
     old_format_index(db, docs, monkeypatch)
     script = textwrap.dedent(f"""
         import os
-        from gguf_embed import store
+        from gguf_embed import store, store_schema
         seen = []
         def dies(text):
             seen.append(text)
             if len(seen) == 4:
                 os._exit(9)  # killed mid-transaction: no rollback, no cleanup
             return text
-        store.index_text = dies
+        store_schema.index_text = dies
         store.Store.open({str(db)!r})
         """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)

@@ -91,7 +91,7 @@ main()
 
 
 @pytest.mark.parametrize("module", ["click", "numpy", "gguf_embed.index",
-                                    "gguf_embed.cli._index"])
+                                    "gguf_embed.cli._search"])
 def test_ctrl_c_while_the_cli_imports_is_one_line_and_exit_130(tmp_path: Path,
                                                                 module: str) -> None:
     out = run(INTERRUPT.format(name=module), "search", "otters", "--db",

@@ -97,7 +97,7 @@ def test_cli_rerank_before_the_query(indexed: tuple[Path, Path],
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """`search --rerank "question"`: click gives the question to --rerank; with no QUERY left
     it is the query, reranked by the default reranker (it used to be read as a model)."""
-    import gguf_embed.cli._index as cli_index
+    import gguf_embed.cli._search as cli_index
 
     asked: list[str | None] = []
 

@@ -51,7 +51,7 @@ class _Group(click.Group):
 
 
 # command → the module (in this package) that defines it; _base defines embed and models
-LAZY = {"doctor": "_doctor", "index": "_index", "search": "_index", "status": "_index",
+LAZY = {"doctor": "_doctor", "index": "_index", "search": "_search", "status": "_index",
         "merge": "_merge", "serve": "_serve", "watch": "_watch", "mcp": "_watch"}
 
 

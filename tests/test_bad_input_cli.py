@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -23,6 +22,7 @@ from gguf_embed.cli import cli
 from gguf_embed.index import Index
 from gguf_embed.testing import FakeEngine
 
+from .support.lines import line_with
 from .test_bad_input import write_docs
 
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
@@ -266,12 +266,7 @@ def test_serve_port_0_announces_the_real_port_and_no_file_path(minilm_path: Path
                              "--port", "0", "--reranker", str(reranker)],
                             stderr=subprocess.PIPE, text=True)
     try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while "serving" not in line:
-            assert time.monotonic() < deadline and proc.poll() is None, line
-            if select.select([proc.stderr], [], [], 1)[0]:
-                line = proc.stderr.readline()  # type: ignore[union-attr]
+        line = line_with(proc, "serving", 120)
         url = line.split(" on ")[1].split()[0]
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         assert port != 0

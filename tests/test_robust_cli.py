@@ -23,7 +23,7 @@ from gguf_embed.index import Index
 from gguf_embed.store import SCHEMA_VERSION, Store
 from gguf_embed.testing import FakeEngine
 
-from .support.lines import Lines
+from .support.lines import Lines, line_with
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = "from gguf_embed.cli import main; import sys; sys.argv[0] = 'gguf-embed'; main()"
@@ -319,20 +319,13 @@ def test_serve_accepts_connections_as_soon_as_it_announces_its_port(qwen_path: P
     """A client that reads the "serving ... on URL" line may connect at once: the socket
     listens before the line is written.  The server is stopped (SIGSTOP) the moment the line
     is read, so the connection can only succeed if it was already listening."""
-    import select
     import socket
 
     proc = subprocess.Popen([sys.executable, "-c", MAIN, "serve", "--port", "0", "-m",
                              str(qwen_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-    assert proc.stderr is not None
     try:
-        line = ""
-        deadline = time.monotonic() + 120
-        while "serving" not in line:
-            assert time.monotonic() < deadline and proc.poll() is None, line
-            if select.select([proc.stderr], [], [], 1)[0]:
-                line = proc.stderr.readline()
+        line = line_with(proc, "serving", 120)
         proc.send_signal(signal.SIGSTOP)  # nothing more happens in the server until SIGCONT
         match = re.search(r"http://127\.0\.0\.1:(\d+)/v1", line)
         assert match, line

@@ -46,6 +46,16 @@ def paths(index: Index, docs: Path) -> set[str]:
     return {os.path.relpath(p, docs) for p in index.store.documents()}
 
 
+def older_index(tree: Path, engine: FakeEngine) -> Path:
+    """An index of docs/ with its links followed, written as a version before the boundary
+    left it: no record of the followed targets, so what they hold lies outside."""
+    db = tree / "i.db"
+    with Index(db, engine) as index:
+        index.add([tree / "docs"], follow_symlinks=True)
+        index.store.set_meta({"links": {}})
+    return db
+
+
 def test_links_out_of_the_root_are_not_followed(tree: Path) -> None:
     docs = tree / "docs"
     with Index(tree / "i.db", FakeEngine()) as index:
@@ -88,10 +98,7 @@ def test_an_old_index_with_documents_outside_serves_none_and_drops_them(tree: Pa
     """An index written before the rule (no record of followed links): its out-of-root
     documents are never served, and the next run removes them."""
     docs = tree / "docs"
-    db = tree / "i.db"
-    with Index(db, FakeEngine()) as index:
-        index.add([docs], follow_symlinks=True)
-        index.store.set_meta({"links": {}})  # as an older version left it
+    db = older_index(tree, FakeEngine())
     with Index(db, FakeEngine(), readonly=True) as index:
         assert any("again" in p for p in index.store.documents())  # still in the file
         for mode in ("keyword", "hybrid"):
@@ -148,12 +155,8 @@ def test_mcp_search_and_get_refuse_what_leads_outside(tree: Path) -> None:
     from gguf_embed.mcp_server import Service
 
     docs = tree / "docs"
-    db = tree / "i.db"
     engine = FakeEngine()
-    with Index(db, engine) as index:
-        index.add([docs], follow_symlinks=True)
-        index.store.set_meta({"links": {}})  # an older version's index
-    service = Service(engine, db, model_name="fake")
+    service = Service(engine, older_index(tree, engine), model_name="fake")
     hits = service.search(SECRET, k=10, mode="keyword")["results"]
     assert all(SECRET not in h["snippet"] and "again" not in h["path"] for h in hits)
     with pytest.raises(InputError, match="outside the indexed folders") as caught:
@@ -171,11 +174,8 @@ def test_http_search_refuses_what_leads_outside(tree: Path) -> None:
     from gguf_embed.server import ServerConfig, create_app
 
     docs = tree / "docs"
-    db = tree / "i.db"
     engine = FakeEngine()
-    with Index(db, engine) as index:
-        index.add([docs], follow_symlinks=True)
-        index.store.set_meta({"links": {}})
+    db = older_index(tree, engine)
     app = create_app(engine, ServerConfig(model_name="fake", index_path=str(db),
                                           batch_window=0))
     with TestClient(app, base_url="http://127.0.0.1:8000") as client:

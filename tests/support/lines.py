@@ -40,3 +40,18 @@ class Lines:
         proc.wait(timeout)
         self._thread.join(timeout)
         return self.text
+
+
+def line_with(proc: subprocess.Popen[str], needle: str, timeout: float) -> str:
+    """The first line of ``proc``'s stderr that holds ``needle``, read on this thread, so the
+    caller acts the moment it is written (the lines before it are dropped)."""
+    import select
+
+    assert proc.stderr is not None
+    line = ""
+    deadline = time.monotonic() + timeout
+    while needle not in line:
+        assert time.monotonic() < deadline and proc.poll() is None, line
+        if select.select([proc.stderr], [], [], 1)[0]:
+            line = proc.stderr.readline()
+    return line

@@ -44,6 +44,7 @@ COARSE_BUDGET = 4_000_000  # candidates = max(..., COARSE_BUDGET // chunks)
 COARSE_SHARE = 1_000  # candidates = max(..., chunks // COARSE_SHARE)
 WORD = re.compile(r"\w+", re.UNICODE)
 KEYWORD_TOPK_FROM = 10_000  # chunks: below this FTS5 scores every match in a few ms
+FTS_WEIGHTS = (1.0, CJK_WEIGHT)  # bm25's column weights: the text, then its CJK bigrams
 FILE_POOL = 50  # chunks per list when grouping by file: at least this, or 5 per result
 
 
@@ -142,13 +143,9 @@ def _both_at_once(store: Store, query_vector: np.ndarray, query: str, pool: int,
                   exact: bool | None, coarse: int | None) -> list[list[tuple[int, float]]] | None:
     """Hybrid's two lists, the keyword one summed from held postings (numpy, no SQL) in a
     thread while this one searches the vectors; None unless every query word is held."""
-    if store.fts_format != CJK_COLUMN:
-        return None
-    state = vector_cache.state_of(store)
-    if state is None or state.inserted - state.deleted < KEYWORD_TOPK_FROM:
-        return None
-    phrases = keyword_postings.held((str(store.path), state),
-                                    query_terms(query, store.fts_format), (1.0, CJK_WEIGHT))
+    key = _fast_keyword_key(store)
+    phrases = None if key is None else keyword_postings.held(
+        key, query_terms(query, store.fts_format), FTS_WEIGHTS)
     if phrases is None:
         return None
     found: list[list[tuple[int, float]] | None] = []
@@ -254,6 +251,18 @@ def coarse_candidates(k: int, total: int, *, share: bool = True) -> int:
                    total // COARSE_SHARE if share else 0), max(total, 1))
 
 
+def _fast_keyword_key(store: Store) -> tuple[str, Any] | None:
+    """The key (file, index state) of the exact fast keyword paths (held postings, the
+    MaxScore top k), or None where they do not apply: an FTS table of an older format, or
+    fewer than ``KEYWORD_TOPK_FROM`` chunks (FTS5 scores every match in a few ms)."""
+    if store.fts_format != CJK_COLUMN:
+        return None
+    state = vector_cache.state_of(store)
+    if state is None or state.inserted - state.deleted < KEYWORD_TOPK_FROM:
+        return None
+    return str(store.path), state
+
+
 def keyword_hits(store: Store, query: str, k: int,
                  path_glob: str | None = None) -> list[tuple[int, float]]:
     """(chunk id, -bm25) best first."""
@@ -261,18 +270,15 @@ def keyword_hits(store: Store, query: str, k: int,
     if not match:
         return []
     found = None
-    if store.fts_format == CJK_COLUMN:
-        with store.conn:  # one snapshot: the counts cached are those of ``state``
-            state = vector_cache.state_of(store)
-            if state is not None and state.inserted - state.deleted >= KEYWORD_TOPK_FROM:
-                # the same rows and scores as keyword_matches, without scoring every match
-                key = (str(store.path), state)
-                terms = query_terms(query, store.fts_format)
-                if not path_glob:
-                    found = keyword_postings.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT))
-                if found is None:
-                    found = keyword_topk.topk(store.conn, key, terms, k, (1.0, CJK_WEIGHT),
-                                              path_glob)
+    with store.conn:  # one snapshot: the counts cached are those of the key's state
+        key = _fast_keyword_key(store)
+        if key is not None:
+            # the same rows and scores as keyword_matches, without scoring every match
+            terms = query_terms(query, store.fts_format)
+            if not path_glob:
+                found = keyword_postings.topk(store.conn, key, terms, k, FTS_WEIGHTS)
+            if found is None:
+                found = keyword_topk.topk(store.conn, key, terms, k, FTS_WEIGHTS, path_glob)
     if found is None:
         found = store.keyword_matches(match, k, path_glob)
     return [(chunk_id, -score) for chunk_id, score in found]

@@ -7,16 +7,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import cast
 
+import apsw
 import numpy as np
 
 from .store import Store
 
 
-def chunk_log(store: Store) -> tuple[str, int, int] | None:
-    """``(epoch, inserted, deleted)``, or None where the table or its row is missing (an old
-    file opened read-only, which cannot be migrated)."""
+def chunk_log(conn: apsw.Connection) -> tuple[str, int, int] | None:
+    """``(epoch, inserted, deleted)`` of the index open on ``conn``, or None where the table or
+    its row is missing (an old file opened read-only, which cannot be migrated)."""
     try:
-        row = store.conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
+        row = conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
                                  "WHERE id = 1").fetchone()
     except Exception:
         return None

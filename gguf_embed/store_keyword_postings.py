@@ -41,6 +41,7 @@ import numpy as np
 
 from . import store_keyword_topk as keyword_topk
 from .store import connect
+from .store_cache import chunk_log
 
 CHEAP_ROWS = 100_000  # rows read at once for a query (~0.15 s), all its missing phrases together
 FIRST_ROWS = 20_000  # ... of which phrases this process had not searched for before (~30 ms)
@@ -155,8 +156,7 @@ def _work() -> None:
                 if conn is None:
                     conn = conns[path] = connect(path, readonly=True)
                 with conn:  # one snapshot: read only if it is the state the key names
-                    row = conn.execute("SELECT epoch, inserted, deleted FROM chunk_log "
-                                       "WHERE id = 1").fetchone()
+                    row = chunk_log(conn)
                     if row is None or type(index_state)(*row) != index_state:
                         continue
                     found = _read(conn, term, weights)
@@ -187,12 +187,6 @@ def held(cache_key: tuple[str, Any], terms: Sequence[str],
         for key in keys:
             _held.move_to_end(key)
         return [_held[key] for key in keys]
-
-
-def best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
-    """(rowid, bm25) of the ``k`` best rows for these phrases' OR, as FTS5 ranks them; None
-    where the rowids are too far apart to sum in one array."""
-    return _best(phrases, k)
 
 
 def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
@@ -234,7 +228,7 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
         with _lock:
             for term in missing:
                 _hold((path, state, term), shares[term])
-    return _best([shares[term] for term in terms], k)
+    return best([shares[term] for term in terms], k)
 
 
 def _read(conn: apsw.Connection, term: str, weights: tuple[float, float]) -> Postings:
@@ -263,7 +257,9 @@ def _read(conn: apsw.Connection, term: str, weights: tuple[float, float]) -> Pos
     return Postings(rows, codes.astype(np.uint16), values)
 
 
-def _best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
+def best(phrases: list[Postings], k: int) -> list[tuple[int, float]] | None:
+    """(rowid, bm25) of the ``k`` best rows for these phrases' OR, as FTS5 ranks them; None
+    where the rowids are too far apart to sum in one array."""
     size = max((p.end for p in phrases), default=0)
     if size == 0:
         return []

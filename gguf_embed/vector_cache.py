@@ -159,7 +159,7 @@ def _words(packed: np.ndarray) -> np.ndarray:
 def state_of(store: Store) -> State | None:
     """The file's ``chunk_log``, or None for an index that has none (an old file opened
     read-only, which cannot be migrated)."""
-    row = chunk_log(store)
+    row = chunk_log(store.conn)
     return None if row is None else State(*row)
 
 

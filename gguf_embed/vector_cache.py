@@ -29,7 +29,6 @@ import functools
 import json
 import os
 import struct
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -240,6 +239,8 @@ def save(bits: Bits, path: Path) -> bool:
         "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
     }).encode()
     try:
+        import tempfile  # writing the cache only: a search that reads it does not need it
+
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     except OSError:
         return False

@@ -74,6 +74,74 @@ def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Pat
     assert json.loads(lines[-1]) == []
 
 
+# What a search never needs: the indexer and what only it uses (the walk with its ignore rules,
+# the extractors, the executors), merging, the models' hashing, the help's default path, and the
+# sqlite_vec package (its __init__ imports sqlite3 and numpy.typing; its extension is loaded by
+# path).  Each of these was imported by a keyword search before (store_open, index, cli._index).
+NOT_FOR_SEARCH = ["gguf_embed.indexer", "gguf_embed.executor", "gguf_embed.protocol",
+                  "gguf_embed.walk", "gguf_embed.extract", "gguf_embed.merge",
+                  "gguf_embed.engine", "gguf_embed.reranker", "gguf_embed.cli._index",
+                  "pathspec", "llama_cpp", "sqlite_vec", "sqlite3", "platformdirs", "hashlib",
+                  "html.parser", "tempfile"]
+LOADED = ("print('LOADED ' + json.dumps([m for m in {names!r} if m in sys.modules]))")
+
+
+def _small_index(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+    return db
+
+
+def _loaded(out: subprocess.CompletedProcess[str]) -> list[str]:
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LOADED "))
+    return list(json.loads(line[len("LOADED "):]))
+
+
+def test_a_cli_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            + LOADED.format(names=NOT_FOR_SEARCH))
+    out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
+    assert "a.md" in out.stdout
+    assert _loaded(out) == []
+
+
+def test_a_library_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    code = ("import sys, json; from gguf_embed import Index\n"
+            "with Index(sys.argv[1], readonly=True) as index:\n"
+            "    print([h.path for h in index.search('otters', mode='keyword')])\n"
+            + LOADED.format(names=NOT_FOR_SEARCH))
+    out = run(code, str(db))
+    assert "a.md" in out.stdout
+    assert _loaded(out) == []
+
+
+def test_what_writing_needs_still_loads_when_asked(tmp_path: Path) -> None:
+    """The names moved behind imports in functions are still there for the code that
+    writes (and for ``from gguf_embed.index import IndexSummary``)."""
+    code = ("import sys, json; import gguf_embed.index as m\n"
+            "from gguf_embed.index import IndexSummary, Progress\n"
+            "import gguf_embed.indexer as i; assert IndexSummary is i.IndexSummary\n"
+            "assert Progress is i.Progress\n"
+            "from gguf_embed.walk import Bounds, Link; import gguf_embed.bounds as b\n"
+            "assert Bounds is b.Bounds and Link is b.Link\n"
+            "from gguf_embed.store_open import vec_extension; import sqlite_vec\n"
+            "assert vec_extension() == sqlite_vec.loadable_path(); print('ok')")
+    out = run(code)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import gguf_embed.index as index_module
+
+        index_module.Nope  # noqa: B018
+
+
 # A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
 # where SIGINT's default handler would raise it.
 INTERRUPT = """

@@ -25,7 +25,7 @@ from ._base import (
     stdin_lines,
     terminal_text,
 )
-from ._index import _display, db_option, default_db
+from ._db import db_option, default_db, display
 from ._remote import remote_engine, remote_options, remote_url
 
 
@@ -108,7 +108,7 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         if r.start_page is not None:
             pages = f" (p. {r.start_page}" + (f"-{r.end_page}" if r.end_page != r.start_page
                                               else "") + ")"
-        click.echo(f"{_display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
+        click.echo(f"{display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
         click.echo(f"    {terminal_text(r.snippet)}")
 
 

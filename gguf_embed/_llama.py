@@ -9,8 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import llama_cpp as lc
-
+from ._llama_binding import lc
 from .errors import ModelLoadError
 
 log = logging.getLogger("gguf_embed.llama")
@@ -57,8 +56,7 @@ def _ggml() -> Any:
     if os.name == "nt":
         names = [lib_dir() / "ggml.dll"]
     else:
-        loaded: str | None = getattr(getattr(getattr(lc, "llama_cpp", None), "_lib", None),
-                                     "_name", None)
+        loaded: str | None = getattr(getattr(lc, "_lib", None), "_name", None)  # the binding
         names = [Path(loaded)] if loaded else []
         names += sorted(lib_dir().glob("libllama.so")) + sorted(lib_dir().glob("libllama.dylib"))
     names = [n for n in names if n.exists()]

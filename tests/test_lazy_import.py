@@ -142,6 +142,39 @@ def test_what_writing_needs_still_loads_when_asked(tmp_path: Path) -> None:
         index_module.Nope  # noqa: B018
 
 
+ENGINE_THEN_PACKAGE = """
+import sys
+from gguf_embed.engine import Engine
+with Engine(sys.argv[1]) as engine:
+    vector = engine.encode(["otters"], query=True).vectors[0]
+high = ("llama_cpp.llama", "jinja2", "diskcache")
+print("HIGH_LEVEL", sorted(m for m in high if m in sys.modules))
+import llama_cpp
+from llama_cpp import Llama
+print("PACKAGE", Llama is llama_cpp.Llama, isinstance(llama_cpp.__version__, str),
+      llama_cpp.llama_backend_init is llama_cpp.llama_cpp.llama_backend_init, len(vector))
+"""
+
+
+def test_the_engine_loads_llama_cpps_binding_without_its_high_level_api(
+        qwen_path: Path) -> None:
+    """llama-cpp-python's ``__init__`` also imports ``Llama`` with jinja2 and diskcache
+    (~50 ms of a one-shot search); the engine needs only the ctypes binding.  An app that
+    imports ``llama_cpp`` afterwards still gets the whole package."""
+    out = run(ENGINE_THEN_PACKAGE, str(qwen_path))
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert lines["HIGH_LEVEL"] == "[]"
+    assert lines["PACKAGE"] == "True True True 256"
+
+
+def test_the_engine_works_where_the_app_imported_llama_cpp_first(qwen_path: Path) -> None:
+    out = run("import llama_cpp, sys\n" + ENGINE_THEN_PACKAGE.replace("import sys\n", ""),
+              str(qwen_path))
+    assert out.returncode == 0, out.stderr
+    assert "PACKAGE True True True 256" in out.stdout
+
+
 # A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
 # where SIGINT's default handler would raise it.
 INTERRUPT = """

@@ -211,6 +211,21 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
+# Parameters × tokens one thread takes in a decode (~20 ms on one core): a decode with less
+# work is shared by fewer threads.  llama.cpp's threads meet at a barrier after every op, spin-
+# waiting: a small decode gains little from a second thread on an idle host, and on a busy one
+# (a build, a browser) a thread that is not running makes the others wait its turn at each
+# barrier: a one-shot MiniLM query took 460-700 ms with two threads on a 2-core host busy with
+# other work, 290-310 ms with one (BENCHMARKS.md, "One-shot start-up").
+WORK_PER_THREAD = 1_000_000_000
+
+
+def threads_for(model: Any, tokens: int, most: int) -> int:
+    """How many of ``most`` threads a decode of ``tokens`` tokens by ``model`` uses."""
+    work = int(lc.llama_model_n_params(model)) * tokens
+    return max(1, min(most, -(-work // WORK_PER_THREAD)))
+
+
 def model_metadata(model: Any) -> dict[str, str]:
     """Every key/value of a loaded model's GGUF header, as strings."""
     meta: dict[str, str] = {}

@@ -418,6 +418,8 @@ class Engine(EmbedShortcut):
                        threads: int | None = None) -> np.ndarray:
         with self._lock.hold(urgent):  # per decode: a waiting query goes next
             self._check_open()
+            threads = threads or _llama.threads_for(self._model, sum(map(len, seqs)),
+                                                    self.n_threads)  # a query: one, often
             return self._packed_context().decode(seqs, threads)
 
     def _decode_side(self, seqs: list[np.ndarray]) -> np.ndarray:

@@ -35,6 +35,7 @@ import functools
 import json
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
 BLOCK = 32_768  # rows per popcount block: the XOR buffer stays in the CPU's cache
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunks changed
+FAISS_FROM = 4_000_000  # 64-bit words of sign bits (32 MB): from this many, faiss scans them
 QUICK_STRIDE = 1024  # rows: the bits checked on loading (with the last QUICK_TAIL rows)
 QUICK_TAIL = 64
 
@@ -87,7 +89,7 @@ class Bits:
         if n == 0:
             return np.empty(0, dtype=np.int64)
         qwords = _words(np.packbits(np.asarray(query) > 0, bitorder="little")[None, :])[0]
-        knn = _faiss_knn()
+        knn = _scanner(self.words)
         if knn is not None:
             if mask is None:
                 return self.ids[knn(qwords, self.words, count)]
@@ -128,6 +130,16 @@ class Bits:
         table = np.zeros(top, dtype=bool)
         table[allowed_docs] = True
         return cast(np.ndarray, table[self.docs])
+
+
+def _scanner(words: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None:
+    """faiss's scan (:func:`_faiss_knn`) where it pays, else None (numpy's): importing faiss
+    costs a fresh process 30-50 ms, more than numpy's scan of fewer than ``FAISS_FROM`` words
+    (~10 ms; 10^5 chunks at 384 dims: ~3 ms), so a one-shot search of a smaller index does
+    without it, unless the process has imported it already."""
+    if words.size < FAISS_FROM and "faiss" not in sys.modules:
+        return None
+    return _faiss_knn()
 
 
 @functools.cache

@@ -9,6 +9,7 @@ import fnmatch
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -332,11 +333,34 @@ def test_numpy_scan_finds_what_faiss_finds(tmp_path: Path,
     """Without faiss (no wheel for the platform) the coarse pass is numpy's popcount."""
     store, vectors = make(tmp_path)
     qs = queries(vectors, 8)
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 0)
     with_faiss = [ids(vector_hits(store, q, 10)) for q in qs]
     monkeypatch.setattr(vector_cache, "_faiss_knn", lambda: None)
     vector_cache.forget()
     assert [ids(vector_hits(store, q, 10)) for q in qs] == with_faiss
     assert with_faiss == [truth(store, q, 10) for q in qs]
+
+
+def test_a_small_index_is_scanned_without_importing_faiss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss's import costs a fresh process more than numpy's scan of a small index: a
+    one-shot search there does without it (unless faiss is imported already)."""
+    store, vectors = make(tmp_path)
+    asked: list[bool] = []
+    knn = vector_cache._faiss_knn
+
+    def spy() -> object:
+        asked.append(True)
+        return knn()
+
+    monkeypatch.setattr(vector_cache, "_faiss_knn", spy)
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)  # a fresh process
+    q = queries(vectors, 1)[0]
+    assert ids(vector_hits(store, q, 10)) == truth(store, q, 10)
+    assert asked == []
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 2 * len(vectors))  # words: 2 a row
+    assert ids(vector_hits(store, q, 10)) == truth(store, q, 10)
+    assert asked == [True]
 
 
 def test_an_index_from_before_the_chunk_log_gets_one_when_opened_to_write(

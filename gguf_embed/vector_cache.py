@@ -142,6 +142,16 @@ def _scanner(words: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], np.nd
     return _faiss_knn()
 
 
+def prepare(db: str | Path) -> None:
+    """Import what a vector search of the index at ``db`` will scan its sign bits with: faiss,
+    for an ``INDEX.bits`` of about ``FAISS_FROM`` words or more.  A one-shot search calls it
+    in a thread while the model loads (llama.cpp lets go of the GIL), so that faiss's import
+    (30-50 ms) costs no wall time.  Never raises: the search itself says what is wrong."""
+    with contextlib.suppress(Exception):
+        if os.path.getsize(cache_path(Path(db))) >= 8 * FAISS_FROM:
+            _faiss_knn()
+
+
 @functools.cache
 def _faiss_knn() -> Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None:
     """Row numbers of the ``k`` rows of ``words`` nearest ``query`` in Hamming distance, by

@@ -38,3 +38,47 @@ def test_a_small_decode_runs_on_one_thread_and_a_large_one_on_the_engines(
                                      threads=2)
     assert seen[-1] == 2
     assert float(query.vectors[0] @ both.vectors[0]) > 0.99999
+
+
+def test_a_cli_vector_search_imports_its_scanner_while_the_model_loads(
+        tmp_path: Path, qwen_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss's import (30-50 ms) runs in a thread beside the model's load and the query's
+    embedding, for an index whose INDEX.bits is large enough to be scanned with it; the
+    thread is over when the command is."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from gguf_embed import search as search_module
+    from gguf_embed import vector_cache
+    from gguf_embed.cli import cli
+    from gguf_embed.index import Index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"{i}.md").write_text(f"# Note {i}\n\nOtters hold hands while they sleep ({i}).\n")
+    db = tmp_path / "i.db"
+    with Engine(qwen_path) as engine, Index(db, engine) as index:
+        index.add([docs])
+    monkeypatch.setattr(search_module, "EXACT_BELOW", 1)  # the sign-bit path, INDEX.bits
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 0)  # scanned with faiss
+    threads: list[str] = []
+    knn = vector_cache._faiss_knn
+
+    def spy() -> object:
+        threads.append(threading.current_thread().name)
+        return knn()
+
+    monkeypatch.setattr(vector_cache, "_faiss_knn", spy)
+    args = ["search", "otters", "--db", str(db), "--mode", "vector", "-m", str(qwen_path)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert vector_cache.cache_path(db).exists()
+    threads.clear()
+    vector_cache.forget()
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert second.stdout == first.stdout and "docs/" in second.stdout
+    assert "gguf-embed prepare scan" in threads
+    assert not [t for t in threading.enumerate() if t.name == "gguf-embed prepare scan"]

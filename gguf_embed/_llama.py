@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ._llama_binding import lc
+from ._llama_binding import after_completion, lc
 from .errors import ModelLoadError
 
 log = logging.getLogger("gguf_embed.llama")
@@ -35,6 +35,7 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 def backend() -> None:
     """Start llama.cpp once per process and route its log to Python logging."""
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    after_completion(lambda: lc.llama_log_set(_log_callback, ctypes.c_void_p(0)))
     load_backends()
     lc.llama_backend_init()
 

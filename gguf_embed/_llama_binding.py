@@ -16,11 +16,21 @@ import importlib
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 PACKAGE = "llama_cpp"
 _lock = threading.RLock()
+_hooks: list[Callable[[], None]] = []  # run after the package's __init__ has run
+
+
+def after_completion(hook: Callable[[], None]) -> None:
+    """Run ``hook`` whenever the package's ``__init__`` runs after this call: it installs its
+    own llama.cpp log callback, which prints everything on stderr; ours (``_llama.backend``)
+    is set again."""
+    with _lock:
+        _hooks.append(hook)
 
 
 def binding() -> ModuleType:
@@ -58,6 +68,8 @@ def _completion(package: ModuleType) -> Any:
                 except BaseException:
                     package.__getattr__ = complete  # type: ignore[method-assign]
                     raise
+                for hook in _hooks:
+                    hook()
         return getattr(package, name)
 
     return complete
@@ -68,4 +80,4 @@ if TYPE_CHECKING:
 else:
     lc = binding()
 
-__all__ = ["binding", "lc"]
+__all__ = ["after_completion", "binding", "lc"]

@@ -153,6 +153,8 @@ import llama_cpp
 from llama_cpp import Llama
 print("PACKAGE", Llama is llama_cpp.Llama, isinstance(llama_cpp.__version__, str),
       llama_cpp.llama_backend_init is llama_cpp.llama_cpp.llama_backend_init, len(vector))
+with Engine(sys.argv[1]) as engine:  # llama.cpp's log still ours (silent), not the package's
+    engine.encode(["otters"])
 """
 
 
@@ -164,6 +166,7 @@ def test_the_engine_loads_llama_cpps_binding_without_its_high_level_api(
     out = run(ENGINE_THEN_PACKAGE, str(qwen_path))
     assert out.returncode == 0, out.stderr
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert out.stderr == ""  # llama.cpp's log goes to Python logging, silent by default
     assert lines["HIGH_LEVEL"] == "[]"
     assert lines["PACKAGE"] == "True True True 256"
 
@@ -172,7 +175,7 @@ def test_the_engine_works_where_the_app_imported_llama_cpp_first(qwen_path: Path
     out = run("import llama_cpp, sys\n" + ENGINE_THEN_PACKAGE.replace("import sys\n", ""),
               str(qwen_path))
     assert out.returncode == 0, out.stderr
-    assert "PACKAGE True True True 256" in out.stdout
+    assert "PACKAGE True True True 256" in out.stdout and out.stderr == ""
 
 
 # A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,

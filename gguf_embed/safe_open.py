@@ -19,8 +19,9 @@ import os
 import stat
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
-from .walk import Bounds, secret_file, secret_path
+from .walk import Bounds, secret_path
 
 MAX_LINKS = 40  # symlinks (and lookups retried after a swap) on one path, as Linux allows
 _PATH = getattr(os, "O_PATH", 0)  # a folder to look up names in needs search, not read, rights
@@ -59,13 +60,15 @@ class Read:
     info: os.stat_result  # of the descriptor read
 
 
-def read_inside(path: str, bounds: Bounds, *, max_bytes: int, credentials: str = "refuse"
-                ) -> Read:
+def read_inside(path: str, bounds: Bounds, *, max_bytes: int,
+                credentials: Literal["refuse", "as_found", "allow"] = "refuse") -> Read:
     """The bytes of the regular file ``path`` (absolute) if its real path is inside
     ``bounds`` (see :meth:`Bounds.holds`); :class:`Unservable` otherwise, ``OSError`` when it
-    cannot be opened.  ``credentials``: ``"refuse"`` refuses a credential file by its name or
-    a folder of them on either path (``~/.ssh/...``), ``"name"`` only by the real file's name,
-    ``"allow"`` reads it (a file the user named)."""
+    cannot be opened.  ``credentials``: ``"refuse"`` refuses a credential file (by its name,
+    or a folder of them such as ``~/.ssh/``) on either path; ``"as_found"`` only one that the
+    path as found was not (a walk skipped credential files, so a link swapped in since must
+    not bring one; a folder the user named under ``~/.aws/`` is theirs); ``"allow"`` reads it
+    (a file the user named)."""
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not path.startswith("/") or not parts:
         raise ValueError(f"not an absolute file path: {path!r}")
@@ -81,7 +84,7 @@ def read_inside(path: str, bounds: Bounds, *, max_bytes: int, credentials: str =
         if not bounds.holds(real, folder):
             raise Outside(path)
         if (credentials == "refuse" and (secret_path(path) or secret_path(real))) or (
-                credentials == "name" and secret_file(os.path.basename(real))):
+                credentials == "as_found" and secret_path(real) and not secret_path(path)):
             raise Credentials(path)
         info = os.fstat(fd)
         if info.st_size > max_bytes:

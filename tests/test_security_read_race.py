@@ -1,10 +1,11 @@
-"""MCP `get` from the attacker's side, at the moment it reads: the attacker can write inside
-the indexed folder and swaps a folder on the way, or the file itself, for a symlink to a
-secret outside, at every point where `get` touches the disk (before each lookup, open, stat,
-readlink and read it makes, one swap per call). Whenever the swap comes, the secret's text never
-appears in what `get` returns; a fifo in place of a document does not hang it; and what the
-symlink rule allows (links followed with --follow-symlinks, a root named by a link) is still
-served."""
+"""Reading indexed files from the attacker's side, at the moment of the read: the attacker can
+write inside the indexed folder and swaps a folder on the way, or the file itself, for a
+symlink to a secret outside.  MCP `get` is swapped under at every point where it touches the
+disk (before each lookup, open, stat, readlink and read it makes, one swap per call); an index
+run between its walk and its reads.  Whenever the swap comes, the secret's text never appears
+in what `get` returns nor in the index; a fifo in place of a document does not hang `get`; and
+what the symlink rule allows (links followed with --follow-symlinks, a root named by a link) is
+still served."""
 
 from __future__ import annotations
 
@@ -185,3 +186,45 @@ def test_the_walk_refuses_loops_folders_and_relative_escapes(tree: Path) -> None
     (docs / "sub" / "down.md").symlink_to("../sub/./notes.md")  # relative, inside
     found = read_inside(str(docs / "sub" / "down.md"), bounds, max_bytes=1000)
     assert found.real == os.path.realpath(docs / "sub" / "notes.md")
+
+
+@pytest.mark.parametrize("swapper", [swap_folder, swap_file])
+def test_an_index_run_never_reads_through_a_link_swapped_in_after_the_walk(
+        tree: Path, swapper: Callable[[Path], tuple[Callable[[], None], Callable[[], None]]]
+        ) -> None:
+    """The walk saw a plain folder and file; before the read (``on_found``: the walk is done)
+    the attacker swaps one for a link out of docs/, and swaps it back after the run, so that
+    the serving rule (the real path now) would let the text through."""
+    docs = tree / "docs"
+    (docs / "sub" / "notes.md").write_text("# notes\n\nrotate the logs weekly now\n")
+    swap, restore = swapper(tree)
+    with Index(tree / "i.db", FakeEngine()) as index:
+        summary = index.add([docs], on_found=lambda files: swap())
+        restore()
+        assert index.search(SECRET, k=5, mode="keyword") == []
+        assert summary.added == 0 and summary.updated == 0, summary.to_dict()
+        assert [reason for _, reason in summary.skipped] == [
+            "leads outside the indexed folders through a symlink (changed while indexing): "
+            "not followed"]
+        assert "rotate the logs daily" in index.search("rotate", k=1, mode="keyword")[0].snippet
+
+
+def test_an_index_run_never_reads_a_credential_file_swapped_in_inside(tree: Path) -> None:
+    """A link to a credential file inside the folder (which the walk skips) swapped in for a
+    plain file is not read either; a credential file named to index still is."""
+    docs = tree / "docs"
+    (docs / ".env").write_text(f"TOKEN={SECRET}\n")
+    notes = docs / "sub" / "notes.md"
+    notes.write_text("# notes\n\nrotate the logs weekly now\n")
+
+    def swap() -> None:
+        notes.unlink()
+        notes.symlink_to(docs / ".env")
+
+    with Index(tree / "i.db", FakeEngine()) as index:
+        summary = index.add([docs], on_found=lambda files: swap())
+        assert index.search(SECRET, k=5, mode="keyword") == []
+        assert (str(notes), "holds credentials by convention: not indexed (name the file "
+                            "itself to index it)") in summary.skipped
+        index.add([docs / ".env"])
+        assert index.search(SECRET, k=5, mode="keyword")

@@ -25,8 +25,13 @@ from .walk import Bounds, secret_path
 
 MAX_LINKS = 40  # symlinks (and lookups retried after a swap) on one path, as Linux allows
 _PATH = getattr(os, "O_PATH", 0)  # a folder to look up names in needs search, not read, rights
-DIR_FLAGS = (_PATH or os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+DIR_FLAGS = (_PATH or os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+FILE_FLAGS = (os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | _CLOEXEC
+              | getattr(os, "O_BINARY", 0))
+# Windows has no openat: there the path is checked, then opened by name (a race remains).
+WALKS = _NOFOLLOW != 0 and {os.open, os.stat, os.readlink} <= os.supports_dir_fd
 _SWAPPED = (errno.ELOOP, errno.ENOTDIR, errno.EMLINK)  # O_NOFOLLOW met a link made since lstat
 
 
@@ -69,6 +74,8 @@ def read_inside(path: str, bounds: Bounds, *, max_bytes: int,
     path as found was not (a walk skipped credential files, so a link swapped in since must
     not bring one; a folder the user named under ``~/.aws/`` is theirs); ``"allow"`` reads it
     (a file the user named)."""
+    if not WALKS:  # pragma: no cover - exercised on Windows only
+        return _read_by_name(path, bounds, max_bytes, credentials)
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if not path.startswith("/") or not parts:
         raise ValueError(f"not an absolute file path: {path!r}")
@@ -81,15 +88,7 @@ def read_inside(path: str, bounds: Bounds, *, max_bytes: int,
         folder = _real(stack)  # the document's own folder (the bound of an index without roots)
         fd = _walk(top, stack, parts[-1:], hops, final=True)
         real = _real(stack)
-        if not bounds.holds(real, folder):
-            raise Outside(path)
-        if (credentials == "refuse" and (secret_path(path) or secret_path(real))) or (
-                credentials == "as_found" and secret_path(real) and not secret_path(path)):
-            raise Credentials(path)
-        info = os.fstat(fd)
-        if info.st_size > max_bytes:
-            raise TooLarge(info.st_size, max_bytes)
-        return Read(_read(fd, max_bytes), real, info)
+        return _checked_read(fd, path, real, folder, bounds, max_bytes, credentials)
     finally:
         if fd >= 0:
             os.close(fd)
@@ -97,6 +96,35 @@ def read_inside(path: str, bounds: Bounds, *, max_bytes: int,
             if held >= 0:
                 os.close(held)
         os.close(top)
+
+
+def _checked_read(fd: int, path: str, real: str, folder: str, bounds: Bounds, max_bytes: int,
+                  credentials: str) -> Read:
+    """The rules on the real path of the open file ``fd``, then its bytes."""
+    if not bounds.holds(real, folder):
+        raise Outside(path)
+    if (credentials == "refuse" and (secret_path(path) or secret_path(real))) or (
+            credentials == "as_found" and secret_path(real) and not secret_path(path)):
+        raise Credentials(path)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegular(path)
+    if info.st_size > max_bytes:
+        raise TooLarge(info.st_size, max_bytes)
+    return Read(_read(fd, max_bytes), real, info)
+
+
+def _read_by_name(path: str, bounds: Bounds, max_bytes: int, credentials: str
+                  ) -> Read:  # pragma: no cover - exercised on Windows only
+    real = os.path.realpath(path)
+    folder = os.path.realpath(os.path.dirname(path))
+    if os.path.exists(real) and not os.path.isfile(real):
+        raise NotRegular(path)  # never open a fifo or device by name: that could block
+    fd = os.open(path, FILE_FLAGS)
+    try:
+        return _checked_read(fd, path, real, folder, bounds, max_bytes, credentials)
+    finally:
+        os.close(fd)
 
 
 def _real(stack: list[tuple[str, int]]) -> str:
@@ -145,10 +173,7 @@ def _walk(top: int, stack: list[tuple[str, int]], parts: list[str], hops: list[i
             _hop(hops)  # swapped for a link since the lstat: look again
             todo.appendleft(name)
             continue
-        if last:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # swapped for a fifo since the lstat
-                os.close(fd)
-                raise NotRegular(name)
+        if last:  # (a fifo swapped in since the lstat is refused by its fstat)
             stack.append((name, -1))
             return fd
         stack.append((name, fd))

@@ -282,7 +282,7 @@ class Indexer:
         try:
             bounds, named = self._bounds()
             read = read_inside(str(path), bounds, max_bytes=self.max_file_bytes,
-                               credentials="allow" if str(path) in named else "as_found")
+                               credentials="allow" if str(path) in named else "walked")
         except TooLarge as exc:
             summary.skipped.append((str(path), too_large(exc.size, exc.limit).reason))
             return None

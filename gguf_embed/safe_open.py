@@ -66,14 +66,14 @@ class Read:
 
 
 def read_inside(path: str, bounds: Bounds, *, max_bytes: int,
-                credentials: Literal["refuse", "as_found", "allow"] = "refuse") -> Read:
+                credentials: Literal["refuse", "walked", "allow"] = "refuse") -> Read:
     """The bytes of the regular file ``path`` (absolute) if its real path is inside
     ``bounds`` (see :meth:`Bounds.holds`); :class:`Unservable` otherwise, ``OSError`` when it
     cannot be opened.  ``credentials``: ``"refuse"`` refuses a credential file (by its name,
-    or a folder of them such as ``~/.ssh/``) on either path; ``"as_found"`` only one that the
-    path as found was not (a walk skipped credential files, so a link swapped in since must
-    not bring one; a folder the user named under ``~/.aws/`` is theirs); ``"allow"`` reads it
-    (a file the user named)."""
+    or a folder of them such as ``~/.ssh/``) on either path; ``"walked"`` (a file a walk
+    found) one whose real path below the bound that holds it (a root, a followed link's
+    target) has such a name, which a walk never takes or enters, so a link swapped in since
+    the walk cannot bring one; ``"allow"`` reads it (a file the user named)."""
     if not WALKS:  # pragma: no cover - exercised on Windows only
         return _read_by_name(path, bounds, max_bytes, credentials)
     parts = [p for p in path.split("/") if p not in ("", ".")]
@@ -103,9 +103,13 @@ def _checked_read(fd: int, path: str, real: str, folder: str, bounds: Bounds, ma
     """The rules on the real path of the open file ``fd``, then its bytes."""
     if not bounds.holds(real, folder):
         raise Outside(path)
-    if (credentials == "refuse" and (secret_path(path) or secret_path(real))) or (
-            credentials == "as_found" and secret_path(real) and not secret_path(path)):
+    if credentials == "refuse" and (secret_path(path) or secret_path(real)):
         raise Credentials(path)
+    if credentials == "walked":
+        held = bounds.holder(real) or folder
+        below = os.path.relpath(real, held) if real != held else ""
+        if below and secret_path(below):
+            raise Credentials(path)
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise NotRegular(path)

@@ -101,13 +101,17 @@ class Bounds:
 
     def inside(self, real: str) -> bool:
         """Whether the real path ``real`` is at or under one of the bounds."""
+        return self.holder(real) is not None
+
+    def holder(self, real: str) -> str | None:
+        """The innermost bound that the real path ``real`` is at or under, or None."""
         probe = real
         while True:
             if probe in self.paths:
-                return True
+                return probe
             up = os.path.dirname(probe)
             if up == probe:
-                return False
+                return None
             probe = up
 
     def allows(self, path: str) -> bool:

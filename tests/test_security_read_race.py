@@ -209,22 +209,38 @@ def test_an_index_run_never_reads_through_a_link_swapped_in_after_the_walk(
         assert "rotate the logs daily" in index.search("rotate", k=1, mode="keyword")[0].snippet
 
 
-def test_an_index_run_never_reads_a_credential_file_swapped_in_inside(tree: Path) -> None:
-    """A link to a credential file inside the folder (which the walk skips) swapped in for a
-    plain file is not read either; a credential file named to index still is."""
+@pytest.mark.parametrize("secret", [".env", ".ssh/config"])
+def test_an_index_run_never_reads_a_credential_file_swapped_in_inside(
+        tree: Path, secret: str) -> None:
+    """A link to a credential file inside the folder (which the walk skips, or never enters)
+    swapped in for a plain file is not read either; a credential file named to index still
+    is, and so is a folder of them reached through a link the user chose to follow."""
     docs = tree / "docs"
-    (docs / ".env").write_text(f"TOKEN={SECRET}\n")
+    (docs / secret).parent.mkdir(exist_ok=True)
+    (docs / secret).write_text(f"TOKEN={SECRET}\n")
     notes = docs / "sub" / "notes.md"
     notes.write_text("# notes\n\nrotate the logs weekly now\n")
 
     def swap() -> None:
         notes.unlink()
-        notes.symlink_to(docs / ".env")
+        notes.symlink_to(docs / secret)
 
     with Index(tree / "i.db", FakeEngine()) as index:
         summary = index.add([docs], on_found=lambda files: swap())
         assert index.search(SECRET, k=5, mode="keyword") == []
         assert (str(notes), "holds credentials by convention: not indexed (name the file "
                             "itself to index it)") in summary.skipped
-        index.add([docs / ".env"])
+        index.add([docs / secret])
+        assert index.search(SECRET, k=5, mode="keyword")
+
+
+def test_a_followed_link_into_a_folder_of_credentials_is_indexed_as_before(
+        tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (tmp_path / "home" / ".ssh").mkdir(parents=True)
+    (tmp_path / "home" / ".ssh" / "config").write_text(f"Host {SECRET}\n")
+    (docs / "keys").symlink_to(tmp_path / "home" / ".ssh")
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        assert index.add([docs], follow_symlinks=True).added == 1
         assert index.search(SECRET, k=5, mode="keyword")

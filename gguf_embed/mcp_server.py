@@ -116,15 +116,15 @@ class Service:
     def get(self, path: str, start_line: int | None = None, end_line: int | None = None,
             page: int | None = None) -> dict[str, Any]:
         with self._open() as index:
-            known = self._resolve(index, path)
+            shown = self._resolve(index, path)
             bounds = index.bounds()
-        read = _read(path, known, bounds)
+        read = _read(path, shown, bounds)
         doc = extract(Path(read.real), read.data)  # the real name's suffix says the format
         if isinstance(doc, Skip):
-            raise InputError(f"cannot read {known}: {doc.reason}", param="path")
+            raise InputError(f"cannot read {shown}: {doc.reason}", param="path")
         if doc.pages is not None and page is None:
             if start_line is not None:
-                raise InputError(f"{known} is a PDF: pass the page the lines are on",
+                raise InputError(f"{shown} is a PDF: pass the page the lines are on",
                                  param="page")
             page = 1  # lines count within a page; the answer says how many pages there are
         pages: list[int | None] = list(doc.pages) if doc.pages is not None \
@@ -134,7 +134,7 @@ class Service:
         if len(rows) > 1 and rows[-1][1] == "":
             rows.pop()  # the end of the last line, not a line of its own
         if not rows:
-            raise InputError(f"{known} has no page {page}", param="page")
+            raise InputError(f"{shown} has no page {page}", param="page")
         total = rows[-1][0]
         first = start_line or 1
         if first < 1 or (end_line is not None and end_line < first):
@@ -142,7 +142,7 @@ class Service:
                              f"1 and end_line at least start_line", param="start_line")
         last = min(end_line or total, total)
         if first > total:
-            raise InputError(f"{known} has {total} lines; start_line {first} is past the end",
+            raise InputError(f"{shown} has {total} lines; start_line {first} is past the end",
                              param="start_line")
         picked = [(n, t) for n, t in rows if first <= n <= last]
         out: list[str] = []
@@ -156,7 +156,7 @@ class Service:
             out.append(text)
             size += len(text) + 1
             last_sent = n
-        result: dict[str, Any] = {"path": known, "start_line": first,
+        result: dict[str, Any] = {"path": shown, "start_line": first,
                                   "end_line": last_sent if out else first,
                                   "total_lines": total, "text": "\n".join(out)}
         if doc.pages is not None:

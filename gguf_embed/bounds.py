@@ -35,13 +35,17 @@ class Bounds:
 
     def inside(self, real: str) -> bool:
         """Whether the real path ``real`` is at or under one of the bounds."""
+        return self.holder(real) is not None
+
+    def holder(self, real: str) -> str | None:
+        """The innermost bound that the real path ``real`` is at or under, or None."""
         probe = real
         while True:
             if probe in self.paths:
-                return True
+                return probe
             up = os.path.dirname(probe)
             if up == probe:
-                return False
+                return None
             probe = up
 
     def allows(self, path: str) -> bool:
@@ -50,14 +54,17 @@ class Bounds:
         bound, so a symlink out of it is still refused."""
         verdict = self._verdicts.get(path)
         if verdict is None:
-            real = os.path.realpath(path)
-            if self.paths:
-                verdict = self.inside(real)
-            else:
-                folder = os.path.realpath(os.path.dirname(path))
-                verdict = real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+            folder = os.path.realpath(os.path.dirname(path)) if not self.paths else ""
+            verdict = self.holds(os.path.realpath(path), folder)
             self._verdicts[path] = verdict
         return verdict
+
+    def holds(self, real: str, folder: str) -> bool:
+        """:meth:`allows` for a path already resolved: ``real`` is its real path, ``folder``
+        the real path of the folder it is listed in (the bound when there are no roots)."""
+        if self.paths:
+            return self.inside(real)
+        return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
 
     def decide(self, path: Path, real: str, root: Path, follow: bool) -> Link:
         """Whether a walk follows the symlink ``path`` (real path ``real``) found in ``root``;

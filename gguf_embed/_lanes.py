@@ -19,10 +19,11 @@ import functools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from . import _llama
 from ._context import Context, DecodeLock
 from .errors import EngineError
 from .protocol import Embeddings, Prepared
@@ -39,6 +40,7 @@ class Lanes:
 
     n_threads: int
     n_gpu_layers: int
+    _model: Any  # the llama_model pointer
     n_embd: int
     max_tokens: int
     vocab_only: bool
@@ -117,6 +119,8 @@ class Lanes:
                        threads: int | None = None) -> np.ndarray:
         with self._lock.hold(urgent):  # per decode: a waiting query goes next
             self._check_open()
+            threads = threads or _llama.threads_for(self._model, sum(map(len, seqs)),
+                                                    self.n_threads)  # a query: one, often
             return self._packed_context().decode(seqs, threads)
 
     def _decode_side(self, seqs: list[np.ndarray]) -> np.ndarray:

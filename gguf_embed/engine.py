@@ -19,13 +19,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import llama_cpp as lc
 import numpy as np
 
 from . import _llama
 from ._context import POOLING_NAMES
 from ._lanes import LONG_FLASH_ATTN_CPU_MAX as LONG_FLASH_ATTN_CPU_MAX  # re-exported
 from ._lanes import Lanes
+from ._llama_binding import lc
 from ._text import check_text
 from ._vectors import finish
 from .errors import (

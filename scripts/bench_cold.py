@@ -1,0 +1,117 @@
+"""Vector search with the index file's pages not in the OS page cache (cold) and in it (warm).
+
+Before each cold query the index file's pages are dropped from the page cache
+(``posix_fadvise(DONTNEED)`` on INDEX, not on INDEX.bits, which a long-running process keeps
+hot); the warm query is the same query again right after.  Each query runs as
+``Index.search`` runs it: one read transaction, ``search.vector_hits`` (sign-bit coarse pass,
+exact rescoring from SQLite).  Recall@10 is against the exact top 10 in ``TRUTH``.
+
+    flock /tmp/bench.lock python scripts/bench_cold.py /tmp/issue21/search-1000000-2560.db \\
+        --queries-file Q.npy --truth-file T.npy --candidates 1000 800
+
+Run it with ``PYTHONPATH=/work/main`` for main's code (the path is then ``today``); on a
+checkout with ``gguf_embed.store_read`` it times the serial read beside the parallel one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from gguf_embed import search, vector_cache
+from gguf_embed.store import Store
+
+try:
+    from gguf_embed import store_read
+except ImportError:  # main's code, before this change
+    store_read = None  # type: ignore[assignment]
+
+
+def evict(path: Path) -> None:
+    """Drop a file's clean pages from the OS page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def settings(path: str, candidates: int, chunks: int) -> Iterator[None]:
+    """The coarse pass asks for ``candidates`` (via COARSE_SHARE) and the read path."""
+    old_share = search.COARSE_SHARE
+    old_from = store_read.PARALLEL_FROM if store_read is not None else 0
+    search.COARSE_SHARE = max(1, chunks // candidates)
+    if store_read is not None and path == "serial":
+        store_read.PARALLEL_FROM = 1 << 62
+    try:
+        yield
+    finally:
+        search.COARSE_SHARE = old_share
+        if store_read is not None:
+            store_read.PARALLEL_FROM = old_from
+
+
+def run(db: Path, queries: np.ndarray, truth: np.ndarray | None, path: str,
+        candidates: int) -> str:
+    store = Store.open(db, readonly=True)
+    try:
+        with store.conn:
+            bits = vector_cache.current(store)  # loads INDEX.bits (kept hot, as in a process)
+        assert bits is not None
+        chunks = len(bits)
+        cold: list[float] = []
+        warm: list[float] = []
+        recall: list[float] = []
+        with settings(path, candidates, chunks):
+            for i, q in enumerate(queries):
+                for times in (cold, warm):
+                    if times is cold:
+                        evict(db)
+                    start = time.perf_counter()
+                    with store.conn:  # one read transaction, as Index.search
+                        hits = search.vector_hits(store, q, 10)
+                    times.append((time.perf_counter() - start) * 1000)
+                if truth is not None:
+                    recall.append(len({c for c, _ in hits} & set(truth[i].tolist())) / 10)
+        return (f"| {chunks:,} | {queries.shape[1]} | {path} | {candidates:,} | "
+                f"{np.percentile(cold, 50):.1f} | {np.percentile(cold, 95):.1f} | "
+                f"{np.percentile(warm, 50):.1f} | {np.percentile(warm, 95):.1f} | "
+                f"{np.mean(recall) if recall else float('nan'):.3f} |")
+    finally:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("db", type=Path)
+    parser.add_argument("--queries-file", type=Path, required=True,
+                        help="query vectors (.npy, [n, dims], unit length)")
+    parser.add_argument("--truth-file", type=Path, default=None,
+                        help="the exact top 10 chunk ids of each query (.npy, [n, 10])")
+    parser.add_argument("--queries", type=int, default=20, help="how many of them to run")
+    parser.add_argument("--candidates", type=int, nargs="+", default=[1000])
+    parser.add_argument("--paths", nargs="+", default=None,
+                        help="serial, parallel (default: both; 'today' on main's code)")
+    parser.add_argument("--header", action="store_true")
+    args = parser.parse_args()
+    queries = np.load(args.queries_file)[:args.queries].astype(np.float32)
+    truth = np.load(args.truth_file)[:args.queries] if args.truth_file else None
+    paths = args.paths or (["serial", "parallel"] if store_read is not None else ["today"])
+    if args.header:
+        print("| chunks | dims | read | candidates | cold p50 ms | cold p95 ms | warm p50 ms "
+              "| warm p95 ms | recall@10 |")
+        print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for candidates in args.candidates:
+        for path in paths:
+            print(run(args.db, queries, truth, path, candidates), flush=True)
+
+
+if __name__ == "__main__":
+    main()

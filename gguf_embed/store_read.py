@@ -25,8 +25,8 @@ import stat
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import apsw
 import numpy as np
@@ -34,10 +34,13 @@ import numpy as np
 from .errors import IndexFileError
 from .store_cache import chunk_log
 
+if TYPE_CHECKING:  # imported when the threads first start (~5 ms; a one-shot search
+    from concurrent.futures import ThreadPoolExecutor  # whose pages are cached never needs it)
+
 READERS = 4  # threads: 4, 8 and 16 were alike on a virtio SSD (BENCHMARKS.md); 16 slower
 PARALLEL_FROM = 256  # rows: fewer are always read on the search's connection
 PROBE = 32  # rows read first on the search's connection, timed
-COLD_ROW_S = 40e-6  # seconds a row: slower than this, the pages were not cached (~8 us warm)
+COLD_ROW_S = 60e-6  # seconds a row: slower, the pages were not cached (5-40 us warm, 140+ cold)
 
 parallel_reads = 0  # how many reads took the parallel path (for tests and benchmarks)
 _pool: ThreadPoolExecutor | None = None
@@ -192,6 +195,8 @@ def _drop_reader() -> None:
 def _executor(readers: int) -> ThreadPoolExecutor:
     """The process's reader threads (started on the first parallel read, then kept)."""
     global _pool, _pool_size
+    from concurrent.futures import ThreadPoolExecutor
+
     with _pool_lock:
         if _pool is None or _pool_size < readers:
             if _pool is not None:

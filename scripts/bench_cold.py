@@ -58,32 +58,48 @@ def settings(path: str, candidates: int, chunks: int) -> Iterator[None]:
             store_read.PARALLEL_FROM = old_from
 
 
-def run(db: Path, queries: np.ndarray, truth: np.ndarray | None, path: str,
-        candidates: int) -> str:
+def _parallel_reads() -> int:
+    return store_read.parallel_reads if store_read is not None else 0
+
+
+def run(db: Path, queries: np.ndarray, truth: np.ndarray | None,
+        setups: list[tuple[str, int]], pause: float = 0.0) -> list[str]:
+    """One table row per (read path, candidates), the setups taking turns query by query
+    (each sees the same machine: other work on the host comes and goes)."""
     store = Store.open(db, readonly=True)
     try:
         with store.conn:
             bits = vector_cache.current(store)  # loads INDEX.bits (kept hot, as in a process)
         assert bits is not None
         chunks = len(bits)
-        cold: list[float] = []
-        warm: list[float] = []
-        recall: list[float] = []
-        with settings(path, candidates, chunks):
-            for i, q in enumerate(queries):
-                for times in (cold, warm):
-                    if times is cold:
-                        evict(db)
-                    start = time.perf_counter()
-                    with store.conn:  # one read transaction, as Index.search
-                        hits = search.vector_hits(store, q, 10)
-                    times.append((time.perf_counter() - start) * 1000)
+        times: dict[tuple[str, int], tuple[list[float], list[float], list[float]]] = {
+            setup: ([], [], []) for setup in setups}
+        shared = {(setup, phase): 0 for setup in setups for phase in ("cold", "warm")}
+        for i, q in enumerate(queries):
+            for setup in setups:
+                cold, warm, recall = times[setup]
+                with settings(*setup, chunks):
+                    for into in (cold, warm):
+                        if into is cold:
+                            evict(db)
+                        else:
+                            time.sleep(pause)  # the cold read's tail (readahead) settles
+                        before = _parallel_reads()
+                        start = time.perf_counter()
+                        with store.conn:  # one read transaction, as Index.search
+                            hits = search.vector_hits(store, q, 10)
+                        into.append((time.perf_counter() - start) * 1000)
+                        phase = "cold" if into is cold else "warm"
+                        shared[setup, phase] += _parallel_reads() - before
                 if truth is not None:
                     recall.append(len({c for c, _ in hits} & set(truth[i].tolist())) / 10)
-        return (f"| {chunks:,} | {queries.shape[1]} | {path} | {candidates:,} | "
+        return [f"| {chunks:,} | {queries.shape[1]} | {path} | {candidates:,} | "
                 f"{np.percentile(cold, 50):.1f} | {np.percentile(cold, 95):.1f} | "
                 f"{np.percentile(warm, 50):.1f} | {np.percentile(warm, 95):.1f} | "
-                f"{np.mean(recall) if recall else float('nan'):.3f} |")
+                f"{np.mean(recall) if recall else float('nan'):.3f} | "
+                f"{shared[(path, candidates), 'cold']}/{len(cold)}, "
+                f"{shared[(path, candidates), 'warm']}/{len(warm)} |"
+                for (path, candidates), (cold, warm, recall) in times.items()]
     finally:
         store.close()
 
@@ -96,21 +112,24 @@ def main() -> None:
     parser.add_argument("--truth-file", type=Path, default=None,
                         help="the exact top 10 chunk ids of each query (.npy, [n, 10])")
     parser.add_argument("--queries", type=int, default=20, help="how many of them to run")
+    parser.add_argument("--offset", type=int, default=0, help="the first query to run")
     parser.add_argument("--candidates", type=int, nargs="+", default=[1000])
     parser.add_argument("--paths", nargs="+", default=None,
                         help="serial, parallel (default: both; 'today' on main's code)")
+    parser.add_argument("--pause-ms", type=float, default=0.0,
+                        help="wait this long between a query's cold and warm runs")
     parser.add_argument("--header", action="store_true")
     args = parser.parse_args()
-    queries = np.load(args.queries_file)[:args.queries].astype(np.float32)
-    truth = np.load(args.truth_file)[:args.queries] if args.truth_file else None
+    chosen = slice(args.offset, args.offset + args.queries)
+    queries = np.load(args.queries_file)[chosen].astype(np.float32)
+    truth = np.load(args.truth_file)[chosen] if args.truth_file else None
     paths = args.paths or (["serial", "parallel"] if store_read is not None else ["today"])
     if args.header:
         print("| chunks | dims | read | candidates | cold p50 ms | cold p95 ms | warm p50 ms "
-              "| warm p95 ms | recall@10 |")
-        print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for candidates in args.candidates:
-        for path in paths:
-            print(run(args.db, queries, truth, path, candidates), flush=True)
+              "| warm p95 ms | recall@10 | read by threads (cold, warm) |")
+        print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    setups = [(path, candidates) for candidates in args.candidates for path in paths]
+    print("\n".join(run(args.db, queries, truth, setups, args.pause_ms / 1000)), flush=True)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +106,38 @@ def run(db: Path, queries: np.ndarray, truth: np.ndarray | None,
         store.close()
 
 
+def one_shot(args: argparse.Namespace, setups: list[tuple[str, int]]) -> list[str]:
+    """Each query in a fresh process per setup (taking turns): the first search of a process,
+    the index's pages dropped before it, INDEX.bits read from the file (as hot as the OS keeps
+    it), the reader threads and their connections started inside the time."""
+    times: dict[tuple[str, int], list[float]] = {setup: [] for setup in setups}
+    for i in range(args.offset, args.offset + args.queries):
+        for path, candidates in setups:
+            out = subprocess.run(
+                [sys.executable, __file__, str(args.db), "--queries-file",
+                 str(args.queries_file), "--offset", str(i), "--queries", "1", "--paths", path,
+                 "--candidates", str(candidates), "--child"],
+                check=True, capture_output=True, text=True).stdout
+            times[path, candidates].append(float(out.split()[-1]))
+    return [f"| one-shot process | {path} | {candidates:,} | {np.percentile(ms, 50):.1f} | "
+            f"{np.percentile(ms, 95):.1f} |" for (path, candidates), ms in times.items()]
+
+
+def child(args: argparse.Namespace) -> None:
+    """The ``--child`` of :func:`one_shot`: one cold search, its milliseconds on stdout."""
+    q = np.load(args.queries_file)[args.offset].astype(np.float32)
+    store = Store.open(args.db, readonly=True)
+    with store.conn:
+        bits = vector_cache.current(store)
+    assert bits is not None
+    with settings(args.paths[0], args.candidates[0], len(bits)):
+        evict(args.db)
+        start = time.perf_counter()
+        with store.conn:
+            search.vector_hits(store, q, 10)
+        print(f"{(time.perf_counter() - start) * 1000:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("db", type=Path)
@@ -118,8 +152,13 @@ def main() -> None:
                         help="serial, parallel (default: both; 'today' on main's code)")
     parser.add_argument("--pause-ms", type=float, default=0.0,
                         help="wait this long between a query's cold and warm runs")
+    parser.add_argument("--one-shot", action="store_true",
+                        help="each query in a fresh process (cold only)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--header", action="store_true")
     args = parser.parse_args()
+    if args.child:
+        return child(args)
     chosen = slice(args.offset, args.offset + args.queries)
     queries = np.load(args.queries_file)[chosen].astype(np.float32)
     truth = np.load(args.truth_file)[chosen] if args.truth_file else None
@@ -129,6 +168,9 @@ def main() -> None:
               "| warm p95 ms | recall@10 | read by threads (cold, warm) |")
         print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     setups = [(path, candidates) for candidates in args.candidates for path in paths]
+    if args.one_shot:
+        print("\n".join(one_shot(args, setups)), flush=True)
+        return None
     print("\n".join(run(args.db, queries, truth, setups, args.pause_ms / 1000)), flush=True)
 
 

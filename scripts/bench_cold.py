@@ -110,14 +110,19 @@ def one_shot(args: argparse.Namespace, setups: list[tuple[str, int]]) -> list[st
     """Each query in a fresh process per setup (taking turns): the first search of a process,
     the index's pages dropped before it, INDEX.bits read from the file (as hot as the OS keeps
     it), the reader threads and their connections started inside the time."""
+    if args.peer is not None:  # another checkout's code (main: "today"), taking turns too
+        setups = [("today", c) for c in args.candidates] + setups
     times: dict[tuple[str, int], list[float]] = {setup: [] for setup in setups}
     for i in range(args.offset, args.offset + args.queries):
         for path, candidates in setups:
+            env = dict(os.environ)
+            if path == "today":
+                env["PYTHONPATH"] = str(args.peer)
             out = subprocess.run(
                 [sys.executable, __file__, str(args.db), "--queries-file",
                  str(args.queries_file), "--offset", str(i), "--queries", "1", "--paths", path,
                  "--candidates", str(candidates), "--child"],
-                check=True, capture_output=True, text=True).stdout
+                check=True, capture_output=True, text=True, env=env).stdout
             times[path, candidates].append(float(out.split()[-1]))
     return [f"| one-shot process | {path} | {candidates:,} | {np.percentile(ms, 50):.1f} | "
             f"{np.percentile(ms, 95):.1f} |" for (path, candidates), ms in times.items()]
@@ -154,6 +159,8 @@ def main() -> None:
                         help="wait this long between a query's cold and warm runs")
     parser.add_argument("--one-shot", action="store_true",
                         help="each query in a fresh process (cold only)")
+    parser.add_argument("--peer", type=Path, default=None,
+                        help="with --one-shot: also time this checkout's code (e.g. main)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--header", action="store_true")
     args = parser.parse_args()

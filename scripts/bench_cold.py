@@ -2,9 +2,11 @@
 
 Before each cold query the index file's pages are dropped from the page cache
 (``posix_fadvise(DONTNEED)`` on INDEX, not on INDEX.bits, which a long-running process keeps
-hot); the warm query is the same query again right after.  Each query runs as
-``Index.search`` runs it: one read transaction, ``search.vector_hits`` (sign-bit coarse pass,
-exact rescoring from SQLite).  Recall@10 is against the exact top 10 in ``TRUTH``.
+hot); the warm query is the same query again right after, and "again" once more (the first
+search after a cold one can still meet the cold read's after-effects in the kernel).  Each
+query runs as ``Index.search`` runs it: one read transaction, ``search.vector_hits`` (sign-bit
+coarse pass, exact rescoring from SQLite).  Recall@10 is against the exact top 10 in TRUTH.
+``--one-shot`` runs each cold query in a fresh process instead (``--peer`` adds main's code).
 
     flock /tmp/bench.lock python scripts/bench_cold.py /tmp/issue21/search-1000000-2560.db \\
         --queries-file Q.npy --truth-file T.npy --candidates 1000 800
@@ -74,14 +76,15 @@ def run(db: Path, queries: np.ndarray, truth: np.ndarray | None,
             bits = vector_cache.current(store)  # loads INDEX.bits (kept hot, as in a process)
         assert bits is not None
         chunks = len(bits)
-        times: dict[tuple[str, int], tuple[list[float], list[float], list[float]]] = {
-            setup: ([], [], []) for setup in setups}
-        shared = {(setup, phase): 0 for setup in setups for phase in ("cold", "warm")}
+        times: dict[tuple[str, int], tuple[list[float], list[float], list[float],
+                                          list[float]]] = {
+            setup: ([], [], [], []) for setup in setups}
+        shared = {(setup, phase): 0 for setup in setups for phase in ("cold", "warm", "again")}
         for i, q in enumerate(queries):
             for setup in setups:
-                cold, warm, recall = times[setup]
+                cold, warm, again, recall = times[setup]
                 with settings(*setup, chunks):
-                    for into in (cold, warm):
+                    for into in (cold, warm, again):
                         if into is cold:
                             evict(db)
                         else:
@@ -91,17 +94,19 @@ def run(db: Path, queries: np.ndarray, truth: np.ndarray | None,
                         with store.conn:  # one read transaction, as Index.search
                             hits = search.vector_hits(store, q, 10)
                         into.append((time.perf_counter() - start) * 1000)
-                        phase = "cold" if into is cold else "warm"
+                        phase = "cold" if into is cold else "warm" if into is warm else "again"
                         shared[setup, phase] += _parallel_reads() - before
                 if truth is not None:
                     recall.append(len({c for c, _ in hits} & set(truth[i].tolist())) / 10)
         return [f"| {chunks:,} | {queries.shape[1]} | {path} | {candidates:,} | "
                 f"{np.percentile(cold, 50):.1f} | {np.percentile(cold, 95):.1f} | "
                 f"{np.percentile(warm, 50):.1f} | {np.percentile(warm, 95):.1f} | "
+                f"{np.percentile(again, 50):.1f} | {np.percentile(again, 95):.1f} | "
                 f"{np.mean(recall) if recall else float('nan'):.3f} | "
                 f"{shared[(path, candidates), 'cold']}/{len(cold)}, "
-                f"{shared[(path, candidates), 'warm']}/{len(warm)} |"
-                for (path, candidates), (cold, warm, recall) in times.items()]
+                f"{shared[(path, candidates), 'warm']}/{len(warm)}, "
+                f"{shared[(path, candidates), 'again']}/{len(again)} |"
+                for (path, candidates), (cold, warm, again, recall) in times.items()]
     finally:
         store.close()
 
@@ -172,8 +177,10 @@ def main() -> None:
     paths = args.paths or (["serial", "parallel"] if store_read is not None else ["today"])
     if args.header:
         print("| chunks | dims | read | candidates | cold p50 ms | cold p95 ms | warm p50 ms "
-              "| warm p95 ms | recall@10 | read by threads (cold, warm) |")
-        print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+              "| warm p95 ms | again p50 ms | again p95 ms | recall@10 "
+              "| read by threads (cold, warm, again) |")
+        print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+              "| ---: |")
     setups = [(path, candidates) for candidates in args.candidates for path in paths]
     if args.one_shot:
         print("\n".join(one_shot(args, setups)), flush=True)

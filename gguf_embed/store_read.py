@@ -5,8 +5,9 @@ OS page cache that costs a few milliseconds on one connection; when they are not
 process, an index larger than memory) each row costs one to four dependent disk reads, and
 issued one after another (queue depth 1) they add up to 0.2-0.6 s.  So the first rows are read
 on the search's own connection and timed; when they were slow (pages not cached) and many rows
-remain, the rest are read by a few threads at once, each with its own read-only connection to
-the same file (APSW releases the GIL inside SQLite, and an SSD serves reads in parallel).
+remain, the rest are shared among this thread and a few others, each of those with its own
+read-only connection to the same file (APSW releases the GIL inside SQLite, and an SSD serves
+reads in parallel; the threads and connections are kept for the next search).
 
 The threads must see what the search's connection sees: each reads its rows inside one read
 transaction that first checks the file's ``chunk_log`` (a random epoch per file, and how many
@@ -123,13 +124,19 @@ def _parallel(conn: apsw.Connection, path: Path, ids: list[int], matrix: np.ndar
     if state is None:  # an old index without chunk_log: no state to check the threads against
         return None
     size = 4 * matrix.shape[1]
-    bounds = np.linspace(0, len(ids), min(readers, len(ids)) + 1).astype(int).tolist()
+    # one part each for the threads and one for this thread (on ``conn``: its own snapshot)
+    bounds = np.linspace(0, len(ids), min(readers + 1, len(ids)) + 1).astype(int).tolist()
     parts = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     view = matrix[row:row + len(ids)]  # each part lands at its place, then is closed up
     out = view.data.cast("B")
     jobs = [_executor(readers).submit(_read_part, path, state, ids[lo:hi], out, lo, size)
-            for lo, hi in parts]
-    got = [job.result() for job in jobs]  # an IndexFileError (damaged row) is raised here
+            for lo, hi in parts[:-1]]
+    try:
+        lo, hi = parts[-1]
+        mine = _read(conn, path, ids[lo:hi], out, lo, size, packed=False)
+    finally:
+        got = [job.result() for job in jobs]  # an IndexFileError (damaged row) is raised here
+    got.append(mine)
     if any(part is None for part in got):
         return None
     found: list[int] = []

@@ -192,8 +192,7 @@ def _reader(path: Path) -> apsw.Connection | None:
             return None
         for fd in _fds_of(key) - before:
             # No readahead on this connection's reads: each is one row's pages, and the
-            # kernel's extra pages only queue behind the next reads (cold 1M x 2560
-            # rescoring 196 -> 158 ms p50, and the next search's reads wait less).
+            # kernel's extra pages only queue before the next reads (BENCHMARKS.md).
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
     _local.held = (key, conn)

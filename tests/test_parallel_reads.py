@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gguf_embed import store_read
+from gguf_embed import store_read, vector_cache
 from gguf_embed.errors import IndexFileError
 from gguf_embed.search import vector_hits
 from gguf_embed.store import Store
@@ -117,4 +117,30 @@ def test_search_results_are_unchanged_when_the_threads_read(
         with store.conn:
             assert vector_hits(store, q, 10) == want
         assert ids(want) == truth(store, q, 10)
+    assert store_read.parallel_reads == before + len(qs)
+
+
+def test_a_stale_coarse_pass_never_brings_back_a_deleted_chunk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sign bits from before a delete (a cache that missed it) pick deleted chunks as
+    candidates: the threads read the index, so those chunks are not scored or returned."""
+    store, vectors = make(tmp_path)
+    with store.conn:
+        stale = vector_cache.current(store)
+    assert stale is not None
+    qs = queries(vectors, 6)
+    near = {chunk_id for q in qs for chunk_id in ids(vector_hits(store, q, 10))}
+    rows = store.chunk_rows(sorted(near))
+    gone = sorted({rows[i].path for i in near})
+    with store.transaction():
+        store.delete_documents(gone)  # every file holding a top-10 chunk
+    for name, value in PARALLEL.items():
+        monkeypatch.setattr(store_read, name.upper(), value)
+    monkeypatch.setattr(vector_cache, "current", lambda _store: stale)
+    before = store_read.parallel_reads
+    for q in qs:
+        with store.conn:
+            hits = ids(vector_hits(store, q, 10))
+        assert hits and not set(hits) & near
+        assert hits == truth(store, q, 10)
     assert store_read.parallel_reads == before + len(qs)

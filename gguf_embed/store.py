@@ -349,40 +349,13 @@ class Store:
         return [(int(cast(int, r[0])), float(cast(float, r[1]))) for r in rows]
 
     def vectors(self, ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
-        """Float vectors of these chunks that exist, by id (ascending), read straight into one
-        matrix through an incremental-I/O blob handle moved from row to row (rescoring reads
-        ~1,000 scattered rows a search at 10^6 chunks; no bytes object per row, no join)."""
-        dims = self.dims or 0
-        size = 4 * dims
-        wanted = sorted({int(i) for i in ids})
-        matrix = np.empty((len(wanted), dims), dtype="<f4")
-        if not wanted or not dims:
-            return [], matrix[:0]
-        out = matrix.data.cast("B")
-        found: list[int] = []
-        blob = None
-        try:
-            for chunk_id in wanted:
-                try:
-                    if blob is None:
-                        blob = self.conn.blob_open("main", "chunk_vectors", "embedding",
-                                                   chunk_id, False)
-                    else:
-                        blob.reopen(chunk_id)
-                except apsw.SQLError:  # no such chunk (deleted): the handle is closed
-                    blob = None
-                    continue
-                if blob.length() != size:
-                    raise IndexFileError(
-                        f"index {self.path}: chunk {chunk_id}'s vector has {blob.length()} "
-                        f"bytes, not {size} ({dims} dims); the file is damaged: re-index "
-                        f"with --reindex")
-                blob.read_into(out, len(found) * size, size)
-                found.append(chunk_id)
-        finally:
-            if blob is not None:
-                blob.close()
-        return found, matrix[:len(found)]
+        """Float vectors of these chunks that exist, by id (ascending), as one matrix, read
+        at the state this connection sees (rescoring reads ~1,000 scattered rows a search at
+        10^6 chunks: several threads share them when their pages are not cached, see
+        :mod:`gguf_embed.store_read`)."""
+        from .store_read import read_vectors
+
+        return read_vectors(self.conn, self.path, self.dims or 0, ids)
 
 
 def path_in(path: str) -> str | bytes:

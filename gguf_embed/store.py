@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,9 @@ class Store:
     def close(self) -> None:
         with write_errors(self.path, self.conn):
             self.conn.close()
+        reads = sys.modules.get("gguf_embed.store_read")  # its threads' connections, if any
+        if reads is not None:
+            reads.release(self.path)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[apsw.Connection]:

@@ -47,7 +47,9 @@ parallel_reads = 0  # how many reads took the parallel path (for tests and bench
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
-_local = threading.local()
+_held: dict[int, tuple[tuple[str, int, int], apsw.Connection]] = {}  # thread -> its connection
+_held_lock = threading.Lock()
+_forked_away: list[apsw.Connection] = []
 _open_lock = threading.Lock()
 
 
@@ -179,7 +181,9 @@ def _reader(path: Path) -> apsw.Connection | None:
     if not stat.S_ISREG(info.st_mode):
         return None
     key = (str(path), info.st_dev, info.st_ino)
-    held = getattr(_local, "held", None)
+    me = threading.get_ident()
+    with _held_lock:
+        held = _held.get(me)
     if held is not None and held[0] == key:
         return held[1]
     _drop_reader()
@@ -195,7 +199,8 @@ def _reader(path: Path) -> apsw.Connection | None:
             # kernel's extra pages only queue before the next reads (BENCHMARKS.md).
             with contextlib.suppress(OSError):
                 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-    _local.held = (key, conn)
+    with _held_lock:
+        _held[me] = (key, conn)
     return conn
 
 
@@ -213,11 +218,23 @@ def _fds_of(key: tuple[str, int, int]) -> set[int]:
 
 
 def _drop_reader() -> None:
-    held = getattr(_local, "held", None)
-    _local.held = None
+    with _held_lock:
+        held = _held.pop(threading.get_ident(), None)
     if held is not None:
         with contextlib.suppress(apsw.Error):
             held[1].close()
+
+
+def release(path: Path) -> None:
+    """Close the reader threads' connections to ``path`` (the index is closed: its file
+    must not stay open, e.g. so that it can be deleted on Windows).  A reader using one at
+    that moment fails its part, which the search's own connection then reads."""
+    with _held_lock:
+        mine = [me for me, (key, _) in _held.items() if key[0] == str(path)]
+        conns = [_held.pop(me)[1] for me in mine]
+    for conn in conns:
+        with contextlib.suppress(apsw.Error):
+            conn.close()
 
 
 def _executor(readers: int) -> ThreadPoolExecutor:
@@ -235,8 +252,11 @@ def _executor(readers: int) -> ThreadPoolExecutor:
 
 
 def _after_fork() -> None:  # a child process starts without the parent's threads
-    global _pool, _pool_size, _pool_lock, _local, _open_lock
-    _pool, _pool_size, _pool_lock, _local = None, 0, threading.Lock(), threading.local()
+    global _pool, _pool_size, _pool_lock, _held_lock, _open_lock
+    _pool, _pool_size, _pool_lock, _held_lock = None, 0, threading.Lock(), threading.Lock()
+    # the parent's connections are never used, nor closed, here (SQLite: not across a fork)
+    _forked_away.extend(conn for _, conn in _held.values())
+    _held.clear()
     _open_lock = threading.Lock()
 
 

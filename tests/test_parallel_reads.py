@@ -144,3 +144,25 @@ def test_a_stale_coarse_pass_never_brings_back_a_deleted_chunk(
         assert hits and not set(hits) & near
         assert hits == truth(store, q, 10)
     assert store_read.parallel_reads == before + len(qs)
+
+
+def test_closing_the_store_closes_the_reader_threads_connections(tmp_path: Path) -> None:
+    """A closed index keeps no file descriptor open on its file (it can be deleted, even on
+    Windows; its disk space is freed), although the reader threads are kept for later."""
+    store, _ = make(tmp_path, n=600)
+    db = (tmp_path / "i.db").stat()
+
+    def open_on_db() -> int:
+        count = 0
+        for name in Path("/proc/self/fd").iterdir():
+            try:
+                info = name.stat()
+            except OSError:
+                continue
+            count += (info.st_dev, info.st_ino) == (db.st_dev, db.st_ino)
+        return count
+
+    read(store, wanted_ids(600), readers=3, **{k: v for k, v in PARALLEL.items()})
+    assert open_on_db() > 1  # the search's connection and the threads'
+    store.close()
+    assert open_on_db() == 0

@@ -261,15 +261,22 @@ class Index:
         return summary
 
     def _refresh_search_cache(self) -> None:
-        """Bring ``INDEX.bits`` (vector_cache.py) up to date after a run on a large index, so
-        that the first search does not pay for reading every sign bit out of SQLite."""
+        """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
+        (store_keyword_cache.py) up to date after a run on a large index, so that the first
+        search does not pay for reading every sign bit, or a common word's every row, out of
+        SQLite."""
         from . import search as search_module
-        from . import vector_cache
+        from . import store_keyword_cache, vector_cache
 
         with self.store.conn:
-            if vector_cache.state_of(self.store) is not None \
-                    and self.store.chunk_count() >= search_module.EXACT_BELOW:
+            if vector_cache.state_of(self.store) is None:
+                return
+            chunks = self.store.chunk_count()
+            if chunks >= search_module.EXACT_BELOW:
                 vector_cache.current(self.store)
+            if chunks >= search_module.KEYWORD_TOPK_FROM \
+                    and self.store.fts_format == search_module.CJK_COLUMN:
+                store_keyword_cache.update(self.store.conn, self.store.path)
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
         """Raise :class:`PathError` naming every path that is missing or unreadable, or an

@@ -1,0 +1,294 @@
+"""Keyword search's top k with the common words' BM25 shares computed from ``INDEX.keywords``
+(issue 21): a fresh process (a one-shot CLI search, a server's first queries) ranks a query
+of common words in milliseconds, exactly as FTS5's ``ORDER BY bm25(...) LIMIT k`` does.
+
+The file (store_keyword_stats.py) holds every row's size D and, for each token in
+``MIN_ROWS`` rows or more, its rows and per-row instance counts: the inputs of
+``fts5Bm25Function`` that do not change when the index does.  At search time the rest comes
+from FTS5 itself in the search's read transaction (row count, total tokens), each share is
+computed in numpy in fts5Bm25Function's order of operations (so bit for bit), the rarer
+phrases' shares are read from FTS5 (store_keyword_postings), and the sum is ranked there.
+
+It is a cache derived from the SQLite file, with vector_cache's discipline: it is used only
+when its ``chunk_log`` state is the one the search's transaction sees; the ``index`` run (and
+``watch``, through it) brings it up to date after its writes, incrementally or by a rebuild,
+written to a temporary file, fsynced and renamed; a damaged, stale or foreign file is
+ignored (and rewritten by the next run); a folder that cannot be written keeps it in the
+writing process's memory only.  Deleting ``INDEX.keywords`` is always safe.  And it is never
+trusted with what it returns: every row of the top k is scored again by FTS5 (the full
+query, that row alone), and a single difference (a chunk that does not match, or was
+deleted, a score that is not FTS5's) drops the file for this process and the search takes
+the other paths.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import apsw
+import numpy as np
+
+from . import store_keyword_postings as keyword_postings
+from . import store_keyword_stats as kstats
+from . import store_keyword_topk as keyword_topk
+
+MIN_ROWS = 5_000  # tokens in this many rows or more go in the file (~7 ms each from FTS5)
+RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
+MAX_COUNT = 1_000_000  # instances of one token in one row (the file says more: damaged)
+K1 = keyword_topk.K1
+B = keyword_topk.B
+
+_lock = threading.Lock()
+# realpath of the index -> (the file's (inode, mtime, size), its stats, phrases checked)
+_loaded: dict[str, tuple[Any, kstats.Stats, set[str]]] = {}
+
+
+class _Shares:
+    """A cached phrase's shares at one query (duck-typed as keyword_postings.Postings for
+    ``keyword_postings.best``)."""
+
+    def __init__(self, phrase: kstats.Phrase, shares: np.ndarray) -> None:
+        self.phrase = phrase
+        self.shares = shares
+
+    @property
+    def end(self) -> int:
+        p = self.phrase
+        if p.rows is None:
+            return len(p.codes)
+        return int(p.rows[-1]) + 1 if len(p.rows) else 0
+
+    def add_to(self, total: np.ndarray) -> None:
+        p = self.phrase
+        if p.rows is None:
+            total[:len(p.codes)] += self.shares
+        else:
+            total[p.rows] += self.shares
+
+
+def _file_key(path: Path) -> Any:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kstats.Stats, set[str]] | None:
+    """The stats of this index at ``state`` (the file's, loaded once per change of the
+    file, or the writer's own in memory), else None."""
+    real = os.path.realpath(db)
+    path = kstats.cache_path(real)
+    key = _file_key(path)
+    with _lock:
+        held = _loaded.get(real)
+        if held is not None and held[0] is not None and held[0] != key:
+            held = None  # the file changed since (another process's run)
+    if held is None and key is not None:
+        stats = kstats.load(path)
+        if stats is not None:
+            held = (key, stats, set())
+            with _lock:
+                _loaded[real] = held
+    if held is None:
+        return None
+    st = held[1].state
+    if (st.epoch, st.inserted, st.deleted) != tuple(state):
+        return None
+    return held[1], held[2]
+
+
+def _drop(db: str | Path) -> None:
+    with _lock:
+        _loaded.pop(os.path.realpath(db), None)
+
+
+def forget() -> None:
+    """Drop every file held (tests)."""
+    with _lock:
+        _loaded.clear()
+
+
+def _valid(stats: kstats.Stats, token: str, p: kstats.Phrase) -> bool:
+    """What the file says of one token can be used without going out of bounds; its
+    checksum is the one written (a damaged file).  A file written to lie passes this: the
+    scores FTS5 gives the rows returned catch it."""
+    size = len(stats.sizes)
+    pairs = np.asarray(p.pairs)
+    if pairs.ndim != 2 or len(pairs) < 1 or pairs[0, 0] != 0 or pairs[0, 1] != 0:
+        return False
+    if bool((pairs < 0).any()) or int(pairs.sum(axis=1).max()) > MAX_COUNT:
+        return False
+    if len(p.codes) and int(p.codes.max()) >= len(pairs):
+        return False
+    if p.rows is None:
+        if len(p.codes) > size or int(np.count_nonzero(p.codes)) != p.count:
+            return False
+        present = p.codes != 0
+        sizes = stats.sizes[:len(p.codes)][present]
+    else:
+        rows = p.rows
+        if len(rows) != p.count or len(p.codes) != len(rows):
+            return False
+        if len(rows) and (int(rows[0]) < 0 or int(rows[-1]) >= size
+                          or not bool(np.all(rows[1:] > rows[:-1]))):
+            return False
+        if len(p.codes) and int(p.codes.min()) < 1:
+            return False
+        sizes = stats.sizes[rows]
+    if bool((sizes == kstats.NO_ROW).any()):
+        return False
+    checks = stats.checks.get(token)
+    return checks is None or checks == kstats.phrase_check(p)
+
+
+def _shares(stats: kstats.Stats, p: kstats.Phrase, idf: float, avgdl: float,
+            weights: tuple[float, float]) -> np.ndarray:
+    """Each row's share, as fts5Bm25Function computes it: ``idf * ((f * (k1 + 1.0)) /
+    (f + k1 * (1 - b + b * D / avgdl)))``, f the weights added one instance at a time."""
+    freq = []
+    for text, cjk in np.asarray(p.pairs).tolist():
+        f = 0.0
+        for _ in range(text):
+            f += weights[0]
+        for _ in range(cjk):
+            f += weights[1]
+        freq.append(f)
+    table = np.array(freq, dtype=np.float64)
+    codes = p.codes.astype(np.intp)
+    d = (stats.sizes[:len(p.codes)] if p.rows is None else stats.sizes[p.rows]).astype(
+        np.float64)
+    f_row = table[codes]
+    den = K1 * ((1 - B) + (B * d) / avgdl)
+    den += f_row
+    num = (table * (K1 + 1.0))[codes]
+    num /= den
+    num *= idf
+    return num
+
+
+def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Sequence[str],
+         k: int, weights: tuple[float, float]) -> list[tuple[int, float]] | None:
+    """(rowid, bm25) of the ``k`` best rows for the OR of ``terms``, exactly as FTS5's
+    ``ORDER BY bm25(fts_chunks, *weights) LIMIT k``; None when the file is missing or stale,
+    a phrase is neither in it nor rare, or FTS5 disagrees with a row (the caller's other
+    paths answer).  Call inside the read transaction whose state ``key`` names."""
+    state = key[1]
+    if not terms or k < 1:
+        return None
+    held = _current(db, (state.epoch, state.inserted, state.deleted))
+    if held is None:
+        return None
+    stats, checked = held
+    tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
+    tokens: list[str] = []
+    for term in terms:
+        found = list(tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
+                               include_offsets=False, include_colocated=False))
+        if len(found) != 1:
+            return None
+        tokens.append(cast(str, found[0]))
+    cached = {i: stats.phrases[t] for i, t in enumerate(tokens) if t in stats.phrases}
+    if not cached:
+        return None  # nothing common: the postings and FTS5 paths are as fast
+    for i, p in cached.items():
+        if tokens[i] not in checked:
+            if not _valid(stats, tokens[i], p):
+                _drop(db)
+                return None
+            checked.add(tokens[i])
+    rare = [terms[i] for i in range(len(terms)) if i not in cached]
+    counts = dict(zip(rare, keyword_topk._doc_counts(conn, key, rare), strict=True))
+    if any(n > RARE_ROWS for n in counts.values()):
+        return None
+    try:
+        conn.register_fts5_function("gguf_embed_bm25_stats", keyword_topk._stats_fn)
+    except apsw.Error:
+        return None
+    present = next(i for i in cached if cached[i].count > 0) if any(
+        p.count > 0 for p in cached.values()) else None
+    if present is None:
+        return None
+    row = conn.execute("SELECT gguf_embed_bm25_stats(fts_chunks) FROM fts_chunks "
+                       "WHERE fts_chunks MATCH ? LIMIT 1",
+                       (keyword_topk._phrase(terms[present]),)).fetchone()
+    if row is None:
+        return None  # the file lies about this token
+    n_row, n_token = (int(x) for x in str(row[0]).split())
+    avgdl = float(n_token) / float(n_row)
+    phrases: list[Any] = []
+    idfs: list[float] = []
+    for i, term in enumerate(terms):
+        p = cached.get(i)
+        n_hit = counts[term] if p is None else p.count
+        value = math.log((n_row - n_hit + 0.5) / (n_hit + 0.5))
+        idfs.append(1e-6 if value <= 0.0 else value)
+        if p is None:
+            postings = keyword_postings.held(key, [term], weights)
+            phrases.append(postings[0] if postings else keyword_postings._read(
+                conn, term, weights))
+            continue
+        phrases.append(_Shares(p, _shares(stats, p, idfs[i], avgdl, weights)))
+    best = keyword_postings.best(phrases, k)
+    if best is None or not _confirmed(conn, tokenizer, tokens, idfs, weights, avgdl, best):
+        if best is not None:
+            _drop(db)
+        return None
+    return best
+
+
+def _confirmed(conn: apsw.Connection, tokenizer: Any, tokens: list[str], idf: list[float],
+               weights: tuple[float, float], avgdl: float,
+               best: list[tuple[int, float]]) -> bool:
+    """Each of these rows is a chunk of this snapshot, and its score computed again from its
+    text (store_keyword_topk._scores: the table's tokenizer, fts5Bm25Function's arithmetic)
+    is the one found: a row that does not match the query would score 0.  (FTS5's own bm25
+    of the query for a few rows costs ~0.2 ms a row: it seeks every phrase's doclist.)"""
+    if not best:
+        return True
+    scores = keyword_topk._scores(conn, tokenizer, [rowid for rowid, _ in best], tokens, idf,
+                                  weights, avgdl, {})
+    return scores is not None and all(scores.get(rowid) == score for rowid, score in best)
+
+
+def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None) -> bool:
+    """Bring ``INDEX.keywords`` up to the state ``conn`` sees (call inside a read
+    transaction, after a run's writes): refreshed from the file when it is of this index
+    and older, else rebuilt; kept in this process's memory where the folder cannot be
+    written.  False when the index is not covered (no chunk_log, rowids too far apart)."""
+    real = os.path.realpath(db)
+    path = kstats.cache_path(real)
+    log = kstats.chunk_log(conn)
+    if log is None:
+        return False
+    with _lock:
+        held = _loaded.get(real)
+    old = held[1] if held is not None and held[0] == _file_key(path) else kstats.load(path)
+    if old is not None and (old.state.epoch, old.state.inserted, old.state.deleted) == log:
+        return True
+    new = None
+    if old is not None and old.state.epoch == log[0] and all(
+            _valid(old, t, p) for t, p in old.phrases.items()):
+        try:
+            new = kstats.refresh(conn, old)
+        except (ValueError, IndexError):
+            new = None
+    if new is None:
+        new = kstats.build(conn, MIN_ROWS if min_rows is None else min_rows)
+    if new is None:
+        return False
+    if kstats.save(new, path):
+        loaded = kstats.load(path)  # mapped: the pages stay the kernel's to drop
+        if loaded is not None:
+            new = loaded
+        key = _file_key(path)
+    else:
+        key = None  # in memory only
+    with _lock:
+        _loaded[real] = (key, new, set(new.phrases))
+    return True

@@ -34,41 +34,35 @@ import apsw
 import numpy as np
 
 from . import store_keyword_postings as keyword_postings
+from . import store_keyword_rank as keyword_rank
 from . import store_keyword_stats as kstats
 from . import store_keyword_topk as keyword_topk
 
 MIN_ROWS = 5_000  # tokens in this many rows or more go in the file (~7 ms each from FTS5)
 RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
+TABLE_SIZES = 1 << 16  # rows of up to this many tokens: shares from a (count, size) table
 MAX_COUNT = 1_000_000  # instances of one token in one row (the file says more: damaged)
-K1 = keyword_topk.K1
-B = keyword_topk.B
+K1 = keyword_rank.K1
+B = keyword_rank.B
 
 _lock = threading.Lock()
-# realpath of the index -> (the file's (inode, mtime, size), its stats, phrases checked)
-_loaded: dict[str, tuple[Any, kstats.Stats, set[str]]] = {}
 
 
-class _Shares:
-    """A cached phrase's shares at one query (duck-typed as keyword_postings.Postings for
-    ``keyword_postings.best``)."""
+class _Held:
+    """What a process derives from one file once: the phrases checked, the row sizes as
+    table indexes (0 where there is no row)."""
 
-    def __init__(self, phrase: kstats.Phrase, shares: np.ndarray) -> None:
-        self.phrase = phrase
-        self.shares = shares
+    def __init__(self, stats: kstats.Stats, checked: set[str] | None = None) -> None:
+        self.checked = checked or set()
+        sizes = np.asarray(stats.sizes)
+        present = sizes != kstats.NO_ROW
+        self.max_size = int(sizes[present].max()) if bool(present.any()) else 0
+        self.sizes = np.where(present, sizes, 0).astype(np.int32) \
+            if self.max_size < TABLE_SIZES else None
 
-    @property
-    def end(self) -> int:
-        p = self.phrase
-        if p.rows is None:
-            return len(p.codes)
-        return int(p.rows[-1]) + 1 if len(p.rows) else 0
 
-    def add_to(self, total: np.ndarray) -> None:
-        p = self.phrase
-        if p.rows is None:
-            total[:len(p.codes)] += self.shares
-        else:
-            total[p.rows] += self.shares
+# realpath of the index -> (the file's (inode, mtime, size), its stats, what is derived)
+_loaded: dict[str, tuple[Any, kstats.Stats, _Held]] = {}
 
 
 def _file_key(path: Path) -> Any:
@@ -79,7 +73,7 @@ def _file_key(path: Path) -> Any:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kstats.Stats, set[str]] | None:
+def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kstats.Stats, _Held] | None:
     """The stats of this index at ``state`` (the file's, loaded once per change of the
     file, or the writer's own in memory), else None."""
     real = os.path.realpath(db)
@@ -92,7 +86,7 @@ def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kstats.Stats,
     if held is None and key is not None:
         stats = kstats.load(path)
         if stats is not None:
-            held = (key, stats, set())
+            held = (key, stats, _Held(stats))
             with _lock:
                 _loaded[real] = held
     if held is None:
@@ -147,10 +141,8 @@ def _valid(stats: kstats.Stats, token: str, p: kstats.Phrase) -> bool:
     return checks is None or checks == kstats.phrase_check(p)
 
 
-def _shares(stats: kstats.Stats, p: kstats.Phrase, idf: float, avgdl: float,
-            weights: tuple[float, float]) -> np.ndarray:
-    """Each row's share, as fts5Bm25Function computes it: ``idf * ((f * (k1 + 1.0)) /
-    (f + k1 * (1 - b + b * D / avgdl)))``, f the weights added one instance at a time."""
+def _freqs(p: kstats.Phrase, weights: tuple[float, float]) -> np.ndarray:
+    """f of each (text, CJK) pair: the weights added one instance at a time, text first."""
     freq = []
     for text, cjk in np.asarray(p.pairs).tolist():
         f = 0.0
@@ -159,17 +151,7 @@ def _shares(stats: kstats.Stats, p: kstats.Phrase, idf: float, avgdl: float,
         for _ in range(cjk):
             f += weights[1]
         freq.append(f)
-    table = np.array(freq, dtype=np.float64)
-    codes = p.codes.astype(np.intp)
-    d = (stats.sizes[:len(p.codes)] if p.rows is None else stats.sizes[p.rows]).astype(
-        np.float64)
-    f_row = table[codes]
-    den = K1 * ((1 - B) + (B * d) / avgdl)
-    den += f_row
-    num = (table * (K1 + 1.0))[codes]
-    num /= den
-    num *= idf
-    return num
+    return np.array(freq, dtype=np.float64)
 
 
 def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Sequence[str],
@@ -184,7 +166,8 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
     held = _current(db, (state.epoch, state.inserted, state.deleted))
     if held is None:
         return None
-    stats, checked = held
+    stats, derived = held
+    checked = derived.checked
     tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
     tokens: list[str] = []
     for term in terms:
@@ -223,6 +206,9 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
     avgdl = float(n_token) / float(n_row)
     phrases: list[Any] = []
     idfs: list[float] = []
+    kd = None
+    if derived.sizes is not None:
+        kd = K1 * ((1 - B) + (B * np.arange(derived.max_size + 1, dtype=np.float64)) / avgdl)
     for i, term in enumerate(terms):
         p = cached.get(i)
         n_hit = counts[term] if p is None else p.count
@@ -233,8 +219,9 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
             phrases.append(postings[0] if postings else keyword_postings._read(
                 conn, term, weights))
             continue
-        phrases.append(_Shares(p, _shares(stats, p, idfs[i], avgdl, weights)))
-    best = keyword_postings.best(phrases, k)
+        phrases.append(keyword_rank.Shares(p, _freqs(p, weights), idfs[i], avgdl,
+                                           stats.sizes, derived.sizes, kd))
+    best = keyword_rank.best(phrases, n_row, k)
     if best is None or not _confirmed(conn, tokenizer, tokens, idfs, weights, avgdl, best):
         if best is not None:
             _drop(db)
@@ -290,5 +277,5 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
     else:
         key = None  # in memory only
     with _lock:
-        _loaded[real] = (key, new, set(new.phrases))
+        _loaded[real] = (key, new, _Held(new, set(new.phrases)))
     return True

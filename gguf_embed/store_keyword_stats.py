@@ -433,7 +433,7 @@ def _mapped(path: Path, info: dict[str, Any], base: int) -> Stats | None:
             [sizes, np.frombuffer(names.encode("utf-8"), np.uint8), directory, checks]):
         return None
     phrases: dict[str, Phrase] = {}
-    for token, row, check in zip(tokens, directory.tolist(), checks.tolist(), strict=True):
+    for token, row in zip(tokens, directory.tolist(), strict=True):
         count, dense, codes_at, codes_n, code_bytes, rows_at, pairs_at, pairs_n = row
         if code_bytes not in (1, 2, 4) or pairs_n < 1 or count < 0:
             return None

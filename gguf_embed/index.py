@@ -260,7 +260,7 @@ class Index:
         self._refresh_search_cache()
         return summary
 
-    def _refresh_search_cache(self) -> None:
+    def _refresh_search_cache(self, *, vectors: bool = True) -> None:
         """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
         (store_keyword_cache.py) up to date after a run on a large index, so that the first
         search does not pay for reading every sign bit, or a common word's every row, out of
@@ -272,7 +272,7 @@ class Index:
             if vector_cache.state_of(self.store) is None:
                 return
             chunks = self.store.chunk_count()
-            if chunks >= search_module.EXACT_BELOW:
+            if vectors and chunks >= search_module.EXACT_BELOW:
                 vector_cache.current(self.store)
             if chunks >= search_module.KEYWORD_TOPK_FROM \
                     and self.store.fts_format == search_module.CJK_COLUMN:
@@ -324,8 +324,10 @@ class Index:
         indexer.summary.symlinks_skipped += sum(1 for link in todo.links
                                                 if link.outside and not link.followed)
         with self.store.transaction():
-            return indexer.update(todo.found, todo.scopes, prune=True,
-                                  existing=self.store.documents_under(todo.scopes))
+            summary = indexer.update(todo.found, todo.scopes, prune=True,
+                                     existing=self.store.documents_under(todo.scopes))
+        self._refresh_search_cache(vectors=False)  # watch: the sign bits refresh in memory
+        return summary
 
     def watch(self, paths: Sequence[str | Path], stop_event: Any | None = None,
               on_change: Callable[[Any], None] | None = None, **options: Any) -> None:

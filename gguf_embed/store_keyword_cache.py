@@ -210,16 +210,16 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
     if derived.sizes is not None:
         kd = K1 * ((1 - B) + (B * np.arange(derived.max_size + 1, dtype=np.float64)) / avgdl)
     for i, term in enumerate(terms):
-        p = cached.get(i)
-        n_hit = counts[term] if p is None else p.count
+        one = cached.get(i)
+        n_hit = counts[term] if one is None else one.count
         value = math.log((n_row - n_hit + 0.5) / (n_hit + 0.5))
         idfs.append(1e-6 if value <= 0.0 else value)
-        if p is None:
+        if one is None:
             postings = keyword_postings.held(key, [term], weights)
             phrases.append(postings[0] if postings else keyword_postings._read(
                 conn, term, weights))
             continue
-        phrases.append(keyword_rank.Shares(p, _freqs(p, weights), idfs[i], avgdl,
+        phrases.append(keyword_rank.Shares(one, _freqs(one, weights), idfs[i], avgdl,
                                            stats.sizes, derived.sizes, kd))
     best = keyword_rank.best(phrases, n_row, k)
     if best is None or not _confirmed(conn, tokenizer, tokens, idfs, weights, avgdl, best):

@@ -243,7 +243,8 @@ def read_recent(conn: apsw.Connection, token: str, start: int) -> tuple[
 def live_rows(conn: apsw.Connection) -> np.ndarray:
     """Every FTS rowid, ascending."""
     (joined,) = conn.execute("SELECT group_concat(id) FROM "
-                             "(SELECT id FROM fts_chunks_docsize ORDER BY id)").fetchone()
+                             "(SELECT id FROM fts_chunks_docsize ORDER BY id)").fetchone() \
+        or (None,)
     return (np.fromstring(str(joined), dtype=np.int64, sep=",") if joined
             else np.empty(0, dtype=np.int64))
 

@@ -38,7 +38,7 @@ from . import store_keyword_rank as keyword_rank
 from . import store_keyword_stats as kstats
 from . import store_keyword_topk as keyword_topk
 
-MIN_ROWS = 5_000  # tokens in this many rows or more go in the file (~7 ms each from FTS5)
+MIN_ROWS = 2_000  # tokens in this many rows or more go in the file (~3 ms each from FTS5)
 RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
 TABLE_SIZES = 1 << 16  # rows of up to this many tokens: shares from a (count, size) table
 MAX_COUNT = 1_000_000  # instances of one token in one row (the file says more: damaged)
@@ -176,15 +176,18 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
         if len(found) != 1:
             return None
         tokens.append(cast(str, found[0]))
-    cached = {i: stats.phrases[t] for i, t in enumerate(tokens) if t in stats.phrases}
-    if not cached:
-        return None  # nothing common: the postings and FTS5 paths are as fast
-    for i, p in cached.items():
-        if tokens[i] not in checked:
-            if not _valid(stats, tokens[i], p):
-                _drop(db)
-                return None
-            checked.add(tokens[i])
+    try:
+        cached = {i: stats.phrases[t] for i, t in enumerate(tokens) if t in stats.phrases}
+        if not cached:
+            return None  # nothing common: the postings and FTS5 paths are as fast
+        for i, p in cached.items():
+            if tokens[i] not in checked:
+                if not _valid(stats, tokens[i], p):
+                    raise ValueError(f"phrase {tokens[i]!r}: out of shape")
+                checked.add(tokens[i])
+    except (ValueError, IndexError, OverflowError):  # a damaged (or forged) file
+        _drop(db)
+        return None
     rare = [terms[i] for i in range(len(terms)) if i not in cached]
     counts = dict(zip(rare, keyword_topk._doc_counts(conn, key, rare), strict=True))
     if any(n > RARE_ROWS for n in counts.values()):
@@ -259,11 +262,11 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
     if old is not None and (old.state.epoch, old.state.inserted, old.state.deleted) == log:
         return True
     new = None
-    if old is not None and old.state.epoch == log[0] and all(
-            _valid(old, t, p) for t, p in old.phrases.items()):
+    if old is not None and old.state.epoch == log[0]:
         try:
-            new = kstats.refresh(conn, old)
-        except (ValueError, IndexError):
+            if all(_valid(old, t, p) for t, p in old.phrases.items()):
+                new = kstats.refresh(conn, old)
+        except (ValueError, IndexError, OverflowError):
             new = None
     if new is None:
         new = kstats.build(conn, MIN_ROWS if min_rows is None else min_rows)

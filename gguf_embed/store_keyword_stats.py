@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import mmap
 import os
 import struct
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -75,12 +76,8 @@ class Phrase:
 class Stats:
     state: State
     sizes: np.ndarray  # uint32 per rowid
-    phrases: dict[str, Phrase]
+    phrases: Mapping[str, Phrase]
     checks: dict[str, int]  # each phrase's checksum (checked once, when first used)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.sizes.nbytes) + sum(p.nbytes for p in self.phrases.values())
 
 
 def cache_path(db: str | Path) -> Path:
@@ -308,17 +305,16 @@ def refresh(conn: apsw.Connection, old: Stats, rebuild_share: float = 0.25) -> S
 
 # ---------------------------------------------------------------- the file beside the index
 def _check(arrays: Iterable[np.ndarray]) -> int:
-    """A cheap checksum (wrapping sums of bytes as 64-bit words, padded)."""
-    total = np.uint64(0)
+    """A cheap checksum: wrapping sums of each array's bytes as 64-bit words (the last
+    few bytes as one more), and its length."""
+    total = 0
     with np.errstate(over="ignore"):
         for a in arrays:
-            raw = np.ascontiguousarray(a).view(np.uint8).ravel()
-            pad = (-len(raw)) % 8
-            if pad:
-                raw = np.concatenate([raw, np.zeros(pad, dtype=np.uint8)])
-            total = total + np.add.reduce(raw.view("<u8"), dtype=np.uint64) \
-                + np.uint64(len(raw))
-    return int(total)
+            raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+            whole = len(raw) - len(raw) % 8
+            total += int(np.add.reduce(raw[:whole].view("<u8"), dtype=np.uint64))
+            total += int.from_bytes(raw[whole:].tobytes(), "little") + len(raw)
+    return total % 2**64
 
 
 def phrase_check(p: Phrase) -> int:
@@ -410,39 +406,72 @@ def load(path: Path) -> Stats | None:
         return None
 
 
+class _Phrases(Mapping[str, Phrase]):
+    """The file's phrases, each made (as views of the mapped file) when first asked for: a
+    one-shot search looks at a few of thousands.  A directory entry out of shape raises
+    ValueError then."""
+
+    def __init__(self, tokens: list[str], directory: np.ndarray, data: np.ndarray,
+                 rows_n: int) -> None:
+        self._index = {token: i for i, token in enumerate(tokens)}
+        self._directory = directory
+        self._data = data
+        self._rows_n = rows_n
+        self._made: dict[str, Phrase] = {}
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._index
+
+    def __getitem__(self, token: str) -> Phrase:
+        made = self._made.get(token)
+        if made is not None:
+            return made
+        row = self._directory[self._index[token]].tolist()
+        count, dense, codes_at, codes_n, code_bytes, rows_at, pairs_at, pairs_n = row
+        if code_bytes not in (1, 2, 4) or pairs_n < 1 or count < 0:
+            raise ValueError(f"phrase {token!r}: out of shape")
+        codes = _view(self._data, codes_at, codes_n, {1: "u1", 2: "<u2", 4: "<i4"}[code_bytes])
+        pairs = _view(self._data, pairs_at, 2 * pairs_n, "<i8").reshape(pairs_n, 2)
+        rows = None if dense else _view(self._data, rows_at, codes_n, "<i4")
+        if (dense and codes_n > self._rows_n) or (not dense and codes_n != count):
+            raise ValueError(f"phrase {token!r}: out of shape")
+        made = self._made[token] = Phrase(int(count), rows, codes, pairs)
+        return made
+
+
+def _view(data: np.ndarray, start: int, count: int, dtype: str) -> np.ndarray:
+    width = np.dtype(dtype).itemsize
+    if start < 0 or count < 0 or start % 8 or start + count * width > len(data):
+        raise ValueError("out of the file")
+    return data[start:start + count * width].view(dtype)
+
+
 def _mapped(path: Path, info: dict[str, Any], base: int) -> Stats | None:
     length = int(info["length"])
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=base, shape=(length,)) \
-        if length else np.empty(0, dtype=np.uint8)
-
-    def view(start: int, count: int, dtype: str) -> np.ndarray:
-        width = np.dtype(dtype).itemsize
-        if start < 0 or count < 0 or start % 8 or start + count * width > length:
-            raise ValueError("out of the file")
-        return data[start:start + count * width].view(dtype)
-
+    data = np.empty(0, dtype=np.uint8)
+    if length:  # a plain array over the map: slicing it costs nothing (np.memmap's does)
+        with open(path, "rb") as f:
+            whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        data = np.frombuffer(whole, dtype=np.uint8, count=length, offset=base)
     rows_n, tokens_n = int(info["rows"]), int(info["tokens"])
     if rows_n > MAX_ROWID:
         return None
-    sizes = view(int(info["sizes"]), rows_n, "<u4")
+    sizes = _view(data, int(info["sizes"]), rows_n, "<u4")
     names_at, names_len = (int(x) for x in info["names"])
-    names = bytes(view(names_at, names_len, "u1")).decode("utf-8")
+    names = bytes(_view(data, names_at, names_len, "u1")).decode("utf-8")
     tokens = names.split("\n") if tokens_n else []
-    directory = view(int(info["dir"]), tokens_n * DIR_COLS, "<i8").reshape(tokens_n, DIR_COLS)
-    checks = view(int(info["checks"]), tokens_n, "<u8")
+    directory = _view(data, int(info["dir"]), tokens_n * DIR_COLS, "<i8").reshape(
+        tokens_n, DIR_COLS)
+    checks = _view(data, int(info["checks"]), tokens_n, "<u8")
     if len(tokens) != tokens_n or len(set(tokens)) != tokens_n or int(info["check"]) != _check(
             [sizes, np.frombuffer(names.encode("utf-8"), np.uint8), directory, checks]):
         return None
-    phrases: dict[str, Phrase] = {}
-    for token, row in zip(tokens, directory.tolist(), strict=True):
-        count, dense, codes_at, codes_n, code_bytes, rows_at, pairs_at, pairs_n = row
-        if code_bytes not in (1, 2, 4) or pairs_n < 1 or count < 0:
-            return None
-        codes = view(codes_at, codes_n, {1: "u1", 2: "<u2", 4: "<i4"}[code_bytes])
-        pairs = view(pairs_at, 2 * pairs_n, "<i8").reshape(pairs_n, 2)
-        rows = None if dense else view(rows_at, codes_n, "<i4")
-        if (dense and codes_n > rows_n) or (not dense and codes_n != count):
-            return None
-        phrases[token] = Phrase(int(count), rows, codes, pairs)
     state = State(str(info["epoch"]), int(info["inserted"]), int(info["deleted"]))
-    return Stats(state, sizes, phrases, dict(zip(tokens, checks.tolist(), strict=True)))
+    return Stats(state, sizes, _Phrases(tokens, directory, data, rows_n),
+                 dict(zip(tokens, checks.tolist(), strict=True)))

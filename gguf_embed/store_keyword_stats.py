@@ -23,65 +23,30 @@ checks the file's shape, its checksums and state, and FTS5's own score of every 
 
 from __future__ import annotations
 
-import contextlib
-import json
-import mmap
-import os
-import struct
-import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from collections import Counter
+from collections.abc import Iterable
+from typing import cast
 
 import apsw
 import numpy as np
 
+from .keywords import keyword_columns
 from .store_cache import chunk_log
+from .store_keyword_file import (
+    MAX_ROWID,
+    NO_ROW,
+    Phrase,
+    State,
+    Stats,
+    cache_path,
+    load,
+    phrase_check,
+    save,
+)
 
-SUFFIX = ".keywords"
-MAGIC = b"GGUFEMBED-KWDS\x00\x01"
-HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
-NO_ROW = np.uint32(0xFFFFFFFF)
-MAX_ROWID = 16_000_000  # sizes are kept per rowid: past this, no file (FTS5 alone)
+__all__ = ["MAX_ROWID", "NO_ROW", "Phrase", "State", "Stats", "build", "cache_path", "load",
+           "phrase_check", "refresh", "save"]
 DENSE_SHARE = 5  # dense when 5 bytes a row (rowid + code) cost more than 1 a rowid
-DIR_COLS = 8  # count, dense, codes offset, codes length, code bytes, rows offset, pairs
-#               offset, pairs length
-
-
-@dataclass(frozen=True)
-class State:
-    epoch: str
-    inserted: int
-    deleted: int
-
-
-@dataclass(frozen=True)
-class Phrase:
-    """One token's rows: ``rows`` (ascending int32, None when dense) with ``codes`` (one per
-    row, or one per rowid when dense, 0 there = absent) into ``pairs`` ((text, CJK) instance
-    counts; ``pairs[0]`` is (0, 0))."""
-
-    count: int
-    rows: np.ndarray | None
-    codes: np.ndarray
-    pairs: np.ndarray  # int64 [m, 2]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(int(a.nbytes) for a in (self.rows, self.codes, self.pairs) if a is not None)
-
-
-@dataclass(frozen=True)
-class Stats:
-    state: State
-    sizes: np.ndarray  # uint32 per rowid
-    phrases: Mapping[str, Phrase]
-    checks: dict[str, int]  # each phrase's checksum (checked once, when first used)
-
-
-def cache_path(db: str | Path) -> Path:
-    return Path(str(db) + SUFFIX)
 
 
 # ---------------------------------------------------------------- reading from FTS5
@@ -169,6 +134,9 @@ def _codes(text: np.ndarray, cjk: np.ndarray,
            pairs: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(pairs, codes): the distinct (text, cjk) pairs, (0, 0) first, and each row's index
     into them; ``pairs`` given: those kept in their order, new ones after."""
+    if not len(text):
+        return (np.zeros((1, 2), dtype=np.int64) if pairs is None else pairs,
+                np.empty(0, dtype=np.int64))
     keys = (text << 32) | cjk
     known = np.zeros(1, dtype=np.int64) if pairs is None else (pairs[:, 0] << 32) | pairs[:, 1]
     if len(keys) > 4096 and int(text.max()) < 1024 and int(cjk.max()) < 2048:
@@ -219,22 +187,43 @@ def build(conn: apsw.Connection, min_rows: int, max_tokens: int = 100_000) -> St
     return Stats(State(*log), per_row, phrases, {})
 
 
-def _instances_fn(api: apsw.FTS5ExtensionApi, *args: Any) -> int:
-    """Phrase 0's instances in the text column * 2^32 + those in the CJK column."""
-    return (len(api.phrase_column_offsets(0, 0)) << 32) + len(api.phrase_column_offsets(0, 1))
-
-
-def read_recent(conn: apsw.Connection, token: str, start: int) -> tuple[
-        np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, text counts, CJK counts) of ``token`` in rows >= ``start`` only (FTS5 seeks to
-    ``start``; an instance table would read every row): a refresh after a few writes."""
-    conn.register_fts5_function("gguf_embed_instances", _instances_fn)
-    quoted = '"' + token.replace('"', '""') + '"'
-    found = conn.execute("SELECT rowid, gguf_embed_instances(fts_chunks) FROM fts_chunks "
-                         "WHERE fts_chunks MATCH ? AND rowid >= ? ORDER BY rowid",
-                         (quoted, start)).fetchall()
-    both = np.array(found, dtype=np.int64).reshape(-1, 2)
-    return both[:, 0].copy(), both[:, 1] >> 32, both[:, 1] & 0xFFFFFFFF
+def read_recent(conn: apsw.Connection, start: int, ids: np.ndarray, sizes: np.ndarray,
+                tokens: Iterable[str]) -> dict[str, tuple[np.ndarray, ...]] | None:
+    """{token: (rows, text counts, CJK counts)} of ``tokens`` in rows >= ``start``, from the
+    chunks' text through the table's own tokenizer, as FTS5 indexed it (a query per token
+    costs ~1 ms of seeking at 10^6 rows, for thousands of tokens); None where a row's size
+    (``ids``, ``sizes``: FTS5's own) or the rows themselves differ from what FTS5 holds."""
+    wanted = set(tokens)
+    tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
+    found: dict[str, list[tuple[int, int, int]]] = {}
+    seen: list[int] = []
+    for rowid, text in conn.execute("SELECT id, text FROM chunks WHERE id >= ? ORDER BY id",
+                                    (start,)):
+        per: dict[str, list[int]] = {}
+        size = 0
+        for column, part in enumerate(keyword_columns(str(text))):
+            if not part:
+                continue
+            got = cast(list[str], tokenizer(part.encode("utf-8"), apsw.FTS5_TOKENIZE_DOCUMENT,
+                                            None, include_offsets=False,
+                                            include_colocated=False))
+            size += len(got)
+            for token, n in Counter(got).items():
+                if token in wanted:
+                    per.setdefault(token, [0, 0])[column] += n
+        at = len(seen)
+        if at >= len(ids) or int(ids[at]) != int(cast(int, rowid)) or int(sizes[at]) != size:
+            return None
+        seen.append(int(cast(int, rowid)))
+        for token, (text_n, cjk_n) in per.items():
+            found.setdefault(token, []).append((int(cast(int, rowid)), text_n, cjk_n))
+    if len(seen) != len(ids):
+        return None
+    out: dict[str, tuple[np.ndarray, ...]] = {}
+    for token, triples in found.items():
+        both = np.array(triples, dtype=np.int64).reshape(-1, 3)
+        out[token] = (both[:, 0].copy(), both[:, 1].copy(), both[:, 2].copy())
+    return out
 
 
 def live_rows(conn: apsw.Connection) -> np.ndarray:
@@ -244,6 +233,41 @@ def live_rows(conn: apsw.Connection) -> np.ndarray:
         or (None,)
     return (np.fromstring(str(joined), dtype=np.int64, sep=",") if joined
             else np.empty(0, dtype=np.int64))
+
+
+def _refreshed(p: Phrase, cutoff: int, alive: np.ndarray | None, new_rows: np.ndarray,
+               new_codes: np.ndarray, pairs: np.ndarray, end: int) -> Phrase:
+    """``p``'s rows below ``cutoff`` (those ``alive``, where rows were deleted) and the new
+    ones, with codes into ``pairs`` (``p.pairs`` with new pairs after): no row re-encoded."""
+    wide = len(pairs) > 256
+    if p.rows is None:
+        old_codes = p.codes[:min(cutoff, len(p.codes))]
+        if alive is not None:
+            old_codes = np.where(alive[:len(old_codes)], old_codes, 0)
+        count = int(np.count_nonzero(old_codes)) + len(new_rows)
+        if DENSE_SHARE * count > end and len(pairs) <= 65536:
+            dense = np.zeros(end, dtype=np.uint16 if wide else p.codes.dtype)
+            dense[:len(old_codes)] = old_codes
+            dense[new_rows] = new_codes
+            return Phrase(count, None, dense, pairs)
+        old_rows = np.flatnonzero(old_codes)
+        old_codes = old_codes[old_rows]
+    else:
+        stop = int(np.searchsorted(p.rows, cutoff))
+        old_rows, old_codes = p.rows[:stop], p.codes[:stop]
+        if alive is not None:
+            live = alive[old_rows]
+            old_rows, old_codes = old_rows[live], old_codes[live]
+    rows = np.concatenate([old_rows.astype(np.int64), new_rows])
+    codes = np.concatenate([old_codes.astype(np.int64), new_codes])
+    dtype = np.uint8 if not wide else np.uint16 if len(pairs) <= 65536 else None
+    if dtype is None:
+        return Phrase(len(rows), rows.astype(np.int32), codes.astype(np.int32), pairs)
+    if DENSE_SHARE * len(rows) > end:
+        dense = np.zeros(end, dtype=dtype)
+        dense[rows] = codes
+        return Phrase(len(rows), None, dense, pairs)
+    return Phrase(len(rows), rows.astype(np.int32), codes.astype(dtype), pairs)
 
 
 def refresh(conn: apsw.Connection, old: Stats, rebuild_share: float = 0.25) -> Stats | None:
@@ -288,190 +312,18 @@ def refresh(conn: apsw.Connection, old: Stats, rebuild_share: float = 0.25) -> S
     if got is None or (len(got[1]) and int(got[1].max()) >= int(NO_ROW)):
         return None
     sizes[got[0]] = got[1]
+    recent = read_recent(conn, cutoff, got[0], got[1], old.phrases)
+    if recent is None:
+        return None
+    nothing = np.empty(0, dtype=np.int64)
+    deletes = state.deleted != old.state.deleted
     phrases: dict[str, Phrase] = {}
     for token, p in old.phrases.items():
-        rows = np.flatnonzero(p.codes) if p.rows is None else p.rows.astype(np.int64)
-        codes = p.codes[rows] if p.rows is None else p.codes
-        keep = (rows < cutoff) & alive[np.minimum(rows, len(alive) - 1)]
-        pairs = np.asarray(p.pairs, dtype=np.int64)
-        counts = pairs[codes[keep].astype(np.int64)]
-        new_rows, new_text, new_cjk = read_recent(conn, token, cutoff)
-        all_rows = np.concatenate([rows[keep], new_rows])
-        if len(all_rows):
-            phrases[token] = make_phrase(all_rows, np.concatenate([counts[:, 0], new_text]),
-                                         np.concatenate([counts[:, 1], new_cjk]), end, pairs)
+        new_rows, new_text, new_cjk = recent.get(token, (nothing, nothing, nothing))
+        # the old codes keep their meaning: new pairs go after the old ones
+        pairs, new_codes = _codes(new_text, new_cjk, np.asarray(p.pairs, dtype=np.int64))
+        made = _refreshed(p, cutoff, alive if deletes else None, new_rows, new_codes,
+                          pairs, end)
+        if made.count:
+            phrases[token] = made
     return Stats(state, sizes, phrases, {})
-
-
-# ---------------------------------------------------------------- the file beside the index
-def _check(arrays: Iterable[np.ndarray]) -> int:
-    """A cheap checksum: wrapping sums of each array's bytes as 64-bit words (the last
-    few bytes as one more), and its length."""
-    total = 0
-    with np.errstate(over="ignore"):
-        for a in arrays:
-            raw = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
-            whole = len(raw) - len(raw) % 8
-            total += int(np.add.reduce(raw[:whole].view("<u8"), dtype=np.uint64))
-            total += int.from_bytes(raw[whole:].tobytes(), "little") + len(raw)
-    return total % 2**64
-
-
-def phrase_check(p: Phrase) -> int:
-    return _check([a for a in (p.rows, p.codes, p.pairs) if a is not None])
-
-
-def save(stats: Stats, path: Path) -> bool:
-    """Write ``stats`` crash-safely (temporary file, fsync, rename); False when the folder
-    cannot be written."""
-    tokens = list(stats.phrases)
-    names = "\n".join(tokens).encode("utf-8")
-    directory = np.zeros((len(tokens), DIR_COLS), dtype="<i8")
-    parts: list[bytes] = []
-    offset = 0
-
-    def put(data: bytes) -> int:
-        nonlocal offset
-        start = offset
-        parts.append(data)
-        pad = (-len(data)) % 8
-        parts.append(b"\x00" * pad)
-        offset += len(data) + pad
-        return start
-
-    sizes_at = put(np.ascontiguousarray(stats.sizes, dtype="<u4").tobytes())
-    checks = []
-    for i, token in enumerate(tokens):
-        p = stats.phrases[token]
-        codes_at = put(p.codes.tobytes())
-        rows_at = -1 if p.rows is None else put(np.ascontiguousarray(p.rows, "<i4").tobytes())
-        pairs_at = put(np.ascontiguousarray(p.pairs, "<i8").tobytes())
-        directory[i] = (p.count, p.rows is None, codes_at, len(p.codes), p.codes.itemsize,
-                        rows_at, pairs_at, len(p.pairs))
-        checks.append(stats.checks.get(token) or phrase_check(p))
-    names_at = put(names)
-    checks_arr = np.array(checks, dtype=np.uint64)
-    dir_at = put(directory.tobytes())
-    checks_at = put(checks_arr.view("<i8").tobytes())
-    header = json.dumps({
-        "epoch": stats.state.epoch, "inserted": stats.state.inserted,
-        "deleted": stats.state.deleted, "rows": len(stats.sizes), "tokens": len(tokens),
-        "sizes": sizes_at, "names": [names_at, len(names)], "dir": dir_at, "checks": checks_at,
-        "length": offset,
-        "check": _check([stats.sizes.astype("<u4"), np.frombuffer(names, np.uint8),
-                         directory, checks_arr]),
-    }).encode()
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            head = HEADER.pack(MAGIC, len(header)) + header
-            out.write(head + b"\x00" * ((-len(head)) % 8))
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):
-            dirfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return False
-    return True
-
-
-def load(path: Path) -> Stats | None:
-    """The file at ``path`` memory-mapped, or None when it is missing or not in shape (its
-    phrases' own checksums are checked when each is first used: store_keyword_cache)."""
-    try:
-        with open(path, "rb") as f:
-            magic, size = HEADER.unpack(f.read(HEADER.size))
-            if magic != MAGIC or size > 65536:
-                return None
-            info = json.loads(f.read(size))
-            base = HEADER.size + size
-            base += (-base) % 8
-        if os.path.getsize(path) != base + int(info["length"]):
-            return None
-        return _mapped(path, info, base)
-    except (OSError, ValueError, KeyError, TypeError, IndexError, OverflowError,
-            UnicodeDecodeError, struct.error):
-        return None
-
-
-class _Phrases(Mapping[str, Phrase]):
-    """The file's phrases, each made (as views of the mapped file) when first asked for: a
-    one-shot search looks at a few of thousands.  A directory entry out of shape raises
-    ValueError then."""
-
-    def __init__(self, tokens: list[str], directory: np.ndarray, data: np.ndarray,
-                 rows_n: int) -> None:
-        self._index = {token: i for i, token in enumerate(tokens)}
-        self._directory = directory
-        self._data = data
-        self._rows_n = rows_n
-        self._made: dict[str, Phrase] = {}
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index)
-
-    def __contains__(self, token: object) -> bool:
-        return token in self._index
-
-    def __getitem__(self, token: str) -> Phrase:
-        made = self._made.get(token)
-        if made is not None:
-            return made
-        row = self._directory[self._index[token]].tolist()
-        count, dense, codes_at, codes_n, code_bytes, rows_at, pairs_at, pairs_n = row
-        if code_bytes not in (1, 2, 4) or pairs_n < 1 or count < 0:
-            raise ValueError(f"phrase {token!r}: out of shape")
-        codes = _view(self._data, codes_at, codes_n, {1: "u1", 2: "<u2", 4: "<i4"}[code_bytes])
-        pairs = _view(self._data, pairs_at, 2 * pairs_n, "<i8").reshape(pairs_n, 2)
-        rows = None if dense else _view(self._data, rows_at, codes_n, "<i4")
-        if (dense and codes_n > self._rows_n) or (not dense and codes_n != count):
-            raise ValueError(f"phrase {token!r}: out of shape")
-        made = self._made[token] = Phrase(int(count), rows, codes, pairs)
-        return made
-
-
-def _view(data: np.ndarray, start: int, count: int, dtype: str) -> np.ndarray:
-    width = np.dtype(dtype).itemsize
-    if start < 0 or count < 0 or start % 8 or start + count * width > len(data):
-        raise ValueError("out of the file")
-    return data[start:start + count * width].view(dtype)
-
-
-def _mapped(path: Path, info: dict[str, Any], base: int) -> Stats | None:
-    length = int(info["length"])
-    data = np.empty(0, dtype=np.uint8)
-    if length:  # a plain array over the map: slicing it costs nothing (np.memmap's does)
-        with open(path, "rb") as f:
-            whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        data = np.frombuffer(whole, dtype=np.uint8, count=length, offset=base)
-    rows_n, tokens_n = int(info["rows"]), int(info["tokens"])
-    if rows_n > MAX_ROWID:
-        return None
-    sizes = _view(data, int(info["sizes"]), rows_n, "<u4")
-    names_at, names_len = (int(x) for x in info["names"])
-    names = bytes(_view(data, names_at, names_len, "u1")).decode("utf-8")
-    tokens = names.split("\n") if tokens_n else []
-    directory = _view(data, int(info["dir"]), tokens_n * DIR_COLS, "<i8").reshape(
-        tokens_n, DIR_COLS)
-    checks = _view(data, int(info["checks"]), tokens_n, "<u8")
-    if len(tokens) != tokens_n or len(set(tokens)) != tokens_n or int(info["check"]) != _check(
-            [sizes, np.frombuffer(names.encode("utf-8"), np.uint8), directory, checks]):
-        return None
-    state = State(str(info["epoch"]), int(info["inserted"]), int(info["deleted"]))
-    return Stats(state, sizes, _Phrases(tokens, directory, data, rows_n),
-                 dict(zip(tokens, checks.tolist(), strict=True)))

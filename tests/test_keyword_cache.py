@@ -19,6 +19,7 @@ import pytest
 from gguf_embed import Index, vector_cache
 from gguf_embed import search as search_mod
 from gguf_embed import store_keyword_cache as kcache
+from gguf_embed import store_keyword_file as kfile
 from gguf_embed import store_keyword_postings as postings
 from gguf_embed import store_keyword_rank as krank
 from gguf_embed import store_keyword_stats as kstats
@@ -234,7 +235,7 @@ def test_a_folder_that_cannot_be_written_keeps_it_in_memory(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError("read-only folder")
 
-    monkeypatch.setattr(kstats.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(kfile.tempfile, "mkstemp", refuse)
     assert update(store)
     assert not file_of(store).exists()
     assert not [p for p in file_of(store).parent.iterdir() if ".keywords" in p.name]
@@ -255,10 +256,10 @@ def test_a_run_killed_while_writing_leaves_no_file_used(
     def die(fd: int) -> None:
         raise Killed
 
-    monkeypatch.setattr(kstats.os, "fsync", die)
+    monkeypatch.setattr(kfile.os, "fsync", die)
     with pytest.raises(Killed):
         update(store)
-    monkeypatch.setattr(kstats.os, "fsync", real_fsync)
+    monkeypatch.setattr(kfile.os, "fsync", real_fsync)
     assert file_of(store).read_bytes() == good  # the old one, whole; the new one a .tmp
     kcache.forget()
     assert check(store) == 0  # stale: not used

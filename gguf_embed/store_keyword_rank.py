@@ -171,16 +171,18 @@ def _rounds(phrases: list[Any], partial: np.ndarray, margin: float,
     margin *= 1.0 + 1e-9  # room for rounding: the partial sums are in another order
     hit = np.flatnonzero(partial)
     scores = partial[hit]
+    most = min(len(hit), CANDIDATES[-1] * k + 1)  # one partition for every round
+    top = np.argpartition(-scores, most - 1)[:most] if 0 < most < len(hit) \
+        else np.arange(len(hit))
+    top = top[np.argsort(-scores[top], kind="stable")]
     theta = None
     for per in CANDIDATES:
         want = per * k
-        if len(hit) > want:
-            cut = np.argpartition(-scores, want)
-            chosen, rest = hit[cut[:want]], scores[cut[want:]]
-            left_out = float(rest.max()) * (1.0 + 1e-9) + margin
+        if len(hit) > want:  # the best row left out: the next in line
+            chosen = np.sort(hit[top[:want]])  # ascending: the look-ups walk memory in order
+            left_out = float(scores[top[want]]) * (1.0 + 1e-9) + margin
         else:
             chosen, left_out = hit, margin  # a row of common words alone
-        chosen = np.sort(chosen)  # ascending: the look-ups below walk memory in order
         total = np.zeros(len(chosen), dtype=np.float64)
         for p in phrases:  # query order: FTS5's sum, with the same roundings
             total += _at(p, chosen)

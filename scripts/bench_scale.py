@@ -311,6 +311,15 @@ def first_sight_table(work: Path, sizes: list[int], dims: int, count: int,
         with Index(db, engine, readonly=True) as index:
             engine.queued = [rng.standard_normal(dims).astype(np.float32)]
             index.search(words[0], mode="vector")  # the sign bits, loaded once
+            times = []
+            for query in words:  # hybrid's other half, for reference
+                engine.queued = [rng.standard_normal(dims).astype(np.float32)]
+                start = time.perf_counter()
+                index.search(query, k=10, mode="vector")
+                times.append(time.perf_counter() - start)
+            ms = np.array(times) * 1000
+            print(f"| {n:,} | - | vector | {np.percentile(ms, 50):.1f} | "
+                  f"{np.percentile(ms, 95):.1f} | {ms.max():.1f} | {_rss_mb():,.0f} |")
             for label in ("no", "yes"):
                 saved = keyword_cache.topk
                 if label == "no":

@@ -97,8 +97,19 @@ def test_same_top_k_as_fts5_bit_for_bit(store: Store) -> None:
 def test_maxscore_and_the_full_sum_agree_with_fts5(store: Store, heavy: float,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(krank, "HEAVY_SHARE", heavy)  # 2.0: every share of every row summed
+    settled: list[bool] = []
+    real = krank._rounds
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        settled.append(found[0] is not None)
+        return found
+
+    monkeypatch.setattr(krank, "_rounds", spy)
     update(store)
     assert check(store) >= (len(MORE) - 4) * len(KS)
+    if heavy < 1:  # the common words bounded, and that settled some queries
+        assert True in settled
 
 
 def test_without_the_size_table(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -381,7 +381,9 @@ class Index:
         victims = [p for p in self.store.documents()
                    if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
         with self.store.transaction():
-            return self.store.delete_documents(victims)
+            removed = self.store.delete_documents(victims)
+        self._refresh_search_cache(vectors=False)
+        return removed
 
     @_one_thread
     def merge_from(self, shards: Sequence[str | Path], *, duplicates: str = "newest",

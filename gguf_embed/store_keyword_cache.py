@@ -23,6 +23,7 @@ the other paths.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -37,6 +38,7 @@ from . import store_keyword_postings as keyword_postings
 from . import store_keyword_rank as keyword_rank
 from . import store_keyword_stats as kstats
 from . import store_keyword_topk as keyword_topk
+from .store import connect
 
 MIN_ROWS = 2_000  # tokens in this many rows or more go in the file (~3 ms each from FTS5)
 RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
@@ -106,6 +108,54 @@ def forget() -> None:
     """Drop every file held (tests)."""
     with _lock:
         _loaded.clear()
+        _misses.clear()
+
+
+_misses: dict[str, int] = {}  # searches that found no usable file, per index
+_workers: dict[str, threading.Thread] = {}
+
+
+def _missed(db: str | Path) -> None:
+    """A search found no file of its state.  The second time in a process (a long-running
+    one: a one-shot search never pays for this), bring it up to date in a background thread,
+    on a connection of its own (a writer that did not: ``remove``, ``merge``, an older
+    version; or a folder only this process reads, where it is kept in memory)."""
+    real = os.path.realpath(db)
+    with _lock:
+        _misses[real] = _misses.get(real, 0) + 1
+        if _misses[real] < 2 or real in _workers:
+            return
+        worker = _workers[real] = threading.Thread(target=_background, args=(real,),
+                                                   name="gguf-embed keyword statistics",
+                                                   daemon=True)
+    worker.start()
+
+
+def _background(real: str) -> None:
+    with contextlib.suppress(OSError, AttributeError):  # Linux: this thread only
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    try:
+        conn = connect(real, readonly=True)
+        try:
+            with conn:
+                update(conn, real)
+        finally:
+            conn.close()
+    except Exception:  # the file went or changed shape: the searches will say so
+        pass
+    finally:
+        with _lock:
+            _workers.pop(real, None)
+            _misses.pop(real, None)
+
+
+def wait(timeout: float | None = None) -> bool:
+    """Until the background updates are done (tests, benchmarks); False on timeout."""
+    with _lock:
+        workers = list(_workers.values())
+    for worker in workers:
+        worker.join(timeout)
+    return not any(w.is_alive() for w in workers)
 
 
 def _valid(stats: kstats.Stats, token: str, p: kstats.Phrase) -> bool:
@@ -165,6 +215,7 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
         return None
     held = _current(db, (state.epoch, state.inserted, state.deleted))
     if held is None:
+        _missed(db)
         return None
     stats, derived = held
     checked = derived.checked

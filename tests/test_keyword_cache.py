@@ -69,6 +69,7 @@ def file_of(store: Store) -> Path:
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
     monkeypatch.setattr(kcache, "MIN_ROWS", 100)  # the common words of 4,000 chunks
+    monkeypatch.setattr(kcache, "_missed", lambda db: None)  # no background updates here
     vector_cache.forget()
     keyword_topk._counts.clear()
     postings.forget()
@@ -431,6 +432,10 @@ def test_an_index_run_writes_it_only_for_a_large_index(tmp_path: Path,
             (folder / f"{n}.md").unlink()
             index.update([folder / "new.md", folder / f"{n}.md"], [folder])
             assert kstats.load(kstats.cache_path(db)) is not None
+        assert index.remove([folder / "new.md", folder / "7.md"]) == 2
+        kcache.forget()
+        for query in ["display the file", "the a", "word3 the"]:
+            assert cached(store, query, 10) == store.keyword_matches(fts_query(query), 10)
 
 
 def test_rowids_far_apart_make_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -458,3 +463,19 @@ def test_cjk_counts_come_from_their_own_column(store: Store) -> None:
     code = p.codes[rowid] if p.rows is None else p.codes[np.searchsorted(p.rows, rowid)]
     assert p.pairs[int(code)].tolist() == [0, 3]  # three bigrams in the CJK column
     assert check(store) >= (len(MORE) - 4) * len(KS)
+
+
+def test_a_long_running_process_brings_a_stale_file_up_to_date(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()  # the background updates too
+    monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
+    monkeypatch.setattr(kcache, "MIN_ROWS", 100)
+    update(store)
+    writes(store)  # by a writer that left the file behind (remove, merge, an older version)
+    query = "display the file word3"
+    assert cached(store, query, 10) is None  # a one-shot search: nothing more
+    assert kcache.wait(60) and not kcache._workers
+    assert cached(store, query, 10) is None  # searched again: updated in the background
+    assert kcache.wait(60)
+    kcache.forget()
+    assert check(store) >= (len(MORE) - 4) * len(KS)  # from the file, rewritten

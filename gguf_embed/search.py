@@ -278,7 +278,9 @@ def keyword_hits(store: Store, query: str, k: int,
             terms = query_terms(query, store.fts_format)
             if not path_glob:  # common words' shares from INDEX.keywords, then held ones
                 found = keyword_cache.topk(store.conn, store.path, key, terms, k, FTS_WEIGHTS)
-                if found is None:
+                if found is not None:
+                    keyword_postings.remember(key, terms, FTS_WEIGHTS)
+                else:
                     found = keyword_postings.topk(store.conn, key, terms, k, FTS_WEIGHTS)
             if found is None:
                 found = keyword_topk.topk(store.conn, key, terms, k, FTS_WEIGHTS, path_glob)

@@ -34,11 +34,12 @@ from typing import Any, cast
 import apsw
 import numpy as np
 
+from . import store_keyword_file as kfile
 from . import store_keyword_postings as keyword_postings
 from . import store_keyword_rank as keyword_rank
-from . import store_keyword_stats as kstats
 from . import store_keyword_topk as keyword_topk
 from .store import connect
+from .store_cache import chunk_log
 
 MIN_ROWS = 2_000  # tokens in this many rows or more go in the file (~3 ms each from FTS5)
 RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
@@ -54,17 +55,17 @@ class _Held:
     """What a process derives from one file once: the phrases checked, the row sizes as
     table indexes (0 where there is no row)."""
 
-    def __init__(self, stats: kstats.Stats, checked: set[str] | None = None) -> None:
+    def __init__(self, stats: kfile.Stats, checked: set[str] | None = None) -> None:
         self.checked = checked or set()
         sizes = np.asarray(stats.sizes)
-        present = sizes != kstats.NO_ROW
+        present = sizes != kfile.NO_ROW
         self.max_size = int(sizes[present].max()) if bool(present.any()) else 0
         self.sizes = np.where(present, sizes, 0).astype(np.int32) \
             if self.max_size < TABLE_SIZES else None
 
 
 # realpath of the index -> (the file's (inode, mtime, size), its stats, what is derived)
-_loaded: dict[str, tuple[Any, kstats.Stats, _Held]] = {}
+_loaded: dict[str, tuple[Any, kfile.Stats, _Held]] = {}
 
 
 def _file_key(path: Path) -> Any:
@@ -75,18 +76,18 @@ def _file_key(path: Path) -> Any:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kstats.Stats, _Held] | None:
+def _current(db: str | Path, state: tuple[str, int, int]) -> tuple[kfile.Stats, _Held] | None:
     """The stats of this index at ``state`` (the file's, loaded once per change of the
     file, or the writer's own in memory), else None."""
     real = os.path.realpath(db)
-    path = kstats.cache_path(real)
+    path = kfile.cache_path(real)
     key = _file_key(path)
     with _lock:
         held = _loaded.get(real)
         if held is not None and held[0] is not None and held[0] != key:
             held = None  # the file changed since (another process's run)
     if held is None and key is not None:
-        stats = kstats.load(path)
+        stats = kfile.load(path)
         if stats is not None:
             held = (key, stats, _Held(stats))
             with _lock:
@@ -158,7 +159,7 @@ def wait(timeout: float | None = None) -> bool:
     return not any(w.is_alive() for w in workers)
 
 
-def _valid(stats: kstats.Stats, token: str, p: kstats.Phrase) -> bool:
+def _valid(stats: kfile.Stats, token: str, p: kfile.Phrase) -> bool:
     """What the file says of one token can be used without going out of bounds; its
     checksum is the one written (a damaged file).  A file written to lie passes this: the
     scores FTS5 gives the rows returned catch it."""
@@ -185,13 +186,13 @@ def _valid(stats: kstats.Stats, token: str, p: kstats.Phrase) -> bool:
         if len(p.codes) and int(p.codes.min()) < 1:
             return False
         sizes = stats.sizes[rows]
-    if bool((sizes == kstats.NO_ROW).any()):
+    if bool((sizes == kfile.NO_ROW).any()):
         return False
     checks = stats.checks.get(token)
-    return checks is None or checks == kstats.phrase_check(p)
+    return checks is None or checks == kfile.phrase_check(p)
 
 
-def _freqs(p: kstats.Phrase, weights: tuple[float, float]) -> np.ndarray:
+def _freqs(p: kfile.Phrase, weights: tuple[float, float]) -> np.ndarray:
     """f of each (text, CJK) pair: the weights added one instance at a time, text first."""
     freq = []
     for text, cjk in np.asarray(p.pairs).tolist():
@@ -302,29 +303,31 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
     transaction, after a run's writes): refreshed from the file when it is of this index
     and older, else rebuilt; kept in this process's memory where the folder cannot be
     written.  False when the index is not covered (no chunk_log, rowids too far apart)."""
+    from . import store_keyword_stats  # writers only: a search needs none of it
+
     real = os.path.realpath(db)
-    path = kstats.cache_path(real)
-    log = kstats.chunk_log(conn)
+    path = kfile.cache_path(real)
+    log = chunk_log(conn)
     if log is None:
         return False
     with _lock:
         held = _loaded.get(real)
-    old = held[1] if held is not None and held[0] == _file_key(path) else kstats.load(path)
+    old = held[1] if held is not None and held[0] == _file_key(path) else kfile.load(path)
     if old is not None and (old.state.epoch, old.state.inserted, old.state.deleted) == log:
         return True
     new = None
     if old is not None and old.state.epoch == log[0]:
         try:
             if all(_valid(old, t, p) for t, p in old.phrases.items()):
-                new = kstats.refresh(conn, old)
+                new = store_keyword_stats.refresh(conn, old)
         except (ValueError, IndexError, OverflowError):
             new = None
     if new is None:
-        new = kstats.build(conn, MIN_ROWS if min_rows is None else min_rows)
+        new = store_keyword_stats.build(conn, MIN_ROWS if min_rows is None else min_rows)
     if new is None:
         return False
-    if kstats.save(new, path):
-        loaded = kstats.load(path)  # mapped: the pages stay the kernel's to drop
+    if kfile.save(new, path):
+        loaded = kfile.load(path)  # mapped: the pages stay the kernel's to drop
         if loaded is not None:
             new = loaded
         key = _file_key(path)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from . import store_keyword_file as kfile
 from . import store_keyword_postings as keyword_postings
-from . import store_keyword_stats as kstats
 
 K1 = 1.2
 B = 0.75
@@ -29,7 +29,7 @@ class Shares:
     """A cached phrase's shares at one query; computed for every row only when asked
     (duck-typed as keyword_postings.Postings for ``keyword_postings.best``)."""
 
-    def __init__(self, phrase: kstats.Phrase, freqs: np.ndarray, idf: float, avgdl: float,
+    def __init__(self, phrase: kfile.Phrase, freqs: np.ndarray, idf: float, avgdl: float,
                  sizes: np.ndarray, index_sizes: np.ndarray | None,
                  kd: np.ndarray | None) -> None:
         self.phrase = phrase

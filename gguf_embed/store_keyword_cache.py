@@ -44,7 +44,8 @@ from .store_cache import chunk_log
 MIN_ROWS = 2_000  # tokens in this many rows or more go in the file (~3 ms each from FTS5)
 RARE_ROWS = 50_000  # a query's other phrases are read from FTS5 up to this many rows
 TABLE_SIZES = 1 << 16  # rows of up to this many tokens: shares from a (count, size) table
-MAX_COUNT = 1_000_000  # instances of one token in one row (the file says more: damaged)
+MAX_COUNT = 100_000  # instances of one token in one row (the file says more: damaged)
+MAX_INSTANCES = 1_000_000  # summed over a token's distinct counts: f is added up one by one
 K1 = keyword_rank.K1
 B = keyword_rank.B
 
@@ -167,7 +168,8 @@ def _valid(stats: kfile.Stats, token: str, p: kfile.Phrase) -> bool:
     pairs = np.asarray(p.pairs)
     if pairs.ndim != 2 or len(pairs) < 1 or pairs[0, 0] != 0 or pairs[0, 1] != 0:
         return False
-    if bool((pairs < 0).any()) or int(pairs.sum(axis=1).max()) > MAX_COUNT:
+    if bool((pairs < 0).any()) or int(pairs.sum(axis=1).max()) > MAX_COUNT \
+            or int(pairs.sum()) > MAX_INSTANCES:
         return False
     if len(p.codes) and int(p.codes.max()) >= len(pairs):
         return False

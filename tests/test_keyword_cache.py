@@ -365,8 +365,9 @@ def test_a_forged_file_cannot_return_a_deleted_chunk(store: Store) -> None:
     _search_is_fts5s(store, set(gone))
 
 
-@pytest.mark.parametrize("lie", ["huge counts", "rows past the end", "rows unsorted",
-                                 "codes past the pairs", "count", "no size", "dense too long"])
+@pytest.mark.parametrize("lie", ["huge counts", "many large counts", "rows past the end",
+                                 "rows unsorted", "codes past the pairs", "count", "no size",
+                                 "dense too long"])
 def test_a_forged_file_with_impossible_values_is_ignored(store: Store, lie: str) -> None:
     update(store)
 
@@ -376,6 +377,10 @@ def test_a_forged_file_with_impossible_values_is_ignored(store: Store, lie: str)
         if lie == "huge counts":
             return _replace(stats, "the", pairs=np.array([[0, 0], [10**12, 10**12]]),
                             codes=np.ones(len(p.rows), dtype=np.uint8), rows=p.rows)
+        if lie == "many large counts":  # each possible, together hours of adding up
+            pairs = np.array([[0, 0]] + [[90_000 - i, 0] for i in range(250)])
+            return _replace(stats, "the", pairs=pairs, rows=p.rows,
+                            codes=(np.arange(len(p.rows)) % 250 + 1).astype(np.uint8))
         if lie == "rows past the end":
             rows = p.rows.copy()
             rows[-1] = 10**9
@@ -397,6 +402,11 @@ def test_a_forged_file_with_impossible_values_is_ignored(store: Store, lie: str)
         return _replace(stats, "the", rows=None, codes=dense)
 
     _forged(store, change)
+    forged = kstats.load(file_of(store))
+    if forged is not None:  # caught when the word is first used, before any adding up
+        with pytest.raises(ValueError):
+            if not kcache._valid(forged, "the", forged.phrases["the"]):
+                raise ValueError("out of shape")
     assert cached(store, "display the file word3", 10) is None
     _search_is_fts5s(store, set())
 

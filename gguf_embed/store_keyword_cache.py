@@ -322,10 +322,13 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
         try:
             if all(_valid(old, t, p) for t, p in old.phrases.items()):
                 new = store_keyword_stats.refresh(conn, old)
-        except (ValueError, IndexError, OverflowError):
+        except (ValueError, IndexError, OverflowError, apsw.Error):
             new = None
     if new is None:
-        new = store_keyword_stats.build(conn, MIN_ROWS if min_rows is None else min_rows)
+        try:  # a cache: whatever goes wrong here, the run that wrote the index stands
+            new = store_keyword_stats.build(conn, MIN_ROWS if min_rows is None else min_rows)
+        except (ValueError, IndexError, OverflowError, apsw.Error):
+            new = None
     if new is None:
         return False
     if kfile.save(new, path):

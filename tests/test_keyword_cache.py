@@ -489,3 +489,16 @@ def test_a_long_running_process_brings_a_stale_file_up_to_date(
     assert kcache.wait(60)
     kcache.forget()
     assert check(store) >= (len(MORE) - 4) * len(KS)  # from the file, rewritten
+
+
+def test_a_failing_build_does_not_fail_the_index_run(store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import apsw
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise apsw.SQLError("no such module: fts5vocab")
+
+    monkeypatch.setattr(kstats, "build", broken)
+    assert not update(store)  # no file, and no error out of the run that wrote the index
+    assert not file_of(store).exists()
+    _search_is_fts5s(store, set())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 
-import llama_cpp as lc
 import numpy as np
+
+from ._llama_binding import lc
 
 
 class TokenBatch:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
-import llama_cpp as lc
 import numpy as np
 
 from ._batch import TokenBatch
+from ._llama_binding import lc
 from .errors import EngineError, ModelLoadError
 
 POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}

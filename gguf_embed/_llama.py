@@ -9,8 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import llama_cpp as lc
-
+from ._llama_binding import after_completion, lc
 from .errors import ModelLoadError
 
 log = logging.getLogger("gguf_embed.llama")
@@ -36,6 +35,7 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 def backend() -> None:
     """Start llama.cpp once per process and route its log to Python logging."""
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    after_completion(lambda: lc.llama_log_set(_log_callback, ctypes.c_void_p(0)))
     load_backends()
     lc.llama_backend_init()
 
@@ -57,8 +57,7 @@ def _ggml() -> Any:
     if os.name == "nt":
         names = [lib_dir() / "ggml.dll"]
     else:
-        loaded: str | None = getattr(getattr(getattr(lc, "llama_cpp", None), "_lib", None),
-                                     "_name", None)
+        loaded: str | None = getattr(getattr(lc, "_lib", None), "_name", None)  # the binding
         names = [Path(loaded)] if loaded else []
         names += sorted(lib_dir().glob("libllama.so")) + sorted(lib_dir().glob("libllama.dylib"))
     names = [n for n in names if n.exists()]
@@ -211,6 +210,21 @@ def physical_cores() -> int:
         except OSError:
             cores.add(str(cpu))
     return max(1, len(cores))
+
+
+# Parameters × tokens one thread takes in a decode (~20 ms on one core): a decode with less
+# work is shared by fewer threads.  llama.cpp's threads meet at a barrier after every op, spin-
+# waiting: a small decode gains little from a second thread on an idle host, and on a busy one
+# (a build, a browser) a thread that is not running makes the others wait its turn at each
+# barrier: a one-shot MiniLM query took 460-700 ms with two threads on a 2-core host busy with
+# other work, 290-310 ms with one (BENCHMARKS.md, "One-shot start-up").
+WORK_PER_THREAD = 1_000_000_000
+
+
+def threads_for(model: Any, tokens: int, most: int) -> int:
+    """How many of ``most`` threads a decode of ``tokens`` tokens by ``model`` uses."""
+    work = int(lc.llama_model_n_params(model)) * tokens
+    return max(1, min(most, -(-work // WORK_PER_THREAD)))
 
 
 def model_metadata(model: Any) -> dict[str, str]:

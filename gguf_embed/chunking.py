@@ -11,13 +11,15 @@ Every chunk is checked against the exact token count, so none is ever longer tha
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .extract import Extracted
+
+if TYPE_CHECKING:  # a search needs ChunkSettings only, not the extractors
+    from .extract import Extracted
 
 MD_HEADING = re.compile(r"^#{1,6}\s")
 LONG_LINE_CHARS_PER_TOKEN = 16  # a line over budget x this many characters goes to _split_long
@@ -62,6 +64,8 @@ class Chunk:
     @functools.cached_property
     def hash(self) -> str:
         """sha256 of the text: the key under which its vector is reused."""
+        import hashlib  # here: OpenSSL's start-up is for indexing, not for a search
+
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from .extract import PDF_SUFFIXES
@@ -116,6 +117,8 @@ def pending_tokens(engine: Any, paths: Iterable[Path], known: Mapping[str, tuple
             continue
         if max_file_bytes is not None and stat.st_size > max_file_bytes:
             continue
+        if not S_ISREG(stat.st_mode):  # a fifo or device made since the walk: not indexed
+            continue
         if path.suffix.lower() in PDF_SUFFIXES:
             pdf_bytes += stat.st_size
         else:
@@ -123,7 +126,7 @@ def pending_tokens(engine: Any, paths: Iterable[Path], known: Mapping[str, tuple
     sampled_bytes = sampled_tokens = 0
     for path, size in text_sizes[:SAMPLE_FILES]:
         try:
-            text = path.read_bytes().decode("utf-8", "replace")
+            text = _sample(path, size).decode("utf-8", "replace")
         except OSError:
             continue
         if text.strip():
@@ -133,6 +136,23 @@ def pending_tokens(engine: Any, paths: Iterable[Path], known: Mapping[str, tuple
     text_bytes = sum(size for _, size in text_sizes)
     tokens = (text_bytes / ratio + pdf_bytes / PDF_BYTES_PER_TOKEN) * overlap_factor
     return len(text_sizes) + (pdf_bytes > 0), int(tokens)
+
+
+def _sample(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of the regular file ``path``: opened without blocking and
+    checked on the open file, so that a fifo swapped in since the walk cannot hang ``index``
+    (``OSError`` for anything but a regular file)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
+        parts: list[bytes] = []
+        while size > 0 and (piece := os.read(fd, size)):
+            parts.append(piece)
+            size -= len(piece)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
 
 
 def estimate_index(engine: Any, paths: Iterable[Path], known: Mapping[str, tuple[Any, ...]],

@@ -31,10 +31,11 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._lock import WriteLock
 from ._text import check_text
+from .bounds import Bounds
 from .chunking import ChunkSettings
 from .errors import (
     IndexFileError,
@@ -44,17 +45,18 @@ from .errors import (
     QueryTruncated,
     quoted,
 )
-from .executor import Executor
-from .extract import DEFAULT_MAX_BYTES
-from .indexer import Indexer, IndexSummary, Progress
-from .merge import MergeSummary, merge_into
-from .models import DEFAULT_MODEL, resolve_model
-from .protocol import EmbeddingEngine
+from .models import DEFAULT_MODEL
 from .remote_identity import identity_problem
 from .search import SearchResult, search
 from .store import Store, make_parent
 from .store_guard import SIDE_FILES, check_regular
-from .walk import Bounds, Rules, root_problem
+
+if TYPE_CHECKING:  # what only writing needs is imported by the methods that write
+    from .executor import Executor
+    from .indexer import Indexer, IndexSummary, Progress
+    from .merge import MergeSummary
+    from .protocol import EmbeddingEngine
+    from .walk import Rules
 
 IDENTITY_KEYS = ("model_fingerprint", "dims")
 MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
@@ -210,7 +212,7 @@ class Index:
     @_one_thread
     def add(self, paths: Sequence[str | Path], *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), use_ignore_files: bool = True,
-            max_file_bytes: int = DEFAULT_MAX_BYTES,
+            max_file_bytes: int | None = None,
             progress: Callable[[Progress], None] | None = None,
             prune_missing: bool = False,
             cancel: threading.Event | None = None,
@@ -239,7 +241,8 @@ class Index:
         embeds them, batches are written here, in order, each in one transaction.
 
         ``on_found`` is called once the walk is done, before anything is embedded, with the
-        files it found (the CLI estimates the run's time from them)."""
+        files it found (the CLI estimates the run's time from them).  Files over
+        ``max_file_bytes`` (default: 50 MB) are skipped."""
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
@@ -249,16 +252,25 @@ class Index:
         self._remember_roots(paths)
         run_id = self.store.start_run()
         roots = [os.path.abspath(p) for p in paths]
-        indexer = Indexer(self.store, engine, self.chunk_settings,
-                          dimensions=self.meta.get("dimensions"), rules=rules,
-                          max_file_bytes=max_file_bytes, progress=progress, cancel=cancel,
-                          executor=executor,
-                          on_links=lambda found: self._remember_links(roots, found),
-                          on_found=on_found)
+        indexer = self._indexer(engine, rules, max_file_bytes, progress=progress,
+                                cancel=cancel, executor=executor,
+                                on_links=lambda found: self._remember_links(roots, found),
+                                on_found=on_found)
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
         self._refresh_search_cache()
         return summary
+
+    def _indexer(self, engine: EmbeddingEngine, rules: Rules, max_file_bytes: int | None,
+                 **options: Any) -> Indexer:
+        # imported here: searching never needs the indexer, the walk or the extractors
+        from .extract import DEFAULT_MAX_BYTES
+        from .indexer import Indexer
+
+        return Indexer(self.store, engine, self.chunk_settings,
+                       dimensions=self.meta.get("dimensions"), rules=rules,
+                       max_file_bytes=DEFAULT_MAX_BYTES if max_file_bytes is None
+                       else max_file_bytes, **options)
 
     def _refresh_search_cache(self, *, vectors: bool = True) -> None:
         """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
@@ -300,10 +312,11 @@ class Index:
     def update(self, changed: Sequence[str | Path], roots: Sequence[str | Path], *,
                include: Sequence[str] = (), exclude: Sequence[str] = (),
                use_ignore_files: bool = True,
-               max_file_bytes: int = DEFAULT_MAX_BYTES,
+               max_file_bytes: int | None = None,
                follow_symlinks: bool = False) -> IndexSummary:
         """Apply a batch of changed paths (created, edited, deleted or moved files or folders,
         and ignore files) under the watched ``roots``, in one transaction."""
+        from .indexer import IndexSummary
         from .watch import plan
 
         engine = self._need_engine()
@@ -317,9 +330,7 @@ class Index:
                 followed.setdefault(str(link.root), []).append(link.target)
         if followed:
             self._remember_links([], followed)
-        indexer = Indexer(self.store, engine, self.chunk_settings,
-                          dimensions=self.meta.get("dimensions"), rules=rules,
-                          max_file_bytes=max_file_bytes)
+        indexer = self._indexer(engine, rules, max_file_bytes)
         indexer.summary.skipped += [(str(r.path), r.reason) for r in todo.refused]
         indexer.summary.symlinks_skipped += sum(1 for link in todo.links
                                                 if link.outside and not link.followed)
@@ -370,8 +381,10 @@ class Index:
 
     def _rules(self, include: Sequence[str], exclude: Sequence[str],
                use_ignore_files: bool, follow_symlinks: bool = False) -> Rules:
+        from .walk import Rules
+
         skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits"))
+                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits", ".keywords"))
         return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
     @_one_thread
@@ -391,6 +404,8 @@ class Index:
         """Copy the documents, chunks and vectors of the index files ``shards`` into this
         one, each shard in one transaction, without re-embedding (see :mod:`gguf_embed.merge`
         for the rules: same model and settings, the newer copy of a path wins)."""
+        from .merge import merge_into
+
         if self._lock is None:
             raise IndexFileError(f"index {self.path} is open read-only; open it to write")
         return merge_into(self.store, shards, duplicates=duplicates, on_shard=on_shard)
@@ -576,12 +591,15 @@ def _close_engine(engine: object) -> None:
 
 def _load_engine(ref: str) -> EmbeddingEngine:
     from .engine import Engine
+    from .models import resolve_model
 
     return Engine(resolve_model(ref))
 
 
 def check_roots(paths: Sequence[str | Path]) -> None:
     """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
+    from .walk import root_problem
+
     problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
     if problems:
         raise PathError(_refusal(problems))
@@ -619,6 +637,16 @@ def _glob(path: str | None) -> str | None:
         return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
     absolute = os.path.abspath(path)
     return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")
+
+
+def __getattr__(name: str) -> Any:
+    """``IndexSummary`` and ``Progress`` (indexer.py), imported on first use: a search never
+    loads the indexer."""
+    if name in ("IndexSummary", "Progress"):
+        from . import indexer
+
+        return getattr(indexer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Index", "IndexSummary", "Progress", "SearchResult", "check_roots", "identity"]

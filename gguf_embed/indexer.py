@@ -32,8 +32,9 @@ from .errors import ClusterError, EngineUnavailable, GgufEmbedError, NonFiniteVe
 from .executor import EmbedJob, Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
 from .protocol import EmbeddingEngine
+from .safe_open import Credentials, NotRegular, Outside, TooLarge, Unservable, read_inside
 from .store import Store
-from .walk import Found, Link, Refused, Rules, walk
+from .walk import SECRET_REASON, Bounds, Found, Link, Refused, Rules, walk
 
 BATCH_CHUNKS = 64
 BATCH_TOKENS = 8192
@@ -123,6 +124,15 @@ class _Flight:
         return self.job is None or self.job.wait(0)
 
 
+# A file that changed between the walk and its read (see safe_open.py), by what it became.
+_UNSERVABLE: dict[type[Unservable], str] = {
+    Outside: "leads outside the indexed folders through a symlink (changed while indexing): "
+             "not followed",
+    Credentials: SECRET_REASON,
+    NotRegular: "not a regular file",
+}
+
+
 class Indexer:
     """Brings the documents under some paths in ``store`` up to date, using ``engine``."""
 
@@ -155,6 +165,8 @@ class Indexer:
         self.on_links = on_links
         self.on_found = on_found
         self._moved_from: set[str] = set()
+        self._scopes: list[str] = []
+        self._bounds_now: tuple[Bounds, set[str]] | None = None
 
     def count_tokens(self, text: str) -> int:
         return self.count_many([text])[0]
@@ -201,6 +213,7 @@ class Indexer:
         Documents under ``unseen`` (folders the walk could not look into) are kept."""
         start = time.perf_counter() if start is None else start
         summary = self.summary
+        self._scopes, self._bounds_now = list(scopes), None
         if existing is None:
             existing = self.store.documents()
         seen = {str(f.path) for f in found}
@@ -267,13 +280,22 @@ class Indexer:
             summary.skipped.append((str(path), too_large(stat.st_size, self.max_file_bytes).reason))
             return None
         try:
-            data = path.read_bytes()
+            bounds, named = self._bounds()
+            read = read_inside(str(path), bounds, max_bytes=self.max_file_bytes,
+                               credentials="allow" if str(path) in named else "walked")
+        except TooLarge as exc:
+            summary.skipped.append((str(path), too_large(exc.size, exc.limit).reason))
+            return None
+        except Unservable as exc:
+            summary.skipped.append((str(path), _UNSERVABLE[type(exc)]))
+            return None
         except PermissionError:
             summary.failed.append((str(path), "unreadable: permission denied"))
             return None
         except OSError as exc:
             summary.failed.append((str(path), f"unreadable: {exc.strerror or exc}"))
             return None
+        data, stat = read.data, read.info  # what was read, and its size and time
         digest = hashlib.sha256(data).hexdigest()
         if known is not None and known[1] == digest:
             with self.store.transaction():
@@ -304,6 +326,17 @@ class Indexer:
             return None
         return _Pending(str(path), digest, stat.st_size, stat.st_mtime, doc.kind, pieces,
                         existed=known is not None)
+
+    def _bounds(self) -> tuple[Bounds, set[str]]:
+        """Where a file read by this run may really be (the index's roots and this run's
+        scopes, and the symlink targets followed under them, as recorded before the read),
+        and the files the user named (indexed as asked, even a credential file)."""
+        if self._bounds_now is None:
+            meta = self.store.meta
+            roots = [*(meta.get("roots") or []), *self._scopes]
+            targets = [t for ts in (meta.get("links") or {}).values() for t in ts]
+            self._bounds_now = (Bounds(roots, targets), set(roots))
+        return self._bounds_now
 
     def _chunks(self, doc: Extracted) -> list[Chunk]:
         return [c for c in chunk(doc, self.count_tokens, self.settings, self.count_many)

@@ -22,10 +22,11 @@ from mcp_types import ToolAnnotations
 from pydantic import Field, ValidationError
 
 from .errors import GgufEmbedError, InputError, capped, first_line, quoted
-from .extract import Skip, extract
+from .extract import DEFAULT_MAX_BYTES, Skip, extract, too_large
 from .index import Index
+from .safe_open import Credentials, NotRegular, Outside, Read, TooLarge, read_inside
 from .search import MODES, SearchResult
-from .walk import secret_path
+from .walk import Bounds, secret_path
 from .watch import Background
 
 MAX_GET_LINES = 2_000  # lines returned by one get() without a range (the rest: ask again)
@@ -115,8 +116,10 @@ class Service:
     def get(self, path: str, start_line: int | None = None, end_line: int | None = None,
             page: int | None = None) -> dict[str, Any]:
         with self._open() as index:
-            real, shown = self._resolve(index, path)
-        doc = extract(Path(real))
+            shown = self._resolve(index, path)
+            bounds = index.bounds()
+        read = _read(path, shown, bounds)
+        doc = extract(Path(read.real), read.data)  # the real name's suffix says the format
         if isinstance(doc, Skip):
             raise InputError(f"cannot read {shown}: {doc.reason}", param="path")
         if doc.pages is not None and page is None:
@@ -162,9 +165,9 @@ class Service:
             result.update(truncated=True, next_start_line=last_sent + 1)
         return result
 
-    def _resolve(self, index: Index, path: str) -> tuple[str, str]:
-        """The real path of an indexed document named by ``path``, and the name to show;
-        anything else is refused."""
+    def _resolve(self, index: Index, path: str) -> str:
+        """The indexed document named by ``path`` (as the index lists it); anything else is
+        refused.  Whether it may be read is decided as it is read (:func:`_read`)."""
         if not path or "\x00" in path:
             raise InputError("path is empty", param="path")
         if ".." in Path(path).parts:
@@ -176,17 +179,9 @@ class Service:
         if known is None:
             raise InputError(f"{quoted(path)} is not in the index; only indexed files can be "
                              f"read (use a path from search results)", param="path")
-        real = os.path.realpath(known)
-        if not index.bounds().allows(known):  # the rule search results are filtered by
-            raise InputError(f"{quoted(path)} leads outside the indexed folders (a symlink); "
-                             f"refused", param="path")
-        if secret_path(known) or secret_path(real):
-            # The roots and documents are whatever the index file says; this rule is not, so
-            # a forged index cannot make get read a key or a .env from disk.
-            raise InputError(f"{quoted(path)} holds credentials by convention; get never reads "
-                             f"such a file from disk (search shows what was indexed of it)",
-                             param="path")
-        return real, known
+        if secret_path(known):
+            raise _credentials(path)
+        return known
 
     def status(self) -> dict[str, Any]:
         state: dict[str, Any] = {"model": self.model_name, "reranker": (
@@ -200,6 +195,43 @@ class Service:
             state["index"] = {"path": str(self.db), "error": str(exc)}
         state["watch"] = self.watcher.state() if self.watcher else None
         return state
+
+
+def _read(path: str, known: str, bounds: Bounds) -> Read:
+    """The bytes of the indexed file ``known`` (named ``path`` by the caller), read from the
+    very file whose real path was checked against ``bounds`` (the rule search results are
+    filtered by) and the credential rule: a folder or the file swapped for a symlink meanwhile
+    is seen, never followed blindly (see :mod:`gguf_embed.safe_open`)."""
+    try:
+        return read_inside(known, bounds, max_bytes=DEFAULT_MAX_BYTES)
+    except Outside:
+        raise _outside(path) from None
+    except Credentials:
+        # The roots and documents are whatever the index file says; this rule is not, so
+        # a forged index cannot make get read a key or a .env from disk.
+        raise _credentials(path) from None
+    except NotRegular:
+        raise InputError(f"cannot read {known}: not a regular file", param="path") from None
+    except TooLarge as exc:
+        raise InputError(f"cannot read {known}: {too_large(exc.size, exc.limit).reason}",
+                         param="path") from None
+    except OSError as exc:
+        if not bounds.allows(known):  # which line to give, not whether to read
+            raise _outside(path) from None
+        why = "permission denied" if isinstance(exc, PermissionError) else (
+            exc.strerror or str(exc))
+        raise InputError(f"cannot read {known}: unreadable: {why}", param="path") from None
+
+
+def _outside(path: str) -> InputError:
+    return InputError(f"{quoted(path)} leads outside the indexed folders (a symlink); "
+                      f"refused", param="path")
+
+
+def _credentials(path: str) -> InputError:
+    return InputError(f"{quoted(path)} holds credentials by convention; get never reads "
+                      f"such a file from disk (search shows what was indexed of it)",
+                      param="path")
 
 
 def _hit(hit: SearchResult) -> dict[str, Any]:

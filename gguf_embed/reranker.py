@@ -21,10 +21,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import llama_cpp as lc
 import numpy as np
 
 from . import _llama
+from ._llama_binding import lc
 from .engine import Engine, EngineOptions, _check_gguf_file
 from .errors import InputError, ModelLoadError
 from .gguf_header import Array, read_header

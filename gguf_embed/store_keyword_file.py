@@ -16,7 +16,6 @@ import json
 import mmap
 import os
 import struct
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +124,8 @@ def save(stats: Stats, path: Path) -> bool:
         "check": _check([stats.sizes.astype("<u4"), np.frombuffer(names, np.uint8),
                          directory, checks_arr]),
     }).encode()
+    import tempfile  # writers only: a search never saves
+
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     except OSError:

@@ -3,12 +3,13 @@ off again), WAL for writers, and the folder it goes into."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import urllib.parse
 from pathlib import Path
 
 import apsw
-import sqlite_vec
 
 from .errors import IndexFileError
 from .store_guard import check_regular
@@ -40,13 +41,25 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
     return conn
 
 
+@functools.cache
+def vec_extension() -> str:
+    """``sqlite_vec.loadable_path()`` without importing ``sqlite_vec``, whose ``__init__``
+    imports the sqlite3 module and numpy.typing (~6 ms of a one-shot search): the
+    extension ``vec0`` lies in the package's folder."""
+    spec = importlib.util.find_spec("sqlite_vec")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not folders:
+        raise IndexFileError("the sqlite-vec package is not installed; pip install sqlite-vec")
+    return os.path.normpath(os.path.join(folders[0], "vec0"))
+
+
 def probe_extensions() -> str:
     """The sqlite-vec version, once it and FTS5 have worked in a scratch in-memory database
     (for ``gguf-embed doctor``); raises whatever loading them raises."""
     conn = apsw.Connection(":memory:")
     try:
         conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
+        conn.load_extension(vec_extension())
         (version,), = conn.execute("SELECT vec_version()")
         conn.execute("CREATE VIRTUAL TABLE t USING fts5(x)")
         return str(version)
@@ -64,7 +77,7 @@ def _open(path: str | Path, *, readonly: bool, immutable: bool) -> apsw.Connecti
     conn = apsw.Connection(name, flags=flags)
     try:
         conn.enable_load_extension(True)
-        conn.load_extension(sqlite_vec.loadable_path())
+        conn.load_extension(vec_extension())
         conn.enable_load_extension(False)
         conn.setbusytimeout(10_000)
         if not readonly:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pathspec
 
+from .bounds import Bounds, Link
+
 IGNORE_FILES = (".gitignore", ".ggufembedignore")
 # folders of credentials (keys, cloud and cluster logins, a password store) are skipped too
 SECRET_DIRS = {".ssh", ".gnupg", ".aws", ".azure", ".kube", ".docker", ".password-store"}
@@ -66,18 +68,6 @@ class Refused:
 
 
 @dataclass(frozen=True)
-class Link:
-    """A symlink met inside a root: followed (``follow_symlinks`` and a target outside the
-    roots) or not; ``target`` is its real path."""
-
-    path: Path
-    target: str
-    root: Path
-    outside: bool  # the target leaves the roots
-    followed: bool
-
-
-@dataclass(frozen=True)
 class Rules:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -87,53 +77,6 @@ class Rules:
 
     def _spec(self, globs: Sequence[str]) -> pathspec.PathSpec | None:
         return pathspec.GitIgnoreSpec.from_lines(globs) if globs else None
-
-
-class Bounds:
-    """Real paths a walk may index (its roots, and the targets of the links it followed), and
-    the one rule for what may be served from an index: a document whose real path is outside
-    its index's roots and the link targets recorded for them is not."""
-
-    def __init__(self, roots: Sequence[str | Path], targets: Sequence[str] = ()) -> None:
-        self.paths = {os.path.realpath(r) for r in roots} | set(targets)
-        self.followed: set[str] = set()  # targets of the links followed by this walk
-        self._verdicts: dict[str, bool] = {}
-
-    def inside(self, real: str) -> bool:
-        """Whether the real path ``real`` is at or under one of the bounds."""
-        probe = real
-        while True:
-            if probe in self.paths:
-                return True
-            up = os.path.dirname(probe)
-            if up == probe:
-                return False
-            probe = up
-
-    def allows(self, path: str) -> bool:
-        """Whether ``path`` (as stored in an index) may be served: its real path is inside.
-        Without roots (an index that never recorded them) a document's own folder is the
-        bound, so a symlink out of it is still refused."""
-        verdict = self._verdicts.get(path)
-        if verdict is None:
-            real = os.path.realpath(path)
-            if self.paths:
-                verdict = self.inside(real)
-            else:
-                folder = os.path.realpath(os.path.dirname(path))
-                verdict = real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
-            self._verdicts[path] = verdict
-        return verdict
-
-    def decide(self, path: Path, real: str, root: Path, follow: bool) -> Link:
-        """Whether a walk follows the symlink ``path`` (real path ``real``) found in ``root``;
-        a followed target joins the bounds (a second link to it is then not followed)."""
-        if self.inside(real):
-            return Link(path, real, root, outside=False, followed=False)
-        if follow:
-            self.paths.add(real)
-            self.followed.add(real)
-        return Link(path, real, root, outside=True, followed=follow)
 
 
 def links_on_way(root: Path, target: Path, bounds: Bounds, follow: bool) -> list[Link]:

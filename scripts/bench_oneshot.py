@@ -20,6 +20,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,12 +45,25 @@ print(len(hits))
 QUERY = "display the contents of a file"
 
 
-def once(argv: list[str], code: Path) -> tuple[float, float]:
-    """Wall and CPU (user + system) seconds of one fresh process running ``argv`` (the library
-    case with OpenBLAS on one thread, as the CLI sets it, for either checkout)."""
+BYTECODE = Path(tempfile.gettempdir()) / "gguf-embed-bench-oneshot-pyc"
+
+
+def once(argv: list[str], code: Path, bytecode: bool = True) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of one fresh process running ``argv`` (with
+    OpenBLAS on one thread, as the CLI sets it, for either checkout and the floor).
+
+    ``bytecode``: each checkout's compiled modules are kept in a folder of their own outside
+    it (``PYTHONPYCACHEPREFIX``), as an installed package has them; without it, with
+    ``PYTHONDONTWRITEBYTECODE`` set (as on some hosts), every run compiles gguf_embed's
+    sources again (~60 ms of a one-shot search)."""
     env = {**os.environ, "PYTHONPATH": str(code), "HF_HUB_OFFLINE": "1"}
-    if argv[1] == "-c" and argv[2] == LIBRARY:
-        env["OPENBLAS_NUM_THREADS"] = "1"
+    if bytecode:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(BYTECODE / str(code.resolve()).strip("/")
+                                         .replace("/", "_"))
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["OPENBLAS_NUM_THREADS"] = "1"  # as the CLI sets it (unless the user chose)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     # cwd: not a checkout (``-c`` and ``-m`` put the working folder before PYTHONPATH)
@@ -67,12 +81,14 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--before", type=Path, default=None, help="another checkout to compare")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--no-bytecode", action="store_true",
+                        help="compile gguf_embed's sources in every run (PYTHONDONTWRITEBYTECODE)")
     opts = parser.parse_args()
     py = sys.executable
     qfile = opts.db.with_suffix(".query.npy")
     cases: list[tuple[str, list[str]]] = [
         ("`python -c pass`", [py, "-c", "pass"]),
-        ("`python -c 'import numpy'`", [py, "-c", "import numpy"]),
+        ("`python -c 'import numpy'`, OpenBLAS 1 thread", [py, "-c", "import numpy"]),
         (f"library: `Index.search(mode=vector)`, query vector given, OpenBLAS 1 thread "
          f"({opts.db.name})",
          [py, "-c", LIBRARY, str(opts.db), str(qfile)]),
@@ -86,15 +102,17 @@ def main() -> None:
                        "--mode", "vector", "-m", str(opts.model)]))
     codes = [("this branch", ROOT)] + ([("before", opts.before)] if opts.before else [])
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {opts.runs} runs "
-          f"each, interleaved; median (min-max)\n")
+          f"each, interleaved; median (min-max); "
+          f"{'sources compiled every run' if opts.no_bytecode else 'bytecode kept'}\n")
     print("| case | code | wall ms | CPU ms |")
     print("| --- | --- | ---: | ---: |")
     for label, argv in cases:
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in codes}
-        once(argv, ROOT)  # the files into the OS cache
+        for _, code in codes:  # the files into the OS cache, the bytecode written
+            once(argv, code, not opts.no_bytecode)
         for _ in range(opts.runs):
             for name, code in codes:
-                runs[name].append(once(argv, code))
+                runs[name].append(once(argv, code, not opts.no_bytecode))
         for name, _ in codes:
             wall = np.array([w for w, _ in runs[name]]) * 1000
             cpu = np.array([c for _, c in runs[name]]) * 1000

@@ -121,9 +121,8 @@ def test_cpu_flags_come_from_the_flags_line(tmp_path: Path) -> None:
 
 
 def test_the_engine_loads_models_with_the_rule(monkeypatch, models_dir: Path) -> None:
-    import llama_cpp as lc
-
     from gguf_embed import Engine
+    from gguf_embed._llama_binding import lc  # the binding the engine calls
 
     seen: list[bool] = []
     expected = _llama.use_extra_bufts()[0]  # this process's CPU and backend

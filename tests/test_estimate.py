@@ -170,3 +170,25 @@ def test_index_is_silent_when_the_run_is_quick(
     assert result.exit_code == 0, result.stderr
     assert "note:" not in result.stderr
     assert os.path.exists(tmp_path / "i.db")
+
+
+def test_a_fifo_swapped_in_after_the_walk_does_not_hang_the_estimate(tmp_path: Path) -> None:
+    """The walk found a file; by the time the estimate samples it, it is a fifo: the sample
+    skips it instead of waiting for a writer that never comes."""
+    import threading
+
+    paths = _files(tmp_path / "docs", 3, 100)
+    paths[0].unlink()
+    os.mkfifo(paths[0])
+    engine = FakeEngine(QWEN3_4B, "qwen3-embedding-4b")
+    outcome: list[Any] = []
+    counting = threading.Thread(target=lambda: outcome.append(
+        estimate.pending_tokens(engine, paths, {})), daemon=True)
+    counting.start()
+    counting.join(60)  # a generous bound on a call that makes no wait of its own
+    hung = counting.is_alive()
+    if hung:  # let the blocked open go on (a writer comes and goes), so nothing is left behind
+        os.close(os.open(paths[0], os.O_WRONLY | os.O_NONBLOCK))
+        counting.join(60)
+    assert not hung, "the estimate blocked opening a fifo"
+    assert outcome == [(2, 200)]

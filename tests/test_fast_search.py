@@ -6,11 +6,16 @@ stored vectors with NaN/Inf."""
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import shutil
+import sys
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -196,6 +201,52 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path) -> None:
         assert vector_cache.load(path, DIMS) is not None  # rebuilt and written again
 
 
+def _with_header(data: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """A cache file's bytes with its JSON header changed by ``change``."""
+    _, size = vector_cache.HEADER.unpack(data[:vector_cache.HEADER.size])
+    info = json.loads(data[vector_cache.HEADER.size:vector_cache.HEADER.size + size])
+    change(info)
+    header = json.dumps(info).encode()
+    return (vector_cache.HEADER.pack(vector_cache.MAGIC, len(header)) + header
+            + data[vector_cache.HEADER.size + size:])
+
+
+def test_loading_checks_a_sample_of_the_bits_and_bad_bits_never_give_a_wrong_score(
+        tmp_path: Path) -> None:
+    """A one-shot search does not read every sign bit to check the file (the scan reads
+    them): the ids, documents and a sample of rows are checked.  Bits damaged between the
+    sampled rows change at most which candidates are rescored: every score is still the exact
+    cosine, of a live chunk."""
+    store, vectors = make(tmp_path)
+    q = queries(vectors, 1)[0]
+    vector_hits(store, q, 10)
+    path = vector_cache.cache_path(store.path)
+    data = path.read_bytes()
+    bits = vector_cache.load(path, DIMS)
+    assert bits is not None and len(bits) == len(vectors) > 2 * vector_cache.QUICK_STRIDE
+    row_bytes = bits.words.shape[1] * 8
+    words_at = len(data) - len(bits) * row_bytes
+    damaged = bytearray(data)
+    for row in range(500, 520):  # between the sampled rows 0 and QUICK_STRIDE
+        start = words_at + row * row_bytes
+        damaged[start:start + row_bytes] = bytes(255 - x for x in damaged[start:start + row_bytes])
+    path.write_bytes(bytes(damaged))
+    vector_cache.forget()
+    assert vector_cache.load(path, DIMS) is not None
+    exact = {int(i): float(v @ q) for i, v in zip(store_ids(store), vectors, strict=True)}
+    for chunk_id, score in vector_hits(store, q, 10):
+        assert score == pytest.approx(exact[chunk_id], abs=1e-5)
+    # a file from before the sample ("check" alone) is still checked in full: refused
+    path.write_bytes(_with_header(bytes(damaged), lambda info: info.pop("quick")))
+    assert vector_cache.load(path, DIMS) is None
+    path.write_bytes(_with_header(data, lambda info: info.pop("quick")))
+    assert vector_cache.load(path, DIMS) is not None  # undamaged: accepted
+
+
+def store_ids(store: Store) -> list[int]:
+    return [r[0] for r in store.conn.execute("SELECT id FROM chunks ORDER BY id")]
+
+
 def test_another_indexs_cache_file_is_not_used(tmp_path: Path) -> None:
     store, vectors = make(tmp_path)
     vector_hits(store, vectors[0], 10)
@@ -215,7 +266,7 @@ def test_an_unwritable_folder_is_cached_in_memory(tmp_path: Path,
     def refuse(*args: object, **kwargs: object) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(vector_cache.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # vector_cache imports it to write
     q = queries(vectors, 1)[0]
     assert ids(vector_hits(store, q, 10)) == truth(store, q, 10)
     assert not vector_cache.cache_path(store.path).exists()
@@ -282,11 +333,34 @@ def test_numpy_scan_finds_what_faiss_finds(tmp_path: Path,
     """Without faiss (no wheel for the platform) the coarse pass is numpy's popcount."""
     store, vectors = make(tmp_path)
     qs = queries(vectors, 8)
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 0)
     with_faiss = [ids(vector_hits(store, q, 10)) for q in qs]
     monkeypatch.setattr(vector_cache, "_faiss_knn", lambda: None)
     vector_cache.forget()
     assert [ids(vector_hits(store, q, 10)) for q in qs] == with_faiss
     assert with_faiss == [truth(store, q, 10) for q in qs]
+
+
+def test_a_small_index_is_scanned_without_importing_faiss(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss's import costs a fresh process more than numpy's scan of a small index: a
+    one-shot search there does without it (unless faiss is imported already)."""
+    store, vectors = make(tmp_path)
+    asked: list[bool] = []
+    knn = vector_cache._faiss_knn
+
+    def spy() -> object:
+        asked.append(True)
+        return knn()
+
+    monkeypatch.setattr(vector_cache, "_faiss_knn", spy)
+    monkeypatch.delitem(sys.modules, "faiss", raising=False)  # a fresh process
+    q = queries(vectors, 1)[0]
+    assert ids(vector_hits(store, q, 10)) == truth(store, q, 10)
+    assert asked == []
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 2 * len(vectors))  # words: 2 a row
+    assert ids(vector_hits(store, q, 10)) == truth(store, q, 10)
+    assert asked == [True]
 
 
 def test_an_index_from_before_the_chunk_log_gets_one_when_opened_to_write(

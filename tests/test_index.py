@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -219,17 +220,17 @@ def test_readers_during_writes(tmp_path: Path, docs: Path) -> None:
 
 def test_unreadable_file_is_named_even_as_root(tmp_path: Path, docs: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """chmod 0 does not stop root (CI runs as root), so make the read itself fail."""
+    """chmod 0 does not stop root (CI runs as root), so make the open itself fail."""
     locked = docs / "locked.md"
     locked.write_text("secret")
-    real_read = Path.read_bytes
+    real_open = os.open
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "locked.md":
+    def failing_open(path: Any, *args: Any, **kwargs: Any) -> int:
+        if os.path.basename(str(path)) == "locked.md":
             raise PermissionError(13, "Permission denied")
-        return real_read(self)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", failing_open)
     with Index(tmp_path / "i.db", FakeEngine()) as index:
         summary = index.add([docs])
     assert (str(locked), "unreadable: permission denied") in summary.failed

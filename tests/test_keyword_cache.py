@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -247,7 +248,7 @@ def test_a_folder_that_cannot_be_written_keeps_it_in_memory(
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise PermissionError("read-only folder")
 
-    monkeypatch.setattr(kfile.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
     assert update(store)
     assert not file_of(store).exists()
     assert not [p for p in file_of(store).parent.iterdir() if ".keywords" in p.name]

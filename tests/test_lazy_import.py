@@ -74,6 +74,110 @@ def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Pat
     assert json.loads(lines[-1]) == []
 
 
+# What a search never needs: the indexer and what only it uses (the walk with its ignore rules,
+# the extractors, the executors), merging, the models' hashing, the help's default path, and the
+# sqlite_vec package (its __init__ imports sqlite3 and numpy.typing; its extension is loaded by
+# path).  Each of these was imported by a keyword search before (store_open, index, cli._index).
+NOT_FOR_SEARCH = ["gguf_embed.indexer", "gguf_embed.executor", "gguf_embed.protocol",
+                  "gguf_embed.walk", "gguf_embed.extract", "gguf_embed.merge",
+                  "gguf_embed.engine", "gguf_embed.reranker", "gguf_embed.cli._index",
+                  "pathspec", "llama_cpp", "sqlite_vec", "sqlite3", "platformdirs", "hashlib",
+                  "html.parser", "tempfile"]
+LOADED = ("print('LOADED ' + json.dumps([m for m in {names!r} if m in sys.modules]))")
+
+
+def _small_index(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+    return db
+
+
+def _loaded(out: subprocess.CompletedProcess[str]) -> list[str]:
+    assert out.returncode == 0, out.stderr
+    line = next(x for x in out.stdout.splitlines() if x.startswith("LOADED "))
+    return list(json.loads(line[len("LOADED "):]))
+
+
+def test_a_cli_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            + LOADED.format(names=NOT_FOR_SEARCH))
+    out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
+    assert "a.md" in out.stdout
+    assert _loaded(out) == []
+
+
+def test_a_library_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    code = ("import sys, json; from gguf_embed import Index\n"
+            "with Index(sys.argv[1], readonly=True) as index:\n"
+            "    print([h.path for h in index.search('otters', mode='keyword')])\n"
+            + LOADED.format(names=NOT_FOR_SEARCH))
+    out = run(code, str(db))
+    assert "a.md" in out.stdout
+    assert _loaded(out) == []
+
+
+def test_what_writing_needs_still_loads_when_asked(tmp_path: Path) -> None:
+    """The names moved behind imports in functions are still there for the code that
+    writes (and for ``from gguf_embed.index import IndexSummary``)."""
+    code = ("import sys, json; import gguf_embed.index as m\n"
+            "from gguf_embed.index import IndexSummary, Progress\n"
+            "import gguf_embed.indexer as i; assert IndexSummary is i.IndexSummary\n"
+            "assert Progress is i.Progress\n"
+            "from gguf_embed.walk import Bounds, Link; import gguf_embed.bounds as b\n"
+            "assert Bounds is b.Bounds and Link is b.Link\n"
+            "from gguf_embed.store_open import vec_extension; import sqlite_vec\n"
+            "assert vec_extension() == sqlite_vec.loadable_path(); print('ok')")
+    out = run(code)
+    assert out.returncode == 0 and out.stdout == "ok\n", out.stderr
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        import gguf_embed.index as index_module
+
+        index_module.Nope  # noqa: B018
+
+
+ENGINE_THEN_PACKAGE = """
+import sys
+from gguf_embed.engine import Engine
+with Engine(sys.argv[1]) as engine:
+    vector = engine.encode(["otters"], query=True).vectors[0]
+high = ("llama_cpp.llama", "jinja2", "diskcache")
+print("HIGH_LEVEL", sorted(m for m in high if m in sys.modules))
+import llama_cpp
+from llama_cpp import Llama
+print("PACKAGE", Llama is llama_cpp.Llama, isinstance(llama_cpp.__version__, str),
+      llama_cpp.llama_backend_init is llama_cpp.llama_cpp.llama_backend_init, len(vector))
+with Engine(sys.argv[1]) as engine:  # llama.cpp's log still ours (silent), not the package's
+    engine.encode(["otters"])
+"""
+
+
+def test_the_engine_loads_llama_cpps_binding_without_its_high_level_api(
+        qwen_path: Path) -> None:
+    """llama-cpp-python's ``__init__`` also imports ``Llama`` with jinja2 and diskcache
+    (~50 ms of a one-shot search); the engine needs only the ctypes binding.  An app that
+    imports ``llama_cpp`` afterwards still gets the whole package."""
+    out = run(ENGINE_THEN_PACKAGE, str(qwen_path))
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines())
+    assert out.stderr == ""  # llama.cpp's log goes to Python logging, silent by default
+    assert lines["HIGH_LEVEL"] == "[]"
+    assert lines["PACKAGE"] == "True True True 256"
+
+
+def test_the_engine_works_where_the_app_imported_llama_cpp_first(qwen_path: Path) -> None:
+    out = run("import llama_cpp, sys\n" + ENGINE_THEN_PACKAGE.replace("import sys\n", ""),
+              str(qwen_path))
+    assert out.returncode == 0, out.stderr
+    assert "PACKAGE True True True 256" in out.stdout and out.stderr == ""
+
+
 # A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
 # where SIGINT's default handler would raise it.
 INTERRUPT = """

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
-import logging
 import math
 import re
 import sys
@@ -256,6 +255,8 @@ def load_reranker(model: str | None, offline: bool, hf_endpoint: str | None,
 def cli(verbose: bool) -> None:
     """Private, offline semantic search over your files with GGUF embedding models."""
     if verbose:
+        import logging  # only here: a one-shot command without -v does not load it
+
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         root = logging.getLogger("gguf_embed")

@@ -30,21 +30,9 @@ from ._base import (
     model_options,
     terminal_text,
 )
+from ._db import db_option, default_db
+from ._db import display as _display
 from ._remote import remote_engine, remote_options, remote_url
-
-
-def default_db() -> Path:
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("gguf-embed")) / "index.db"
-
-
-def db_option(func: Any) -> Any:
-    return click.option(
-        "--db", type=click.Path(dir_okay=False, path_type=Path), envvar="GGUF_EMBED_DB",
-        default=None,
-        help=f"The index file [env: GGUF_EMBED_DB; default: {default_db()}].")(func)
-
 
 MIN_CHUNK_TOKENS = 16
 
@@ -304,15 +292,6 @@ def symlinks_line(count: int) -> str:
     return (f"not followed: {count} symlink{'s' if count != 1 else ''} leading outside the "
             f"indexed folders (--follow-symlinks indexes {'their' if count != 1 else 'its'} "
             f"target{'s' if count != 1 else ''})")
-
-
-def _display(path: str) -> str:
-    """A path for a terminal: relative when under the current folder, escaped."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        rel = path
-    return terminal_text(path if rel.startswith("..") else rel)
 
 
 @cli.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import click
 
+from .. import vector_cache
 from ..errors import GgufEmbedError, NonFiniteVectors, QueryTruncated
 from ..index import Index
 from ..models import parse_ref
@@ -25,7 +27,7 @@ from ._base import (
     stdin_lines,
     terminal_text,
 )
-from ._index import _display, db_option, default_db
+from ._db import db_option, default_db, display
 from ._remote import remote_engine, remote_options, remote_url
 
 
@@ -70,6 +72,8 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     else:
         model = Index.model_for(db, model, must_exist=True)
     check_roles(model, rerank or None)
+    if mode != "keyword":
+        _scan_ready_meanwhile(db)
     engine = None if mode == "keyword" else (
         remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint, cache_dir))
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
@@ -108,8 +112,17 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         if r.start_page is not None:
             pages = f" (p. {r.start_page}" + (f"-{r.end_page}" if r.end_page != r.start_page
                                               else "") + ")"
-        click.echo(f"{_display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
+        click.echo(f"{display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
         click.echo(f"    {terminal_text(r.snippet)}")
+
+
+def _scan_ready_meanwhile(db: Path) -> None:
+    """Import what the vector search will scan with (faiss, for a large index) in a thread
+    while the model loads and embeds the query; joined when the command ends."""
+    thread = threading.Thread(target=vector_cache.prepare, args=(db,),
+                              name="gguf-embed prepare scan")
+    thread.start()
+    click.get_current_context().call_on_close(thread.join)
 
 
 def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:

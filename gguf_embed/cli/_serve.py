@@ -18,7 +18,7 @@ from ._base import (
     terminal_text,
     unload_option,
 )
-from ._index import db_option
+from ._db import db_option
 
 
 @cli.command()

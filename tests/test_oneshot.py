@@ -1,0 +1,84 @@
+"""One-shot start-up (issue 21): what a single short query costs beyond its search.  Import
+sets are checked in test_lazy_import.py; the INDEX.bits check in test_fast_search.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gguf_embed import _context, _llama
+from gguf_embed._llama_binding import lc
+from gguf_embed.engine import Engine
+
+
+def test_a_small_decode_runs_on_one_thread_and_a_large_one_on_the_engines(
+        qwen_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query's decode is too small to share out: llama.cpp's threads spin at a barrier
+    after every op, and on a busy host a second thread made a one-shot query 1.5-2x slower.
+    The vectors are the same either way."""
+    seen: list[int | None] = []
+    decode = _context.Context.decode
+
+    def spy(self: _context.Context, seqs: list[np.ndarray],
+            threads: int | None = None) -> np.ndarray:
+        seen.append(threads)
+        return decode(self, seqs, threads)
+
+    monkeypatch.setattr(_context.Context, "decode", spy)
+    with Engine(qwen_path, n_threads=2) as engine:
+        params = int(lc.llama_model_n_params(engine._model))
+        monkeypatch.setattr(_llama, "WORK_PER_THREAD", params * 64)  # 64 tokens a thread
+        query = engine.encode(["how do otters sleep?"], query=True)
+        document = engine.encode(["otters hold hands while they sleep " * 20])
+        assert seen == [1, 2]
+        assert max(query.token_counts) <= 64 < max(document.token_counts)
+        both = engine.embed_prepared(engine.prepare(["how do otters sleep?"], query=True),
+                                     threads=2)
+    assert seen[-1] == 2
+    assert float(query.vectors[0] @ both.vectors[0]) > 0.99999
+
+
+def test_a_cli_vector_search_imports_its_scanner_while_the_model_loads(
+        tmp_path: Path, qwen_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """faiss's import (30-50 ms) runs in a thread beside the model's load and the query's
+    embedding, for an index whose INDEX.bits is large enough to be scanned with it; the
+    thread is over when the command is."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from gguf_embed import search as search_module
+    from gguf_embed import vector_cache
+    from gguf_embed.cli import cli
+    from gguf_embed.index import Index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(6):
+        (docs / f"{i}.md").write_text(f"# Note {i}\n\nOtters hold hands while they sleep ({i}).\n")
+    db = tmp_path / "i.db"
+    with Engine(qwen_path) as engine, Index(db, engine) as index:
+        index.add([docs])
+    monkeypatch.setattr(search_module, "EXACT_BELOW", 1)  # the sign-bit path, INDEX.bits
+    monkeypatch.setattr(vector_cache, "FAISS_FROM", 0)  # scanned with faiss
+    threads: list[str] = []
+    knn = vector_cache._faiss_knn
+
+    def spy() -> object:
+        threads.append(threading.current_thread().name)
+        return knn()
+
+    monkeypatch.setattr(vector_cache, "_faiss_knn", spy)
+    args = ["search", "otters", "--db", str(db), "--mode", "vector", "-m", str(qwen_path)]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert vector_cache.cache_path(db).exists()
+    threads.clear()
+    vector_cache.forget()
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0, second.output
+    assert second.stdout == first.stdout and "docs/" in second.stdout
+    assert "gguf-embed prepare scan" in threads
+    assert not [t for t in threading.enumerate() if t.name == "gguf-embed prepare scan"]

@@ -503,3 +503,18 @@ def test_a_failing_build_does_not_fail_the_index_run(store: Store,
     assert not update(store)  # no file, and no error out of the run that wrote the index
     assert not file_of(store).exists()
     _search_is_fts5s(store, set())
+
+
+def test_a_long_running_process_still_holds_the_words_it_searches_twice(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postings, "CHEAP_ROWS", 0)  # nothing read in the foreground
+    update(store)
+    query = "display the file word3"
+    with store.conn:
+        key = (str(store.path), vector_cache.state_of(store))
+    today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50)]
+    assert keyword_hits(store, query, 50) == today  # answered from INDEX.keywords
+    assert postings.wait(60) and postings.held(key, query_terms(query), FTS_WEIGHTS) is None
+    assert keyword_hits(store, query, 50) == today  # seen before: read in the background
+    assert postings.wait(60)
+    assert postings.held(key, query_terms(query), FTS_WEIGHTS) is not None  # hybrid's half

@@ -272,16 +272,23 @@ class Index:
                        max_file_bytes=DEFAULT_MAX_BYTES if max_file_bytes is None
                        else max_file_bytes, **options)
 
-    def _refresh_search_cache(self) -> None:
-        """Bring ``INDEX.bits`` (vector_cache.py) up to date after a run on a large index, so
-        that the first search does not pay for reading every sign bit out of SQLite."""
+    def _refresh_search_cache(self, *, vectors: bool = True) -> None:
+        """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
+        (store_keyword_cache.py) up to date after a run on a large index, so that the first
+        search does not pay for reading every sign bit, or a common word's every row, out of
+        SQLite."""
         from . import search as search_module
-        from . import vector_cache
+        from . import store_keyword_cache, vector_cache
 
         with self.store.conn:
-            if vector_cache.state_of(self.store) is not None \
-                    and self.store.chunk_count() >= search_module.EXACT_BELOW:
+            if vector_cache.state_of(self.store) is None:
+                return
+            chunks = self.store.chunk_count()
+            if vectors and chunks >= search_module.EXACT_BELOW:
                 vector_cache.current(self.store)
+            if chunks >= search_module.KEYWORD_TOPK_FROM \
+                    and self.store.fts_format == search_module.CJK_COLUMN:
+                store_keyword_cache.update(self.store.conn, self.store.path)
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
         """Raise :class:`PathError` naming every path that is missing or unreadable, or an
@@ -328,8 +335,10 @@ class Index:
         indexer.summary.symlinks_skipped += sum(1 for link in todo.links
                                                 if link.outside and not link.followed)
         with self.store.transaction():
-            return indexer.update(todo.found, todo.scopes, prune=True,
-                                  existing=self.store.documents_under(todo.scopes))
+            summary = indexer.update(todo.found, todo.scopes, prune=True,
+                                     existing=self.store.documents_under(todo.scopes))
+        self._refresh_search_cache(vectors=False)  # watch: the sign bits refresh in memory
+        return summary
 
     def watch(self, paths: Sequence[str | Path], stop_event: Any | None = None,
               on_change: Callable[[Any], None] | None = None, **options: Any) -> None:
@@ -375,7 +384,7 @@ class Index:
         from .walk import Rules
 
         skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits"))
+                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits", ".keywords"))
         return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
     @_one_thread
@@ -385,7 +394,9 @@ class Index:
         victims = [p for p in self.store.documents()
                    if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
         with self.store.transaction():
-            return self.store.delete_documents(victims)
+            removed = self.store.delete_documents(victims)
+        self._refresh_search_cache(vectors=False)
+        return removed
 
     @_one_thread
     def merge_from(self, shards: Sequence[str | Path], *, duplicates: str = "newest",

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import fusion, vector_cache
+from . import store_keyword_cache as keyword_cache
 from . import store_keyword_postings as keyword_postings
 from . import store_keyword_topk as keyword_topk
 from ._text import check_text
@@ -275,8 +276,12 @@ def keyword_hits(store: Store, query: str, k: int,
         if key is not None:
             # the same rows and scores as keyword_matches, without scoring every match
             terms = query_terms(query, store.fts_format)
-            if not path_glob:
-                found = keyword_postings.topk(store.conn, key, terms, k, FTS_WEIGHTS)
+            if not path_glob:  # common words' shares from INDEX.keywords, then held ones
+                found = keyword_cache.topk(store.conn, store.path, key, terms, k, FTS_WEIGHTS)
+                if found is not None:
+                    keyword_postings.remember(key, terms, FTS_WEIGHTS)
+                else:
+                    found = keyword_postings.topk(store.conn, key, terms, k, FTS_WEIGHTS)
             if found is None:
                 found = keyword_topk.topk(store.conn, key, terms, k, FTS_WEIGHTS, path_glob)
     if found is None:

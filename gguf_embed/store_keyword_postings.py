@@ -175,6 +175,22 @@ def _work() -> None:
             _idle.notify_all()
 
 
+def remember(cache_key: tuple[str, Any], terms: Sequence[str],
+             weights: tuple[float, float]) -> None:
+    """A query answered from INDEX.keywords (store_keyword_cache): its phrases count as seen,
+    and those seen before and not held are read in the background, as :func:`topk` would,
+    so that a long-running process's hybrid search can sum them beside its vector half."""
+    path, state = cache_key[0], (cache_key[1], weights)
+    with _lock:
+        seen = _seen.setdefault(path, set())
+        again = {t: 0 for t in dict.fromkeys(terms)
+                 if t in seen and (path, state, t) not in _held}
+        if len(seen) > MAX_SEEN:
+            seen.clear()
+        seen.update(terms)
+    _schedule(cache_key, weights, again)
+
+
 def held(cache_key: tuple[str, Any], terms: Sequence[str],
          weights: tuple[float, float]) -> list[Postings] | None:
     """Every phrase's postings in query order when all are held (no SQL: the caller can sum

@@ -10,8 +10,8 @@ Rows: FTS5 `porter unicode61` on the raw text (what indexes had before), FTS5 `t
 (CJK query runs cut into trigrams), CJK bigrams in the one text column (the first CJK format),
 CJK bigrams in a column of their own weighted CJK_WEIGHT in BM25 (gguf_embed.keywords, what the
 index uses now) and at other weights, bigrams plus unigrams, and optionally the jieba segmenter
-(search mode) for Chinese; and the chosen index through keyword_topk and through
-keyword_postings (the exact top k the index computes without scoring every match, issue 21),
+(search mode) for Chinese; and the chosen index through keyword_topk, keyword_postings and
+INDEX.keywords (the exact top k the index computes without scoring every match, issue 21),
 which must equal the chosen row.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -145,14 +146,17 @@ def run_columns(docs: dict[str, str], queries: dict[str, str],
 
 
 def run_topk(docs: dict[str, str], queries: dict[str, str], share: float,
-             postings: bool = False) -> dict[str, float]:
+             postings: bool = False, cache: bool = False) -> dict[str, float]:
     """What the index does (issue 21): the exact top k of keyword_topk over the store's own
     table layout, ``share`` forced low so that the fast path answers most queries; FTS5's
     query when it cannot tell.  ``postings``: through keyword_postings instead (every phrase
-    read at once)."""
+    read at once); ``cache``: through INDEX.keywords (store_keyword_cache), every word in 5
+    documents or more in it."""
     import apsw
 
+    from gguf_embed import store_keyword_cache as keyword_cache
     from gguf_embed import store_keyword_postings as keyword_postings
+    from gguf_embed import store_keyword_stats as keyword_stats
     from gguf_embed import store_keyword_topk as keyword_topk
 
     keyword_postings.CHEAP_ROWS = keyword_postings.FIRST_ROWS = 10**9
@@ -166,10 +170,24 @@ def run_topk(docs: dict[str, str], queries: dict[str, str], share: float,
                      [(i + 1, docs[p]) for i, p in enumerate(paths)])
     conn.executemany("INSERT INTO fts_chunks(rowid, text, cjk) VALUES (?, ?, ?)",
                      [(i + 1, *keyword_columns(docs[p])) for i, p in enumerate(paths)])
+    conn.execute("CREATE TABLE chunk_log(id INTEGER PRIMARY KEY, epoch TEXT, inserted INTEGER, "
+                 "deleted INTEGER)")
+    conn.execute("INSERT INTO chunk_log VALUES (1, ?, ?, 0)", (str(lang_key(docs)), len(paths)))
+    state = keyword_stats.State(str(lang_key(docs)), len(paths), 0)
+    folder = tempfile.TemporaryDirectory()
+    db = Path(folder.name) / "eval.db"
+    if cache:
+        stats = keyword_stats.build(conn, 5)
+        assert stats is not None and keyword_stats.save(stats, keyword_stats.cache_path(db))
     ranks: list[int | None] = []
+    answered = 0
     for path, query in queries.items():
         terms = query_terms(query)
-        if postings:
+        if cache:
+            found = keyword_cache.topk(conn, db, (str(db), state), terms, K,
+                                       (1.0, CJK_WEIGHT)) if terms else []
+            answered += found is not None and bool(terms)
+        elif postings:
             found = keyword_postings.topk(conn, ("eval-postings", lang_key(docs)), terms, K,
                                           (1.0, CJK_WEIGHT)) if terms else []
         else:
@@ -181,6 +199,9 @@ def run_topk(docs: dict[str, str], queries: dict[str, str], share: float,
                 "WHERE fts_chunks MATCH ? ORDER BY s LIMIT ?", (fts_query(query), K))]
         hits = [paths[i - 1] for i, _ in found]
         ranks.append(hits.index(path) + 1 if path in hits else None)
+    folder.cleanup()
+    if cache:
+        print(f"INDEX.keywords answered {answered} of {len(queries)} queries", file=sys.stderr)
     return metrics(ranks)
 
 
@@ -208,6 +229,8 @@ def rows(corpus: Path, lang: str, use_jieba: bool,
             docs, queries, 0.02),
         "chosen, exact top k from phrase postings in memory (keyword_postings)": run_topk(
             docs, queries, 0.02, postings=True),
+        "chosen, exact top k from INDEX.keywords (store_keyword_cache)": run_topk(
+            docs, queries, 0.02, cache=True),
         **{f"chosen, terms in over {share:.0%} of documents left out": run_columns(
             docs, queries, CJK_WEIGHT, share) for share in (COMMON_SHARE, 0.05)},
         **{f"CJK bigrams, own column at {w}": run_columns(docs, queries, w)

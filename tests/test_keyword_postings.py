@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from gguf_embed import search as search_mod
+from gguf_embed import store_keyword_cache as keyword_cache
 from gguf_embed import store_keyword_postings as postings
 from gguf_embed import store_keyword_topk as keyword_topk
 from gguf_embed import vector_cache
@@ -55,6 +56,7 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Store]:
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
     monkeypatch.setattr(postings, "CHEAP_ROWS", 10**9)  # read every phrase at first sight
     monkeypatch.setattr(postings, "FIRST_ROWS", 10**9)
+    monkeypatch.setattr(keyword_cache, "_missed", lambda db: None)  # no INDEX.keywords here
     vector_cache.forget()
     keyword_topk._counts.clear()
     postings.forget()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from gguf_embed import search as search_mod
+from gguf_embed import store_keyword_cache as keyword_cache
 from gguf_embed import store_keyword_postings as keyword_postings
 from gguf_embed import store_keyword_topk as keyword_topk
 from gguf_embed import vector_cache
@@ -87,6 +88,7 @@ def check(store: Store) -> int:
 @pytest.fixture()
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)  # search takes the fast path
+    monkeypatch.setattr(keyword_cache, "_missed", lambda db: None)  # no INDEX.keywords here
     vector_cache.forget()
     keyword_topk._counts.clear()
     s = Store.open(tmp_path / "i.db")

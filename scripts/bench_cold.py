@@ -8,7 +8,7 @@ query runs as ``Index.search`` runs it: one read transaction, ``search.vector_hi
 coarse pass, exact rescoring from SQLite).  Recall@10 is against the exact top 10 in TRUTH.
 ``--one-shot`` runs each cold query in a fresh process instead (``--peer`` adds main's code).
 
-    flock /tmp/bench.lock python scripts/bench_cold.py /tmp/issue21/search-1000000-2560.db \\
+    python -m scripts.bench_cold /tmp/issue21/search-1000000-2560.db \\
         --queries-file Q.npy --truth-file T.npy --candidates 1000 800
 
 Run it with ``PYTHONPATH=/work/main`` for main's code (the path is then ``today``); on a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -294,26 +295,27 @@ def create_server(service: Service) -> MCPServer:
 
 
 def run(service: Service, *, http: bool = False, host: str = "127.0.0.1", port: int = 8765,
-        api_key: str | None = None, sock: socket.socket | None = None) -> None:
+        api_key: str | None = None, sock: socket.socket | None = None,
+        ready: Callable[[], None] | None = None) -> None:
     """Serve until the client goes away (stdio) or until interrupted (HTTP); blocking.  Over
     HTTP, on ``sock`` if given (bound first, see :func:`gguf_embed.server.bind`: with port 0
-    the system picks the port, and the Host check uses the real one)."""
+    the system picks the port, and the Host check uses the real one); ``ready`` is called
+    once it serves (see :func:`gguf_embed.server.run_app`; at once for stdio)."""
     server = create_server(service)
     if not http:
+        if ready is not None:
+            ready()
         server.run("stdio")
         return
-    import uvicorn
-
     from .http_guard import HostGuard
-    from .server import bind
+    from .server import bind, run_app
 
     if sock is None:
         sock = bind(host, port)
     port = sock.getsockname()[1]
     app = HostGuard(server.streamable_http_app(host=host), host=host, port=port,
                     api_key=api_key)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5)
-                   ).run(sockets=[sock])
+    run_app(app, sock, ready=ready)
 
 
 __all__ = ["Service", "create_server", "run"]

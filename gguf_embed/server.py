@@ -36,7 +36,7 @@ import base64
 import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,14 +334,29 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve(engine: EmbeddingEngine, config: ServerConfig, *, log_level: str = "warning",
-          sock: socket.socket | None = None, reranker: Any | None = None) -> None:
-    """Run the server until interrupted (blocking), on ``sock`` if given (see :func:`bind`)."""
-    import uvicorn
-
+          sock: socket.socket | None = None, reranker: Any | None = None,
+          ready: Callable[[], None] | None = None) -> None:
+    """Run the server until interrupted (blocking), on ``sock`` if given (see :func:`bind`);
+    ``ready``: see :func:`run_app`."""
     if sock is None:
         sock = bind(config.host, config.port)
     config.port = sock.getsockname()[1]  # the Host check wants the real port (with port 0)
-    app = create_app(engine, config, reranker)
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level,
-                                           timeout_graceful_shutdown=5))
-    server.run(sockets=[sock])
+    run_app(create_app(engine, config, reranker), sock, log_level=log_level, ready=ready)
+
+
+def run_app(app: Any, sock: socket.socket, *, log_level: str = "warning",
+            ready: Callable[[], None] | None = None) -> None:
+    """Serve the ASGI ``app`` on ``sock`` with uvicorn until interrupted (blocking).
+    ``ready`` is called once the server has started, with uvicorn's signal handlers in place:
+    a Ctrl-C from then on is a graceful shutdown followed by ``KeyboardInterrupt``, never a
+    half-started event loop (so the CLI announces the server there, not before)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and ready is not None:
+                ready()
+
+    Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+           ).run(sockets=[sock])

@@ -286,6 +286,33 @@ def test_ctrl_c_on_a_server_exits_130(tmp_path: Path, docs: Path, qwen_path: Pat
     assert proc.returncode == 130, err
     assert err.rstrip().endswith("Interrupted.") and "Aborted" not in err
     assert "Traceback" not in err
+    # announced only once uvicorn runs with its signal handlers: never a half-started loop
+    assert "never awaited" not in err and "event loop" not in err, err
+
+
+LEFTOVERS = """
+import asyncio, sys
+from gguf_embed.cli._base import interrupted
+async def serve():
+    pass
+pending = serve()  # a server's coroutine a Ctrl-C kept from ever running
+loop = asyncio.new_event_loop()  # ... and its loop, never closed
+try:
+    import uvloop
+    other = uvloop.new_event_loop()
+except ImportError:
+    pass
+interrupted()
+"""
+
+
+def test_what_a_ctrl_c_cut_short_says_at_exit_is_silenced() -> None:
+    """After "Interrupted." nothing else: an unawaited coroutine's RuntimeWarning and an open
+    event loop's complaint at exit are noise after a Ctrl-C."""
+    done = subprocess.run([sys.executable, "-X", "dev", "-c", LEFTOVERS], env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 130
+    assert done.stderr == "Interrupted.\n", done.stderr
 
 
 def test_mcp_http_with_port_0_announces_the_real_port(tmp_path: Path, docs: Path,

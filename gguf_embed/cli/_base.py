@@ -55,9 +55,17 @@ LAZY = {"doctor": "_doctor", "index": "_index", "search": "_search", "status": "
 
 
 def interrupted() -> NoReturn:
-    """Ctrl-C: one line on stderr and exit 130 (128 + SIGINT), as shells expect."""
+    """Ctrl-C: one line on stderr and exit 130 (128 + SIGINT), as shells expect.  What the
+    interrupt cut short may still report as the process ends (a server's coroutine never
+    awaited, its event loop never closed: Python's warnings, uvloop's "deallocating an open
+    event loop" on the asyncio logger) is noise after that line, and is silenced."""
     with contextlib.suppress(Exception):
         click.echo("Interrupted.", err=True)
+    import warnings
+
+    warnings.simplefilter("ignore")
+    if "logging" in sys.modules:  # only a module that logs has imported it
+        sys.modules["logging"].getLogger("asyncio").disabled = True
     sys.exit(130)
 
 

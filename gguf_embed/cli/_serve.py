@@ -111,13 +111,15 @@ def serve(model: str | None, offline: bool, hf_endpoint: str | None, cache_dir: 
                               cors_origins=cors_origins)
         shown = f"[{host}]" if ":" in host else host
         also = f", reranker {config.reranker_name}" if scorer is not None else ""
-        click.echo(terminal_text(f"serving {config.model_name} on "
-                                 f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})"),
-                   err=True)
+        line = terminal_text(f"serving {config.model_name} on "
+                             f"http://{shown}:{config.port}/v1 ({engine.dims} dims{also})")
         watcher = _start_watch(db, engine, watch_paths, model,
                                follow_symlinks) if watch_paths else None
         try:
-            run(engine, config, sock=sock, reranker=scorer)
+            # announced once uvicorn is up: a client may connect at once (the socket
+            # listens since bind) and a Ctrl-C after the line is a graceful shutdown
+            run(engine, config, sock=sock, reranker=scorer,
+                ready=lambda: click.echo(line, err=True))
         finally:
             if watcher is not None:
                 watcher.stop()

@@ -189,9 +189,11 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
     service = Service(engine, db, model_name=ref, reranker=scorer, watcher=watcher)
     shown = f"[{host}]" if ":" in host else host
     where = f"http://{shown}:{port}/mcp" if http else "stdio"
-    click.echo(terminal_text(f"gguf-embed MCP server on {where} ({db}, {ref})"), err=True)
+    def ready() -> None:  # over HTTP: once the server is up (a Ctrl-C then shuts it down)
+        click.echo(terminal_text(f"gguf-embed MCP server on {where} ({db}, {ref})"), err=True)
+
     try:
-        run(service, http=http, host=host, port=port, api_key=api_key, sock=sock)
+        run(service, http=http, host=host, port=port, api_key=api_key, sock=sock, ready=ready)
     finally:
         if watcher is not None:
             watcher.stop()

@@ -15,6 +15,7 @@ import math
 import re
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -86,10 +87,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     if not query.strip():
         raise InputError("the query is empty", param="query")
     check_text(query, "the query", "query")
-    pool = max(FILE_POOL, 5 * k)  # enough chunks to find k files
-    if group == "chunk":
-        pool = k if mode != "hybrid" else max(50, 4 * k)
-    pool = max(pool, getattr(rerank, "candidates", 0))
+    pool = pool_size(k, mode, group, getattr(rerank, "candidates", 0))
     lists = candidates(store, query_vector, query, mode, pool, path_glob, exact, coarse=k)
     if group == "chunk":
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
@@ -119,6 +117,14 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
                 end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
                 start_page=row.start_page, end_page=row.end_page))
     return results
+
+
+def pool_size(k: int, mode: str, group: str, rerank_candidates: int = 0) -> int:
+    """How many chunks each ranked list of :func:`search` holds."""
+    pool = max(FILE_POOL, 5 * k)  # enough chunks to find k files
+    if group == "chunk":
+        pool = k if mode != "hybrid" else max(50, 4 * k)
+    return max(pool, rerank_candidates)
 
 
 def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: str, pool: int,
@@ -264,9 +270,11 @@ def _fast_keyword_key(store: Store) -> tuple[str, Any] | None:
     return str(store.path), state
 
 
-def keyword_hits(store: Store, query: str, k: int,
-                 path_glob: str | None = None) -> list[tuple[int, float]]:
-    """(chunk id, -bm25) best first."""
+def keyword_hits(store: Store, query: str, k: int, path_glob: str | None = None, *,
+                 ahead: bool = False) -> list[tuple[int, float]]:
+    """(chunk id, -bm25) best first.  ``ahead``: ranked before the search asks for it (a
+    one-shot search's keyword half, beside the model's load): the search's own call, which
+    finds it ready, is the one that counts the query's words as seen."""
     match = fts_query(query, store.fts_format)
     if not match:
         return []
@@ -276,17 +284,42 @@ def keyword_hits(store: Store, query: str, k: int,
         if key is not None:
             # the same rows and scores as keyword_matches, without scoring every match
             terms = query_terms(query, store.fts_format)
+            recent = (key, tuple(terms), k, path_glob)
+            with _recent_lock:
+                kept = _recent.get(recent)
+                if kept is not None:  # this index state, these words: the same answer
+                    _recent[recent] = (kept[0], False)
+                    _recent.move_to_end(recent)
+            if kept is not None:
+                if not kept[1] and not path_glob:  # asked again: a long-running process
+                    keyword_postings.remember(key, terms, FTS_WEIGHTS)
+                return list(kept[0])
             if not path_glob:  # common words' shares from INDEX.keywords, then held ones
                 found = keyword_cache.topk(store.conn, store.path, key, terms, k, FTS_WEIGHTS)
-                if found is not None:
-                    keyword_postings.remember(key, terms, FTS_WEIGHTS)
-                else:
+                if found is None:
                     found = keyword_postings.topk(store.conn, key, terms, k, FTS_WEIGHTS)
+                elif not ahead:
+                    keyword_postings.remember(key, terms, FTS_WEIGHTS)
             if found is None:
                 found = keyword_topk.topk(store.conn, key, terms, k, FTS_WEIGHTS, path_glob)
     if found is None:
         found = store.keyword_matches(match, k, path_glob)
-    return [(chunk_id, -score) for chunk_id, score in found]
+    hits = [(chunk_id, -score) for chunk_id, score in found]
+    if key is not None:
+        with _recent_lock:
+            _recent[recent] = (hits, ahead)
+            if len(_recent) > RECENT_KEYWORD_LISTS:
+                _recent.popitem(last=False)
+    return list(hits)
+
+
+# (index file and state, query words, k, path filter) -> keyword_hits' answer, for the large
+# indexes of the fast paths: a query asked again (a server's repeated queries, a one-shot
+# search's keyword half ranked while the model loads: cli/_search.py) costs nothing, and a
+# write moves the state on, so an answer is never reused for another state
+RECENT_KEYWORD_LISTS = 64
+_recent: OrderedDict[tuple[Any, ...], tuple[list[tuple[int, float]], bool]] = OrderedDict()
+_recent_lock = threading.Lock()
 
 
 def snippet(text: str, terms: set[str], width: int = 240) -> str:

@@ -6,7 +6,8 @@
   * a library one-shot: import, open the index, load its ``.bits`` file, one
     ``Index.search(mode="vector")`` with a given query vector (no model), results with snippets
   * ``gguf-embed search --mode keyword`` on the same index (no model)
-  * ``gguf-embed search --mode vector`` with a real model (``--model-db DB --model PATH``):
+  * ``gguf-embed search --mode vector``, and hybrid (the default), with a real model
+    (``--model-db DB --model PATH``):
     llama.cpp, the model and the query's embedding included
 
     python -m scripts.bench_oneshot --db /tmp/issue21/search-1000000-1024.db \\
@@ -100,6 +101,10 @@ def main() -> None:
                       f"({opts.model_db.name})",
                       [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
                        "--mode", "vector", "-m", str(opts.model)]))
+        cases.append((f"CLI: `gguf-embed search -m {opts.model.name}` (hybrid, the default) "
+                      f"({opts.model_db.name})",
+                      [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
+                       "-m", str(opts.model)]))
     codes = [("this branch", ROOT)] + ([("before", opts.before)] if opts.before else [])
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {opts.runs} runs "
           f"each, interleaved; median (min-max); "

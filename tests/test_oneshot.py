@@ -80,5 +80,86 @@ def test_a_cli_vector_search_imports_its_scanner_while_the_model_loads(
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0, second.output
     assert second.stdout == first.stdout and "docs/" in second.stdout
-    assert "gguf-embed prepare scan" in threads
-    assert not [t for t in threading.enumerate() if t.name == "gguf-embed prepare scan"]
+    assert "gguf-embed search meanwhile" in threads
+    assert not [t for t in threading.enumerate() if t.name == "gguf-embed search meanwhile"]
+
+
+def test_a_cli_hybrid_search_ranks_its_keyword_half_while_the_model_loads(
+        tmp_path: Path, qwen_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyword half of a one-shot hybrid search is ranked in the thread that runs beside
+    the model's load and the query's embedding; the search finds it ready (the same answer
+    for the same index state) instead of ranking it again, and prints what it printed
+    without the thread."""
+    import threading
+
+    from click.testing import CliRunner
+
+    from gguf_embed import search as search_module
+    from gguf_embed.cli import _search as cli_search
+    from gguf_embed.cli import cli
+    from gguf_embed.index import Index
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"{i}.md").write_text(f"# Note {i}\n\nOtters hold hands while they sleep "
+                                      f"({'otters ' * i}).\n")
+    db = tmp_path / "i.db"
+    with Engine(qwen_path) as engine, Index(db, engine) as index:
+        index.add([docs])
+    monkeypatch.setattr(search_module, "KEYWORD_TOPK_FROM", 1)  # the fast, state-keyed path
+    ranked_in: list[str] = []
+    rank = search_module.keyword_postings.topk
+
+    def spy(*args: object, **kwargs: object) -> object:
+        ranked_in.append(threading.current_thread().name)
+        return rank(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(search_module.keyword_postings, "topk", spy)
+    load = cli_search.load_engine
+
+    def slow_load(*args: object, **kwargs: object) -> object:
+        """A model that takes longer to load than the keyword half takes to rank."""
+        for thread in threading.enumerate():
+            if thread.name == "gguf-embed search meanwhile":
+                thread.join()
+        return load(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli_search, "load_engine", slow_load)
+    args = ["search", "otters", "--db", str(db), "-m", str(qwen_path), "--json"]
+    search_module._recent.clear()
+    with_thread = CliRunner().invoke(cli, args)
+    assert with_thread.exit_code == 0, with_thread.output
+    assert ranked_in == ["gguf-embed search meanwhile"]  # once, beside the model's load
+
+    ranked_in.clear()
+    search_module._recent.clear()
+    search_module.keyword_postings.forget()  # what the first run read and held
+    monkeypatch.setattr(cli_search, "_ready_meanwhile", lambda *args: None)
+    without = CliRunner().invoke(cli, args)
+    assert without.exit_code == 0, without.output
+    assert ranked_in == ["MainThread"]
+    assert with_thread.stdout == without.stdout and "docs/" in without.stdout
+
+
+def test_a_keyword_answer_kept_for_an_index_state_is_never_given_for_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gguf_embed import search as search_module
+    from gguf_embed.index import Index
+    from gguf_embed.testing import FakeEngine
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(5):
+        (docs / f"{i}.md").write_text(f"Notes {i} on beavers and their dams.\n")
+    db = tmp_path / "i.db"
+    monkeypatch.setattr(search_module, "KEYWORD_TOPK_FROM", 1)
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+        first = search_module.keyword_hits(index.store, "otters", 10)
+        assert first == [] and search_module.keyword_hits(index.store, "otters", 10) == []
+        (docs / "new.md").write_text("Otters, otters and more otters.\n")
+        index.add([docs])
+        found = search_module.keyword_hits(index.store, "otters", 10)
+        rows = index.store.chunk_rows([chunk_id for chunk_id, _ in found])
+        assert [rows[chunk_id].path for chunk_id, _ in found] == [str(docs / "new.md")]

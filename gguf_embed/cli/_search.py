@@ -16,7 +16,8 @@ from .. import vector_cache
 from ..errors import GgufEmbedError, NonFiniteVectors, QueryTruncated
 from ..index import Index
 from ..models import parse_ref
-from ..search import MODES, SearchResult
+from ..search import MODES, SearchResult, keyword_hits, pool_size
+from ..store import Store
 from ._base import (
     check_argument,
     check_roles,
@@ -73,7 +74,8 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         model = Index.model_for(db, model, must_exist=True)
     check_roles(model, rerank or None)
     if mode != "keyword":
-        _scan_ready_meanwhile(db)
+        _ready_meanwhile(db, query if query != "-" and rerank is None and not path_glob
+                         and mode == "hybrid" else None, pool_size(k, mode, group))
     engine = None if mode == "keyword" else (
         remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint, cache_dir))
     reranker = None if rerank is None else load_reranker(rerank or None, offline,
@@ -116,11 +118,26 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         click.echo(f"    {terminal_text(r.snippet)}")
 
 
-def _scan_ready_meanwhile(db: Path) -> None:
-    """Import what the vector search will scan with (faiss, for a large index) in a thread
-    while the model loads and embeds the query; joined when the command ends."""
-    thread = threading.Thread(target=vector_cache.prepare, args=(db,),
-                              name="gguf-embed prepare scan")
+def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
+    """In a thread, while the model loads and embeds the query (llama.cpp lets go of the
+    GIL): import what the vector search will scan with (faiss, for a large index) and, for
+    a hybrid search (``hybrid_query``), load ``INDEX.bits`` and rank the keyword half, which
+    the search then finds ready (search.keyword_hits keeps it for this index state).
+    Joined when the command ends; never raises (the search itself says what is wrong)."""
+    def work() -> None:
+        vector_cache.prepare(db)
+        if hybrid_query is None:
+            return
+        with contextlib.suppress(Exception):
+            store = Store.open(db, readonly=True)
+            try:
+                with store.conn:
+                    vector_cache.current(store)
+                keyword_hits(store, hybrid_query, pool, ahead=True)
+            finally:
+                store.close()
+
+    thread = threading.Thread(target=work, name="gguf-embed search meanwhile")
     thread.start()
     click.get_current_context().call_on_close(thread.join)
 

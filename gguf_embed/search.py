@@ -322,6 +322,12 @@ _recent: OrderedDict[tuple[Any, ...], tuple[list[tuple[int, float]], bool]] = Or
 _recent_lock = threading.Lock()
 
 
+def forget_recent() -> None:
+    """Drop the keyword answers kept (benchmarks timing queries asked before; tests)."""
+    with _recent_lock:
+        _recent.clear()
+
+
 def snippet(text: str, terms: set[str], width: int = 240) -> str:
     """The lines of a chunk that share most keyword terms (``query_terms``) with the query,
     from the original text, on one line."""

@@ -3,10 +3,10 @@
 Rescoring reads ~1,000 scattered rows a search at 10^6 chunks.  When their pages are in the
 OS page cache that costs a few milliseconds on one connection; when they are not (a long-idle
 process, an index larger than memory) each row costs one to four dependent disk reads, and
-issued one after another (queue depth 1) they add up to 0.2-0.6 s.  So the first rows are read
-on the search's own connection and timed; when they were slow (pages not cached) and many rows
-remain, the rest are shared among this thread and a few others, each of those with its own
-read-only connection to the same file (APSW releases the GIL inside SQLite, and an SSD serves
+issued one after another (queue depth 1) they add up to 0.2-0.6 s.  So the rows are read on
+the search's own connection a block at a time, timed; once a block was slow (pages not
+cached) and many rows remain, the rest are shared among this thread and a few others, each
+of those with its own read-only connection to the same file (APSW releases the GIL inside SQLite, and an SSD serves
 reads in parallel; the threads and connections are kept for the next search).
 
 The threads must see what the search's connection sees: each reads its rows inside one read
@@ -71,20 +71,29 @@ def read_vectors(conn: apsw.Connection, path: Path, dims: int, ids: Sequence[int
     if not wanted or not dims:
         return [], matrix[:0]
     out = matrix.data.cast("B")
-    many = len(wanted) >= parallel_from and readers > 1
-    head = min(probe, len(wanted)) if many else len(wanted)
-    start = time.perf_counter()
-    found = [i for _, i in _read(conn, path, wanted[:head], out, 0, size)]
-    if head < len(wanted):
-        rest = wanted[head:]
-        got = None
-        if not head or time.perf_counter() - start >= cold_row_s * head:
-            got = _parallel(conn, path, rest, matrix, len(found), readers)
-        if got is None:
-            found += [i for _, i in _read(conn, path, rest, out, len(found), size)]
-        else:
-            parallel_reads += 1
-            found += got
+    if len(wanted) < parallel_from or readers < 2:
+        found = [i for _, i in _read(conn, path, wanted, out, 0, size)]
+        return found, matrix[:len(found)]
+    # ``probe`` rows at a time on this connection, timed: the first slow block (its pages
+    # were not cached; the first rows may be although the rest are not) hands the rest to
+    # the threads, while at least a block is left
+    found = []
+    done = 0
+    slow = probe == 0
+    while done < len(wanted):
+        if slow:
+            got = _parallel(conn, path, wanted[done:], matrix, len(found), readers)
+            if got is not None:
+                parallel_reads += 1
+                found += got
+                break
+            probe = len(wanted)  # the threads could not: the rest on this connection
+        block = wanted[done:done + probe]
+        start = time.perf_counter()
+        found += [i for _, i in _read(conn, path, block, out, len(found), size)]
+        done += len(block)
+        slow = (time.perf_counter() - start >= cold_row_s * len(block)
+                and len(wanted) - done >= probe)
     return found, matrix[:len(found)]
 
 

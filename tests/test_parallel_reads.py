@@ -166,3 +166,32 @@ def test_closing_the_store_closes_the_reader_threads_connections(tmp_path: Path)
     assert open_on_db() > 1  # the search's connection and the threads'
     store.close()
     assert open_on_db() == 0
+
+
+def test_a_slow_block_after_fast_ones_hands_the_rest_to_the_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first rows' pages may be cached although the rest are not: any slow block, not
+    only the first, hands what is left to the threads, and the rows are those of one read."""
+    import threading
+    import time
+
+    store, _ = make(tmp_path, n=600)
+    wanted = list(range(1, 601))
+    read_on = store_read._read
+    blocks: list[int] = []
+
+    def second_block_slow(conn: object, path: Path, ids: list[int], *args: object,
+                          **kwargs: object) -> object:
+        if threading.current_thread() is threading.main_thread() and len(ids) == 40:
+            blocks.append(ids[0])
+            if len(blocks) == 2:
+                time.sleep(0.05)  # as if its pages came from the disk
+        return read_on(conn, path, ids, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store_read, "_read", second_block_slow)
+    before = store_read.parallel_reads
+    found, matrix = read(store, wanted, readers=3, parallel_from=0, probe=40, cold_row_s=1e-3)
+    assert blocks[:2] == [1, 41] and store_read.parallel_reads == before + 1
+    monkeypatch.setattr(store_read, "_read", read_on)
+    want_ids, want = read(store, wanted, **SERIAL)
+    assert found == want_ids and matrix.tobytes() == want.tobytes()

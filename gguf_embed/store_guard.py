@@ -1,5 +1,7 @@
 """What the index file is checked for before and while it is written (store, index, merge).
 
+* :func:`open_cache`: a cache file beside the index, read only if it is a regular file (not a
+  link, never a FIFO).
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
   folder, a device or a socket is refused at once: SQLite would block on a FIFO forever; a side
   file that is a symbolic link is named (SQLite refuses it with a vague message).
@@ -19,7 +21,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import apsw
 
@@ -51,6 +53,21 @@ def check_regular(path: str | Path) -> None:
             kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
             raise IndexFileError(f"{quoted(name)} is {kind}, not an index file; pass --db "
                                  f"naming a regular file (or a new one)")
+
+
+def open_cache(path: str | Path) -> BinaryIO:
+    """A cache file beside the index (``INDEX.bits``, ``INDEX.keywords``) opened for reading:
+    never through a symbolic link, never blocking (a FIFO put there would hang every search),
+    and only a regular file; else ``OSError``, and the caller takes the cache as missing (it
+    is then written anew by a rename, which replaces a link or a FIFO, never its target)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def disk_cause(exc: apsw.Error, conn: apsw.Connection | None = None) -> str:

@@ -19,9 +19,11 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from .store_guard import open_cache
 
 SUFFIX = ".keywords"
 MAGIC = b"GGUFEMBED-KWDS\x00\x01"
@@ -156,16 +158,16 @@ def load(path: Path) -> Stats | None:
     """The file at ``path`` memory-mapped, or None when it is missing or not in shape (its
     phrases' own checksums are checked when each is first used: store_keyword_cache)."""
     try:
-        with open(path, "rb") as f:
+        with open_cache(path) as f:  # a regular file: not a link, never a FIFO
             magic, size = HEADER.unpack(f.read(HEADER.size))
             if magic != MAGIC or size > 65536:
                 return None
             info = json.loads(f.read(size))
             base = HEADER.size + size
             base += (-base) % 8
-        if os.path.getsize(path) != base + int(info["length"]):
-            return None
-        return _mapped(path, info, base)
+            if os.fstat(f.fileno()).st_size != base + int(info["length"]):
+                return None
+            return _mapped(f, info, base)
     except (OSError, ValueError, KeyError, TypeError, IndexError, OverflowError,
             UnicodeDecodeError, struct.error):
         return None
@@ -217,12 +219,11 @@ def _view(data: np.ndarray, start: int, count: int, dtype: str) -> np.ndarray:
     return data[start:start + count * width].view(dtype)
 
 
-def _mapped(path: Path, info: dict[str, Any], base: int) -> Stats | None:
+def _mapped(f: BinaryIO, info: dict[str, Any], base: int) -> Stats | None:
     length = int(info["length"])
     data = np.empty(0, dtype=np.uint8)
     if length:  # a plain array over the map: slicing it costs nothing (np.memmap's does)
-        with open(path, "rb") as f:
-            whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        whole = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         data = np.frombuffer(whole, dtype=np.uint8, count=length, offset=base)
     rows_n, tokens_n = int(info["rows"]), int(info["tokens"])
     if rows_n > MAX_ROWID:

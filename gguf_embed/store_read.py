@@ -6,8 +6,9 @@ process, an index larger than memory) each row costs one to four dependent disk 
 issued one after another (queue depth 1) they add up to 0.2-0.6 s.  So the rows are read on
 the search's own connection a block at a time, timed; once a block was slow (pages not
 cached) and many rows remain, the rest are shared among this thread and a few others, each
-of those with its own read-only connection to the same file (APSW releases the GIL inside SQLite, and an SSD serves
-reads in parallel; the threads and connections are kept for the next search).
+of those with its own read-only connection to the same file (APSW releases the GIL inside
+SQLite, and an SSD serves reads in parallel; the threads and connections are kept for the next
+search).
 
 The threads must see what the search's connection sees: each reads its rows inside one read
 transaction that first checks the file's ``chunk_log`` (a random epoch per file, and how many

@@ -46,6 +46,7 @@ import numpy as np
 
 from .store import Store
 from .store_cache import chunk_log, live_chunks, sign_bit_rows
+from .store_guard import open_cache
 
 SUFFIX = ".bits"
 MAGIC = b"GGUFEMBED-BITS\x00\x01"
@@ -300,7 +301,7 @@ def save(bits: Bits, path: Path) -> bool:
 def load(path: Path, dims: int) -> Bits | None:
     """The cache file at ``path``, or None when it is missing, damaged, or not for ``dims``."""
     try:
-        with open(path, "rb") as f:
+        with open_cache(path) as f:  # a regular file: not a link, never a FIFO
             magic, size = HEADER.unpack(f.read(HEADER.size))
             if magic != MAGIC or size > 4096:
                 return None
@@ -309,18 +310,17 @@ def load(path: Path, dims: int) -> Bits | None:
             if int(info["dims"]) != dims or width != (dims + 63) // 64:
                 return None
             offset = f.tell()
-        size_ok = os.path.getsize(path) == offset + rows * (16 + 8 * width)
-        if not size_ok:
-            return None
-        if rows == 0:
-            ids = docs = np.empty(0, dtype=np.int64)
-            words = np.empty((0, width), dtype=np.uint64)
-        else:  # mapped, not read: a one-shot search touches only what it scans
-            ids = np.memmap(path, dtype="<i8", mode="r", offset=offset, shape=(rows,))
-            docs = np.memmap(path, dtype="<i8", mode="r", offset=offset + 8 * rows,
-                             shape=(rows,))
-            words = np.memmap(path, dtype="<u8", mode="r", offset=offset + 16 * rows,
-                              shape=(rows, width))
+            if os.fstat(f.fileno()).st_size != offset + rows * (16 + 8 * width):
+                return None
+            if rows == 0:
+                ids = docs = np.empty(0, dtype=np.int64)
+                words = np.empty((0, width), dtype=np.uint64)
+            else:  # mapped, not read: a one-shot search touches only what it scans
+                ids = np.memmap(f, dtype="<i8", mode="r", offset=offset, shape=(rows,))
+                docs = np.memmap(f, dtype="<i8", mode="r", offset=offset + 8 * rows,
+                                 shape=(rows,))
+                words = np.memmap(f, dtype="<u8", mode="r", offset=offset + 16 * rows,
+                                  shape=(rows, width))
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return None
     if "quick" in info:

@@ -1,7 +1,7 @@
 """What the index file is checked for before and while it is written (store, index, merge).
 
-* :func:`open_cache`: a cache file beside the index, read only if it is a regular file (not a
-  link, never a FIFO).
+* :func:`open_cache` / :func:`write_cache`: a cache file beside the index, read only if it is a
+  regular file (not a link, never a FIFO), written crash-safely (temporary file, fsync, rename).
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
   folder, a device or a socket is refused at once: SQLite would block on a FIFO forever; a side
   file that is a symbolic link is named (SQLite refuses it with a vague message).
@@ -19,7 +19,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -68,6 +68,36 @@ def open_cache(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def write_cache(path: Path, parts: Iterable[bytes | memoryview]) -> bool:
+    """Write a cache file beside the index crash-safely: a temporary file in the same folder,
+    fsynced, renamed over ``path`` (replacing whatever is there, a link or fifo included, never
+    its target), then the folder fsynced; False when the folder cannot be written."""
+    import tempfile  # writers only: a search that reads a cache never saves one
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                out.write(part)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):
+            dirfd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True
 
 
 def disk_cause(exc: apsw.Error, conn: apsw.Connection | None = None) -> str:

@@ -11,7 +11,6 @@ a token out of shape raises ValueError when first asked for (store_keyword_cache
 
 from __future__ import annotations
 
-import contextlib
 import json
 import mmap
 import os
@@ -23,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .store_guard import open_cache
+from .store_guard import open_cache, write_cache
 
 SUFFIX = ".keywords"
 MAGIC = b"GGUFEMBED-KWDS\x00\x01"
@@ -126,32 +125,8 @@ def save(stats: Stats, path: Path) -> bool:
         "check": _check([stats.sizes.astype("<u4"), np.frombuffer(names, np.uint8),
                          directory, checks_arr]),
     }).encode()
-    import tempfile  # writers only: a search never saves
-
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            head = HEADER.pack(MAGIC, len(header)) + header
-            out.write(head + b"\x00" * ((-len(head)) % 8))
-            for part in parts:
-                out.write(part)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):
-            dirfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return False
-    return True
+    head = HEADER.pack(MAGIC, len(header)) + header
+    return write_cache(path, [head + b"\x00" * ((-len(head)) % 8), *parts])
 
 
 def load(path: Path) -> Stats | None:

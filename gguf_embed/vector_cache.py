@@ -46,7 +46,7 @@ import numpy as np
 
 from .store import Store
 from .store_cache import chunk_log, live_chunks, sign_bit_rows
-from .store_guard import open_cache
+from .store_guard import open_cache, write_cache
 
 SUFFIX = ".bits"
 MAGIC = b"GGUFEMBED-BITS\x00\x01"
@@ -270,32 +270,9 @@ def save(bits: Bits, path: Path) -> bool:
         "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
         "quick": _quick(bits.ids, bits.docs, bits.words),  # "check": for older readers
     }).encode()
-    try:
-        import tempfile  # writing the cache only: a search that reads it does not need it
-
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    except OSError:
-        return False
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(HEADER.pack(MAGIC, len(header)))
-            out.write(header)
-            for array in (bits.ids, bits.docs, bits.words):
-                out.write(np.ascontiguousarray(array).tobytes())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        with contextlib.suppress(OSError):
-            dirfd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        return False
-    return True
+    return write_cache(path, [HEADER.pack(MAGIC, len(header)), header,
+                              *(np.ascontiguousarray(a).data.cast("B")
+                                for a in (bits.ids, bits.docs, bits.words))])
 
 
 def load(path: Path, dims: int) -> Bits | None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 import apsw
 import numpy as np
@@ -155,6 +155,14 @@ def make_phrase(rows: np.ndarray, text: np.ndarray, cjk: np.ndarray, end: int,
     """The stored form of one token's rows (``end``: 1 + the largest rowid of the index)."""
     pairs, codes = _codes(text.astype(np.int64), cjk.astype(np.int64), pairs)
     dtype = np.uint8 if len(pairs) <= 256 else np.uint16 if len(pairs) <= 65536 else None
+    return _stored(rows, codes, pairs, dtype, end)
+
+
+def _stored(rows: np.ndarray, codes: np.ndarray, pairs: np.ndarray, dtype: Any,
+            end: int) -> Phrase:
+    """A token's rows and codes in their stored form: codes of ``dtype`` (int32 where None,
+    too many distinct pairs), dense by rowid up to ``end`` where the token is in more than
+    1 / DENSE_SHARE of the rowids, else sparse."""
     if dtype is None:
         return Phrase(len(rows), rows.astype(np.int32), codes.astype(np.int32), pairs)
     if DENSE_SHARE * len(rows) > end:
@@ -261,13 +269,7 @@ def _refreshed(p: Phrase, cutoff: int, alive: np.ndarray | None, new_rows: np.nd
     rows = np.concatenate([old_rows.astype(np.int64), new_rows])
     codes = np.concatenate([old_codes.astype(np.int64), new_codes])
     dtype = np.uint8 if not wide else np.uint16 if len(pairs) <= 65536 else None
-    if dtype is None:
-        return Phrase(len(rows), rows.astype(np.int32), codes.astype(np.int32), pairs)
-    if DENSE_SHARE * len(rows) > end:
-        dense = np.zeros(end, dtype=dtype)
-        dense[rows] = codes
-        return Phrase(len(rows), None, dense, pairs)
-    return Phrase(len(rows), rows.astype(np.int32), codes.astype(dtype), pairs)
+    return _stored(rows, codes, pairs, dtype, end)
 
 
 def refresh(conn: apsw.Connection, old: Stats, rebuild_share: float = 0.25) -> Stats | None:

@@ -65,8 +65,9 @@ class Index:
         self.path = Path(path)
         self.engine = engine
         self.last_rerank: dict[str, Any] | None = None
-        self._owned = OneThread(f"index {self.path} is in use by another thread; open one "
-                                f"Index per thread (they may share one Engine)")
+        self._owned = OneThread(  # one thread at a time inside a call: see _one_thread.py
+            f"index {self.path} is in use by another thread; open one Index per thread "
+            f"(they may share one Engine)")
         self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
         self._new: list[Path] = []  # what opening it created: removed if it is left empty

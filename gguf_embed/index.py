@@ -23,53 +23,34 @@ concurrent run never makes results go missing or mix two versions of a document.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
+from . import index_paths
 from ._lock import WriteLock
+from ._one_thread import OneThread, one_thread
 from ._text import check_text
 from .bounds import Bounds
 from .chunking import ChunkSettings
-from .errors import (
-    IndexFileError,
-    IndexMismatch,
-    InputError,
-    PathError,
-    QueryTruncated,
-    quoted,
-)
+from .errors import IndexFileError, InputError, QueryTruncated
+from .index_file import claim, discard
+from .index_identity import bind, close_engine, identity, load_engine, recorded_model
+from .index_paths import check_roots
 from .models import DEFAULT_MODEL
-from .remote_identity import identity_problem
 from .search import SearchResult, search
-from .store import Store, make_parent
-from .store_guard import SIDE_FILES, check_regular
+from .store import Store
+from .store_guard import check_regular
 
 if TYPE_CHECKING:  # what only writing needs is imported by the methods that write
     from .executor import Executor
-    from .indexer import Indexer, IndexSummary, Progress
+    from .indexer import IndexSummary, Progress
     from .merge import MergeSummary
     from .protocol import EmbeddingEngine
-    from .walk import Rules
-
-IDENTITY_KEYS = ("model_fingerprint", "dims")
-MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
-_M = TypeVar("_M", bound=Callable[..., Any])
-
-
-def _one_thread(method: _M) -> _M:
-    """Run ``method`` inside :meth:`Index._owned`."""
-    @functools.wraps(method)
-    def wrapper(self: Index, *args: Any, **kwargs: Any) -> Any:
-        with self._owned():
-            return method(self, *args, **kwargs)
-    return wrapper  # type: ignore[return-value]
 
 
 class Index:
@@ -84,27 +65,15 @@ class Index:
         self.path = Path(path)
         self.engine = engine
         self.last_rerank: dict[str, Any] | None = None
-        self._owner_lock = threading.Lock()
-        self._owner: int | None = None  # the thread inside a call, if any
-        self._depth = 0
+        self._owned = OneThread(  # one thread at a time inside a call: see _one_thread.py
+            f"index {self.path} is in use by another thread; open one Index per thread "
+            f"(they may share one Engine)")
         self._owned_engine = False  # loaded by Index.open: closed with the index
         self._lock: WriteLock | None = None
         self._new: list[Path] = []  # what opening it created: removed if it is left empty
         check_regular(self.path)  # a FIFO or a device: refused before anything is made
         if not readonly:
-            self._new = _missing_parents(self.path) if not self.path.exists() else []
-            make_parent(self.path)
-            self._lock = WriteLock(self.path)
-            try:
-                self._lock.acquire(wait=wait, on_wait=on_wait)
-            except BaseException:  # the holder may be making the file: remove folders only
-                self._lock = None
-                for folder in self._new[1:]:
-                    with contextlib.suppress(OSError):
-                        folder.rmdir()
-                raise
-            if self._new and self.path.exists():
-                self._new = []  # another writer made it while this one waited
+            self._lock, self._new = claim(self.path, wait=wait, on_wait=on_wait)
         try:
             self.store = Store.open(self.path, create=not readonly, readonly=readonly)
         except BaseException:
@@ -113,7 +82,8 @@ class Index:
             raise
         try:
             if engine is not None:
-                self._bind(engine, dimensions, chunking, reindex, model_ref, readonly)
+                bind(self.store, self.path, engine, dimensions, chunking, reindex, model_ref,
+                     readonly)
         except BaseException:
             self.close(failed=True)
             raise
@@ -132,10 +102,7 @@ class Index:
         if not must_exist and not path.exists():
             return DEFAULT_MODEL
         with cls(path, readonly=True) as probe:
-            remote = probe.meta.get("remote")
-            if not model and remote:  # its model is on a server: never guess it, or call it
-                raise IndexMismatch(f"index {path} {identity_problem(probe.meta, {})}")
-            return model or probe.meta.get("model") or DEFAULT_MODEL
+            return recorded_model(probe.meta, path, model)
 
     @classmethod
     def open(cls, path: str | Path, model: str | None = None, *,
@@ -148,12 +115,12 @@ class Index:
         ...).  Closing the index closes the engine it loaded."""
         ref = (model or DEFAULT_MODEL) if reindex else cls.model_for(path, model,
                                                                       must_exist=readonly)
-        engine = (load or _load_engine)(ref)
+        engine = (load or load_engine)(ref)
         try:
             index = cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,
                         **options)
         except BaseException:
-            _close_engine(engine)
+            close_engine(engine)
             raise
         index._owned_engine = True
         return index
@@ -177,39 +144,8 @@ class Index:
         a rebuild) since it was opened here: reopen it to search it."""
         return self.store.meta_changed()
 
-    def _bind(self, engine: EmbeddingEngine, dimensions: int | None, chunking: ChunkSettings | None,
-              reindex: bool, model_ref: str | None, readonly: bool) -> None:
-        engine.check_dimensions(dimensions)  # before the index records them
-        wanted = identity(engine, dimensions, chunking)
-        if model_ref:
-            wanted["model"] = model_ref
-        if reindex and not readonly:
-            self.store.reset()
-        recorded = self.meta
-        if "model_fingerprint" not in recorded:
-            if readonly:
-                raise IndexMismatch(f"index {self.path} is empty; index some files first")
-            self.store.ensure_vectors(wanted["dims"])
-            self.store.set_meta({**wanted, "created_at": time.time()})
-            return
-        if "remote" in recorded or "remote" in wanted:  # a server: see remote_identity.py
-            problem = identity_problem(recorded, wanted)
-            if problem:
-                raise IndexMismatch(f"index {self.path} {problem}")
-        for key in IDENTITY_KEYS if "remote" not in recorded or "remote" not in wanted else ():
-            if recorded.get(key) != wanted[key]:
-                raise IndexMismatch(
-                    f"index {self.path} was built with {recorded.get('model_file')} "
-                    f"({recorded.get('dims')} dims); this is {wanted['model_file']} "
-                    f"({wanted['dims']} dims): pass --reindex to rebuild it, or use the "
-                    f"model it was built with")
-        if chunking is not None and chunking.to_dict() != recorded.get("chunking"):
-            raise IndexMismatch(
-                f"index {self.path} was chunked with {recorded.get('chunking')}; pass "
-                f"--reindex to rebuild it with {chunking.to_dict()}")
-
     # ------------------------------------------------------------------ writing
-    @_one_thread
+    @one_thread
     def add(self, paths: Sequence[str | Path], *, include: Sequence[str] = (),
             exclude: Sequence[str] = (), use_ignore_files: bool = True,
             max_file_bytes: int | None = None,
@@ -243,72 +179,32 @@ class Index:
         ``on_found`` is called once the walk is done, before anything is embedded, with the
         files it found (the CLI estimates the run's time from them).  Files over
         ``max_file_bytes`` (default: 50 MB) are skipped."""
+        from .index_write import indexer_for, refresh_search_cache, rules_for
+
         engine = self._need_engine()
         if not prune_missing:
             self.check_paths(paths)
-        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
+        rules = rules_for(self.path, include, exclude, use_ignore_files, follow_symlinks)
         if executor is not None:  # before anything changes: a cluster may refuse the model
             executor.start(engine, self.meta.get("model"))
-        self._remember_roots(paths)
+        index_paths.remember_roots(self.store, paths)
         run_id = self.store.start_run()
         roots = [os.path.abspath(p) for p in paths]
-        indexer = self._indexer(engine, rules, max_file_bytes, progress=progress,
-                                cancel=cancel, executor=executor,
-                                on_links=lambda found: self._remember_links(roots, found),
-                                on_found=on_found)
+        indexer = indexer_for(
+            self.store, engine, self.chunk_settings, rules, max_file_bytes, progress=progress,
+            cancel=cancel, executor=executor, on_found=on_found,
+            on_links=lambda found: index_paths.remember_links(self.store, roots, found))
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
-        self._refresh_search_cache()
+        refresh_search_cache(self.store)
         return summary
-
-    def _indexer(self, engine: EmbeddingEngine, rules: Rules, max_file_bytes: int | None,
-                 **options: Any) -> Indexer:
-        # imported here: searching never needs the indexer, the walk or the extractors
-        from .extract import DEFAULT_MAX_BYTES
-        from .indexer import Indexer
-
-        return Indexer(self.store, engine, self.chunk_settings,
-                       dimensions=self.meta.get("dimensions"), rules=rules,
-                       max_file_bytes=DEFAULT_MAX_BYTES if max_file_bytes is None
-                       else max_file_bytes, **options)
-
-    def _refresh_search_cache(self, *, vectors: bool = True) -> None:
-        """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
-        (store_keyword_cache.py) up to date after a run on a large index, so that the first
-        search does not pay for reading every sign bit, or a common word's every row, out of
-        SQLite."""
-        from . import search as search_module
-        from . import store_keyword_cache, vector_cache
-
-        with self.store.conn:
-            if vector_cache.state_of(self.store) is None:
-                return
-            chunks = self.store.chunk_count()
-            if vectors and chunks >= search_module.EXACT_BELOW:
-                vector_cache.current(self.store)
-            if chunks >= search_module.KEYWORD_TOPK_FROM \
-                    and self.store.fts_format == search_module.CJK_COLUMN:
-                store_keyword_cache.update(self.store.conn, self.store.path)
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
         """Raise :class:`PathError` naming every path that is missing or unreadable, or an
         empty folder the index holds documents under (an unmounted drive?)."""
-        check_roots(paths)
-        problems = []
-        docs = None
-        for p in paths:
-            folder = os.path.abspath(p)
-            if not os.path.isdir(folder) or not _is_empty(folder):
-                continue
-            docs = self.store.documents() if docs is None else docs
-            held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
-            if held:
-                problems.append(f"{quoted(p)}: an empty folder, but the index holds {held} "
-                                f"documents under it (an unmounted drive?)")
-        if problems:
-            raise PathError(_refusal(problems))
+        index_paths.check_paths(self.store, paths)
 
-    @_one_thread
+    @one_thread
     def update(self, changed: Sequence[str | Path], roots: Sequence[str | Path], *,
                include: Sequence[str] = (), exclude: Sequence[str] = (),
                use_ignore_files: bool = True,
@@ -316,29 +212,12 @@ class Index:
                follow_symlinks: bool = False) -> IndexSummary:
         """Apply a batch of changed paths (created, edited, deleted or moved files or folders,
         and ignore files) under the watched ``roots``, in one transaction."""
-        from .indexer import IndexSummary
-        from .watch import plan
+        from .index_write import apply_changes, rules_for
 
         engine = self._need_engine()
-        rules = self._rules(include, exclude, use_ignore_files, follow_symlinks)
-        todo = plan(changed, roots, rules)
-        if not todo.scopes:
-            return IndexSummary()
-        followed: dict[str, list[str]] = {}
-        for link in todo.links:
-            if link.followed:
-                followed.setdefault(str(link.root), []).append(link.target)
-        if followed:
-            self._remember_links([], followed)
-        indexer = self._indexer(engine, rules, max_file_bytes)
-        indexer.summary.skipped += [(str(r.path), r.reason) for r in todo.refused]
-        indexer.summary.symlinks_skipped += sum(1 for link in todo.links
-                                                if link.outside and not link.followed)
-        with self.store.transaction():
-            summary = indexer.update(todo.found, todo.scopes, prune=True,
-                                     existing=self.store.documents_under(todo.scopes))
-        self._refresh_search_cache(vectors=False)  # watch: the sign bits refresh in memory
-        return summary
+        rules = rules_for(self.path, include, exclude, use_ignore_files, follow_symlinks)
+        return apply_changes(self.store, engine, self.chunk_settings, changed, roots, rules,
+                             max_file_bytes)
 
     def watch(self, paths: Sequence[str | Path], stop_event: Any | None = None,
               on_change: Callable[[Any], None] | None = None, **options: Any) -> None:
@@ -351,54 +230,29 @@ class Index:
     @property
     def roots(self) -> list[str]:
         """The files and folders ever given to :meth:`add` (absolute)."""
-        return list(self.meta.get("roots") or [])
-
-    def _remember_roots(self, paths: Sequence[str | Path]) -> None:
-        roots = set(self.roots)
-        new = {os.path.abspath(p) for p in paths} - roots
-        if new:
-            self.store.set_meta({"roots": sorted(roots | new)})
-
-    def _remember_links(self, roots: Sequence[str], followed: dict[str, list[str]]) -> None:
-        """Record the targets of the symlinks followed under each root (what may be served
-        from outside the roots): ``roots`` walked in full have theirs replaced, others
-        added to."""
-        links: dict[str, list[str]] = dict(self.meta.get("links") or {})
-        for root in roots:
-            links.pop(root, None)
-        for root, targets in followed.items():
-            links[root] = sorted(set(links.get(root, [])) | set(targets))
-        if links != (self.meta.get("links") or {}):
-            self.store.set_meta({"links": links})
+        return index_paths.roots(self.meta)
 
     def bounds(self) -> Bounds:
         """The one rule for what may be served from this index (search results, MCP get):
         a document whose real path is outside the indexed roots and the symlink targets
         followed under them is not (an index written before symlinks were kept inside the
         roots may hold some: the next ``add`` of their root removes them)."""
-        links = self.meta.get("links") or {}
-        return Bounds(self.roots, [t for targets in links.values() for t in targets])
+        return index_paths.bounds(self.meta)
 
-    def _rules(self, include: Sequence[str], exclude: Sequence[str],
-               use_ignore_files: bool, follow_symlinks: bool = False) -> Rules:
-        from .walk import Rules
-
-        skip = frozenset(os.path.realpath(str(self.path) + s)
-                         for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits", ".keywords"))
-        return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
-
-    @_one_thread
+    @one_thread
     def remove(self, paths: Sequence[str | Path]) -> int:
         """Forget every document at or under ``paths``; returns how many."""
+        from .index_write import refresh_search_cache
+
         scopes = [os.path.abspath(p) for p in paths]
         victims = [p for p in self.store.documents()
                    if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
         with self.store.transaction():
             removed = self.store.delete_documents(victims)
-        self._refresh_search_cache(vectors=False)
+        refresh_search_cache(self.store, vectors=False)
         return removed
 
-    @_one_thread
+    @one_thread
     def merge_from(self, shards: Sequence[str | Path], *, duplicates: str = "newest",
                    on_shard: Callable[[Path, Any], None] | None = None) -> MergeSummary:
         """Copy the documents, chunks and vectors of the index files ``shards`` into this
@@ -430,8 +284,8 @@ class Index:
             hook = SearchReranker(rerank, self.store, rerank_options)
         with self._owned(), self._snapshot():
             results = search(self.store, vector, query, k=k, mode=mode,
-                             path_glob=_glob(path), exact=exact, group=group, rerank=hook,
-                             allow=self.bounds().allows)
+                             path_glob=index_paths.glob(path), exact=exact, group=group,
+                             rerank=hook, allow=self.bounds().allows)
         if hook is None or rerank is None:
             return results
         self.last_rerank = {"candidates": len(hook.scores), "truncated": len(hook.truncated),
@@ -447,7 +301,7 @@ class Index:
             vectors = list(self._query_vectors(list(queries)))
         with self._owned(), self._snapshot():
             allow = self.bounds().allows
-            return [search(self.store, v, q, k=k, mode=mode, path_glob=_glob(path),
+            return [search(self.store, v, q, k=k, mode=mode, path_glob=index_paths.glob(path),
                            group=group, allow=allow)
                     for q, v in zip(queries, vectors, strict=True)]
 
@@ -472,31 +326,12 @@ class Index:
         return result.vectors
 
     @contextlib.contextmanager
-    def _owned(self) -> Iterator[None]:
-        """One thread at a time inside this Index (re-entrant for that thread)."""
-        me = threading.get_ident()
-        with self._owner_lock:
-            if self._owner not in (None, me):
-                raise IndexFileError(
-                    f"index {self.path} is in use by another thread; open one Index per "
-                    f"thread (they may share one Engine)")
-            self._owner = me
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._owner_lock:
-                self._depth -= 1
-                if not self._depth:
-                    self._owner = None
-
-    @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:
         """A read transaction: every statement of one search sees the same committed state."""
         with self.store.conn:
             yield
 
-    @_one_thread
+    @one_thread
     def status(self) -> dict[str, Any]:
         size = sum(os.path.getsize(str(self.path) + s) for s in ("", "-wal")
                    if os.path.exists(str(self.path) + s))
@@ -520,16 +355,16 @@ class Index:
         work), an index file that this object created and that holds no document is removed,
         with SQLite's side files and the folders made for it: a refused command leaves no new
         file behind."""
-        discard = failed and bool(self._new) and self._holds_nothing()
+        remove_file = failed and bool(self._new) and self._holds_nothing()
         try:
             self.store.close()
         finally:
             self._release()
-            if discard:
+            if remove_file:
                 self._discard_new()
             if self._owned_engine:
                 self._owned_engine = False
-                _close_engine(self.engine)
+                close_engine(self.engine)
 
     def _holds_nothing(self) -> bool:
         try:
@@ -540,14 +375,7 @@ class Index:
     def _discard_new(self) -> None:
         """Remove the index file, its side files and the folders this object created."""
         new, self._new = self._new, []
-        if not new:
-            return
-        for suffix in SIDE_FILES:
-            with contextlib.suppress(OSError):
-                os.unlink(f"{self.path}{suffix}")
-        for folder in new[1:]:  # innermost first; only if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        discard(self.path, new)
 
     def _release(self) -> None:
         if self._lock is not None:
@@ -559,84 +387,6 @@ class Index:
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
         self.close(failed=kind is not None)
-
-
-def identity(engine: EmbeddingEngine, dimensions: int | None = None,
-             chunking: ChunkSettings | None = None) -> dict[str, Any]:
-    """What an index records about the model and settings that made it."""
-    spec = engine.spec
-    dims = dimensions or engine.dims
-    chunking = chunking or ChunkSettings.for_context(engine.max_tokens)
-    if chunking.max_tokens > engine.max_tokens:
-        raise InputError(f"chunk size {chunking.max_tokens} is over the model's context "
-                         f"({engine.max_tokens} tokens)", param="chunk_tokens")
-    extra = getattr(engine, "identity_extra", None)  # a RemoteEngine: what the server is
-    return {
-        "model": spec.name, "model_file": Path(engine.path).name,
-        "model_size": os.path.getsize(engine.path) if os.path.exists(engine.path) else None,
-        "model_fingerprint": engine.fingerprint,
-        "model_sha256": spec.sha256, "dims": dims, "dimensions": dimensions,
-        "model_dims": engine.dims, "pooling": engine.pooling, "eos": spec.eos,
-        "query_prompt": spec.query_prompt, "document_prompt": spec.document_prompt,
-        "default_task": spec.default_task, "context": engine.max_tokens,
-        "chunking": chunking.to_dict(), **(extra() if extra else {}),
-    }
-
-
-def _close_engine(engine: object) -> None:
-    close = getattr(engine, "close", None)  # Engine has one; the contract does not need it
-    if close is not None:
-        close()
-
-
-def _load_engine(ref: str) -> EmbeddingEngine:
-    from .engine import Engine
-    from .models import resolve_model
-
-    return Engine(resolve_model(ref))
-
-
-def check_roots(paths: Sequence[str | Path]) -> None:
-    """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
-    from .walk import root_problem
-
-    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
-    if problems:
-        raise PathError(_refusal(problems))
-
-
-def _refusal(problems: list[str]) -> str:
-    return (f"{'; '.join(problems)}; nothing was changed (pass --prune-missing to remove "
-            f"the documents indexed under {'it' if len(problems) == 1 else 'them'})")
-
-
-def _missing_parents(path: Path) -> list[Path]:
-    """``path`` and the folders above it that do not exist yet, innermost first."""
-    out = [path]
-    for parent in path.absolute().parents:
-        if parent.exists():
-            break
-        out.append(parent)
-    return out
-
-
-def _is_empty(folder: str) -> bool:
-    with os.scandir(folder) as entries:
-        return next(entries, None) is None
-
-
-def _glob(path: str | None) -> str | None:
-    """A user's path filter as a GLOB on the absolute paths stored."""
-    if not path:
-        return None
-    check_text(path, "the path filter", "path")
-    if len(path) > MAX_PATH_FILTER:
-        raise InputError(f"the path filter is {len(path):,} characters long; at most "
-                         f"{MAX_PATH_FILTER:,}", param="path")
-    if any(ch in path for ch in "*?["):
-        return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
-    absolute = os.path.abspath(path)
-    return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")
 
 
 def __getattr__(name: str) -> Any:

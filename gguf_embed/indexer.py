@@ -22,15 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ._vectors import is_finite_blob, vec_blob
 from .chunking import Chunk, ChunkSettings, chunk
 from .errors import ClusterError, EngineUnavailable, GgufEmbedError, NonFiniteVector
-from .executor import EmbedJob, Executor, LocalExecutor
+from .executor import Executor, LocalExecutor
 from .extract import DEFAULT_MAX_BYTES, Extracted, Skip, extract, too_large
+from .indexer_records import Flight, IndexSummary, Pending, Progress
 from .protocol import EmbeddingEngine
 from .safe_open import Credentials, NotRegular, Outside, TooLarge, Unservable, read_inside
 from .store import Store
@@ -38,90 +37,6 @@ from .walk import SECRET_REASON, Bounds, Found, Link, Refused, Rules, walk
 
 BATCH_CHUNKS = 64
 BATCH_TOKENS = 8192
-
-
-@dataclass
-class IndexSummary:
-    added: int = 0
-    updated: int = 0
-    moved: int = 0
-    removed: int = 0
-    unchanged: int = 0
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    # symlinks whose target leaves the indexed folders, not followed (see walk.py)
-    symlinks_skipped: int = 0
-    chunks: int = 0
-    chunks_reused: int = 0
-    tokens_embedded: int = 0
-    seconds: float = 0.0
-    cancelled: bool = False  # stopped early by the cancel event: run again to finish
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "added": self.added, "updated": self.updated, "moved": self.moved,
-            "removed": self.removed, "unchanged": self.unchanged,
-            "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
-            "failed": [{"path": p, "reason": r} for p, r in self.failed],
-            "symlinks_skipped": self.symlinks_skipped,
-            "chunks": self.chunks, "chunks_reused": self.chunks_reused,
-            "tokens_embedded": self.tokens_embedded, "seconds": round(self.seconds, 3),
-            "tokens_per_second": round(self.tokens_embedded / self.seconds, 1)
-            if self.seconds else 0.0,
-            "cancelled": self.cancelled,
-        }
-
-
-@dataclass
-class Progress:
-    """Handed to the progress callback after every batch."""
-
-    files_done: int
-    files_total: int
-    chunks: int
-    tokens: int
-    elapsed: float
-    path: str = ""
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.elapsed if self.elapsed > 0 else 0.0
-
-    @property
-    def eta(self) -> float | None:
-        if not self.files_done or self.files_done >= self.files_total:
-            return None
-        return self.elapsed / self.files_done * (self.files_total - self.files_done)
-
-
-@dataclass
-class _Pending:
-    path: str
-    hash: str
-    size: int
-    mtime: float
-    kind: str
-    chunks: list[Chunk]
-    existed: bool
-
-
-@dataclass
-class _Flight:
-    """A batch on its way: the vectors the store had, the texts an executor is embedding,
-    and the chunks that an earlier batch in flight is embedding (written before this one)."""
-
-    batch: list[_Pending]
-    vectors: dict[str, bytes]  # chunk hash -> vector blob
-    todo: list[str]  # hashes whose texts went to the executor, in order
-    job: EmbedJob | None
-    borrowed: dict[str, _Flight]
-    n_chunks: int
-    report: tuple[int, int, float, str] | None = None  # progress to report once written
-    error: str = ""
-    nonfinite: set[str] = field(default_factory=set)  # hashes the model gave NaN/Inf for
-
-    def job_done(self) -> bool:
-        return self.job is None or self.job.wait(0)
 
 
 # A file that changed between the walk and its read (see safe_open.py), by what it became.
@@ -153,8 +68,8 @@ class Indexer:
             executor = LocalExecutor()
             executor.start(engine, None)
         self.executor = executor
-        self._flights: deque[_Flight] = deque()
-        self._embedding: dict[str, _Flight] = {}  # chunk hash -> the flight embedding it
+        self._flights: deque[Flight] = deque()
+        self._embedding: dict[str, Flight] = {}  # chunk hash -> the flight embedding it
         self.settings = settings
         self.dimensions = dimensions
         self.rules = rules or Rules()
@@ -223,7 +138,7 @@ class Indexer:
                 and (prune or _below(p, dropped) or _vanished(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
-        batch: list[_Pending] = []
+        batch: list[Pending] = []
         batch_chunks = batch_tokens = 0
         done = 0
         try:
@@ -266,7 +181,7 @@ class Indexer:
         return self.summary.cancelled
 
     def _examine(self, path: Path, known: tuple[int, str, int, float] | None,
-                 gone_by_hash: dict[str, str]) -> _Pending | None:
+                 gone_by_hash: dict[str, str]) -> Pending | None:
         summary = self.summary
         try:
             stat = path.stat()
@@ -324,7 +239,7 @@ class Indexer:
         if not pieces:
             summary.skipped.append((str(path), "empty (no text)"))
             return None
-        return _Pending(str(path), digest, stat.st_size, stat.st_mtime, doc.kind, pieces,
+        return Pending(str(path), digest, stat.st_size, stat.st_mtime, doc.kind, pieces,
                         existed=known is not None)
 
     def _bounds(self) -> tuple[Bounds, set[str]]:
@@ -342,7 +257,7 @@ class Indexer:
         return [c for c in chunk(doc, self.count_tokens, self.settings, self.count_many)
                 if c.text.strip()]
 
-    def _send(self, batch: list[_Pending], report: tuple[int, int, float, str] | None) -> None:
+    def _send(self, batch: list[Pending], report: tuple[int, int, float, str] | None) -> None:
         """Hand ``batch`` to the executor; write the oldest batches while the window is full
         (each written batch reports the progress made up to it)."""
         flight = self._submit(batch)
@@ -358,12 +273,12 @@ class Indexer:
                 return  # the finally of update() drops the rest
             self._land(self._flights.popleft())
 
-    def _submit(self, batch: list[_Pending]) -> _Flight:
+    def _submit(self, batch: list[Pending]) -> Flight:
         hashes = [c.hash for p in batch for c in p.chunks]
         vectors = {h: blob for h, blob in self.store.vectors_by_hash(hashes).items()
                    if is_finite_blob(blob)}  # a NaN stored by an older version: embed again
         todo: dict[str, str] = {}
-        borrowed: dict[str, _Flight] = {}
+        borrowed: dict[str, Flight] = {}
         for pending in batch:
             for c in pending.chunks:
                 if c.hash in vectors or c.hash in todo or c.hash in borrowed:
@@ -374,11 +289,11 @@ class Indexer:
                 else:
                     todo[c.hash] = c.text
         job = self.executor.submit(list(todo.values()), self.dimensions) if todo else None
-        flight = _Flight(batch, vectors, list(todo), job, borrowed, len(hashes))
+        flight = Flight(batch, vectors, list(todo), job, borrowed, len(hashes))
         self._embedding.update(dict.fromkeys(todo, flight))
         return flight
 
-    def _land(self, flight: _Flight) -> None:
+    def _land(self, flight: Flight) -> None:
         """Wait for ``flight``'s vectors and write its documents in one transaction (or list
         them as failed)."""
         try:
@@ -396,7 +311,7 @@ class Indexer:
         if flight.report is not None:
             self._report(*flight.report)
 
-    def _write(self, flight: _Flight) -> None:
+    def _write(self, flight: Flight) -> None:
         summary = self.summary
         vectors = flight.vectors
         with self.store.transaction():
@@ -420,7 +335,7 @@ class Indexer:
                 summary.chunks += len(pending.chunks)
         summary.chunks_reused += flight.n_chunks - len(flight.todo)
 
-    def _collect(self, flight: _Flight) -> None:
+    def _collect(self, flight: Flight) -> None:
         if flight.job is not None:
             try:
                 result = flight.job.result()

@@ -1,0 +1,105 @@
+"""The paths an index is given and may serve (see :class:`gguf_embed.index.Index`): the checks
+that refuse a run before anything changes (a missing or unreadable path, an empty folder over
+indexed documents), the roots and followed symlink targets an index records, the
+:class:`~gguf_embed.bounds.Bounds` drawn from them, and a user's path filter as a GLOB.
+Searching uses this module: the walk is imported only by :func:`check_roots`, when called."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._text import check_text
+from .bounds import Bounds
+from .errors import InputError, PathError, quoted
+
+if TYPE_CHECKING:
+    from .store import Store
+
+MAX_PATH_FILTER = 4096  # characters (SQLite refuses GLOB patterns over 50,000 bytes)
+
+
+def check_roots(paths: Sequence[str | Path]) -> None:
+    """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
+    from .walk import root_problem
+
+    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
+    if problems:
+        raise PathError(_refusal(problems))
+
+
+def check_paths(store: Store, paths: Sequence[str | Path]) -> None:
+    """Raise :class:`PathError` naming every path that is missing or unreadable, or an
+    empty folder ``store`` holds documents under (an unmounted drive?)."""
+    check_roots(paths)
+    problems = []
+    docs = None
+    for p in paths:
+        folder = os.path.abspath(p)
+        if not os.path.isdir(folder) or not _is_empty(folder):
+            continue
+        docs = store.documents() if docs is None else docs
+        held = sum(1 for d in docs if d.startswith(folder.rstrip(os.sep) + os.sep))
+        if held:
+            problems.append(f"{quoted(p)}: an empty folder, but the index holds {held} "
+                            f"documents under it (an unmounted drive?)")
+    if problems:
+        raise PathError(_refusal(problems))
+
+
+def _refusal(problems: list[str]) -> str:
+    return (f"{'; '.join(problems)}; nothing was changed (pass --prune-missing to remove "
+            f"the documents indexed under {'it' if len(problems) == 1 else 'them'})")
+
+
+def _is_empty(folder: str) -> bool:
+    with os.scandir(folder) as entries:
+        return next(entries, None) is None
+
+
+def roots(meta: dict[str, Any]) -> list[str]:
+    """The files and folders ever given to ``Index.add`` (absolute), as ``meta`` records."""
+    return list(meta.get("roots") or [])
+
+
+def remember_roots(store: Store, paths: Sequence[str | Path]) -> None:
+    known = set(roots(store.meta))
+    new = {os.path.abspath(p) for p in paths} - known
+    if new:
+        store.set_meta({"roots": sorted(known | new)})
+
+
+def remember_links(store: Store, walked: Sequence[str], followed: dict[str, list[str]]) -> None:
+    """Record the targets of the symlinks followed under each root (what may be served
+    from outside the roots): roots ``walked`` in full have theirs replaced, others
+    added to."""
+    links: dict[str, list[str]] = dict(store.meta.get("links") or {})
+    for root in walked:
+        links.pop(root, None)
+    for root, targets in followed.items():
+        links[root] = sorted(set(links.get(root, [])) | set(targets))
+    if links != (store.meta.get("links") or {}):
+        store.set_meta({"links": links})
+
+
+def bounds(meta: dict[str, Any]) -> Bounds:
+    """The bounds of what may be served from the index recording ``meta``: its roots and
+    the symlink targets followed under them."""
+    links = meta.get("links") or {}
+    return Bounds(roots(meta), [t for targets in links.values() for t in targets])
+
+
+def glob(path: str | None) -> str | None:
+    """A user's path filter as a GLOB on the absolute paths stored."""
+    if not path:
+        return None
+    check_text(path, "the path filter", "path")
+    if len(path) > MAX_PATH_FILTER:
+        raise InputError(f"the path filter is {len(path):,} characters long; at most "
+                         f"{MAX_PATH_FILTER:,}", param="path")
+    if any(ch in path for ch in "*?["):
+        return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
+    absolute = os.path.abspath(path)
+    return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")

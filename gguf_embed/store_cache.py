@@ -1,16 +1,28 @@
-"""The reads the search cache (vector_cache.py) makes of the index file: its ``chunk_log``
-row, the live chunk ids with their documents, and every sign-bit row.  SQL stays in
+"""The reads the search caches (vector_cache.py, store_keyword_*.py) make of the index file:
+its ``chunk_log`` row (a :class:`State`), the live chunk ids with their documents, and every
+sign-bit row.  SQL stays in
 ``store*.py``."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import apsw
 import numpy as np
 
 from .store import Store
+
+
+@dataclass(frozen=True)
+class State:
+    """What the file's ``chunk_log`` says: which file, and how far its writes have gone (the
+    state every cache beside the index, INDEX.bits and INDEX.keywords, is checked against)."""
+
+    epoch: str
+    inserted: int
+    deleted: int
 
 
 def chunk_log(conn: apsw.Connection) -> tuple[str, int, int] | None:

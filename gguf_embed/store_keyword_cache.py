@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import apsw
 import numpy as np
@@ -222,14 +222,10 @@ def topk(conn: apsw.Connection, db: str | Path, key: tuple[str, Any], terms: Seq
         return None
     stats, derived = held
     checked = derived.checked
-    tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
-    tokens: list[str] = []
-    for term in terms:
-        found = list(tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
-                               include_offsets=False, include_colocated=False))
-        if len(found) != 1:
-            return None
-        tokens.append(cast(str, found[0]))
+    tokenizer = keyword_topk.table_tokenizer(conn)
+    tokens = keyword_topk.single_tokens(tokenizer, terms)
+    if tokens is None:
+        return None
     try:
         cached = {i: stats.phrases[t] for i, t in enumerate(tokens) if t in stats.phrases}
         if not cached:

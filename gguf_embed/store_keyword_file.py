@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .store_cache import State
 from .store_guard import open_cache, write_cache
 
 SUFFIX = ".keywords"
@@ -31,13 +32,6 @@ NO_ROW = np.uint32(0xFFFFFFFF)
 MAX_ROWID = 16_000_000  # sizes are kept per rowid: past this, no file (FTS5 alone)
 DIR_COLS = 8  # count, dense, codes offset, codes length, code bytes, rows offset, pairs
 #               offset, pairs length
-
-
-@dataclass(frozen=True)
-class State:
-    epoch: str
-    inserted: int
-    deleted: int
 
 
 @dataclass(frozen=True)

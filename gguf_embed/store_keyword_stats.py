@@ -30,6 +30,7 @@ from typing import Any, cast
 import apsw
 import numpy as np
 
+from . import store_keyword_topk as keyword_topk
 from .keywords import keyword_columns
 from .store_cache import chunk_log
 from .store_keyword_file import (
@@ -202,7 +203,7 @@ def read_recent(conn: apsw.Connection, start: int, ids: np.ndarray, sizes: np.nd
     costs ~1 ms of seeking at 10^6 rows, for thousands of tokens); None where a row's size
     (``ids``, ``sizes``: FTS5's own) or the rows themselves differ from what FTS5 holds."""
     wanted = set(tokens)
-    tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
+    tokenizer = keyword_topk.table_tokenizer(conn)
     found: dict[str, list[tuple[int, int, int]]] = {}
     seen: list[int] = []
     for rowid, text in conn.execute("SELECT id, text FROM chunks WHERE id >= ? ORDER BY id",

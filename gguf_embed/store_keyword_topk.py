@@ -49,6 +49,25 @@ def _stats_fn(api: apsw.FTS5ExtensionApi, *args: Any) -> str:
     return f"{api.row_count} {api.column_total_size(-1)}"
 
 
+def table_tokenizer(conn: apsw.Connection) -> Any:
+    """The tokenizer ``fts_chunks`` was made with ('porter unicode61', store_schema.py)."""
+    return conn.fts5_tokenizer("porter", ["unicode61"])
+
+
+def single_tokens(tokenizer: Any, terms: Sequence[str]) -> list[str] | None:
+    """Each query phrase's one token as the table's ``tokenizer`` makes it (query mode), or
+    None when some phrase is several tokens or none (the exact fast paths cover one-token
+    phrases only)."""
+    tokens: list[str] = []
+    for term in terms:
+        found = list(tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
+                               include_offsets=False, include_colocated=False))
+        if len(found) != 1:
+            return None
+        tokens.append(cast(str, found[0]))
+    return tokens
+
+
 def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
          weights: tuple[float, float], path_glob: str | None = None,
          share: float = COMMON_SHARE) -> list[tuple[int, float]] | None:
@@ -57,14 +76,10 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
     None when this cannot tell (the caller runs that query)."""
     if len(terms) < 2:
         return None
-    tokenizer = conn.fts5_tokenizer("porter", ["unicode61"])
-    tokens: list[str] = []
-    for term in terms:
-        found = list(tokenizer(term.encode("utf-8"), apsw.FTS5_TOKENIZE_QUERY, None,
-                               include_offsets=False, include_colocated=False))
-        if len(found) != 1:
-            return None  # a phrase of several tokens (or none): not covered here
-        tokens.append(cast(str, found[0]))
+    tokenizer = table_tokenizer(conn)
+    tokens = single_tokens(tokenizer, terms)
+    if tokens is None:
+        return None  # a phrase of several tokens (or none): not covered here
     counts = _doc_counts(conn, cache_key, terms)
     try:
         conn.register_fts5_function("gguf_embed_bm25_stats", _stats_fn)

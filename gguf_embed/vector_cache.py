@@ -45,7 +45,7 @@ from typing import Any, cast
 import numpy as np
 
 from .store import Store
-from .store_cache import chunk_log, live_chunks, sign_bit_rows
+from .store_cache import State, chunk_log, live_chunks, sign_bit_rows
 from .store_guard import open_cache, write_cache
 
 SUFFIX = ".bits"
@@ -57,15 +57,6 @@ REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunk
 FAISS_FROM = 4_000_000  # 64-bit words of sign bits (32 MB): from this many, faiss scans them
 QUICK_STRIDE = 1024  # rows: the bits checked on loading (with the last QUICK_TAIL rows)
 QUICK_TAIL = 64
-
-
-@dataclass(frozen=True)
-class State:
-    """What the file's ``chunk_log`` says: which file, and how far its writes have gone."""
-
-    epoch: str
-    inserted: int
-    deleted: int
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from gguf_embed.search import FTS_WEIGHTS, keyword_hits
 from gguf_embed.store import Store
 from gguf_embed.testing import FakeEngine
 
+from .support.spy import answers
 from .test_keyword_postings import MORE
 from .test_keyword_topk import DIMS, add
 
@@ -124,15 +125,7 @@ def test_without_the_size_table(store: Store, monkeypatch: pytest.MonkeyPatch) -
 def test_hybrid_and_keyword_search_take_the_cache(store: Store,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     update(store)
-    calls: list[bool] = []
-    real = kcache.topk
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        found = real(*args, **kwargs)
-        calls.append(found is not None)
-        return found
-
-    monkeypatch.setattr(kcache, "topk", spy)
+    calls = answers(monkeypatch, kcache, "topk")
     for query in MORE:
         today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50)]
         assert keyword_hits(store, query, 50) == today
@@ -160,15 +153,7 @@ def test_refreshed_after_inserts_deletes_and_reused_rowids(
     assert len(writes(store)) >= 40  # rowids deleted and given again to new chunks
     assert check(store) == 0  # stale: never used
     live = {int(r[0]) for r in store.conn.execute("SELECT id FROM chunks")}
-    refreshed: list[bool] = []
-    real = kstats.refresh
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        found = real(*args, **kwargs)
-        refreshed.append(found is not None)
-        return found
-
-    monkeypatch.setattr(kstats, "refresh", spy)
+    refreshed = answers(monkeypatch, kstats, "refresh")
     assert update(store)
     assert refreshed == [True]  # brought up to date, not rebuilt
     kcache.forget()

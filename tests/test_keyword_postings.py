@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from gguf_embed.keywords import CJK_WEIGHT, fts_query, query_terms
 from gguf_embed.search import keyword_hits
 from gguf_embed.store import Store
 
+from .support.spy import answers
 from .test_keyword_topk import DIMS, QUERIES, add
 
 MORE = [*QUERIES, "x86_64 the word3", "foo_ word7 display", "数据库", "the", "zzzunknown",
@@ -174,15 +174,7 @@ def test_shares_kept_per_row_when_too_many_distinct(store: Store,
 
 def test_hybrid_sums_the_keyword_half_beside_the_vector_half(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    both: list[bool] = []
-    real = search_mod._both_at_once
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        found = real(*args, **kwargs)
-        both.append(found is not None)
-        return found
-
-    monkeypatch.setattr(search_mod, "_both_at_once", spy)
+    both = answers(monkeypatch, search_mod, "_both_at_once")
     rng = np.random.default_rng(9)
     for query in MORE:
         q = rng.standard_normal(DIMS).astype(np.float32)
@@ -210,15 +202,7 @@ def rows_held() -> int:
 
 def test_search_takes_it_and_keeps_the_results(store: Store,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    answered: list[bool] = []
-    real = postings.topk
-
-    def spy(*args: Any, **kwargs: Any) -> list[tuple[int, float]] | None:
-        found = real(*args, **kwargs)
-        answered.append(found is not None)
-        return found
-
-    monkeypatch.setattr(postings, "topk", spy)
+    answered = answers(monkeypatch, postings, "topk")
     for query in MORE:
         for glob in (None, "/docs/b/*"):
             today = [(i, -s) for i, s in store.keyword_matches(fts_query(query), 50, glob)]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +20,8 @@ from gguf_embed._vectors import vec_blob
 from gguf_embed.keywords import CJK_WEIGHT, fts_query, query_terms
 from gguf_embed.search import keyword_hits
 from gguf_embed.store import Store
+
+from .support.spy import answers
 
 DIMS = 8
 COMMON = ["the", "a", "to", "and", "of", "file", "display", "for", "文件"]
@@ -102,15 +103,7 @@ def test_same_top_k_as_fts5_bm25(store: Store) -> None:
 
 
 def test_search_keyword_hits_unchanged(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    answered = []
-    real = keyword_topk.topk
-
-    def spy(*args: Any, **kwargs: Any) -> list[tuple[int, float]] | None:
-        found = real(*args, **kwargs)
-        answered.append(found is not None)
-        return found
-
-    monkeypatch.setattr(keyword_topk, "topk", spy)
+    answered = answers(monkeypatch, keyword_topk, "topk")
     monkeypatch.setattr(keyword_postings, "topk", lambda *a, **k: None)  # nothing held
     for query in QUERIES:
         for glob in (None, "/docs/b/*"):

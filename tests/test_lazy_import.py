@@ -55,12 +55,7 @@ def test_public_names_load_on_first_use_and_are_listed() -> None:
 
 
 def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Path) -> None:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
-    db = tmp_path / "i.db"
-    with Index(db, FakeEngine()) as index:
-        index.add([docs])
+    db = _small_index(tmp_path)
     code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "

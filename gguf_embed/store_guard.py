@@ -1,7 +1,8 @@
 """What the index file is checked for before and while it is written (store, index, merge).
 
 * :func:`open_cache` / :func:`write_cache`: a cache file beside the index, read only if it is a
-  regular file (not a link, never a FIFO), written crash-safely (temporary file, fsync, rename).
+  regular file (not a link, never a FIFO), written crash-safely (temporary file, fsync, rename),
+  starting with its magic and a JSON header (:func:`cache_head`, :func:`read_cache_head`).
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
   folder, a device or a socket is refused at once: SQLite would block on a FIFO forever; a side
   file that is a symbolic link is named (SQLite refuses it with a vague message).
@@ -17,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import stat
+import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -68,6 +71,26 @@ def open_cache(path: str | Path) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+CACHE_HEADER = struct.Struct("<16sQ")  # a cache file's magic, then its JSON header's length
+
+
+def cache_head(magic: bytes, info: dict[str, Any]) -> bytes:
+    """The start of a cache file: ``magic``, the length of the JSON ``info``, then ``info``."""
+    header = json.dumps(info).encode()
+    return CACHE_HEADER.pack(magic, len(header)) + header
+
+
+def read_cache_head(f: BinaryIO, magic: bytes, limit: int) -> dict[str, Any] | None:
+    """What :func:`cache_head` wrote, read from the start of ``f`` (left just after it), or
+    None for another kind of file or a header longer than ``limit`` bytes; a damaged header
+    raises ``ValueError`` or ``struct.error``."""
+    found, size = CACHE_HEADER.unpack(f.read(CACHE_HEADER.size))
+    if found != magic or size > limit:
+        return None
+    info = json.loads(f.read(size))
+    return info if isinstance(info, dict) else None
 
 
 def write_cache(path: Path, parts: Iterable[bytes | memoryview]) -> bool:

@@ -11,7 +11,6 @@ a token out of shape raises ValueError when first asked for (store_keyword_cache
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import struct
@@ -23,11 +22,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .store_cache import State
-from .store_guard import open_cache, write_cache
+from .store_guard import cache_head, open_cache, read_cache_head, write_cache
 
 SUFFIX = ".keywords"
 MAGIC = b"GGUFEMBED-KWDS\x00\x01"
-HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
 NO_ROW = np.uint32(0xFFFFFFFF)
 MAX_ROWID = 16_000_000  # sizes are kept per rowid: past this, no file (FTS5 alone)
 DIR_COLS = 8  # count, dense, codes offset, codes length, code bytes, rows offset, pairs
@@ -111,15 +109,14 @@ def save(stats: Stats, path: Path) -> bool:
     checks_arr = np.array(checks, dtype=np.uint64)
     dir_at = put(directory.tobytes())
     checks_at = put(checks_arr.view("<i8").tobytes())
-    header = json.dumps({
+    head = cache_head(MAGIC, {
         "epoch": stats.state.epoch, "inserted": stats.state.inserted,
         "deleted": stats.state.deleted, "rows": len(stats.sizes), "tokens": len(tokens),
         "sizes": sizes_at, "names": [names_at, len(names)], "dir": dir_at, "checks": checks_at,
         "length": offset,
         "check": _check([stats.sizes.astype("<u4"), np.frombuffer(names, np.uint8),
                          directory, checks_arr]),
-    }).encode()
-    head = HEADER.pack(MAGIC, len(header)) + header
+    })
     return write_cache(path, [head + b"\x00" * ((-len(head)) % 8), *parts])
 
 
@@ -128,11 +125,10 @@ def load(path: Path) -> Stats | None:
     phrases' own checksums are checked when each is first used: store_keyword_cache)."""
     try:
         with open_cache(path) as f:  # a regular file: not a link, never a FIFO
-            magic, size = HEADER.unpack(f.read(HEADER.size))
-            if magic != MAGIC or size > 65536:
+            info = read_cache_head(f, MAGIC, 65536)
+            if info is None:
                 return None
-            info = json.loads(f.read(size))
-            base = HEADER.size + size
+            base = f.tell()
             base += (-base) % 8
             if os.fstat(f.fileno()).st_size != base + int(info["length"]):
                 return None

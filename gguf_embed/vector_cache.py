@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import struct
 import sys
@@ -46,11 +45,10 @@ import numpy as np
 
 from .store import Store
 from .store_cache import State, chunk_log, live_chunks, sign_bit_rows
-from .store_guard import open_cache, write_cache
+from .store_guard import cache_head, open_cache, read_cache_head, write_cache
 
 SUFFIX = ".bits"
 MAGIC = b"GGUFEMBED-BITS\x00\x01"
-HEADER = struct.Struct("<16sQ")  # magic, length of the JSON header that follows
 BLOCK = 32_768  # rows per popcount block: the XOR buffer stays in the CPU's cache
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunks changed
@@ -255,25 +253,23 @@ def cache_path(db: Path) -> Path:
 def save(bits: Bits, path: Path) -> bool:
     """Write ``bits`` to ``path`` crash-safely (temporary file, fsync, rename); False when the
     folder cannot be written."""
-    header = json.dumps({
+    head = cache_head(MAGIC, {
         "epoch": bits.state.epoch, "inserted": bits.state.inserted,
         "deleted": bits.state.deleted, "dims": bits.dims, "rows": len(bits),
         "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
         "quick": _quick(bits.ids, bits.docs, bits.words),  # "check": for older readers
-    }).encode()
-    return write_cache(path, [HEADER.pack(MAGIC, len(header)), header,
-                              *(np.ascontiguousarray(a).data.cast("B")
-                                for a in (bits.ids, bits.docs, bits.words))])
+    })
+    return write_cache(path, [head, *(np.ascontiguousarray(a).data.cast("B")
+                                      for a in (bits.ids, bits.docs, bits.words))])
 
 
 def load(path: Path, dims: int) -> Bits | None:
     """The cache file at ``path``, or None when it is missing, damaged, or not for ``dims``."""
     try:
         with open_cache(path) as f:  # a regular file: not a link, never a FIFO
-            magic, size = HEADER.unpack(f.read(HEADER.size))
-            if magic != MAGIC or size > 4096:
+            info = read_cache_head(f, MAGIC, 4096)
+            if info is None:
                 return None
-            info = json.loads(f.read(size))
             rows, width = int(info["rows"]), int(info["width"])
             if int(info["dims"]) != dims or width != (dims + 63) // 64:
                 return None

@@ -6,7 +6,7 @@ stored vectors with NaN/Inf."""
 from __future__ import annotations
 
 import fnmatch
-import json
+import io
 import os
 import shutil
 import sys
@@ -26,6 +26,7 @@ from gguf_embed._vectors import vec_blob
 from gguf_embed.errors import NonFiniteVectors
 from gguf_embed.search import search, vector_hits
 from gguf_embed.store import Store
+from gguf_embed.store_guard import cache_head, read_cache_head
 
 DIMS = 128
 PER_DOC = 5
@@ -203,12 +204,12 @@ def test_a_damaged_cache_file_is_ignored_and_rewritten(tmp_path: Path) -> None:
 
 def _with_header(data: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
     """A cache file's bytes with its JSON header changed by ``change``."""
-    _, size = vector_cache.HEADER.unpack(data[:vector_cache.HEADER.size])
-    info = json.loads(data[vector_cache.HEADER.size:vector_cache.HEADER.size + size])
+    f = io.BytesIO(data)
+    info = read_cache_head(f, vector_cache.MAGIC, 4096)
+    assert info is not None
+    rest = data[f.tell():]
     change(info)
-    header = json.dumps(info).encode()
-    return (vector_cache.HEADER.pack(vector_cache.MAGIC, len(header)) + header
-            + data[vector_cache.HEADER.size + size:])
+    return cache_head(vector_cache.MAGIC, info) + rest
 
 
 def test_loading_checks_a_sample_of_the_bits_and_bad_bits_never_give_a_wrong_score(

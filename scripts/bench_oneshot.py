@@ -100,11 +100,11 @@ def main() -> None:
         cases.append((f"CLI: `gguf-embed search --mode vector -m {opts.model.name}` "
                       f"({opts.model_db.name})",
                       [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
-                       "--mode", "vector", "-m", str(opts.model)]))
+                       "--mode", "vector", "-m", str(opts.model.resolve())]))
         cases.append((f"CLI: `gguf-embed search -m {opts.model.name}` (hybrid, the default) "
                       f"({opts.model_db.name})",
                       [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
-                       "-m", str(opts.model)]))
+                       "-m", str(opts.model.resolve())]))
     codes = [("this branch", ROOT)] + ([("before", opts.before)] if opts.before else [])
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {opts.runs} runs "
           f"each, interleaved; median (min-max); "

@@ -54,14 +54,19 @@ def test_public_names_load_on_first_use_and_are_listed() -> None:
         gguf_embed.Nope  # noqa: B018
 
 
+# The CLI as its script runs it, ``expression`` evaluated as the process ends: a search ends
+# it inside main() (cli/_exit.py), after the atexit handlers have run.
+AT_EXIT = ("import atexit, sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
+           "atexit.register(lambda: {})\nmain()\n")
+
+
 def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Path) -> None:
     db = _small_index(tmp_path)
-    code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('llama_cpp', 'faiss', 'uvicorn', 'starlette', 'mcp', 'watchfiles') or m in "
-            "('gguf_embed.server', 'gguf_embed.watch', 'gguf_embed.cli._serve', "
-            "'gguf_embed.cli._watch', 'gguf_embed.cli._doctor'))))")
+    code = AT_EXIT.format(
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('llama_cpp', 'faiss', 'uvicorn', 'starlette', 'mcp', 'watchfiles') or m in "
+        "('gguf_embed.server', 'gguf_embed.watch', 'gguf_embed.cli._serve', "
+        "'gguf_embed.cli._watch', 'gguf_embed.cli._doctor'))))")
     out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -99,9 +104,7 @@ def _loaded(out: subprocess.CompletedProcess[str]) -> list[str]:
 
 def test_a_cli_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
     db = _small_index(tmp_path)
-    code = ("import sys, json; from gguf_embed.cli import main; sys.argv[0] = 'gguf-embed'\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            + LOADED.format(names=NOT_FOR_SEARCH))
+    code = AT_EXIT.format(LOADED.format(names=NOT_FOR_SEARCH))
     out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
     assert "a.md" in out.stdout
     assert _loaded(out) == []

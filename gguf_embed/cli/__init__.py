@@ -14,6 +14,7 @@ import sys
 
 try:
     from ._base import cli, interrupted
+    from ._exit import forget, leave
 except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
     sys.stderr.write("Interrupted.\n")
     raise SystemExit(130) from None
@@ -25,10 +26,14 @@ def main() -> None:
     # products are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one
     # thread, unless the user set it.  numpy is imported by the command, after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    forget()
     try:
         cli(prog_name="gguf-embed")
     except KeyboardInterrupt:  # outside a command (option parsing, a prompt)
         interrupted()
+    except SystemExit as exc:  # how click's standalone mode always ends
+        leave(exc.code)  # a finished search: no interpreter teardown (see _exit.py)
+        raise
 
 
 __all__ = ["cli", "main"]

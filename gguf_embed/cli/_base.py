@@ -20,6 +20,7 @@ import click
 from .._text import unicode_problem
 from ..errors import GgufEmbedError, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
+from ._exit import quickly
 from ._remote import remote_engine, remote_options
 
 
@@ -291,6 +292,7 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
 
     Without --json, each vector is printed as a JSON array on its own line.
     """
+    quickly()  # nothing written: the process may end without the interpreter's teardown
     items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
         else _stdin_lines()
     if not items:

@@ -29,6 +29,7 @@ from ._base import (
     terminal_text,
 )
 from ._db import db_option, default_db, display
+from ._exit import quickly
 from ._remote import remote_engine, remote_options, remote_url
 
 
@@ -60,6 +61,7 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     one array per line, in order, [] for a blank line).
 
     Each result is one file: the lines and snippet of its best chunk, and the file's score."""
+    quickly()  # nothing written: the process may end without the interpreter's teardown
     query, rerank = _query_after_rerank(query, rerank)
     group = "chunk" if chunks else "file"
     db = db or default_db()

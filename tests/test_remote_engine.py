@@ -435,3 +435,62 @@ def test_an_answer_that_is_not_an_object_is_an_error() -> None:
 
     with pytest.raises(EngineError, match="answered 1 inputs with no embeddings"):
         stub_engine(server).embed(["x"])
+
+
+def test_an_http_server_is_reached_without_loading_certificates(
+        minilm_server: Live, minilm: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No TLS on http:// (redirects are not followed): the CA bundle is not loaded for it
+    (20-50 ms of a one-shot search)."""
+    import ssl
+
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def spy(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        loads.append(args or kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", spy)
+    with RemoteEngine(minilm_server.url, api_key=KEY) as engine:
+        vector = engine.embed(["list files"])[0]
+    np.testing.assert_allclose(vector, minilm.embed(["list files"])[0], atol=1e-5)
+    assert loads == []
+
+
+def test_an_https_server_whose_certificate_no_trusted_ca_signed_is_refused(
+        tmp_path: Path) -> None:
+    """From the attacker's side: a server in the middle, with a certificate of its own CA,
+    is refused (https:// stays verified), and nothing is sent to it."""
+    import http.server
+    import ssl
+
+    import trustme
+
+    heard: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(EngineUnavailable, match="certificate"):
+            RemoteEngine(f"https://127.0.0.1:{server.server_address[1]}", api_key=KEY,
+                         retries=1)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert heard == []

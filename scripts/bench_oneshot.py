@@ -9,6 +9,8 @@
   * ``gguf-embed search --mode vector``, and hybrid (the default), with a real model
     (``--model-db DB --model PATH``):
     llama.cpp, the model and the query's embedding included
+  * the same through a running ``gguf-embed serve`` of that model (``--embed-url URL``): the
+    query embedded by the warm server, as with a model too large to load per search
 
     python -m scripts.bench_oneshot --db /tmp/issue21/search-1000000-1024.db \\
         --model-db /tmp/minilm.db --model models/all-minilm-l6-v2-f16.gguf --before /work/main
@@ -80,6 +82,9 @@ def main() -> None:
                         help="a bench_scale index with its .bits file and DB.query.npy")
     parser.add_argument("--model-db", type=Path, default=None)
     parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--embed-url", default=None,
+                        help="a running `gguf-embed serve` of --model-db's model: also time "
+                             "searches that embed the query there (--embed-url)")
     parser.add_argument("--before", type=Path, default=None, help="another checkout to compare")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-bytecode", action="store_true",
@@ -105,6 +110,12 @@ def main() -> None:
                       f"({opts.model_db.name})",
                       [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
                        "-m", str(opts.model.resolve())]))
+    if opts.model_db and opts.embed_url:
+        for mode in ("vector", "hybrid"):
+            cases.append((f"CLI: `gguf-embed search --mode {mode} --embed-url` (a warm `serve`) "
+                          f"({opts.model_db.name})",
+                          [py, "-m", "gguf_embed", "search", QUERY, "--db", str(opts.model_db),
+                           "--mode", mode, "--embed-url", opts.embed_url]))
     codes = [("this branch", ROOT)] + ([("before", opts.before)] if opts.before else [])
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; {opts.runs} runs "
           f"each, interleaved; median (min-max); "

@@ -24,19 +24,17 @@ Prompts applied here come from the catalog entry the server's model name matches
 Qwen3-Embedding-0.6B``, ``qwen3-embedding:0.6b`` → ``qwen3-embedding-0.6b``), else none, and
 ``query_prefix``/``document_prefix`` replace them.  EOS is the server's business.
 
-Requests: ``batch_size`` inputs each, ``concurrency`` at once; connection errors, timeouts,
-429 and 5xx are retried ``retries`` times with exponential backoff (``Retry-After`` honoured),
-then :class:`~gguf_embed.errors.EngineUnavailable` names the URL.  The API key goes in the
-``Authorization`` header to this server only and is never in a message.  Vectors come back in
-full and are cut (Matryoshka) and normalized here.  Needs httpx (``pip install
-"gguf-embed[remote]"``), imported when an engine is made.
+Requests: ``batch_size`` inputs each, ``concurrency`` at once, retried with backoff as
+:mod:`gguf_embed._remote_http` says; :class:`~gguf_embed.errors.EngineUnavailable` names the
+URL.  The API key goes in the ``Authorization`` header to this server only and is never in a
+message.  Vectors come back in full and are cut (Matryoshka) and normalized here.  Needs httpx
+(``pip install "gguf-embed[remote]"``), imported when an engine is made.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -45,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ._remote_http import ServerClient
 from ._remote_util import (
     BYTES_PER_TOKEN,
     Answer,
@@ -54,29 +53,18 @@ from ._remote_util import (
     estimate_tokens,
     parse_embeddings,
     remote_facts,
-    server_message,
 )
 from ._text import check_text
 from ._vectors import finish
-from .errors import EngineError, EngineUnavailable, InputError, InvalidDimensions, first_line
+from .errors import EngineError, InputError, InvalidDimensions
 from .models import ModelSpec
 from .protocol import EmbeddingEngine, Embeddings, EmbedShortcut, Input, Prepared
 from .remote_identity import FINGERPRINT_TEXT
 
 DEFAULT_CONTEXT = 512  # tokens per input, where neither the server nor the catalog says
-RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 BACKOFF = 0.5  # seconds before the first retry; doubled at each (capped at 30 s)
 TOKENIZE_BATCH = 256
 CACHE_SIZE = 100_000
-
-
-def _httpx() -> Any:
-    try:
-        import httpx
-    except ImportError as exc:
-        raise EngineError('the remote engine (--embed-url) needs httpx: pip install '
-                          '"gguf-embed[remote]"') from exc
-    return httpx
 
 
 @dataclass
@@ -101,20 +89,14 @@ class RemoteEngine(EmbedShortcut):
                  context: int | None = None, query_prefix: str | None = None,
                  document_prefix: str | None = None, transport: Any = None,
                  sleep: Callable[[float], None] | None = None) -> None:
-        httpx = _httpx()
         if batch_size < 1 or concurrency < 1 or retries < 1:
             raise InputError("batch size, concurrency and retries must be at least 1")
         self.url = clean_url(url)
-        self.batch_size, self.concurrency, self.retries = batch_size, concurrency, retries
-        self.backoff = BACKOFF if backoff is None else backoff
-        self._sleep = sleep or time.sleep
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        # An http:// server gets no TLS (redirects are not followed, proxies not read): loading
-        # the CA bundle for it was 20-50 ms of a one-shot search.  https:// is verified.
-        self._client = httpx.Client(base_url=self.url, headers=headers, transport=transport,
-                                    timeout=httpx.Timeout(timeout, connect=10.0),
-                                    verify=self.url.startswith("https://"),
-                                    follow_redirects=False, trust_env=False)
+        self.batch_size, self.concurrency = batch_size, concurrency
+        self._http = ServerClient(self.url, api_key=api_key, retries=retries,
+                                  backoff=BACKOFF if backoff is None else backoff,
+                                  timeout=timeout, transport=transport, sleep=sleep)
+        self._json = self._http.json
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._counts: dict[str, int] = {}
@@ -327,7 +309,7 @@ class RemoteEngine(EmbedShortcut):
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        self._client.close()
+        self._http.close()
 
     def __enter__(self) -> RemoteEngine:
         return self
@@ -359,50 +341,6 @@ class RemoteEngine(EmbedShortcut):
                 body["truncate"] = True
         answer = self._json("POST", "/v1/embeddings", body)
         return parse_embeddings(answer, texts, getattr(self, "n_embd", None), self.url)
-
-    def _json(self, method: str, path: str, body: Any, *, optional: bool = False) -> Any:
-        """The JSON answer of one request, retried as the module docstring says; with
-        ``optional``, None for an answer that is not a 2xx (a probe of what the server is)."""
-        httpx = _httpx()
-        why, delay = "", 0.0
-        for attempt in range(self.retries):
-            if attempt:
-                self._sleep(delay)
-            delay = min(self.backoff * 2 ** attempt, 30.0)
-            try:
-                response = self._client.request(method, path, json=body)
-            except httpx.TransportError as exc:
-                why = first_line(exc, empty=type(exc).__name__, limit=200)
-                continue
-            if response.status_code in RETRY_STATUS:
-                why = f"HTTP {response.status_code}"
-                after = response.headers.get("retry-after", "")
-                if after.isdigit():
-                    delay = min(float(after), 30.0)
-                continue
-            if response.status_code in (401, 403):
-                raise EngineUnavailable(f"the embedding server at {self.url} refused the API "
-                                        f"key (HTTP {response.status_code}): pass the right "
-                                        f"one with --embed-api-key", url=self.url)
-            if response.is_success:
-                try:
-                    return response.json()
-                except ValueError as exc:
-                    if optional:
-                        return None
-                    raise EngineError(f"the server at {self.url} answered {path} with "
-                                      f"something that is not JSON") from exc
-            if optional:
-                return None
-            message = server_message(response)
-            if response.status_code == 400:
-                raise InputError(f"the embedding server at {self.url} refused the input: "
-                                 f"{message}", param="input")
-            raise EngineUnavailable(f"the embedding server at {self.url} answered {path} with "
-                                    f"HTTP {response.status_code}: {message}", url=self.url)
-        raise EngineUnavailable(f"the embedding server at {self.url} cannot be reached "
-                                f"({why}, {self.retries} tries): start it, or check "
-                                f"--embed-url", url=self.url)
 
 
 if TYPE_CHECKING:  # mypy checks that RemoteEngine keeps the contract

@@ -27,7 +27,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,11 +296,14 @@ def _confirmed(conn: apsw.Connection, tokenizer: Any, tokens: list[str], idf: li
     return scores is not None and all(scores.get(rowid) == score for rowid, score in best)
 
 
-def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None) -> bool:
+def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None,
+           before: Callable[[str], None] | None = None) -> bool:
     """Bring ``INDEX.keywords`` up to the state ``conn`` sees (call inside a read
     transaction, after a run's writes): refreshed from the file when it is of this index
     and older, else rebuilt; kept in this process's memory where the folder cannot be
-    written.  False when the index is not covered (no chunk_log, rowids too far apart)."""
+    written.  False when the index is not covered (no chunk_log, rowids too far apart).
+    ``before("refresh")`` / ``before("build")`` is called as that work starts (never when
+    the file is already current): at a million chunks a build takes ~35 s."""
     from . import store_keyword_stats  # writers only: a search needs none of it
 
     real = os.path.realpath(db)
@@ -317,10 +320,14 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
     if old is not None and old.state.epoch == log[0]:
         try:
             if all(_valid(old, t, p) for t, p in old.phrases.items()):
+                if before is not None:
+                    before("refresh")
                 new = store_keyword_stats.refresh(conn, old)
         except (ValueError, IndexError, OverflowError, apsw.Error):
             new = None
     if new is None:
+        if before is not None:
+            before("build")
         try:  # a cache: whatever goes wrong here, the run that wrote the index stands
             new = store_keyword_stats.build(conn, MIN_ROWS if min_rows is None else min_rows)
         except (ValueError, IndexError, OverflowError, apsw.Error):

@@ -10,8 +10,9 @@ computed in numpy in fts5Bm25Function's order of operations (so bit for bit), th
 phrases' shares are read from FTS5 (store_keyword_postings), and the sum is ranked there.
 
 It is a cache derived from the SQLite file, with vector_cache's discipline: it is used only
-when its ``chunk_log`` state is the one the search's transaction sees; the ``index`` run (and
-``watch``, through it) brings it up to date after its writes, incrementally or by a rebuild,
+when its ``chunk_log`` state is the one the search's transaction sees; every writer
+(``index``, ``watch``, ``remove``, ``merge``: index_write.refresh_search_cache) brings it up to
+date after its writes, incrementally or by a rebuild,
 written to a temporary file, fsynced and renamed; a damaged, stale or foreign file is
 ignored (and rewritten by the next run); a folder that cannot be written keeps it in the
 writing process's memory only.  Deleting ``INDEX.keywords`` is always safe.  And it is never
@@ -120,8 +121,8 @@ _workers: dict[str, threading.Thread] = {}
 def _missed(db: str | Path) -> None:
     """A search found no file of its state.  The second time in a process (a long-running
     one: a one-shot search never pays for this), bring it up to date in a background thread,
-    on a connection of its own (a writer that did not: ``remove``, ``merge``, an older
-    version; or a folder only this process reads, where it is kept in memory)."""
+    on a connection of its own (a writer that did not: an older version, a build that
+    failed; or a folder only this process reads, where it is kept in memory)."""
     real = os.path.realpath(db)
     with _lock:
         _misses[real] = _misses.get(real, 0) + 1

@@ -6,6 +6,8 @@ file is already current."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from gguf_embed.search import keyword_hits
 from gguf_embed.store import Store
 from gguf_embed.store_cache import State, chunk_log
 from gguf_embed.testing import FakeEngine
+from gguf_embed.watch import WatchEvent
 
 from .support.spy import answers
 from .test_keyword_topk import text
@@ -160,6 +163,55 @@ def test_a_cache_that_fails_to_build_does_not_fail_the_merge(
     # the other cache is made all the same; searches are FTS5's either way
     assert current(out) == ((False, True) if broken == "keywords" else (True, False))
     assert (True in same_as_fts5(out, monkeypatch)) == (broken == "bits")
+
+
+def test_watch_leaves_the_keyword_cache_current_after_each_batch(
+        tmp_path: Path, small: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catch-up, a batch of new files and a batch of deletions alone: after each event
+    INDEX.keywords is of the index's state (the sign bits: after the catch-up, an index
+    run; batches leave them to the next search)."""
+    docs = folder(tmp_path, "docs", 30, 1)
+    db = tmp_path / "i.db"
+    events: list[WatchEvent] = []
+    stop = threading.Event()
+    seen: list[tuple[str, int, tuple[bool, bool]]] = []
+
+    def note(event: WatchEvent) -> None:
+        events.append(event)
+        s = event.summary
+        seen.append((event.kind, (s.added + s.removed) if s else -1, current(db)))
+
+    with Index(db, FakeEngine()) as index:
+        thread = threading.Thread(target=index.watch, args=([docs], stop, note),
+                                  kwargs={"step_ms": 50}, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: any(e.kind == "catch-up" for e in events))
+            rng = np.random.default_rng(9)
+            for i in range(5):
+                (docs / f"new{i}.md").write_text(text(rng) + "\n", encoding="utf-8")
+            wait_for(lambda: sum(s.added for e in events if e.kind == "batch"
+                                 and (s := e.summary)) == 5)
+            for i in range(0, 12, 2):
+                (docs / f"{i}.md").unlink()
+            wait_for(lambda: sum(s.removed for e in events if e.kind == "batch"
+                                 and (s := e.summary)) == 6)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert not [e for e in events if e.kind == "error"]
+    assert seen[0] == ("catch-up", 30, (True, True))
+    batches = [(n, fresh[0]) for kind, n, fresh in seen if kind == "batch"]
+    assert batches and all(fresh for _, fresh in batches), seen
+    assert True in same_as_fts5(db, monkeypatch)
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- what the CLI says

@@ -242,6 +242,12 @@ def test_index_says_on_stderr_when_it_builds_the_keyword_cache(
     assert kstats.cache_path(db).exists()
     again = CliRunner().invoke(cli, base)  # nothing changed: the file is current
     assert again.exit_code == 0 and LINE not in again.stderr, again.stderr
+    kstats.cache_path(db).unlink()  # lost (deleting it is always safe): the next run makes it
+    forget()
+    caught_up = CliRunner().invoke(cli, base)
+    assert caught_up.exit_code == 0, caught_up.output
+    assert "building the keyword search cache for 31 chunks…" in caught_up.stderr
+    assert kstats.cache_path(db).exists()
     quiet = CliRunner().invoke(cli, [*base[:-1], "--no-progress"])  # progress not asked for
     assert quiet.exit_code == 0 and quiet.stderr == ""
 

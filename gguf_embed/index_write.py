@@ -78,7 +78,8 @@ def refresh_search_cache(store: Store, *, vectors: bool = True,
     """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
     (store_keyword_cache.py) up to date after a run on a large index, so that the first
     search does not pay for reading every sign bit, or a common word's every row, out of
-    SQLite.  ``on_stage`` hears of a keyword cache build or refresh before it starts.
+    SQLite.  ``on_stage`` hears of each build or refresh before it starts (at a million
+    chunks each may take tens of seconds).
 
     Called after the run's writes are committed, outside their transactions: a cache that
     fails to build (a full disk, a bug) leaves the run as it is, and searches take the
@@ -94,6 +95,8 @@ def refresh_search_cache(store: Store, *, vectors: bool = True,
             chunks = store.chunk_count()
             if vectors and chunks >= search_module.EXACT_BELOW:
                 with contextlib.suppress(Exception):  # the keywords' is made all the same
+                    if on_stage is not None and (how := _bits_work(store)):
+                        on_stage(Stage("bits", how, chunks))
                     vector_cache.current(store)
             if chunks >= search_module.KEYWORD_TOPK_FROM \
                     and store.fts_format == search_module.CJK_COLUMN:
@@ -102,3 +105,19 @@ def refresh_search_cache(store: Store, *, vectors: bool = True,
                 store_keyword_cache.update(store.conn, store.path, before=before)
     except Exception:  # a cache: the run's writes stand without it
         return
+
+
+def _bits_work(store: Store) -> str | None:
+    """What ``vector_cache.current`` is about to do with ``INDEX.bits``, judged from the
+    file (mapped, its header and a sample checked: milliseconds): ``"build"``,
+    ``"refresh"``, or None where it is of the state the read transaction sees."""
+    from . import vector_cache
+
+    state = vector_cache.state_of(store)
+    old = vector_cache.load(vector_cache.cache_path(store.path), store.dims or 0)
+    if state is None or (old is not None and old.state == state):
+        return None
+    if old is None or old.state.epoch != state.epoch or old.state.inserted > state.inserted \
+            or old.state.deleted > state.deleted:
+        return "build"
+    return "refresh"

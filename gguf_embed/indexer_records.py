@@ -72,9 +72,10 @@ class Progress:
 @dataclass(frozen=True)
 class Stage:
     """Handed to ``on_stage`` as a long step after a run's writes starts (the CLI says so on
-    stderr): ``name`` is ``"keywords"`` (``INDEX.keywords``, see store_keyword_cache.py),
-    ``how`` ``"build"`` (read from the whole index: ~35 s of one core at a million chunks) or
-    ``"refresh"`` (the changed chunks only), ``chunks`` how many the index holds."""
+    stderr): ``name`` is ``"bits"`` (``INDEX.bits``, the sign bits: vector_cache.py) or
+    ``"keywords"`` (``INDEX.keywords``: store_keyword_cache.py), ``how`` ``"build"`` (read
+    from the whole index: tens of seconds at a million chunks) or ``"refresh"`` (the changed
+    chunks only), ``chunks`` how many the index holds."""
 
     name: str
     how: str

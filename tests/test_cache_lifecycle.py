@@ -36,7 +36,7 @@ from .support.spy import answers
 from .test_keyword_topk import text
 
 QUERIES = ["display the file", "the a", "word3 the", "file for 文件", "to and of word1"]
-LINE = "the keyword search cache for"
+LINE = "search cache for"
 
 
 def forget() -> None:
@@ -115,13 +115,13 @@ def test_a_merge_leaves_the_caches_current(tmp_path: Path, small: None,
     assert summary.chunks >= 60
     assert current(out) == (True, True)
     assert True in same_as_fts5(out, monkeypatch)  # answered from the file
-    assert [(s.name, s.how) for s in stages] == [("keywords", "build")]
-    assert stages[0].chunks == summary.chunks
+    assert [(s.name, s.how) for s in stages] == [("bits", "build"), ("keywords", "build")]
+    assert {s.chunks for s in stages} == {summary.chunks}
     # into an index that has them: brought up to date, not left behind
     stages.clear()
     with Index(out) as index:
         index.merge_from([c], on_stage=stages.append)
-    assert [(s.name, s.how) for s in stages] == [("keywords", "refresh")]
+    assert [(s.name, s.how) for s in stages] == [("bits", "refresh"), ("keywords", "refresh")]
     assert current(out) == (True, True)
     assert True in same_as_fts5(out, monkeypatch)
     # nothing new (the same shard again: every copy as new): nothing to do, nothing said
@@ -232,12 +232,14 @@ def test_index_says_on_stderr_when_it_builds_the_keyword_cache(
     assert small.exit_code == 0, small.output
     assert LINE not in small.stderr and not kstats.cache_path(db).exists()
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 10)
+    monkeypatch.setattr(search_mod, "EXACT_BELOW", 10)
     monkeypatch.setattr(kcache, "MIN_ROWS", 5)
     (docs / "new.md").write_text("the file display\n", encoding="utf-8")
     built = CliRunner().invoke(cli, [*base, "--json"])
     assert built.exit_code == 0, built.output
     lines = [line for line in built.stderr.replace("\r", "\n").splitlines() if LINE in line]
-    assert lines == ["building the keyword search cache for 31 chunks…"], built.stderr
+    assert lines == ["building the vector search cache for 31 chunks…",
+                     "building the keyword search cache for 31 chunks…"], built.stderr
     assert LINE not in built.stdout  # stdout: the summary alone
     assert kstats.cache_path(db).exists()
     again = CliRunner().invoke(cli, base)  # nothing changed: the file is current
@@ -246,7 +248,8 @@ def test_index_says_on_stderr_when_it_builds_the_keyword_cache(
     forget()
     caught_up = CliRunner().invoke(cli, base)
     assert caught_up.exit_code == 0, caught_up.output
-    assert "building the keyword search cache for 31 chunks…" in caught_up.stderr
+    lines = [line for line in caught_up.stderr.splitlines() if LINE in line]
+    assert lines == ["building the keyword search cache for 31 chunks…"]  # the bits: current
     assert kstats.cache_path(db).exists()
     quiet = CliRunner().invoke(cli, [*base[:-1], "--no-progress"])  # progress not asked for
     assert quiet.exit_code == 0 and quiet.stderr == ""

@@ -283,7 +283,8 @@ def stage_line(stage: Stage) -> str:
     """One line on stderr before a long step after the writes (index, merge): at a million
     chunks building INDEX.keywords takes ~35 s, which would look like a hang."""
     doing = "building" if stage.how == "build" else "updating"
-    return f"{doing} the keyword search cache for {stage.chunks:,} chunks…"
+    what = "vector" if stage.name == "bits" else "keyword"
+    return f"{doing} the {what} search cache for {stage.chunks:,} chunks…"
 
 
 def _print_summary(summary: IndexSummary) -> None:

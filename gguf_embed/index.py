@@ -48,7 +48,8 @@ from .store_guard import check_regular
 
 if TYPE_CHECKING:  # what only writing needs is imported by the methods that write
     from .executor import Executor
-    from .indexer_records import IndexSummary, Progress, Stage
+    from .indexer import IndexSummary, Progress
+    from .indexer_records import Stage
     from .merge import MergeSummary
     from .protocol import EmbeddingEngine
 

@@ -49,6 +49,7 @@ from .store_guard import check_regular
 if TYPE_CHECKING:  # what only writing needs is imported by the methods that write
     from .executor import Executor
     from .indexer import IndexSummary, Progress
+    from .indexer_records import Stage
     from .merge import MergeSummary
     from .protocol import EmbeddingEngine
 
@@ -154,7 +155,8 @@ class Index:
             cancel: threading.Event | None = None,
             executor: Executor | None = None,
             follow_symlinks: bool = False,
-            on_found: Callable[[list[Path]], None] | None = None) -> IndexSummary:
+            on_found: Callable[[list[Path]], None] | None = None,
+            on_stage: Callable[[Stage], None] | None = None) -> IndexSummary:
         """Bring the documents under ``paths`` up to date (add, update, move, remove).
 
         A symlink inside ``paths`` whose target leaves them is not followed (counted in
@@ -178,7 +180,8 @@ class Index:
 
         ``on_found`` is called once the walk is done, before anything is embedded, with the
         files it found (the CLI estimates the run's time from them).  Files over
-        ``max_file_bytes`` (default: 50 MB) are skipped."""
+        ``max_file_bytes`` (default: 50 MB) are skipped.  ``on_stage`` hears of a long step
+        after the writes (a :class:`~gguf_embed.indexer_records.Stage`: a search cache built)."""
         from .index_write import indexer_for, refresh_search_cache, rules_for
 
         engine = self._need_engine()
@@ -196,7 +199,7 @@ class Index:
             on_links=lambda found: index_paths.remember_links(self.store, roots, found))
         summary = indexer.run(paths)
         self.store.finish_run(run_id, summary.to_dict())
-        refresh_search_cache(self.store)
+        refresh_search_cache(self.store, on_stage=on_stage)
         return summary
 
     def check_paths(self, paths: Sequence[str | Path]) -> None:
@@ -254,15 +257,20 @@ class Index:
 
     @one_thread
     def merge_from(self, shards: Sequence[str | Path], *, duplicates: str = "newest",
-                   on_shard: Callable[[Path, Any], None] | None = None) -> MergeSummary:
+                   on_shard: Callable[[Path, Any], None] | None = None,
+                   on_stage: Callable[[Stage], None] | None = None) -> MergeSummary:
         """Copy the documents, chunks and vectors of the index files ``shards`` into this
         one, each shard in one transaction, without re-embedding (see :mod:`gguf_embed.merge`
-        for the rules: same model and settings, the newer copy of a path wins)."""
+        for the rules: same model and settings, the newer copy of a path wins); then bring
+        the search caches up to date as :meth:`add` does (``on_stage`` as there)."""
+        from .index_write import refresh_search_cache
         from .merge import merge_into
 
         if self._lock is None:
             raise IndexFileError(f"index {self.path} is open read-only; open it to write")
-        return merge_into(self.store, shards, duplicates=duplicates, on_shard=on_shard)
+        summary = merge_into(self.store, shards, duplicates=duplicates, on_shard=on_shard)
+        refresh_search_cache(self.store, on_stage=on_stage)
+        return summary
 
     # ------------------------------------------------------------------ reading
     def search(self, query: str, *, k: int = 10, mode: str = "hybrid",

@@ -7,8 +7,9 @@ and watch.py only when called: searching loads none of them."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from .index_paths import remember_links
 if TYPE_CHECKING:
     from .chunking import ChunkSettings
     from .indexer import Indexer, IndexSummary
+    from .indexer_records import Stage
     from .protocol import EmbeddingEngine
     from .store import Store
     from .walk import Rules
@@ -71,20 +73,51 @@ def apply_changes(store: Store, engine: EmbeddingEngine, settings: ChunkSettings
     return summary
 
 
-def refresh_search_cache(store: Store, *, vectors: bool = True) -> None:
+def refresh_search_cache(store: Store, *, vectors: bool = True,
+                         on_stage: Callable[[Stage], None] | None = None) -> None:
     """Bring ``INDEX.bits`` (vector_cache.py) and ``INDEX.keywords``
     (store_keyword_cache.py) up to date after a run on a large index, so that the first
     search does not pay for reading every sign bit, or a common word's every row, out of
-    SQLite."""
+    SQLite.  ``on_stage`` hears of each build or refresh before it starts (at a million
+    chunks each may take tens of seconds).
+
+    Called after the run's writes are committed, outside their transactions: a cache that
+    fails to build (a full disk, a bug) leaves the run as it is, and searches take the
+    slower paths, exactly as with no cache (both check the index's state before use)."""
     from . import search as search_module
     from . import store_keyword_cache, vector_cache
+    from .indexer_records import Stage
 
-    with store.conn:
-        if vector_cache.state_of(store) is None:
-            return
-        chunks = store.chunk_count()
-        if vectors and chunks >= search_module.EXACT_BELOW:
-            vector_cache.current(store)
-        if chunks >= search_module.KEYWORD_TOPK_FROM \
-                and store.fts_format == search_module.CJK_COLUMN:
-            store_keyword_cache.update(store.conn, store.path)
+    try:
+        with store.conn:
+            if vector_cache.state_of(store) is None:
+                return
+            chunks = store.chunk_count()
+            if vectors and chunks >= search_module.EXACT_BELOW:
+                with contextlib.suppress(Exception):  # the keywords' is made all the same
+                    if on_stage is not None and (how := _bits_work(store)):
+                        on_stage(Stage("bits", how, chunks))
+                    vector_cache.current(store)
+            if chunks >= search_module.KEYWORD_TOPK_FROM \
+                    and store.fts_format == search_module.CJK_COLUMN:
+                before = None if on_stage is None else (
+                    lambda how: on_stage(Stage("keywords", how, chunks)))
+                store_keyword_cache.update(store.conn, store.path, before=before)
+    except Exception:  # a cache: the run's writes stand without it
+        return
+
+
+def _bits_work(store: Store) -> str | None:
+    """What ``vector_cache.current`` is about to do with ``INDEX.bits``, judged from the
+    file (mapped, its header and a sample checked: milliseconds): ``"build"``,
+    ``"refresh"``, or None where it is of the state the read transaction sees."""
+    from . import vector_cache
+
+    state = vector_cache.state_of(store)
+    old = vector_cache.load(vector_cache.cache_path(store.path), store.dims or 0)
+    if state is None or (old is not None and old.state == state):
+        return None
+    if old is None or old.state.epoch != state.epoch or old.state.inserted > state.inserted \
+            or old.state.deleted > state.deleted:
+        return "build"
+    return "refresh"

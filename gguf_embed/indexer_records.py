@@ -1,5 +1,6 @@
 """The records of an indexing run (see indexer.py): :class:`IndexSummary`, what it did;
-:class:`Progress`, what it has done so far, handed to the progress callback; and the indexer's
+:class:`Progress`, what it has done so far, handed to the progress callback; :class:`Stage`, a
+long step after the writes (a search cache built); and the indexer's
 own :class:`Pending` (a changed file, read and chunked, waiting for its vectors) and
 :class:`Flight` (a batch on its way through an executor).  Apart from indexer.py so that
 these plain records import nothing of the walk, the extractors or the executors."""
@@ -66,6 +67,19 @@ class Progress:
         if not self.files_done or self.files_done >= self.files_total:
             return None
         return self.elapsed / self.files_done * (self.files_total - self.files_done)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Handed to ``on_stage`` as a long step after a run's writes starts (the CLI says so on
+    stderr): ``name`` is ``"bits"`` (``INDEX.bits``, the sign bits: vector_cache.py) or
+    ``"keywords"`` (``INDEX.keywords``: store_keyword_cache.py), ``how`` ``"build"`` (read
+    from the whole index: tens of seconds at a million chunks) or ``"refresh"`` (the changed
+    chunks only), ``chunks`` how many the index holds."""
+
+    name: str
+    how: str
+    chunks: int
 
 
 @dataclass

@@ -10,8 +10,9 @@ computed in numpy in fts5Bm25Function's order of operations (so bit for bit), th
 phrases' shares are read from FTS5 (store_keyword_postings), and the sum is ranked there.
 
 It is a cache derived from the SQLite file, with vector_cache's discipline: it is used only
-when its ``chunk_log`` state is the one the search's transaction sees; the ``index`` run (and
-``watch``, through it) brings it up to date after its writes, incrementally or by a rebuild,
+when its ``chunk_log`` state is the one the search's transaction sees; every writer
+(``index``, ``watch``, ``remove``, ``merge``: index_write.refresh_search_cache) brings it up to
+date after its writes, incrementally or by a rebuild,
 written to a temporary file, fsynced and renamed; a damaged, stale or foreign file is
 ignored (and rewritten by the next run); a folder that cannot be written keeps it in the
 writing process's memory only.  Deleting ``INDEX.keywords`` is always safe.  And it is never
@@ -27,7 +28,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,8 +121,8 @@ _workers: dict[str, threading.Thread] = {}
 def _missed(db: str | Path) -> None:
     """A search found no file of its state.  The second time in a process (a long-running
     one: a one-shot search never pays for this), bring it up to date in a background thread,
-    on a connection of its own (a writer that did not: ``remove``, ``merge``, an older
-    version; or a folder only this process reads, where it is kept in memory)."""
+    on a connection of its own (a writer that did not: an older version, a build that
+    failed; or a folder only this process reads, where it is kept in memory)."""
     real = os.path.realpath(db)
     with _lock:
         _misses[real] = _misses.get(real, 0) + 1
@@ -296,11 +297,14 @@ def _confirmed(conn: apsw.Connection, tokenizer: Any, tokens: list[str], idf: li
     return scores is not None and all(scores.get(rowid) == score for rowid, score in best)
 
 
-def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None) -> bool:
+def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None,
+           before: Callable[[str], None] | None = None) -> bool:
     """Bring ``INDEX.keywords`` up to the state ``conn`` sees (call inside a read
     transaction, after a run's writes): refreshed from the file when it is of this index
     and older, else rebuilt; kept in this process's memory where the folder cannot be
-    written.  False when the index is not covered (no chunk_log, rowids too far apart)."""
+    written.  False when the index is not covered (no chunk_log, rowids too far apart).
+    ``before("refresh")`` / ``before("build")`` is called as that work starts (never when
+    the file is already current): at a million chunks a build takes ~35 s."""
     from . import store_keyword_stats  # writers only: a search needs none of it
 
     real = os.path.realpath(db)
@@ -317,10 +321,14 @@ def update(conn: apsw.Connection, db: str | Path, *, min_rows: int | None = None
     if old is not None and old.state.epoch == log[0]:
         try:
             if all(_valid(old, t, p) for t, p in old.phrases.items()):
+                if before is not None:
+                    before("refresh")
                 new = store_keyword_stats.refresh(conn, old)
         except (ValueError, IndexError, OverflowError, apsw.Error):
             new = None
     if new is None:
+        if before is not None:
+            before("build")
         try:  # a cache: whatever goes wrong here, the run that wrote the index stands
             new = store_keyword_stats.build(conn, MIN_ROWS if min_rows is None else min_rows)
         except (ValueError, IndexError, OverflowError, apsw.Error):

@@ -467,7 +467,7 @@ def test_a_long_running_process_brings_a_stale_file_up_to_date(
     monkeypatch.setattr(search_mod, "KEYWORD_TOPK_FROM", 100)
     monkeypatch.setattr(kcache, "MIN_ROWS", 100)
     update(store)
-    writes(store)  # by a writer that left the file behind (remove, merge, an older version)
+    writes(store)  # by a writer that left the file behind (an older version, a failed build)
     query = "display the file word3"
     assert cached(store, query, 10) is None  # a one-shot search: nothing more
     assert kcache.wait(60) and not kcache._workers

@@ -21,6 +21,7 @@ from ..chunking import ChunkSettings
 from ..errors import InputError, quoted
 from ..index import Index, check_roots
 from ..indexer import IndexSummary, Progress
+from ..indexer_records import Stage
 from ._base import (
     DIMENSIONS,
     FiniteFloat,
@@ -146,7 +147,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                               use_ignore_files=not no_ignore, max_file_bytes=max_bytes,
                               progress=bar, prune_missing=prune_missing, cancel=cancel,
                               executor=executor, follow_symlinks=follow_symlinks,
-                              on_found=say)
+                              on_found=say, on_stage=bar.stage if bar else None)
     except KeyboardInterrupt:  # a second Ctrl-C: the batch in flight is rolled back
         if bar:
             bar.close()
@@ -268,9 +269,22 @@ class _ProgressLine:
                                  refresh=False)
         self.bar.update(p.files_done - self.bar.n)
 
+    def stage(self, stage: Stage) -> None:
+        """A long step after the files (the bar stays, finished, above its line)."""
+        self.close()
+        click.echo(stage_line(stage), err=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def stage_line(stage: Stage) -> str:
+    """One line on stderr before a long step after the writes (index, merge): at a million
+    chunks building INDEX.keywords takes ~35 s, which would look like a hang."""
+    doing = "building" if stage.how == "build" else "updating"
+    what = "vector" if stage.name == "bits" else "keyword"
+    return f"{doing} the {what} search cache for {stage.chunks:,} chunks…"
 
 
 def _print_summary(summary: IndexSummary) -> None:

@@ -11,7 +11,7 @@ import click
 from ..index import Index
 from ..merge import DUPLICATES
 from ._base import cli, terminal_text
-from ._index import _tell_waiting
+from ._index import _tell_waiting, stage_line
 
 
 @cli.command()
@@ -34,7 +34,8 @@ def merge(out: Path, shards: tuple[Path, ...], duplicates: str, as_json: bool) -
             f"{counts.chunks} chunks"), err=True)
 
     with Index(out, on_wait=_tell_waiting(out)) as index:
-        summary = index.merge_from(list(shards), duplicates=duplicates, on_shard=tell)
+        summary = index.merge_from(list(shards), duplicates=duplicates, on_shard=tell,
+                                   on_stage=lambda s: click.echo(stage_line(s), err=True))
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
         return

@@ -382,3 +382,68 @@ def test_an_index_from_before_the_chunk_log_gets_one_when_opened_to_write(
         state.epoch, len(vectors), PER_DOC)
     q = queries(vectors, 1)[0]
     assert ids(vector_hits(reopened, q, 10)) == truth(reopened, q, 10)
+
+
+def file_truth(store: Store, q: np.ndarray, k: int) -> list[tuple[str, int]]:
+    """The exact scan grouped per file: (path, best chunk id) of the ``k`` files whose best
+    chunk is closest to ``q`` (every live vector scored by numpy)."""
+    paths = {chunk_id: row.path
+             for chunk_id, row in store.chunk_rows(truth(store, q, 10_000)).items()}
+    out: list[tuple[str, int]] = []
+    for chunk_id in truth(store, q, 10_000):
+        if paths[chunk_id] not in {path for path, _ in out}:
+            out.append((paths[chunk_id], chunk_id))
+    return out[:k]
+
+
+def test_file_grouping_takes_documents_from_a_current_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grouping by file needs each candidate's document: the cache at the search's state
+    holds them, so no chunk row beyond the ones shown is read from SQLite (per-file search
+    costs what per-chunk does), and the files are those of the exact scan."""
+    store, vectors = make(tmp_path)
+    asked: list[int] = []
+    real = Store.chunk_docs
+
+    def spy(self: Store, chunk_ids: Any) -> dict[int, int]:
+        asked.append(1)
+        return real(self, chunk_ids)
+
+    monkeypatch.setattr(Store, "chunk_docs", spy)
+    for q in queries(vectors, 6):
+        with store.conn:  # one read transaction, as Index.search holds
+            fast = search(store, q, "chunk", k=5, mode="vector", group="file")
+            assert [(r.path, r.chunk_id) for r in fast] == file_truth(store, q, 5)
+            assert search(store, q, "chunk", k=5, mode="hybrid", group="file")
+    assert asked == []
+
+
+def test_file_grouping_asks_sqlite_when_the_cache_is_newer(tmp_path: Path) -> None:
+    """A reader whose snapshot is older than the process's cache (another Index searched
+    after a write) groups with its own snapshot's documents: in the newer state two files'
+    chunk ids were given to one new file."""
+    store, vectors = make(tmp_path)
+    reader = Store.open(store.path, readonly=True)
+    q = vectors[2994] + 0.8 * vectors[2995]  # chunks 2995 and 2996: the last two files
+    q /= np.linalg.norm(q)
+    with reader.conn:
+        want = file_truth(reader, q, 5)
+        assert {"/docs/b/002990.md", "/docs/b/002995.md"} <= {path for path, _ in want}
+        assert [(r.path, r.chunk_id) for r in search(reader, q, "x", k=5, mode="vector")] \
+            == want
+        with store.transaction():
+            store.delete_documents(["/docs/b/002990.md", "/docs/b/002995.md"])
+            chunks = [SimpleNamespace(text=f"merged {i}", start_line=i + 1, end_line=i + 1,
+                                      start_page=None, end_page=None, n_tokens=2,
+                                      hash=f"m{i}") for i in range(10)]
+            store.write_document(path="/docs/z/merged.md", hash="y", size=1, mtime=0.0,
+                                 kind="markdown", chunks=chunks,
+                                 vectors=[vec_blob(v) for v in vectors[2990:3000]])
+        (top,), = store.conn.execute("SELECT max(id) FROM chunks")
+        assert top == 3000  # the ids were reused
+        vector_hits(store, q, 10)  # the process's cache moves on to the writer's state
+        assert vector_cache._warm[os.path.realpath(store.path)].state \
+            == vector_cache.state_of(store) != vector_cache.state_of(reader)
+        got = search(reader, q, "x", k=5, mode="vector")
+        assert [(r.path, r.chunk_id) for r in got] == want
+    reader.close()

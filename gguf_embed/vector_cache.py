@@ -55,6 +55,7 @@ REBUILD_SHARE = 0.25  # refresh by rebuilding when more than this share of chunk
 FAISS_FROM = 4_000_000  # 64-bit words of sign bits (32 MB): from this many, faiss scans them
 QUICK_STRIDE = 1024  # rows: the bits checked on loading (with the last QUICK_TAIL rows)
 QUICK_TAIL = 64
+ALIGN = 64  # bytes: where the arrays of INDEX.bits start (see save)
 
 
 @dataclass(frozen=True)
@@ -253,12 +254,17 @@ def cache_path(db: Path) -> Path:
 def save(bits: Bits, path: Path) -> bool:
     """Write ``bits`` to ``path`` crash-safely (temporary file, fsync, rename); False when the
     folder cannot be written."""
-    head = cache_head(MAGIC, {
+    info: dict[str, Any] = {
         "epoch": bits.state.epoch, "inserted": bits.state.inserted,
         "deleted": bits.state.deleted, "dims": bits.dims, "rows": len(bits),
         "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
         "quick": _quick(bits.ids, bits.docs, bits.words),  # "check": for older readers
-    })
+        "pad": "",
+    }
+    # the arrays start at a multiple of ALIGN bytes: numpy reads an unaligned memory map
+    # through a copy of it (np.searchsorted over 10^6 ids: 200 us, not 3)
+    info["pad"] = " " * (-len(cache_head(MAGIC, info)) % ALIGN)
+    head = cache_head(MAGIC, info)
     return write_cache(path, [head, *(np.ascontiguousarray(a).data.cast("B")
                                       for a in (bits.ids, bits.docs, bits.words))])
 
@@ -365,8 +371,9 @@ def chunk_docs(store: Store, ids: Iterable[int]) -> dict[int, int] | None:
         return None
     with _lock:
         bits = _warm.get(os.path.realpath(store.path))
-    if bits is None or bits.state != state or bits.dims != store.dims:
-        return None
+    if bits is None or bits.state != state or bits.dims != store.dims \
+            or not (bits.ids.flags.aligned and bits.docs.flags.aligned):
+        return None  # (unaligned: an INDEX.bits written before ALIGN, until it is rewritten)
     wanted = np.unique(np.fromiter(ids, dtype=np.int64))
     if not len(wanted) or not len(bits.ids):
         return {}

@@ -93,7 +93,7 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
         fused = fusion.rrf(lists) if mode == "hybrid" else dict(lists[0])
         order = sorted(fused.items(), key=lambda item: (-item[1], item[0]))
     else:
-        doc_of = store.chunk_docs([chunk_id for hits in lists for chunk_id, _ in hits])
+        doc_of = chunk_docs(store, [chunk_id for hits in lists for chunk_id, _ in hits])
         files = (fusion.fuse_files(lists, doc_of) if mode == "hybrid"
                  else fusion.best_per_file(lists[0], doc_of))
         order = [(chunk_id, score) for _, chunk_id, score in files]
@@ -117,6 +117,13 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
                 end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
                 start_page=row.start_page, end_page=row.end_page))
     return results
+
+
+def chunk_docs(store: Store, ids: list[int]) -> dict[int, int]:
+    """chunk id -> document id of these chunks that exist (per-file grouping): from the
+    sign-bit cache's table when it is at this read transaction's state, else from SQLite."""
+    held = vector_cache.chunk_docs(store, ids)
+    return held if held is not None else store.chunk_docs(ids)
 
 
 def pool_size(k: int, mode: str, group: str, rerank_candidates: int = 0) -> int:

@@ -272,8 +272,12 @@ def save(bits: Bits, path: Path) -> bool:
                                       for a in (bits.ids, bits.docs, bits.words))])
 
 
-def load(path: Path, dims: int) -> Bits | None:
-    """The cache file at ``path``, or None when it is missing, damaged, or not for ``dims``."""
+def load(path: Path, dims: int, *, prefetch: bool = False) -> Bits | None:
+    """The cache file at ``path``, or None when it is missing, damaged, or not for ``dims``.
+    ``prefetch`` (a search, which scans it all next): the kernel is asked to read the whole
+    file ahead, in large requests, where the scan would fault its pages in one readahead
+    window at a time (when they are not cached: 336 MB at 10^6 x 2560; ~0.1 ms when
+    they are)."""
     try:
         with open_cache(path) as f:  # a regular file: not a link, never a FIFO
             info = read_cache_head(f, MAGIC, 4096)
@@ -285,6 +289,9 @@ def load(path: Path, dims: int) -> Bits | None:
             offset = f.tell()
             if os.fstat(f.fileno()).st_size != offset + rows * (16 + 8 * width):
                 return None
+            if prefetch and rows and hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(f.fileno(), offset, rows * (16 + 8 * width),
+                                 os.POSIX_FADV_WILLNEED)
             if rows == 0:
                 ids = docs = np.empty(0, dtype=np.int64)
                 words = np.empty((0, width), dtype=np.uint64)
@@ -358,7 +365,7 @@ def current(store: Store) -> Bits | None:
             bits = _refresh(store, bits, state)  # warm: the file beside is left as it was
         else:
             path = cache_path(store.path)
-            bits = load(path, store.dims)
+            bits = load(path, store.dims, prefetch=True)
             if bits is not None and (bits.state.epoch != state.epoch
                                      or bits.state.inserted > state.inserted
                                      or bits.state.deleted > state.deleted):

@@ -112,12 +112,15 @@ def check_argument(text: str, what: str) -> str:
 
 
 def stdin_lines() -> list[str]:
-    """stdin as lines of UTF-8 text; a line that is not UTF-8 is a one-line error naming it."""
+    """stdin as lines of UTF-8 text, split at ``\n`` only (one ``\r`` ending a CRLF line is
+    dropped): line N of the output answers line N of the input even when a line holds a lone
+    ``\r``, a form feed or U+2028, which ``splitlines()`` would split at.  A line that is not
+    UTF-8 is a one-line error naming it."""
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
-        return sys.stdin.read().splitlines()
+        return _split_lines(sys.stdin.read(), "\n", "\r")
     lines = []
-    for number, raw in enumerate(stream.read().splitlines(), 1):
+    for number, raw in enumerate(_split_lines(stream.read(), b"\n", b"\r"), 1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
@@ -127,6 +130,14 @@ def stdin_lines() -> list[str]:
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]
     return lines
+
+
+def _split_lines(data: Any, newline: Any, cr: Any) -> list[Any]:
+    """``data`` (str or bytes) split at ``newline``; no last empty line after a final one."""
+    lines = data.split(newline)
+    if lines and not lines[-1]:
+        lines.pop()
+    return [line[:-1] if line.endswith(cr) else line for line in lines]
 
 
 def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

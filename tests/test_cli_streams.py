@@ -53,3 +53,36 @@ def test_embed_stdin_splits_lines_at_newline_only(minilm_path: Path, minilm: Eng
     np.testing.assert_allclose(np.array(rows),
                                minilm.embed(["alpha\rbeta", "gamma\u2028delta\x1cx"]),
                                atol=1e-6)
+
+
+# ---------------------------------------------------------------- 2. stderr closed (2>&-)
+def _cli(*args: str, close: tuple[int, ...] = (), stdout: object = subprocess.PIPE,
+         input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """``python -m gguf_embed ARGS`` in a child whose descriptors ``close`` are closed before
+    Python starts (as ``2>&-`` does: Python then sets sys.stderr to None)."""
+    def closing() -> None:
+        for fd in close:
+            os.close(fd)
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "gguf_embed", *args], env=env, cwd=ROOT,
+                          stdout=stdout, stderr=None if 2 in close else subprocess.PIPE,
+                          input=input, preexec_fn=closing, timeout=300)  # noqa: PLW1509
+
+
+def test_commands_that_load_a_model_work_with_stderr_closed(tmp_path: Path,
+                                                            minilm_path: Path) -> None:
+    embedded = _cli("embed", "hello", "-m", str(minilm_path), close=(2,))
+    assert embedded.returncode == 0
+    assert len(json.loads(embedded.stdout)) == 384
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "m.db"
+    indexed = _cli("index", str(docs), "--db", str(db), "-m", str(minilm_path), close=(2,))
+    assert indexed.returncode == 0
+    found = _cli("search", "sleeping otters", "--db", str(db), "--json", close=(2,))
+    assert found.returncode == 0
+    assert [Path(r["path"]).name for r in json.loads(found.stdout)] == ["a.md"]
+    verbose = _cli("-v", "embed", "hi", "-m", str(minilm_path), close=(2,))
+    assert verbose.returncode == 0 and len(json.loads(verbose.stdout)) == 384

@@ -16,7 +16,8 @@ try:
     from ._base import cli, interrupted
     from ._exit import forget, leave
 except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
-    sys.stderr.write("Interrupted.\n")
+    if sys.stderr is not None:  # 2>&-
+        sys.stderr.write("Interrupted.\n")
     raise SystemExit(130) from None
 
 
@@ -26,6 +27,7 @@ def main() -> None:
     # products are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one
     # thread, unless the user set it.  numpy is imported by the command, after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _hold_standard_descriptors()
     forget()
     try:
         cli(prog_name="gguf-embed")
@@ -34,6 +36,21 @@ def main() -> None:
     except SystemExit as exc:  # how click's standalone mode always ends
         leave(exc.code)  # a finished search: no interpreter teardown (see _exit.py)
         raise
+
+
+def _hold_standard_descriptors() -> None:
+    """A standard descriptor the shell closed (``2>&-``, ``>&-``) is pointed at /dev/null:
+    else the next file opened (a model, ``INDEX.bits``) takes its number, and what C code
+    writes to stderr (llama.cpp, ggml) lands in that file.  Python has already set
+    ``sys.stderr`` (``sys.stdout``) to None, which the commands check."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
 
 
 __all__ = ["cli", "main"]

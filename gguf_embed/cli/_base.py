@@ -116,6 +116,8 @@ def stdin_lines() -> list[str]:
     dropped): line N of the output answers line N of the input even when a line holds a lone
     ``\r``, a form feed or U+2028, which ``splitlines()`` would split at.  A line that is not
     UTF-8 is a one-line error naming it."""
+    if sys.stdin is None:  # <&-: no lines
+        return []
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
         return _split_lines(sys.stdin.read(), "\n", "\r")
@@ -198,10 +200,19 @@ def hub_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def stderr_is_terminal() -> bool:
+    """stderr is a terminal; False when it is closed (``2>&-``: Python sets it to None)."""
+    stream = sys.stderr
+    try:
+        return stream is not None and stream.isatty()
+    except ValueError:  # a closed file object
+        return False
+
+
 def resolve(model: str, *, offline: bool = False, hf_endpoint: str | None = None,
             cache_dir: str | None = None, verify: bool = False) -> ResolvedModel:
     return resolve_model(model, offline=offline, endpoint=hf_endpoint, cache_dir=cache_dir,
-                         progress=sys.stderr.isatty(), verify=verify)
+                         progress=stderr_is_terminal(), verify=verify)
 
 
 def load_engine(model: str | None, offline: bool, hf_endpoint: str | None,
@@ -274,7 +285,7 @@ def load_reranker(model: str | None, offline: bool, hf_endpoint: str | None,
 @click.option("-v", "--verbose", is_flag=True, help="Show llama.cpp's log and details on stderr.")
 def cli(verbose: bool) -> None:
     """Private, offline semantic search over your files with GGUF embedding models."""
-    if verbose:
+    if verbose and sys.stderr is not None:  # 2>&-: nowhere to show it
         import logging  # only here: a one-shot command without -v does not load it
 
         handler = logging.StreamHandler(sys.stderr)

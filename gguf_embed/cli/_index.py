@@ -29,6 +29,7 @@ from ._base import (
     cli,
     load_engine,
     model_options,
+    stderr_is_terminal,
     terminal_text,
 )
 from ._db import db_option, default_db
@@ -131,7 +132,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                                    **({"vocab_only": True} if executor else {}))
     check_dimensions(engine, dimensions)
     chunking = _chunking(engine, chunk_tokens, chunk_overlap)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = (stderr_is_terminal() if progress is None else progress) and sys.stderr is not None
     bar = _ProgressLine(executor) if show else None
     cancel = threading.Event()
     try:

@@ -71,7 +71,8 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     def report(event: WatchEvent) -> None:
         if as_json:
             click.echo(json.dumps(event_dict(event)))
-            sys.stdout.flush()
+            if sys.stdout is not None:  # >&-: click.echo wrote nothing
+                sys.stdout.flush()
         click.echo(event_line(event), err=True)
 
     with Index(db, engine, model_ref=_model_ref(model, engine),

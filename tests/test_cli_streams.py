@@ -67,7 +67,7 @@ def _cli(*args: str, close: tuple[int, ...] = (), stdout: object = subprocess.PI
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "gguf_embed", *args], env=env, cwd=ROOT,
                           stdout=stdout, stderr=None if 2 in close else subprocess.PIPE,
-                          input=input, preexec_fn=closing, timeout=300)  # noqa: PLW1509
+                          input=input, preexec_fn=closing, timeout=300)
 
 
 def test_commands_that_load_a_model_work_with_stderr_closed(tmp_path: Path,
@@ -86,3 +86,83 @@ def test_commands_that_load_a_model_work_with_stderr_closed(tmp_path: Path,
     assert [Path(r["path"]).name for r in json.loads(found.stdout)] == ["a.md"]
     verbose = _cli("-v", "embed", "hi", "-m", str(minilm_path), close=(2,))
     assert verbose.returncode == 0 and len(json.loads(verbose.stdout)) == 384
+
+
+# ---------------------------------------------------------------- 3. a write error on stdout
+FULL = "Error: cannot write the results: No space left on device\n"
+
+
+def test_a_full_disk_on_stdout_is_one_line(tmp_path: Path, minilm_path: Path) -> None:
+    db = _small_index(tmp_path)
+    for args in (["search", "otters", "--db", str(db), "--mode", "keyword", "-k", "3"],
+                 ["embed", "hello", "-m", str(minilm_path)],
+                 ["status", "--db", str(db)]):
+        with open("/dev/full", "wb") as full:
+            result = _cli(*args, stdout=full)
+        assert (result.returncode, result.stderr.decode()) == (1, FULL), args
+
+
+def _wrapped(code: str, *args: str, stdout: object) -> subprocess.CompletedProcess[bytes]:
+    """``main()`` run after ``code`` (which may patch or add a command)."""
+    script = f"import sys\n{code}\nsys.argv = ['gguf-embed', *sys.argv[1:]]\n" \
+             "from gguf_embed.cli import main\nmain()\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", script, *args], env=env, cwd=ROOT,
+                          stdout=stdout, stderr=subprocess.PIPE, timeout=300)
+
+
+def test_results_left_in_the_buffer_at_exit_are_reported_too() -> None:
+    code = ("from gguf_embed.cli import cli\n"
+            "@cli.command('unflushed')\n"
+            "def unflushed() -> None:\n"
+            "    sys.stdout.write('x' * 10)\n")
+    with open("/dev/full", "wb") as full:
+        result = _wrapped(code, "unflushed", stdout=full)
+    assert (result.returncode, result.stderr.decode()) == (1, FULL)
+
+
+def test_another_os_error_keeps_its_handling(tmp_path: Path) -> None:
+    """An OSError that is not a write of the results is not reported as one, even with stdout
+    a closed pipe."""
+    db = _small_index(tmp_path)
+    code = ("import errno\nfrom gguf_embed.index import Index\n"
+            "def broken(*a, **k):\n"
+            "    raise OSError(errno.EIO, 'Input/output error')\n"
+            "Index.model_for = broken\n")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = _wrapped(code, "search", "otters", "--db", str(db), "--mode", "keyword",
+                          stdout=write)
+    finally:
+        os.close(write)
+    assert result.returncode == 1
+    assert b"OSError: [Errno 5] Input/output error" in result.stderr
+    assert b"cannot write" not in result.stderr
+
+
+# ---------------------------------------------------------------- 4. a closed pipe, >&-
+@pytest.mark.parametrize("args", [
+    ["search", "otters", "--mode", "keyword", "-k", "1000", "--chunks"],
+    ["status"],
+    ["embed", "hello"],
+])
+def test_a_closed_pipe_ends_quietly_with_141(tmp_path: Path, minilm_path: Path,
+                                             args: list[str]) -> None:
+    db = _small_index(tmp_path)
+    args = [*args, "-m", str(minilm_path)] if args[0] == "embed" else [*args, "--db", str(db)]
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written: every write is EPIPE
+    try:
+        result = _cli(*args, stdout=write)
+    finally:
+        os.close(write)
+    assert (result.returncode, result.stderr) == (141, b"")
+
+
+def test_search_with_stdout_closed_is_an_error(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    result = _cli("search", "otters", "--db", str(db), "--mode", "keyword", close=(1,),
+                  stdout=None)
+    assert (result.returncode, result.stderr.decode()) == (
+        1, "Error: cannot write the results: stdout is closed\n")

@@ -13,8 +13,11 @@ import os
 import sys
 
 try:
+    import click
+
     from ._base import cli, interrupted
     from ._exit import forget, leave
+    from ._streams import results_failed, results_not_written, watch_results
 except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
     if sys.stderr is not None:  # 2>&-
         sys.stderr.write("Interrupted.\n")
@@ -28,14 +31,35 @@ def main() -> None:
     # thread, unless the user set it.  numpy is imported by the command, after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _hold_standard_descriptors()
+    watch_results()  # a failed write of the results: one line, or 141 for a closed pipe
     forget()
     try:
         cli(prog_name="gguf-embed")
     except KeyboardInterrupt:  # outside a command (option parsing, a prompt)
         interrupted()
     except SystemExit as exc:  # how click's standalone mode always ends
-        leave(exc.code)  # a finished search: no interpreter teardown (see _exit.py)
-        raise
+        code = _flushed(exc.code)
+        leave(code)  # a finished search: no interpreter teardown (see _exit.py)
+        raise SystemExit(code) from None
+
+
+def _flushed(code: object) -> object:
+    """``code``, once what is left of the results is written; a write that fails now is
+    reported as in a command (the interpreter's own flush at exit would only warn)."""
+    try:
+        try:
+            if sys.stdout is not None:
+                sys.stdout.flush()
+        except OSError as exc:
+            if not results_failed(exc):
+                raise
+            results_not_written(exc)
+    except SystemExit as exc:
+        return exc.code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return code
 
 
 def _hold_standard_descriptors() -> None:

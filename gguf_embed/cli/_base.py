@@ -22,6 +22,8 @@ from ..errors import GgufEmbedError, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
 from ._exit import quickly
 from ._remote import remote_engine, remote_options
+from ._streams import need_stdout, results_failed, results_not_written, stderr_is_terminal
+from ._streams import stdin_lines as stdin_lines  # for the commands, as before
 
 
 class _Group(click.Group):
@@ -48,6 +50,10 @@ class _Group(click.Group):
             raise click.ClickException(terminal_text(capped(str(exc)))) from exc
         except KeyboardInterrupt:
             interrupted()
+        except OSError as exc:
+            if not results_failed(exc):  # not a write of the results: as before
+                raise
+            results_not_written(exc)
 
 
 # command → the module (in this package) that defines it; _base defines embed and models
@@ -111,37 +117,6 @@ def check_argument(text: str, what: str) -> str:
     return text
 
 
-def stdin_lines() -> list[str]:
-    """stdin as lines of UTF-8 text, split at ``\n`` only (one ``\r`` ending a CRLF line is
-    dropped): line N of the output answers line N of the input even when a line holds a lone
-    ``\r``, a form feed or U+2028, which ``splitlines()`` would split at.  A line that is not
-    UTF-8 is a one-line error naming it."""
-    if sys.stdin is None:  # <&-: no lines
-        return []
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None:
-        return _split_lines(sys.stdin.read(), "\n", "\r")
-    lines = []
-    for number, raw in enumerate(_split_lines(stream.read(), b"\n", b"\r"), 1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise click.ClickException(
-                f"stdin line {number} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at "
-                f"byte {exc.start})") from exc
-    if lines and lines[0].startswith("\ufeff"):
-        lines[0] = lines[0][1:]
-    return lines
-
-
-def _split_lines(data: Any, newline: Any, cr: Any) -> list[Any]:
-    """``data`` (str or bytes) split at ``newline``; no last empty line after a final one."""
-    lines = data.split(newline)
-    if lines and not lines[-1]:
-        lines.pop()
-    return [line[:-1] if line.endswith(cr) else line for line in lines]
-
-
 def _not_empty(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise click.BadParameter("is empty; pass a catalog name, owner/repo:file.gguf or a "
@@ -198,15 +173,6 @@ def hub_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         type=click.Path(file_okay=False),
                         help="Hugging Face cache folder [env: HF_HUB_CACHE].")(func)
     return func
-
-
-def stderr_is_terminal() -> bool:
-    """stderr is a terminal; False when it is closed (``2>&-``: Python sets it to None)."""
-    stream = sys.stderr
-    try:
-        return stream is not None and stream.isatty()
-    except ValueError:  # a closed file object
-        return False
 
 
 def resolve(model: str, *, offline: bool = False, hf_endpoint: str | None = None,
@@ -315,6 +281,7 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     Without --json, each vector is printed as a JSON array on its own line.
     """
     quickly()  # nothing written: the process may end without the interpreter's teardown
+    need_stdout()
     items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
         else _stdin_lines()
     if not items:

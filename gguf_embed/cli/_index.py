@@ -29,12 +29,12 @@ from ._base import (
     cli,
     load_engine,
     model_options,
-    stderr_is_terminal,
     terminal_text,
 )
 from ._db import db_option, default_db
 from ._db import display as _display
 from ._remote import remote_engine, remote_options, remote_url
+from ._streams import stderr_is_terminal
 
 MIN_CHUNK_TOKENS = 16
 

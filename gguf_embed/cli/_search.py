@@ -25,12 +25,12 @@ from ._base import (
     load_engine,
     load_reranker,
     model_options,
-    stdin_lines,
     terminal_text,
 )
 from ._db import db_option, default_db, display
 from ._exit import quickly
 from ._remote import remote_engine, remote_options, remote_url
+from ._streams import need_stdout, stdin_lines
 
 
 @cli.command()
@@ -62,6 +62,7 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
 
     Each result is one file: the lines and snippet of its best chunk, and the file's score."""
     quickly()  # nothing written: the process may end without the interpreter's teardown
+    need_stdout()
     query, rerank = _query_after_rerank(query, rerank)
     group = "chunk" if chunks else "file"
     db = db or default_db()

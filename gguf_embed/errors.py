@@ -113,7 +113,13 @@ class IndexWriteError(IndexFileError):
 
 
 class QueryTruncated(UserWarning):
-    """A search query was longer than the model's context and was cut to fit (a warning)."""
+    """A search query was longer than the model's context and was cut to fit (a warning).
+    ``index``: its place among the queries searched together; ``limit``: the tokens kept."""
+
+    def __init__(self, message: str, *, index: int = 0, limit: int = 0) -> None:
+        super().__init__(message)
+        self.index = index
+        self.limit = limit
 
 
 class NonFiniteVectors(UserWarning):

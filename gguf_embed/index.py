@@ -330,7 +330,8 @@ class Index:
         for i in result.truncated:  # cut to fit, and said so (the caller shows or logs it)
             warnings.warn(QueryTruncated(
                 f"{label(i)} is longer than the model's context; only its first "
-                f"{engine.max_tokens} tokens were searched for"), stacklevel=3)
+                f"{engine.max_tokens} tokens were searched for", index=i,
+                limit=engine.max_tokens), stacklevel=3)
         return result.vectors
 
     @contextlib.contextmanager

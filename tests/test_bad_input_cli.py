@@ -114,9 +114,9 @@ def test_non_utf8_arguments_are_one_line_errors(minilm_path: Path, fake_db: tupl
 def test_non_utf8_stdin_is_a_one_line_error(minilm_path: Path, fake_db: tuple) -> None:
     db, _ = fake_db
     one_line_error(run("embed", "-m", str(minilm_path), input=b"fine\ncaf\xe9\n"),
-                   "stdin line 2 is not valid UTF-8", "0xe9")
+                   "input 1 is not valid UTF-8", "0xe9")
     one_line_error(run("search", "-", "--db", str(db), "--mode", "keyword",
-                       input=b"alpha\n\xff\xfe\n"), "stdin line 2 is not valid UTF-8")
+                       input=b"alpha\n\xff\xfe\n"), "query 1 is not valid UTF-8")
 
 
 def test_a_60000_character_path_glob(fake_db: tuple) -> None:

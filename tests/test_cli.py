@@ -87,7 +87,7 @@ def test_hf_hub_offline_is_honoured(runner: CliRunner, tmp_path: Path) -> None:
 
 def test_empty_stdin_line_is_a_usage_error(runner: CliRunner, minilm_path: Path) -> None:
     result = runner.invoke(cli, ["embed", "-m", str(minilm_path)], input="a\n\nb\n")
-    assert result.exit_code == 2 and "stdin line 2 is empty" in result.stderr
+    assert result.exit_code == 2 and "input 1 is empty" in result.stderr
 
 
 def test_models_list(runner: CliRunner) -> None:

@@ -166,3 +166,33 @@ def test_search_with_stdout_closed_is_an_error(tmp_path: Path) -> None:
                   stdout=None)
     assert (result.returncode, result.stderr.decode()) == (
         1, "Error: cannot write the results: stdout is closed\n")
+
+
+# ---------------------------------------------------------------- 6. inputs numbered from 0
+def test_stdin_queries_are_named_by_their_line_from_0(tmp_path: Path, minilm: Engine,
+                                                     minilm_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("word games\n")
+    db = tmp_path / "i.db"
+    with Index(db, minilm) as index:
+        index.add([docs])
+    long = "word " * 1000
+    args = ["search", "-", "--db", str(db), "-m", str(minilm_path), "-k", "1"]
+    result = CliRunner().invoke(cli, args, input=f"short\n\n{long}\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == ("warning: query 2 is longer than the model's context; only its "
+                             "first 512 tokens were searched for\n")
+    alone = CliRunner().invoke(cli, args, input=f"\n{long}\n")
+    assert alone.exit_code == 0, alone.stderr
+    assert alone.stderr.startswith("warning: query 1 is longer than the model's context")
+    bad = CliRunner().invoke(cli, args, input=b"short\n\n\xff\n")
+    assert bad.exit_code == 1 and bad.stderr.startswith("Error: query 2 is not valid UTF-8")
+
+
+def test_an_empty_text_is_a_usage_error_as_argument_or_line(minilm_path: Path) -> None:
+    for args, stdin, message in ((["a", ""], None, "input 1 is empty"),
+                                 (["  "], None, "input 0 is empty"),
+                                 ([], "a\n\nb\n", "input 1 is empty")):
+        result = CliRunner().invoke(cli, ["embed", "-m", str(minilm_path), *args], input=stdin)
+        assert result.exit_code == 2 and message in result.stderr, (args, result.stderr)

@@ -283,9 +283,13 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     quickly()  # nothing written: the process may end without the interpreter's teardown
     need_stdout()
     items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
-        else _stdin_lines()
+        else stdin_lines("input")
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
+    for number, text in enumerate(items):  # numbered from 0, as in the other errors
+        if not text.strip():
+            raise click.UsageError(f"input {number} is empty; give one non-empty text per "
+                                   f"{'argument' if texts else 'line'}")
     engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
                                                              cache_dir)
     check_dimensions(engine, dimensions)
@@ -300,14 +304,6 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     else:
         for row in rows:
             click.echo(json.dumps(row))
-
-
-def _stdin_lines() -> list[str]:
-    lines = stdin_lines()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            raise click.UsageError(f"stdin line {number} is empty; give one text per line")
-    return lines
 
 
 @cli.group()

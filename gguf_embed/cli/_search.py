@@ -69,7 +69,7 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     check_argument(query, "the query")
     if path_glob is not None:
         check_argument(path_glob, "--path")
-    queries = stdin_lines() if query == "-" else [query]
+    queries = stdin_lines("query") if query == "-" else [query]
     if remote_url():  # a missing index fails here, first (its model is the server's)
         Index.model_for(db, "remote", must_exist=True)
         model = None
@@ -88,27 +88,16 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         from ..reranker import RerankOptions
 
         options = RerankOptions(candidates=rerank_candidates)
-    report = None
-    with Index(db, engine, readonly=True, model_ref=model) as idx, _warnings_to_stderr():
+    with Index(db, engine, readonly=True, model_ref=model) as idx, \
+            _warnings_to_stderr() as caught:
         if query == "-":
-            asked = [q for q in queries if q.strip()]
-            if reranker is not None:
-                answers = iter([idx.search(q, k=k, mode=mode, path=path_glob, group=group,
-                                           rerank=reranker, rerank_options=options)
-                                for q in asked])
-            else:
-                answers = iter(idx.search_many(asked, k=k, mode=mode, path=path_glob,
-                                               group=group))
-            for q in queries:
-                results = next(answers) if q.strip() else []
-                click.echo(json.dumps([_row(r) for r in results]))
+            _search_stdin(idx, queries, caught, k=k, mode=mode, path=path_glob, group=group,
+                          rerank=reranker, rerank_options=options)
             return
         results = idx.search(query, k=k, mode=mode, path=path_glob, group=group,
                              rerank=reranker, rerank_options=options)
-        report = idx.last_rerank
-    if report and report["truncated"]:
-        click.echo(f"note: {report['truncated']} of {report['candidates']} reranked passages "
-                   f"were cut to the reranker's context ({report['context']} tokens)", err=True)
+        reports = [idx.last_rerank] if reranker is not None else []
+    _note_truncated(reports)
     if as_json:
         click.echo(json.dumps([_row(r) for r in results], indent=2))
         return
@@ -119,6 +108,45 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
                                               else "") + ")"
         click.echo(f"{display(r.path)}:{r.start_line}-{r.end_line}{pages}  {r.score:.4f}")
         click.echo(f"    {terminal_text(r.snippet)}")
+
+
+def _search_stdin(idx: Index, queries: list[str], caught: list[Any], *, rerank: Any,
+                  rerank_options: Any, **how: Any) -> None:
+    """One JSON array per line of ``queries`` (``[]`` for a blank one).  A query cut to the
+    model's context is named by its line, numbered from 0 (``query 2``), however the
+    queries were batched."""
+    numbers = [n for n, q in enumerate(queries) if q.strip()]
+    asked = [queries[n] for n in numbers]
+    if rerank is not None:
+        answers = []
+        for q in asked:
+            start = len(caught)
+            answers.append(idx.search(q, rerank=rerank, rerank_options=rerank_options, **how))
+            for w in caught[start:]:  # searched alone: its index is 0; the batch's is its own
+                if isinstance(w.message, QueryTruncated):
+                    w.message.index = len(answers) - 1
+    else:
+        answers = idx.search_many(asked, **how)
+    for w in caught:
+        if isinstance(w.message, QueryTruncated):
+            w.message.args = (f"query {numbers[w.message.index]} is longer than the model's "
+                              f"context; only its first {w.message.limit} tokens were searched "
+                              f"for",)
+    found = iter(answers)
+    for q in queries:
+        results = next(found) if q.strip() else []
+        click.echo(json.dumps([_row(r) for r in results]))
+
+
+def _note_truncated(reports: list[Any], queries: int = 1) -> None:
+    """The reranked passages cut to the reranker's context, summed over the queries."""
+    cut = sum(r["truncated"] for r in reports if r)
+    if not cut:
+        return
+    scored = sum(r["candidates"] for r in reports if r)
+    over = f" (over {queries} queries)" if queries > 1 else ""
+    click.echo(f"note: {cut} of {scored} reranked passages{over} were cut to the reranker's "
+               f"context ({reports[0]['context']} tokens)", err=True)
 
 
 def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
@@ -169,13 +197,14 @@ def _row(result: SearchResult) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _warnings_to_stderr() -> Iterator[None]:
-    """The library's warnings (a query cut to the context) as one ``warning:`` line each."""
+def _warnings_to_stderr() -> Iterator[list[Any]]:
+    """The library's warnings (a query cut to the context) as one ``warning:`` line each,
+    printed as the block ends; it yields the list they are gathered in."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", QueryTruncated)
         warnings.simplefilter("always", NonFiniteVectors)
         try:
-            yield
+            yield caught
         finally:
             for w in caught:
                 if issubclass(w.category, (QueryTruncated, NonFiniteVectors)):

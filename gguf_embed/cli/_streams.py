@@ -69,23 +69,24 @@ def need_stdout() -> None:
         raise click.ClickException("cannot write the results: stdout is closed")
 
 
-def stdin_lines() -> list[str]:
+def stdin_lines(what: str) -> list[str]:
     """stdin as lines of UTF-8 text, split at ``\n`` only (one ``\r`` ending a CRLF line is
     dropped): line N of the output answers line N of the input even when a line holds a lone
     ``\r``, a form feed or U+2028, which ``splitlines()`` would split at.  A line that is not
-    UTF-8 is a one-line error naming it."""
+    UTF-8 is a one-line error naming it as ``what`` (input, query) numbered from 0, as the
+    commands number inputs in errors and warnings."""
     if sys.stdin is None:  # <&-: no lines
         return []
     stream = getattr(sys.stdin, "buffer", None)
     if stream is None:
         return _split_lines(sys.stdin.read(), "\n", "\r")
     lines = []
-    for number, raw in enumerate(_split_lines(stream.read(), b"\n", b"\r"), 1):
+    for number, raw in enumerate(_split_lines(stream.read(), b"\n", b"\r")):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise click.ClickException(
-                f"stdin line {number} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at "
+                f"{what} {number} is not valid UTF-8 text (byte 0x{raw[exc.start]:02x} at "
                 f"byte {exc.start})") from exc
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]

@@ -168,6 +168,33 @@ def test_search_with_stdout_closed_is_an_error(tmp_path: Path) -> None:
         1, "Error: cannot write the results: stdout is closed\n")
 
 
+# ---------------------------------------------------------------- 5. the rerank note, stdin
+def test_stdin_search_with_rerank_notes_the_cut_passages(tmp_path: Path,
+                                                         models_dir: Path) -> None:
+    from gguf_embed.chunking import ChunkSettings
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "long.md").write_text("otters archive " * 1500 + "\n")  # one chunk over 512 tokens
+    (docs / "short.md").write_text("otters hold hands\n")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine(max_tokens=8192),
+               chunking=ChunkSettings(max_tokens=4000, overlap=0)) as index:
+        index.add([docs])
+    reranker = str(models_dir / "tiny-xlmr-reranker-f32.gguf")
+    args = ["--db", str(db), "--mode", "keyword", "-k", "2", "--rerank", reranker]
+    one = CliRunner().invoke(cli, ["search", "otters archive", *args])
+    assert one.exit_code == 0, one.stderr
+    assert "note: 1 of 2 reranked passages were cut to the reranker's context (512 tokens)" \
+        in one.stderr
+    many = CliRunner().invoke(cli, ["search", "-", *args],
+                              input="otters archive\n\nhold hands otters\n")
+    assert many.exit_code == 0, many.stderr
+    assert len(many.stdout.splitlines()) == 3
+    assert many.stderr == ("note: 2 of 4 reranked passages (over 2 queries) were cut to the "
+                           "reranker's context (512 tokens)\n")
+
+
 # ---------------------------------------------------------------- 6. inputs numbered from 0
 def test_stdin_queries_are_named_by_their_line_from_0(tmp_path: Path, minilm: Engine,
                                                      minilm_path: Path) -> None:

@@ -114,14 +114,16 @@ def _search_stdin(idx: Index, queries: list[str], caught: list[Any], *, rerank: 
                   rerank_options: Any, **how: Any) -> None:
     """One JSON array per line of ``queries`` (``[]`` for a blank one).  A query cut to the
     model's context is named by its line, numbered from 0 (``query 2``), however the
-    queries were batched."""
+    queries were batched; with a reranker, one note sums the passages cut over all queries."""
     numbers = [n for n, q in enumerate(queries) if q.strip()]
     asked = [queries[n] for n in numbers]
+    reports = []
     if rerank is not None:
         answers = []
         for q in asked:
             start = len(caught)
             answers.append(idx.search(q, rerank=rerank, rerank_options=rerank_options, **how))
+            reports.append(idx.last_rerank)
             for w in caught[start:]:  # searched alone: its index is 0; the batch's is its own
                 if isinstance(w.message, QueryTruncated):
                     w.message.index = len(answers) - 1
@@ -132,6 +134,7 @@ def _search_stdin(idx: Index, queries: list[str], caught: list[Any], *, rerank: 
             w.message.args = (f"query {numbers[w.message.index]} is longer than the model's "
                               f"context; only its first {w.message.limit} tokens were searched "
                               f"for",)
+    _note_truncated(reports, len(asked))
     found = iter(answers)
     for q in queries:
         results = next(found) if q.strip() else []

@@ -96,7 +96,8 @@ def test_a_full_disk_on_stdout_is_one_line(tmp_path: Path, minilm_path: Path) ->
     db = _small_index(tmp_path)
     for args in (["search", "otters", "--db", str(db), "--mode", "keyword", "-k", "3"],
                  ["embed", "hello", "-m", str(minilm_path)],
-                 ["status", "--db", str(db)]):
+                 ["status", "--db", str(db)], ["--help"], ["--version"], ["search", "--help"],
+                 ["models", "list"]):
         with open("/dev/full", "wb") as full:
             result = _cli(*args, stdout=full)
         assert (result.returncode, result.stderr.decode()) == (1, FULL), args
@@ -146,11 +147,15 @@ def test_another_os_error_keeps_its_handling(tmp_path: Path) -> None:
     ["search", "otters", "--mode", "keyword", "-k", "1000", "--chunks"],
     ["status"],
     ["embed", "hello"],
+    ["--version"],
 ])
 def test_a_closed_pipe_ends_quietly_with_141(tmp_path: Path, minilm_path: Path,
                                              args: list[str]) -> None:
     db = _small_index(tmp_path)
-    args = [*args, "-m", str(minilm_path)] if args[0] == "embed" else [*args, "--db", str(db)]
+    if args[0] == "embed":
+        args = [*args, "-m", str(minilm_path)]
+    elif args[0] != "--version":
+        args = [*args, "--db", str(db)]
     read, write = os.pipe()
     os.close(read)  # the reader is gone before anything is written: every write is EPIPE
     try:

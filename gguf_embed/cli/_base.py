@@ -43,6 +43,14 @@ class _Group(click.Group):
                 interrupted()
         return super().get_command(ctx, cmd_name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except OSError as exc:  # writing the group's --help or --version
+            if not results_failed(exc):
+                raise
+            results_not_written(exc)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

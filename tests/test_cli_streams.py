@@ -228,3 +228,16 @@ def test_an_empty_text_is_a_usage_error_as_argument_or_line(minilm_path: Path) -
                                  ([], "a\n\nb\n", "input 1 is empty")):
         result = CliRunner().invoke(cli, ["embed", "-m", str(minilm_path), *args], input=stdin)
         assert result.exit_code == 2 and message in result.stderr, (args, result.stderr)
+
+
+def test_a_closed_descriptor_is_held_so_no_file_takes_its_number() -> None:
+    """With fd 2 closed, the next file opened would be fd 2, and llama.cpp's C-level stderr
+    would write into it (a model, INDEX.bits): main() holds 0-2 on /dev/null first."""
+    code = ("import os\nimport gguf_embed.cli as c\nc._hold_standard_descriptors()\n"
+            "print(os.open(os.devnull, os.O_RDONLY), os.path.realpath('/proc/self/fd/2'))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, preexec_fn=lambda: os.close(2),
+                            timeout=60)
+    fd, target = result.stdout.decode().split()
+    assert int(fd) >= 3 and target == os.devnull

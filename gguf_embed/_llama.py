@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
+import signal
+import sys
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,80 @@ _last_level = [logging.DEBUG]
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp's log goes to the "gguf_embed.llama" logger; nothing is printed unless the
     # application (the CLI with --verbose) attaches a handler.
-    py_level = _LEVELS.get(level, _last_level[0])  # 5 = continue the previous line
-    _last_level[0] = py_level
-    if log.isEnabledFor(py_level):
-        log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+    try:
+        py_level = _LEVELS.get(level, _last_level[0])  # 5 = continue the previous line
+        _last_level[0] = py_level
+        if log.isEnabledFor(py_level):
+            log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+    except BaseException as exc:  # ctypes would print it and carry on
+        if _calls.error is None:
+            _calls.error = exc  # raised by guarded() once llama.cpp returns
+
+
+class _Calls(threading.local):
+    depth = 0  # guarded() blocks this thread is in
+    error: BaseException | None = None  # raised in _log_callback, not yet re-raised
+    sigint: Any = None  # SIGINT's handler while guarded() holds it off (main thread)
+
+
+_calls = _Calls()
+_held_sigints: list[int] = []
+
+
+def _hold_sigint(signum: int, frame: Any) -> None:
+    _held_sigints.append(signum)
+
+
+class _Guarded:
+    """See :func:`guarded`; one instance serves every thread (its state is thread-local)."""
+
+    def __enter__(self) -> None:
+        calls = _calls
+        if calls.depth == 0:
+            error, calls.error = calls.error, None
+            if error is not None:  # from a call into llama.cpp outside guarded()
+                raise error
+            if threading.current_thread() is threading.main_thread() \
+                    and not sys.is_finalizing():
+                handler = signal.getsignal(signal.SIGINT)
+                if callable(handler):
+                    del _held_sigints[:]  # any left by an exit that a KeyboardInterrupt cut
+                    with contextlib.suppress(ValueError, OSError):
+                        calls.sigint = signal.signal(signal.SIGINT, _hold_sigint)
+        calls.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        calls = _calls
+        calls.depth -= 1
+        if calls.depth:
+            return
+        handler, calls.sigint = calls.sigint, None
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
+            held = _held_sigints[:]
+            del _held_sigints[:]
+            for signum in held:  # delivered late, to the handler they were meant for
+                handler(signum, None)
+        error, calls.error = calls.error, None
+        if error is not None:
+            raise error
+
+
+_GUARDED = _Guarded()
+
+
+def guarded() -> _Guarded:
+    """``with guarded(): ptr = lc.llama_...(...)`` around every call into llama.cpp that may
+    log: an exception raised in :func:`_log_callback` (a ctypes callback, whose exceptions
+    ctypes prints and drops) is raised here as soon as llama.cpp returns.
+
+    Ctrl-C above all: Python runs SIGINT's handler at the next bytecode, which during a call
+    into llama.cpp is the log callback's first line, outside any ``try`` of its own; its
+    ``KeyboardInterrupt`` was lost and a model load went on to the end.  So, on the main
+    thread, SIGINT's handler is held off for the call: a SIGINT is noted and handed to the
+    handler once the call has returned *and its result is stored* (an interrupted load frees
+    the model it got).  Other threads never run signal handlers."""
+    return _GUARDED
 
 
 @cache
@@ -36,8 +110,9 @@ def backend() -> None:
     """Start llama.cpp once per process and route its log to Python logging."""
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
     after_completion(lambda: lc.llama_log_set(_log_callback, ctypes.c_void_p(0)))
-    load_backends()
-    lc.llama_backend_init()
+    with guarded():
+        load_backends()
+        lc.llama_backend_init()
 
 
 def lib_dir() -> Path:

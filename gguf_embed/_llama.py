@@ -76,6 +76,7 @@ class _Guarded:
         calls.depth -= 1
         if calls.depth:
             return
+        error, calls.error = calls.error, None
         handler, calls.sigint = calls.sigint, None
         if handler is not None:
             signal.signal(signal.SIGINT, handler)
@@ -83,12 +84,20 @@ class _Guarded:
             del _held_sigints[:]
             for signum in held:  # delivered late, to the handler they were meant for
                 handler(signum, None)
-        error, calls.error = calls.error, None
         if error is not None:
             raise error
 
 
 _GUARDED = _Guarded()
+
+
+@lc.llama_progress_callback
+def load_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
+    """A model load's progress callback (llama.cpp calls it once per tensor): the load stops
+    at a Ctrl-C that :func:`guarded` holds for Python's default handler, which raises
+    ``KeyboardInterrupt`` once the load has returned anyway.  A handler of the application's
+    own (a graceful stop) gets the whole load."""
+    return not (_held_sigints and _calls.sigint is signal.default_int_handler)
 
 
 def guarded() -> _Guarded:

@@ -118,6 +118,7 @@ class Engine(Lanes, EmbedShortcut):
         elif n_gpu_layers is None:
             n_gpu_layers = ALL_LAYERS if _llama.supports_gpu_offload() else 0
         params.n_gpu_layers = n_gpu_layers
+        params.progress_callback = _llama.load_progress  # a Ctrl-C stops the load
         self.n_gpu_layers = n_gpu_layers
         try:  # a load cut short (Ctrl-C, a bad header) frees what it got
             with _llama.guarded():

@@ -82,28 +82,54 @@ def freed(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[Any]]]:
 
 
 # ---------------------------------------------------------------- library
-def test_ctrl_c_in_a_model_load_raises_and_frees_the_model(
+def test_ctrl_c_in_a_model_load_stops_it(
         minilm_path: Path, interrupt_at: Callable[..., _LogThat],
         freed: dict[str, list[Any]]) -> None:
     fake = interrupt_at()
-    with pytest.raises(KeyboardInterrupt) as caught:
+    with pytest.raises(KeyboardInterrupt):
         Engine(minilm_path)
     assert fake.fired  # the Ctrl-C came from inside the log callback
-    assert freed["model"] and freed["model"][0]  # the load finished, then was undone
+    assert freed["model"] == [None]  # llama.cpp stopped before the tensors (progress callback)
+
+
+def test_ctrl_c_after_llama_cpp_loaded_the_model_frees_it(
+        minilm_path: Path, monkeypatch: pytest.MonkeyPatch,
+        freed: dict[str, list[Any]]) -> None:
+    def ctrl_c_here(model: Any) -> None:
+        raise KeyboardInterrupt  # as SIGINT's default handler would, at any bytecode
+
+    monkeypatch.setattr(_llama, "model_metadata", ctrl_c_here)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        Engine(minilm_path)
+    assert freed["model"] and freed["model"][0]
     # freed as the interrupt went by, not once the half-made Engine (which the traceback
     # holds: until exit, in the CLI) is collected
     assert caught.value.__traceback__ is not None
     assert freed["model_freed"] == freed["model"]
 
 
+def test_a_handler_of_the_applications_own_gets_the_whole_load_then_the_sigint(
+        minilm_path: Path, interrupt_at: Callable[..., _LogThat],
+        freed: dict[str, list[Any]]) -> None:
+    got: list[int] = []
+    fake = interrupt_at()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    try:
+        with Engine(minilm_path) as engine:  # a graceful stop: the load is not cut short
+            assert fake.fired and got == [signal.SIGINT]
+            assert engine.embed(["still works"]).shape == (1, engine.dims)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert freed["model"][0] and freed["model_freed"] == freed["model"]
+
+
 def test_ctrl_c_in_a_reranker_load_raises(qwen_path: Path, models_dir: Path,
                                           interrupt_at: Callable[..., _LogThat],
                                           freed: dict[str, list[Any]]) -> None:
     interrupt_at()
-    with pytest.raises(KeyboardInterrupt) as caught:
+    with pytest.raises(KeyboardInterrupt):
         Reranker(models_dir / "tiny-qwen3-reranker-f32.gguf")
-    assert caught.value.__traceback__ is not None  # holds the half-made reranker
-    assert freed["model_freed"] == freed["model"] != []
+    assert freed["model"] == [None]
 
 
 def test_ctrl_c_while_a_reranker_checks_its_model_frees_it(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -42,15 +41,26 @@ def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 class _Calls(threading.local):
     depth = 0  # guarded() blocks this thread is in
     error: BaseException | None = None  # raised in _log_callback, not yet re-raised
-    sigint: Any = None  # SIGINT's handler while guarded() holds it off (main thread)
+    handlers: tuple[tuple[int, Any], ...] = ()  # (signal, its handler) held off (main thread)
 
 
 _calls = _Calls()
-_held_sigints: list[int] = []
+# signals whose Python handler may raise (Ctrl-C; `watch` makes SIGTERM a KeyboardInterrupt)
+_HOLD = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+_held: list[int] = []  # signals that arrived while held
 
 
-def _hold_sigint(signum: int, frame: Any) -> None:
-    _held_sigints.append(signum)
+def _hold(signum: int, frame: Any) -> None:
+    _held.append(signum)
+
+
+def _restore(handlers: tuple[tuple[int, Any], ...]) -> None:
+    """Put every handler back, even if one put back raises at once (a signal of its own)."""
+    if handlers:
+        try:
+            signal.signal(*handlers[-1])
+        finally:
+            _restore(handlers[:-1])
 
 
 class _Guarded:
@@ -64,11 +74,19 @@ class _Guarded:
                 raise error
             if threading.current_thread() is threading.main_thread() \
                     and not sys.is_finalizing():
-                handler = signal.getsignal(signal.SIGINT)
-                if callable(handler):
-                    del _held_sigints[:]  # any left by an exit that a KeyboardInterrupt cut
-                    with contextlib.suppress(ValueError, OSError):
-                        calls.sigint = signal.signal(signal.SIGINT, _hold_sigint)
+                del _held[:]  # any left by an exit that a KeyboardInterrupt cut short
+                calls.handlers = ()
+                try:
+                    for signum in _HOLD:
+                        if callable(signal.getsignal(signum)):
+                            handler = signal.signal(signum, _hold)
+                            calls.handlers += ((signum, handler),)
+                except (ValueError, OSError):  # not the main interpreter
+                    pass
+                except BaseException:  # a signal not held yet
+                    handlers, calls.handlers = calls.handlers, ()
+                    _restore(handlers)
+                    raise
         calls.depth += 1
 
     def __exit__(self, *exc: object) -> None:
@@ -77,13 +95,13 @@ class _Guarded:
         if calls.depth:
             return
         error, calls.error = calls.error, None
-        handler, calls.sigint = calls.sigint, None
-        if handler is not None:
-            signal.signal(signal.SIGINT, handler)
-            held = _held_sigints[:]
-            del _held_sigints[:]
+        handlers, calls.handlers = calls.handlers, ()
+        if handlers:
+            _restore(handlers)
+            held = _held[:]
+            del _held[:]
             for signum in held:  # delivered late, to the handler they were meant for
-                handler(signum, None)
+                dict(handlers)[signum](signum, None)
         if error is not None:
             raise error
 
@@ -97,7 +115,8 @@ def load_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
     at a Ctrl-C that :func:`guarded` holds for Python's default handler, which raises
     ``KeyboardInterrupt`` once the load has returned anyway.  A handler of the application's
     own (a graceful stop) gets the whole load."""
-    return not (_held_sigints and _calls.sigint is signal.default_int_handler)
+    return not (signal.SIGINT in _held
+                and (signal.SIGINT, signal.default_int_handler) in _calls.handlers)
 
 
 def guarded() -> _Guarded:
@@ -108,9 +127,9 @@ def guarded() -> _Guarded:
     Ctrl-C above all: Python runs SIGINT's handler at the next bytecode, which during a call
     into llama.cpp is the log callback's first line, outside any ``try`` of its own; its
     ``KeyboardInterrupt`` was lost and a model load went on to the end.  So, on the main
-    thread, SIGINT's handler is held off for the call: a SIGINT is noted and handed to the
-    handler once the call has returned *and its result is stored* (an interrupted load frees
-    the model it got).  Other threads never run signal handlers."""
+    thread, the Python handlers of SIGINT and SIGTERM are held off for the call: a signal is
+    noted and handed to its handler once the call has returned *and its result is stored*
+    (an interrupted load frees the model it got).  Other threads never run signal handlers."""
     return _GUARDED
 
 

@@ -123,6 +123,29 @@ def test_a_handler_of_the_applications_own_gets_the_whole_load_then_the_sigint(
     assert freed["model"][0] and freed["model_freed"] == freed["model"]
 
 
+def test_sigterm_made_a_keyboardinterrupt_is_not_lost_either(
+        minilm_path: Path, interrupt_at: Callable[..., _LogThat],
+        freed: dict[str, list[Any]]) -> None:
+    # `gguf-embed watch` makes SIGTERM a KeyboardInterrupt; a graceful SIGTERM handler
+    # (uvicorn's) returns: neither may stop the load midway with a "corrupt file" error
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    graceful: list[int] = []
+    fake = interrupt_at(action=lambda: signal.raise_signal(signal.SIGTERM))
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Engine(minilm_path)
+        assert fake.fired and freed["model"][0] and freed["model_freed"] == freed["model"]
+        fake.fired.clear()
+        signal.signal(signal.SIGTERM, lambda signum, frame: graceful.append(signum))
+        with Engine(minilm_path):
+            assert fake.fired and graceful == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_ctrl_c_in_a_reranker_load_raises(qwen_path: Path, models_dir: Path,
                                           interrupt_at: Callable[..., _LogThat],
                                           freed: dict[str, list[Any]]) -> None:
@@ -202,20 +225,33 @@ def test_a_guarded_call_hands_sigint_to_its_handler_after_the_call(
     assert finished == [True]
 
 
-def test_a_handler_of_the_applications_own_gets_each_sigint_once_after_the_call() -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_handler_of_the_applications_own_gets_each_signal_once_after_the_call(
+        signum: int) -> None:
     got: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    previous = signal.signal(signum, lambda signum, frame: got.append(signum))
     try:
         with _llama.guarded():
             with _llama.guarded():  # nested: the outermost hands them over
-                signal.raise_signal(signal.SIGINT)
-            signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signum)
+            signal.raise_signal(signum)
             assert got == []
-        assert got == [signal.SIGINT, signal.SIGINT]
-        signal.raise_signal(signal.SIGINT)  # its handler is back
+        assert got == [signum, signum]
+        signal.raise_signal(signum)  # its handler is back
         assert len(got) == 3
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signum, previous)
+
+
+def test_every_handler_is_put_back_even_if_putting_one_back_fails() -> None:
+    mine = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(TypeError):  # the last one, put back first, fails
+            _llama._restore(((signal.SIGINT, mine), (signal.SIGTERM, "not a handler")))
+        assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, mine)
 
 
 def test_an_ignored_sigint_stays_ignored() -> None:

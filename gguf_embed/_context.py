@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ._batch import TokenBatch
+from ._llama import guarded
 from ._llama_binding import lc
 from .errors import EngineError, ModelLoadError
 
@@ -88,18 +89,25 @@ class Context:
         params.kv_unified = unified
         params.no_perf = True
         params.flash_attn_type = -1 if flash_attn is None else int(flash_attn)
-        self.ctx = lc.llama_init_from_model(engine._model, params)
-        if not self.ctx:
-            raise ModelLoadError(
-                f"cannot create a llama.cpp context for {engine.path} with {n_ctx} tokens "
-                f"({n_seqs} sequences): out of memory? lower the context or batch size")
-        self.n_ctx = int(lc.llama_n_ctx(self.ctx))
-        self.batch = TokenBatch(n_batch)
-        self._mem = lc.llama_get_memory(self.ctx)
-        self._threads = engine.n_threads
+        self.ctx = None
+        try:  # a context cut short (Ctrl-C) is freed
+            with guarded():
+                self.ctx = lc.llama_init_from_model(engine._model, params)
+            if not self.ctx:
+                raise ModelLoadError(
+                    f"cannot create a llama.cpp context for {engine.path} with {n_ctx} tokens "
+                    f"({n_seqs} sequences): out of memory? lower the context or batch size")
+            self.n_ctx = int(lc.llama_n_ctx(self.ctx))
+            self.batch = TokenBatch(n_batch)
+            self._mem = lc.llama_get_memory(self.ctx)
+            self._threads = engine.n_threads
+        except BaseException:
+            self.free()
+            raise
 
     def _run(self) -> None:
-        rc = lc.llama_decode(self.ctx, self.batch.as_llama())
+        with guarded():
+            rc = lc.llama_decode(self.ctx, self.batch.as_llama())
         if rc != 0:
             self.clear()
             raise EngineError(f"llama_decode failed with code {rc} ({self.batch.n_tokens} "
@@ -153,6 +161,7 @@ class Context:
 
     def free(self) -> None:
         if self.ctx:
-            lc.llama_free(self.ctx)
-            self.ctx = None
+            with guarded():
+                lc.llama_free(self.ctx)
+                self.ctx = None
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import signal
+import sys
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -25,10 +28,109 @@ _last_level = [logging.DEBUG]
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     # llama.cpp's log goes to the "gguf_embed.llama" logger; nothing is printed unless the
     # application (the CLI with --verbose) attaches a handler.
-    py_level = _LEVELS.get(level, _last_level[0])  # 5 = continue the previous line
-    _last_level[0] = py_level
-    if log.isEnabledFor(py_level):
-        log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+    try:
+        py_level = _LEVELS.get(level, _last_level[0])  # 5 = continue the previous line
+        _last_level[0] = py_level
+        if log.isEnabledFor(py_level):
+            log.log(py_level, "%s", text.decode("utf-8", "replace").rstrip("\n"))
+    except BaseException as exc:  # ctypes would print it and carry on
+        if _calls.error is None:
+            _calls.error = exc  # raised by guarded() once llama.cpp returns
+
+
+class _Calls(threading.local):
+    depth = 0  # guarded() blocks this thread is in
+    error: BaseException | None = None  # raised in _log_callback, not yet re-raised
+    handlers: tuple[tuple[int, Any], ...] = ()  # (signal, its handler) held off (main thread)
+
+
+_calls = _Calls()
+# signals whose Python handler may raise (Ctrl-C; `watch` makes SIGTERM a KeyboardInterrupt)
+_HOLD = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+_held: list[int] = []  # signals that arrived while held
+
+
+def _hold(signum: int, frame: Any) -> None:
+    _held.append(signum)
+
+
+def _restore(handlers: tuple[tuple[int, Any], ...]) -> None:
+    """Put every handler back, even if one put back raises at once (a signal of its own)."""
+    if handlers:
+        try:
+            signal.signal(*handlers[-1])
+        finally:
+            _restore(handlers[:-1])
+
+
+class _Guarded:
+    """See :func:`guarded`; one instance serves every thread (its state is thread-local)."""
+
+    def __enter__(self) -> None:
+        calls = _calls
+        if calls.depth == 0:
+            error, calls.error = calls.error, None
+            if error is not None:  # from a call into llama.cpp outside guarded()
+                raise error
+            if threading.current_thread() is threading.main_thread() \
+                    and not sys.is_finalizing():
+                del _held[:]  # any left by an exit that a KeyboardInterrupt cut short
+                calls.handlers = ()
+                try:
+                    for signum in _HOLD:
+                        if callable(signal.getsignal(signum)):
+                            handler = signal.signal(signum, _hold)
+                            calls.handlers += ((signum, handler),)
+                except (ValueError, OSError):  # not the main interpreter
+                    pass
+                except BaseException:  # a signal not held yet
+                    handlers, calls.handlers = calls.handlers, ()
+                    _restore(handlers)
+                    raise
+        calls.depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        calls = _calls
+        calls.depth -= 1
+        if calls.depth:
+            return
+        error, calls.error = calls.error, None
+        handlers, calls.handlers = calls.handlers, ()
+        if handlers:
+            _restore(handlers)
+            held = _held[:]
+            del _held[:]
+            for signum in held:  # delivered late, to the handler they were meant for
+                dict(handlers)[signum](signum, None)
+        if error is not None:
+            raise error
+
+
+_GUARDED = _Guarded()
+
+
+@lc.llama_progress_callback
+def load_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
+    """A model load's progress callback (llama.cpp calls it once per tensor): the load stops
+    at a Ctrl-C that :func:`guarded` holds for Python's default handler, which raises
+    ``KeyboardInterrupt`` once the load has returned anyway.  A handler of the application's
+    own (a graceful stop) gets the whole load."""
+    return not (signal.SIGINT in _held
+                and (signal.SIGINT, signal.default_int_handler) in _calls.handlers)
+
+
+def guarded() -> _Guarded:
+    """``with guarded(): ptr = lc.llama_...(...)`` around every call into llama.cpp that may
+    log: an exception raised in :func:`_log_callback` (a ctypes callback, whose exceptions
+    ctypes prints and drops) is raised here as soon as llama.cpp returns.
+
+    Ctrl-C above all: Python runs SIGINT's handler at the next bytecode, which during a call
+    into llama.cpp is the log callback's first line, outside any ``try`` of its own; its
+    ``KeyboardInterrupt`` was lost and a model load went on to the end.  So, on the main
+    thread, the Python handlers of SIGINT and SIGTERM are held off for the call: a signal is
+    noted and handed to its handler once the call has returned *and its result is stored*
+    (an interrupted load frees the model it got).  Other threads never run signal handlers."""
+    return _GUARDED
 
 
 @cache
@@ -36,8 +138,9 @@ def backend() -> None:
     """Start llama.cpp once per process and route its log to Python logging."""
     lc.llama_log_set(_log_callback, ctypes.c_void_p(0))
     after_completion(lambda: lc.llama_log_set(_log_callback, ctypes.c_void_p(0)))
-    load_backends()
-    lc.llama_backend_init()
+    with guarded():
+        load_backends()
+        lc.llama_backend_init()
 
 
 def lib_dir() -> Path:

@@ -118,43 +118,50 @@ class Engine(Lanes, EmbedShortcut):
         elif n_gpu_layers is None:
             n_gpu_layers = ALL_LAYERS if _llama.supports_gpu_offload() else 0
         params.n_gpu_layers = n_gpu_layers
+        params.progress_callback = _llama.load_progress  # a Ctrl-C stops the load
         self.n_gpu_layers = n_gpu_layers
-        self._model = lc.llama_model_load_from_file(str(path).encode("utf-8"), params)
-        if not self._model:
-            raise ModelLoadError(
-                f"llama.cpp cannot load {path}: the file is corrupt or truncated, or its "
-                f"architecture is unknown to this llama.cpp build; re-download it or run with "
-                f"--verbose to see llama.cpp's reason"
-            )
-        self.metadata = _llama.model_metadata(self._model)
-        self.arch = self.metadata.get("general.architecture", "")
-        if not self.allow_rank and (_llama.is_rank_model(self._model, self.metadata, self.arch)
-                                    or (spec or spec_for_file(path)).kind == "reranker"):
+        try:  # a load cut short (Ctrl-C, a bad header) frees what it got
+            with _llama.guarded():
+                self._model = lc.llama_model_load_from_file(str(path).encode("utf-8"), params)
+            if not self._model:
+                raise ModelLoadError(
+                    f"llama.cpp cannot load {path}: the file is corrupt or truncated, or its "
+                    f"architecture is unknown to this llama.cpp build; re-download it or run with "
+                    f"--verbose to see llama.cpp's reason"
+                )
+            self.metadata = _llama.model_metadata(self._model)
+            self.arch = self.metadata.get("general.architecture", "")
+            if not self.allow_rank and (_llama.is_rank_model(self._model, self.metadata, self.arch)
+                                        or (spec or spec_for_file(path)).kind == "reranker"):
+                self.close()
+                raise ModelLoadError(
+                    f"{path} is a reranker, not an embedding model: give it to --rerank "
+                    f"(gguf_embed.Reranker), and an embedding model such as "
+                    f"qwen3-embedding-0.6b to --model")
+            self._vocab = lc.llama_model_get_vocab(self._model)
+            self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
+            # a vocab_only load has no hyperparameters: the header's keys say the same
+            self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(
+                self._model) or self._header_int("embedding_length_out", "embedding_length"))
+            self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model)
+                                   or self._header_int("context_length"))
+            causal_key = self.metadata.get(f"{self.arch}.attention.causal")
+            self.causal = (causal_key == "true") if causal_key is not None else (
+                self.arch not in NON_CAUSAL_ARCHS)
+            self.spec = _fit_spec(spec or spec_for_file(path), self)
+            self.pooling = self.spec.pooling or "mean"
+            limit = n_ctx or self.spec.n_ctx or self.n_ctx_train
+            self.max_tokens = min(limit, self.n_ctx_train) if self.n_ctx_train > 0 else limit
+            self._eos_id = self._find_eos() if self.spec.eos else None
+            self._adds_tail = bool(self._eos_id is not None
+                                   or lc.llama_vocab_get_add_eos(self._vocab)
+                                   or lc.llama_vocab_get_add_sep(self._vocab))
+            # Causal last-token models keep state across decodes, so a long input can be fed in
+            # chunks; any other model must see a whole input in one physical batch.
+            self.chunked = self.causal and self.pooling == "last"
+        except BaseException:
             self.close()
-            raise ModelLoadError(
-                f"{path} is a reranker, not an embedding model: give it to --rerank "
-                f"(gguf_embed.Reranker), and an embedding model such as "
-                f"qwen3-embedding-0.6b to --model")
-        self._vocab = lc.llama_model_get_vocab(self._model)
-        self.n_vocab = int(lc.llama_vocab_n_tokens(self._vocab))
-        # a vocab_only load has no hyperparameters: the header's keys say the same
-        self.n_embd = int(lc.llama_model_n_embd_out(self._model) or lc.llama_model_n_embd(
-            self._model) or self._header_int("embedding_length_out", "embedding_length"))
-        self.n_ctx_train = int(lc.llama_model_n_ctx_train(self._model)
-                               or self._header_int("context_length"))
-        causal_key = self.metadata.get(f"{self.arch}.attention.causal")
-        self.causal = (causal_key == "true") if causal_key is not None else (
-            self.arch not in NON_CAUSAL_ARCHS)
-        self.spec = _fit_spec(spec or spec_for_file(path), self)
-        self.pooling = self.spec.pooling or "mean"
-        limit = n_ctx or self.spec.n_ctx or self.n_ctx_train
-        self.max_tokens = min(limit, self.n_ctx_train) if self.n_ctx_train > 0 else limit
-        self._eos_id = self._find_eos() if self.spec.eos else None
-        self._adds_tail = bool(self._eos_id is not None or lc.llama_vocab_get_add_eos(self._vocab)
-                               or lc.llama_vocab_get_add_sep(self._vocab))
-        # Causal last-token models keep state across decodes, so a long input can be fed in
-        # chunks; any other model must see a whole input in one physical batch.
-        self.chunked = self.causal and self.pooling == "last"
+            raise
 
     # ---------------------------------------------------------------- public API
     @property
@@ -303,8 +310,9 @@ class Engine(Lanes, EmbedShortcut):
             self._closed = True
             self._free_lanes()
             if self._model:
-                lc.llama_model_free(self._model)
-                self._model = None
+                with _llama.guarded():
+                    lc.llama_model_free(self._model)
+                    self._model = None
 
     def _check_open(self) -> None:
         if self._closed:

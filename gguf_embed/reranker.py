@@ -86,29 +86,33 @@ class Reranker:
             n_threads=n_threads, n_gpu_layers=n_gpu_layers,
             options=EngineOptions(batch_tokens=max(batch_tokens, 64)))
         engine = self._engine
-        self.arch = engine.arch
-        self.metadata = engine.metadata
-        problem = head_problem(self.arch, _llama.is_rank_model(engine._model, self.metadata,
-                                                                self.arch),
-                               self.metadata, gguf_tensor_names(path), engine.causal)
-        if problem:
+        try:  # a reranker cut short (Ctrl-C) frees its model
+            self.arch = engine.arch
+            self.metadata = engine.metadata
+            problem = head_problem(self.arch, _llama.is_rank_model(engine._model, self.metadata,
+                                                                    self.arch),
+                                   self.metadata, gguf_tensor_names(path), engine.causal)
+            if problem:
+                engine.close()
+                raise ModelLoadError(f"{path}: {problem}")
+            self.n_cls_out = int(lc.llama_model_n_cls_out(engine._model)) or 1
+            engine.n_embd = self.n_cls_out  # the engine's pooled output is the head's output
+            self.spec = engine.spec
+            self.max_tokens = engine.max_tokens
+            self.causal = engine.causal
+            self.family = ("qwen3" if self.causal else
+                           "bert" if self.metadata.get("tokenizer.ggml.model") == "bert"
+                           else "roberta")
+            vocab = engine._vocab
+            self._bos = int(lc.llama_vocab_bos(vocab))
+            sep = int(lc.llama_vocab_sep(vocab))
+            self._sep = sep if sep >= 0 else int(lc.llama_vocab_eos(vocab))
+            if self.family == "qwen3":
+                self._prefix = self.tokenize(QWEN3_RERANK_PREFIX, special=True)
+                self._suffix = self.tokenize(QWEN3_RERANK_SUFFIX, special=True)
+        except BaseException:
             engine.close()
-            raise ModelLoadError(f"{path}: {problem}")
-        self.n_cls_out = int(lc.llama_model_n_cls_out(engine._model)) or 1
-        engine.n_embd = self.n_cls_out  # the engine's pooled output is the head's output
-        self.spec = engine.spec
-        self.max_tokens = engine.max_tokens
-        self.causal = engine.causal
-        self.family = ("qwen3" if self.causal else
-                       "bert" if self.metadata.get("tokenizer.ggml.model") == "bert"
-                       else "roberta")
-        vocab = engine._vocab
-        self._bos = int(lc.llama_vocab_bos(vocab))
-        sep = int(lc.llama_vocab_sep(vocab))
-        self._sep = sep if sep >= 0 else int(lc.llama_vocab_eos(vocab))
-        if self.family == "qwen3":
-            self._prefix = self.tokenize(QWEN3_RERANK_PREFIX, special=True)
-            self._suffix = self.tokenize(QWEN3_RERANK_SUFFIX, special=True)
+            raise
 
     # ---------------------------------------------------------------- public API
     def info(self) -> dict[str, Any]:

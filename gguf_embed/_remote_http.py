@@ -5,8 +5,9 @@ Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with expo
 backoff (``Retry-After`` honoured, capped at 30 s), then
 :class:`~gguf_embed.errors.EngineUnavailable` names the URL; 401/403 say the API key was
 refused, 400 that the input was.  The API key goes in the ``Authorization`` header to this
-server only.  Redirects are not followed and the environment's proxies are not read.  Needs
-httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
+server only: redirects are not followed, and the environment's proxies and ``SSL_CERT_FILE``
+are not read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is
+made.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._remote_tls import ssl_context
 from ._remote_util import server_message
 from .errors import EngineError, EngineUnavailable, InputError, first_line
 
@@ -34,18 +36,22 @@ class ServerClient:
     """Requests to the server at ``url`` (its root, already checked by ``clean_url``)."""
 
     def __init__(self, url: str, *, api_key: str | None, retries: int, backoff: float,
-                 timeout: float, transport: Any = None,
+                 timeout: float, transport: Any = None, ca_cert: Any = None,
                  sleep: Callable[[float], None] | None = None) -> None:
         httpx = _httpx()
         self.url, self.retries, self.backoff = url, retries, backoff
+        self.ca_cert = ca_cert
         self._sleep = sleep or time.sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # An http:// server gets no TLS (redirects are not followed, proxies not read): loading
-        # the CA bundle for it was 20-50 ms of a one-shot search.  https:// is verified.
+        # the CA bundle for it was 20-50 ms of a one-shot search.  https:// is verified, with
+        # the default bundle or, given ca_cert, with those CA certificates only.
+        verify: Any = url.startswith("https://")
+        if ca_cert is not None:
+            verify = ssl_context(ca_cert, url)
         self._client = httpx.Client(base_url=url, headers=headers, transport=transport,
                                     timeout=httpx.Timeout(timeout, connect=10.0),
-                                    verify=url.startswith("https://"),
-                                    follow_redirects=False, trust_env=False)
+                                    verify=verify, follow_redirects=False, trust_env=False)
 
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,66 @@
+"""TLS and redirects for :mod:`gguf_embed._remote_http`: the certificates an https:// server
+is verified with (``ca_cert``: a private CA).
+
+``ca_cert`` *replaces* the default bundle for that server: the CA certificates it names are
+the only ones trusted, so that a certificate any public CA issued for the host is not
+enough.  Verification itself can never be turned off.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+from .errors import InputError, quoted
+
+PEM_MARK = b"-----BEGIN CERTIFICATE-----"
+MAX_BYTES = 16 << 20  # a CA bundle is well under 1 MB
+
+
+def ssl_context(ca_cert: str | os.PathLike[str], url: str) -> ssl.SSLContext:
+    """A client context that trusts only the CA certificates in ``ca_cert``: a PEM file (one
+    or more certificates), or a folder whose files hold them (hidden files and files without
+    a PEM certificate are skipped).  A bad path or file is an :class:`InputError` naming it."""
+    path = Path(ca_cert).expanduser()
+    if not url.startswith("https://"):
+        raise InputError(f"--embed-ca-cert is for an https:// server; {url} is not "
+                         f"encrypted: give its https:// URL", param="ca_cert")
+    if path.is_dir():
+        files = [p for p in sorted(path.iterdir())
+                 if not p.name.startswith(".") and p.is_file() and PEM_MARK in _read(p)]
+        if not files:
+            raise InputError(f"--embed-ca-cert {quoted(path)}: the folder holds no PEM "
+                             f"certificate ({PEM_MARK.decode()})", param="ca_cert")
+    else:
+        _read(path)
+        files = [path]
+    context: ssl.SSLContext | None = None
+    for file in files:
+        try:  # given a cafile, the default context loads that instead of the default bundle
+            if context is None:
+                context = ssl.create_default_context(cafile=file)
+            else:
+                context.load_verify_locations(cafile=file)
+        except (ssl.SSLError, ValueError) as exc:
+            raise InputError(f"--embed-ca-cert {quoted(file)}: not a PEM file of CA "
+                             f"certificates", param="ca_cert") from exc
+    assert context is not None
+    return context
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; one that is missing, unreadable, not a regular file (a device, a
+    FIFO) or over :data:`MAX_BYTES` is an :class:`InputError` naming it."""
+    try:
+        if not path.is_file() or path.stat().st_size > MAX_BYTES:
+            what = "no such file" if not path.exists() else "not a PEM file of CA certificates"
+            raise InputError(f"--embed-ca-cert {quoted(path)}: {what}", param="ca_cert")
+        with path.open("rb") as file:
+            return file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"--embed-ca-cert {quoted(path)}: cannot read it "
+                         f"({exc.strerror or type(exc).__name__})", param="ca_cert") from exc
+
+
+__all__ = ["ssl_context"]

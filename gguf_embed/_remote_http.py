@@ -4,10 +4,11 @@ client, requests retried with backoff, and the errors, each naming the server's 
 Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with exponential
 backoff (``Retry-After`` honoured, capped at 30 s), then
 :class:`~gguf_embed.errors.EngineUnavailable` names the URL; 401/403 say the API key was
-refused, 400 that the input was.  The API key goes in the ``Authorization`` header to this
-server only: redirects are not followed, and the environment's proxies and ``SSL_CERT_FILE``
-are not read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is
-made.
+refused, 400 that the input was.  A certificate that fails verification is not retried (it
+will not fix itself): the error says why it is not trusted.  The API key goes in the
+``Authorization`` header to this server only: redirects are not followed, and the
+environment's proxies and ``SSL_CERT_FILE`` are not read.  Needs httpx
+(``pip install "gguf-embed[remote]"``), imported when a client is made.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._remote_tls import ssl_context
+from ._remote_tls import ssl_context, untrusted_error
 from ._remote_util import server_message
 from .errors import EngineError, EngineUnavailable, InputError, first_line
 
@@ -68,6 +69,9 @@ class ServerClient:
             try:
                 response = self._client.request(method, path, json=body)
             except httpx.TransportError as exc:
+                untrusted = untrusted_error(exc, self.url, self.ca_cert)
+                if untrusted is not None:
+                    raise untrusted from exc
                 why = first_line(exc, empty=type(exc).__name__, limit=200)
                 continue
             if response.status_code in RETRY_STATUS:

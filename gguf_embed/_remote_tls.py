@@ -1,5 +1,6 @@
 """TLS and redirects for :mod:`gguf_embed._remote_http`: the certificates an https:// server
-is verified with (``ca_cert``: a private CA).
+is verified with (``ca_cert``: a private CA), and the one-line error for a certificate that
+is not trusted, which retrying would not fix.
 
 ``ca_cert`` *replaces* the default bundle for that server: the CA certificates it names are
 the only ones trusted, so that a certificate any public CA issued for the host is not
@@ -11,11 +12,14 @@ from __future__ import annotations
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
-from .errors import InputError, quoted
+from .errors import EngineUnavailable, InputError, first_line, quoted
 
 PEM_MARK = b"-----BEGIN CERTIFICATE-----"
 MAX_BYTES = 16 << 20  # a CA bundle is well under 1 MB
+# OpenSSL's verify codes that call for advice other than "name the CA" (X509_V_ERR_*)
+_NOT_YET_VALID, _EXPIRED, _NAME_MISMATCH = 9, 10, (62, 64)  # 62: host name, 64: IP address
 
 
 def ssl_context(ca_cert: str | os.PathLike[str], url: str) -> ssl.SSLContext:
@@ -63,4 +67,33 @@ def _read(path: Path) -> bytes:
                          f"({exc.strerror or type(exc).__name__})", param="ca_cert") from exc
 
 
-__all__ = ["ssl_context"]
+def untrusted_error(exc: BaseException, url: str, ca_cert: Any) -> EngineUnavailable | None:
+    """The error for a connection refused because the server's certificate failed
+    verification (found by type in the exception's causes), else None."""
+    import httpx
+
+    if not isinstance(exc, httpx.ConnectError):
+        return None
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            break
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, ssl.SSLCertVerificationError):
+        return None
+    reason = (cause.verify_message or first_line(cause, limit=200) or "unknown").rstrip(".")
+    if cause.verify_code in _NAME_MISMATCH:
+        advice = "give --embed-url the host name or address the certificate is for"
+    elif cause.verify_code in (_EXPIRED, _NOT_YET_VALID):
+        advice = "renew the server's certificate, or check this machine's clock"
+    elif ca_cert is not None:
+        advice = f"check that --embed-ca-cert {quoted(ca_cert)} holds the CA that signed it"
+    else:
+        advice = "if a private CA signed it, pass that CA's certificate with --embed-ca-cert"
+    return EngineUnavailable(f"the embedding server at {url} has a certificate that is not "
+                             f"trusted ({reason}): {advice}", url=url)
+
+
+__all__ = ["ssl_context", "untrusted_error"]

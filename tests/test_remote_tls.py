@@ -5,6 +5,7 @@ Servers are little http.server stubs on 127.0.0.1, certificates from trustme."""
 
 from __future__ import annotations
 
+import datetime
 import http.server
 import json
 import ssl
@@ -16,7 +17,7 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from gguf_embed import RemoteEngine
+from gguf_embed import EngineUnavailable, RemoteEngine
 from gguf_embed._remote_tls import ssl_context
 from gguf_embed.cli import cli
 from gguf_embed.errors import InputError
@@ -165,3 +166,62 @@ def test_a_ca_for_an_http_url_is_refused(ca_file: Path) -> None:
 def test_the_ca_option_needs_the_url(ca_file: Path) -> None:
     result = CliRunner().invoke(cli, ["embed", "x", "--embed-ca-cert", str(ca_file)])
     assert result.exit_code == 2 and "--embed-ca-cert needs --embed-url" in result.stderr
+
+
+# ---------------------------------------------------------------- certificates not trusted
+def test_an_untrusted_certificate_fails_at_once_saying_why(ca: trustme.CA) -> None:
+    sleeps: list[float] = []
+    with Server(cert=ca.issue_cert("127.0.0.1")) as server, \
+            pytest.raises(EngineUnavailable) as caught:
+        RemoteEngine(server.url, api_key=KEY, sleep=sleeps.append)
+    assert sleeps == []  # not retried: it will not fix itself
+    assert str(caught.value) == (
+        f"the embedding server at {server.url} has a certificate that is not trusted "
+        f"(unable to get local issuer certificate): if a private CA signed it, pass that "
+        f"CA's certificate with --embed-ca-cert")
+    assert server.heard == []
+
+
+@pytest.mark.parametrize(("cert", "why", "advice"), [
+    ({"identities": ["example.org"]}, "IP address mismatch, certificate is not valid for "
+     "'127.0.0.1'", "give --embed-url the host name or address the certificate is for"),
+    ({"identities": ["127.0.0.1"], "not_after": datetime.datetime(2020, 1, 1)},
+     "certificate has expired", "renew the server's certificate, or check this machine's "
+     "clock"),
+])
+def test_a_certificate_of_the_trusted_ca_can_still_be_wrong(
+        ca: trustme.CA, ca_file: Path, cert: dict[str, Any], why: str, advice: str) -> None:
+    sleeps: list[float] = []
+    cert = dict(cert)
+    leaf = ca.issue_cert(*cert.pop("identities"), **cert)
+    with Server(cert=leaf) as server, pytest.raises(EngineUnavailable) as caught:
+        RemoteEngine(server.url, ca_cert=ca_file, sleep=sleeps.append)
+    assert str(caught.value) == (f"the embedding server at {server.url} has a certificate "
+                                 f"that is not trusted ({why}): {advice}")
+    assert sleeps == [] and server.heard == []
+
+
+def test_cli_untrusted_certificate_is_one_line(ca: trustme.CA) -> None:
+    with Server(cert=ca.issue_cert("127.0.0.1")) as server:
+        result = CliRunner().invoke(cli, ["embed", "hello", "--embed-url", server.url],
+                                    env={"GGUF_EMBED_EMBED_API_KEY": KEY})
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr == (f"Error: the embedding server at {server.url} has a certificate "
+                             f"that is not trusted (unable to get local issuer certificate): "
+                             f"if a private CA signed it, pass that CA's certificate with "
+                             f"--embed-ca-cert\n")
+    assert KEY not in result.stderr and server.heard == []
+
+
+def test_a_ca_for_one_server_does_not_make_others_trusted(ca: trustme.CA,
+                                                          ca_file: Path) -> None:
+    """From the attacker's side: a server with a certificate of another CA is refused though
+    a CA was given, and a CA given to one engine is not trusted by the next."""
+    with Server(cert=trustme.CA().issue_cert("127.0.0.1")) as rogue, \
+            pytest.raises(EngineUnavailable, match=r"check that --embed-ca-cert .* holds"):
+        RemoteEngine(rogue.url, api_key=KEY, ca_cert=ca_file)
+    assert rogue.heard == []
+    with Server(cert=ca.issue_cert("127.0.0.1")) as server:
+        RemoteEngine(server.url, ca_cert=ca_file).close()
+        with pytest.raises(EngineUnavailable, match="not trusted"):
+            RemoteEngine(server.url, retries=1)

@@ -6,9 +6,9 @@ backoff (``Retry-After`` honoured, capped at 30 s), then
 :class:`~gguf_embed.errors.EngineUnavailable` names the URL; 401/403 say the API key was
 refused, 400 that the input was.  A certificate that fails verification is not retried (it
 will not fix itself): the error says why it is not trusted.  The API key goes in the
-``Authorization`` header to this server only: redirects are not followed, and the
-environment's proxies and ``SSL_CERT_FILE`` are not read.  Needs httpx
-(``pip install "gguf-embed[remote]"``), imported when a client is made.
+``Authorization`` header to this server only: redirects are not followed (a redirect is an
+error naming where it points), and the environment's proxies and ``SSL_CERT_FILE`` are not
+read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._remote_tls import ssl_context, untrusted_error
+from ._remote_tls import redirect_error, ssl_context, untrusted_error
 from ._remote_util import server_message
 from .errors import EngineError, EngineUnavailable, InputError, first_line
 
@@ -42,6 +42,7 @@ class ServerClient:
         httpx = _httpx()
         self.url, self.retries, self.backoff = url, retries, backoff
         self.ca_cert = ca_cert
+        self.redirect: EngineUnavailable | None = None  # the last one an optional probe met
         self._sleep = sleep or time.sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # An http:// server gets no TLS (redirects are not followed, proxies not read): loading
@@ -84,6 +85,12 @@ class ServerClient:
                 raise EngineUnavailable(f"the embedding server at {self.url} refused the API "
                                         f"key (HTTP {response.status_code}): pass the right "
                                         f"one with --embed-api-key", url=self.url)
+            if response.has_redirect_location:
+                moved = redirect_error(self.url, path, response)
+                if not optional:
+                    raise moved
+                self.redirect = moved
+                return None
             if response.is_success:
                 try:
                     return response.json()

@@ -1,6 +1,6 @@
 """TLS and redirects for :mod:`gguf_embed._remote_http`: the certificates an https:// server
-is verified with (``ca_cert``: a private CA), and the one-line error for a certificate that
-is not trusted, which retrying would not fix.
+is verified with (``ca_cert``: a private CA), and the one-line errors for a certificate that
+is not trusted and for a redirect, neither of which retrying would fix.
 
 ``ca_cert`` *replaces* the default bundle for that server: the CA certificates it names are
 the only ones trusted, so that a certificate any public CA issued for the host is not
@@ -14,6 +14,7 @@ import ssl
 from pathlib import Path
 from typing import Any
 
+from ._remote_util import clean_url
 from .errors import EngineUnavailable, InputError, first_line, quoted
 
 PEM_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -96,4 +97,27 @@ def untrusted_error(exc: BaseException, url: str, ca_cert: Any) -> EngineUnavail
                              f"trusted ({reason}): {advice}", url=url)
 
 
-__all__ = ["ssl_context", "untrusted_error"]
+def redirect_error(url: str, path: str, response: Any) -> EngineUnavailable:
+    """The error for a redirect answer to ``url`` + ``path``: where it points, and what to
+    give --embed-url instead."""
+    import httpx
+
+    location = response.headers.get("location", "")
+    try:
+        target = str(response.request.url.join(location))
+    except (httpx.InvalidURL, ValueError):  # shown as sent
+        target = location
+    target = quoted("".join(c if c.isprintable() else "?" for c in target), 300)
+    base = target.removesuffix(path)  # the root to give --embed-url, when it is one
+    try:
+        root = clean_url(base) if base != target else None
+    except InputError:
+        root = None
+    trust = (f"if you trust {root}, give it to --embed-url" if root else
+             "if you trust it, give that URL to --embed-url")
+    return EngineUnavailable(f"the embedding server at {url} redirects {path} to {target} "
+                             f"(HTTP {response.status_code}); redirects are not followed, so "
+                             f"that the API key goes nowhere else: {trust}", url=url)
+
+
+__all__ = ["redirect_error", "ssl_context", "untrusted_error"]

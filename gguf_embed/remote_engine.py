@@ -160,6 +160,8 @@ class RemoteEngine(EmbedShortcut):
         data = listing.get("data") if isinstance(listing, dict) else None
         if isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
             return str(data[0]["id"])
+        if self._http.redirect is not None:  # the probe was sent elsewhere: say where
+            raise self._http.redirect
         raise InputError(f"the server at {self.url} does not list its models: name the "
                          f"model with --embed-model", param="embed_model")
 

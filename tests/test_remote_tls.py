@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 from click.testing import CliRunner
@@ -225,3 +226,49 @@ def test_a_ca_for_one_server_does_not_make_others_trusted(ca: trustme.CA,
         RemoteEngine(server.url, ca_cert=ca_file).close()
         with pytest.raises(EngineUnavailable, match="not trusted"):
             RemoteEngine(server.url, retries=1)
+
+
+# ---------------------------------------------------------------- redirects
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed_and_names_where_it_points(status: int) -> None:
+    """From the attacker's side: a server that redirects elsewhere never gets the key sent
+    on, and the user is told where it points."""
+    with Server() as elsewhere, Server(redirect=elsewhere.url, status=status) as server:
+        for model, path in ((None, "/v1/models"), ("m", "/v1/embeddings")):
+            with pytest.raises(EngineUnavailable) as caught:
+                RemoteEngine(server.url, api_key=KEY, model=model)
+            assert str(caught.value) == (
+                f"the embedding server at {server.url} redirects {path} to {elsewhere.url}"
+                f"{path} (HTTP {status}); redirects are not followed, so that the API key "
+                f"goes nowhere else: if you trust {elsewhere.url}, give it to --embed-url")
+    assert elsewhere.heard == [] and server.heard
+
+
+def test_cli_redirect_is_one_line_without_the_key() -> None:
+    with Server() as elsewhere, Server(redirect=elsewhere.url + "/x?token=1") as server:
+        result = CliRunner().invoke(cli, ["embed", "x", "--embed-url", server.url,
+                                          "--embed-model", "m"],
+                                    env={"GGUF_EMBED_EMBED_API_KEY": KEY})
+    assert result.exit_code == 1 and result.stdout == "" and KEY not in result.stderr
+    assert result.stderr == (
+        f"Error: the embedding server at {server.url} redirects /v1/embeddings to "
+        f"{elsewhere.url}/x?token=1/v1/embeddings (HTTP 301); redirects are not followed, so "
+        f"that the API key goes nowhere else: if you trust it, give that URL to "
+        f"--embed-url\n")
+    assert elsewhere.heard == []
+
+
+def test_a_redirect_of_health_alone_is_no_error() -> None:
+    """The probe of /health is optional: a server that redirects it (a web UI) but answers
+    the API is used."""
+    def server(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health":
+            return httpx.Response(302, headers={"Location": "/login"})
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m"}]})
+        if request.url.path == "/v1/embeddings":
+            return httpx.Response(200, json={"data": [{"index": 0, "embedding": [1.0, 2.0]}]})
+        return httpx.Response(404)
+
+    with RemoteEngine("http://box:1", transport=httpx.MockTransport(server)) as engine:
+        assert engine.dims == 2 and engine.server_model == "m"

@@ -4,9 +4,11 @@ client, requests retried with backoff, and the errors, each naming the server's 
 Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with exponential
 backoff (``Retry-After`` honoured, capped at 30 s), then
 :class:`~gguf_embed.errors.EngineUnavailable` names the URL; 401/403 say the API key was
-refused, 400 that the input was.  The API key goes in the ``Authorization`` header to this
-server only.  Redirects are not followed and the environment's proxies are not read.  Needs
-httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
+refused, 400 that the input was.  A certificate that fails verification is not retried (it
+will not fix itself): the error says why it is not trusted.  The API key goes in the
+``Authorization`` header to this server only: redirects are not followed (a redirect is an
+error naming where it points), and the environment's proxies and ``SSL_CERT_FILE`` are not
+read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._remote_tls import redirect_error, ssl_context, untrusted_error
 from ._remote_util import server_message
 from .errors import EngineError, EngineUnavailable, InputError, first_line
 
@@ -34,18 +37,23 @@ class ServerClient:
     """Requests to the server at ``url`` (its root, already checked by ``clean_url``)."""
 
     def __init__(self, url: str, *, api_key: str | None, retries: int, backoff: float,
-                 timeout: float, transport: Any = None,
+                 timeout: float, transport: Any = None, ca_cert: Any = None,
                  sleep: Callable[[float], None] | None = None) -> None:
         httpx = _httpx()
         self.url, self.retries, self.backoff = url, retries, backoff
+        self.ca_cert = ca_cert
+        self.redirect: EngineUnavailable | None = None  # the last one an optional probe met
         self._sleep = sleep or time.sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # An http:// server gets no TLS (redirects are not followed, proxies not read): loading
-        # the CA bundle for it was 20-50 ms of a one-shot search.  https:// is verified.
+        # the CA bundle for it was 20-50 ms of a one-shot search.  https:// is verified, with
+        # the default bundle or, given ca_cert, with those CA certificates only.
+        verify: Any = url.startswith("https://")
+        if ca_cert is not None:
+            verify = ssl_context(ca_cert, url)
         self._client = httpx.Client(base_url=url, headers=headers, transport=transport,
                                     timeout=httpx.Timeout(timeout, connect=10.0),
-                                    verify=url.startswith("https://"),
-                                    follow_redirects=False, trust_env=False)
+                                    verify=verify, follow_redirects=False, trust_env=False)
 
     def close(self) -> None:
         self._client.close()
@@ -62,6 +70,9 @@ class ServerClient:
             try:
                 response = self._client.request(method, path, json=body)
             except httpx.TransportError as exc:
+                untrusted = untrusted_error(exc, self.url, self.ca_cert)
+                if untrusted is not None:
+                    raise untrusted from exc
                 why = first_line(exc, empty=type(exc).__name__, limit=200)
                 continue
             if response.status_code in RETRY_STATUS:
@@ -74,6 +85,12 @@ class ServerClient:
                 raise EngineUnavailable(f"the embedding server at {self.url} refused the API "
                                         f"key (HTTP {response.status_code}): pass the right "
                                         f"one with --embed-api-key", url=self.url)
+            if response.has_redirect_location:
+                moved = redirect_error(self.url, path, response)
+                if not optional:
+                    raise moved
+                self.redirect = moved
+                return None
             if response.is_success:
                 try:
                     return response.json()

@@ -26,7 +26,9 @@ Qwen3-Embedding-0.6B``, ``qwen3-embedding:0.6b`` → ``qwen3-embedding-0.6b``), 
 
 Requests: ``batch_size`` inputs each, ``concurrency`` at once, retried with backoff as
 :mod:`gguf_embed._remote_http` says; :class:`~gguf_embed.errors.EngineUnavailable` names the
-URL.  The API key goes in the ``Authorization`` header to this server only and is never in a
+URL.  An https:// server is verified with the default CA bundle or, given ``ca_cert`` (a PEM
+file or a folder of them), with those CA certificates only (:mod:`gguf_embed._remote_tls`).
+The API key goes in the ``Authorization`` header to this server only and is never in a
 message.  Vectors come back in full and are cut (Matryoshka) and normalized here.  Needs httpx
 (``pip install "gguf-embed[remote]"``), imported when an engine is made.
 """
@@ -34,6 +36,7 @@ message.  Vectors come back in full and are cut (Matryoshka) and normalized here
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -87,7 +90,8 @@ class RemoteEngine(EmbedShortcut):
                  batch_size: int = 64, concurrency: int = 2, retries: int = 5,
                  backoff: float | None = None, timeout: float = 300.0,
                  context: int | None = None, query_prefix: str | None = None,
-                 document_prefix: str | None = None, transport: Any = None,
+                 document_prefix: str | None = None,
+                 ca_cert: str | os.PathLike[str] | None = None, transport: Any = None,
                  sleep: Callable[[float], None] | None = None) -> None:
         if batch_size < 1 or concurrency < 1 or retries < 1:
             raise InputError("batch size, concurrency and retries must be at least 1")
@@ -95,7 +99,8 @@ class RemoteEngine(EmbedShortcut):
         self.batch_size, self.concurrency = batch_size, concurrency
         self._http = ServerClient(self.url, api_key=api_key, retries=retries,
                                   backoff=BACKOFF if backoff is None else backoff,
-                                  timeout=timeout, transport=transport, sleep=sleep)
+                                  timeout=timeout, transport=transport, ca_cert=ca_cert,
+                                  sleep=sleep)
         self._json = self._http.json
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -155,6 +160,8 @@ class RemoteEngine(EmbedShortcut):
         data = listing.get("data") if isinstance(listing, dict) else None
         if isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
             return str(data[0]["id"])
+        if self._http.redirect is not None:  # the probe was sent elsewhere: say where
+            raise self._http.redirect
         raise InputError(f"the server at {self.url} does not list its models: name the "
                          f"model with --embed-model", param="embed_model")
 

@@ -34,6 +34,11 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
         _option("--embed-api-key", envvar="GGUF_EMBED_EMBED_API_KEY", metavar="KEY",
                      help="With --embed-url: sent as 'Authorization: Bearer KEY' to that "
                           "server only [env: GGUF_EMBED_EMBED_API_KEY]."),
+        _option("--embed-ca-cert", envvar="GGUF_EMBED_EMBED_CA_CERT", metavar="FILE",
+                     help="With an https:// --embed-url: trust only the CA certificates in "
+                          "FILE (PEM, or a folder of PEM files) for that server, e.g. a "
+                          "private CA [env: GGUF_EMBED_EMBED_CA_CERT; default: the usual "
+                          "public CAs]."),
         _option("--embed-batch", type=click.IntRange(1, 2048), default=64,
                      show_default=True, metavar="N",
                      help="With --embed-url: inputs per request."),
@@ -77,7 +82,7 @@ def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
     url = opts.get("embed_url") or None
     if url is None:
         for name in ("embed_model", "embed_api_key", "query_prefix", "document_prefix",
-                     "embed_context"):
+                     "embed_context", "embed_ca_cert"):
             if opts.get(name) is not None and ctx.get_parameter_source(name) \
                     is click.core.ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"--{name.replace('_', '-')} needs --embed-url")
@@ -93,7 +98,8 @@ def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
                         concurrency=opts.get("embed_concurrency") or 2,
                         context=opts.get("embed_context"),
                         query_prefix=opts.get("query_prefix"),
-                        document_prefix=opts.get("document_prefix"))
+                        document_prefix=opts.get("document_prefix"),
+                        ca_cert=opts.get("embed_ca_cert") or None)
 
 
 __all__ = ["remote_engine", "remote_options", "remote_url"]

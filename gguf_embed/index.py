@@ -278,7 +278,8 @@ class Index:
                group: str = "file", rerank: Any | None = None,
                rerank_options: Any | None = None) -> list[SearchResult]:
         """The ``k`` best files for ``query`` (each with its best chunk), or with
-        ``group="chunk"`` the ``k`` best chunks; ``path`` is a glob on document paths.
+        ``group="chunk"`` the ``k`` best chunks; ``path`` limits them to a file or folder, or
+        to a glob on document paths (see :func:`gguf_embed.index_paths.glob`).
         ``rerank`` (a :class:`~gguf_embed.reranker.Reranker`) rescores the top fused
         candidates (``rerank_options``: how many, window size, blend); what it did is in
         ``last_rerank``."""

@@ -92,14 +92,28 @@ def bounds(meta: dict[str, Any]) -> Bounds:
 
 
 def glob(path: str | None) -> str | None:
-    """A user's path filter as a GLOB on the absolute paths stored."""
+    """A user's path filter as a GLOB on the absolute paths stored (None: no filter).
+
+    A path that names an existing file or folder (relative to the current folder) matches
+    exactly that file, or the documents under that folder, even when its name holds ``*``,
+    ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
+    (``*.md``, ``*/2024/*``; a relative one matches at the end of the full path), and any
+    other path is taken as a file or, ending with ``/``, a folder."""
     if not path:
         return None
     check_text(path, "the path filter", "path")
     if len(path) > MAX_PATH_FILTER:
         raise InputError(f"the path filter is {len(path):,} characters long; at most "
                          f"{MAX_PATH_FILTER:,}", param="path")
-    if any(ch in path for ch in "*?["):
-        return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
     absolute = os.path.abspath(path)
-    return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")
+    if os.path.lexists(absolute) or not any(ch in path for ch in "*?["):
+        folder = os.path.isdir(absolute) or (path.endswith(("/", os.sep))
+                                             and not os.path.lexists(absolute))
+        exact = literal(absolute)
+        return exact.rstrip(os.sep) + os.sep + "*" if folder else exact
+    return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
+
+
+def literal(path: str) -> str:
+    """``path`` as a GLOB that matches exactly it: ``*``, ``?`` and ``[`` each in a class."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)

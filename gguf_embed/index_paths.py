@@ -98,9 +98,14 @@ def glob(path: str | None) -> str | None:
     exactly that file, or the documents under that folder, even when its name holds ``*``,
     ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
     (``*.md``, ``*/2024/*``; a relative one matches at the end of the full path), and any
-    other path is taken as a file or, ending with ``/``, a folder."""
-    if not path:
+    other path is taken as a file or, ending with ``/``, a folder.  An empty filter and a
+    glob that can match nothing (a ``[`` never closed, a range like ``[z-a]``) raise
+    :class:`InputError`: both are mistakes, not "every document" or "none"."""
+    if path is None:
         return None
+    if not path.strip():
+        raise InputError("the path filter (--path) is empty; leave it out to search every "
+                         "document", param="path")
     check_text(path, "the path filter", "path")
     if len(path) > MAX_PATH_FILTER:
         raise InputError(f"the path filter is {len(path):,} characters long; at most "
@@ -111,9 +116,43 @@ def glob(path: str | None) -> str | None:
                                              and not os.path.lexists(absolute))
         exact = literal(absolute)
         return exact.rstrip(os.sep) + os.sep + "*" if folder else exact
+    problem = glob_problem(path)
+    if problem:
+        raise InputError(f"the path filter (--path) {quoted(path)} is not a valid glob: "
+                         f"{problem}", param="path")
     return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
 
 
 def literal(path: str) -> str:
     """``path`` as a GLOB that matches exactly it: ``*``, ``?`` and ``[`` each in a class."""
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why SQLite's GLOB ``pattern`` can match nothing, read as SQLite reads it: a ``[``
+    whose class is never closed by ``]`` (a ``]`` first in it, after an optional ``^``, is a
+    member), or a range whose ends are reversed; None if it is well formed."""
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] != "[":
+            i += 1
+            continue
+        start, i = i, i + 1
+        if i < n and pattern[i] == "^":
+            i += 1
+        if i < n and pattern[i] == "]":
+            i += 1
+        prior = ""
+        while i < n and pattern[i] != "]":
+            if pattern[i] == "-" and prior and i + 1 < n and pattern[i + 1] != "]":
+                if pattern[i + 1] < prior:
+                    return (f"the range {prior}-{pattern[i + 1]} in {pattern[start:]!r} is "
+                            f"reversed, so it matches no character")
+                prior, i = "", i + 2
+                continue
+            prior, i = pattern[i], i + 1
+        if i >= n:
+            return (f"the [ at character {start + 1} opens a class that no ] closes; "
+                    f"write [[] for a [ in a name")
+        i += 1
+    return None

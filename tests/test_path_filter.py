@@ -1,6 +1,7 @@
 """``path=`` / ``--path``: a path naming an existing file or folder matches exactly it, even
-with ``[``, ``*`` or ``?`` in its name, on every surface (library, CLI, HTTP, MCP); a folder
-never matches its longer-named siblings."""
+with ``[``, ``*`` or ``?`` in its name; a folder never matches its longer-named siblings; a
+glob that can match nothing and an empty filter are refused on every surface (library, CLI,
+HTTP, MCP), before any query is embedded."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 from click.testing import CliRunner, Result
 
 from gguf_embed.cli import cli
+from gguf_embed.errors import InputError
 from gguf_embed.index import Index
+from gguf_embed.index_paths import glob, glob_problem
 from gguf_embed.testing import FakeEngine
 
 TEXT = "the archive of the ark\n"
@@ -76,11 +79,57 @@ def test_globs_still_work(tree: Path) -> None:
     assert found(tree, "*.nothing") == set()
 
 
+@pytest.mark.parametrize("pattern", ["[", "[a-", "*[draft", "br/[]", "[^]", "*[z-a].md"])
+def test_a_glob_that_can_match_nothing_is_refused(tree: Path, pattern: str) -> None:
+    with pytest.raises(InputError, match=r"--path") as caught:
+        found(tree, pattern)
+    assert caught.value.param == "path"
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("pattern", ["", " ", "\t"])
+def test_an_empty_filter_is_refused_not_taken_as_everything(tree: Path, pattern: str) -> None:
+    with pytest.raises(InputError, match="empty") as caught:
+        found(tree, pattern)
+    assert caught.value.param == "path"
+    assert glob(None) is None  # no filter at all is still every document
+
+
+def test_a_file_named_like_a_bad_glob_is_found(tree: Path) -> None:
+    (tree / "br" / "[").write_text(TEXT)
+    with Index(tree / "i.db", FakeEngine()) as index:
+        index.add([tree / "br"])
+    assert found(tree, "br/[") == {"br/["}
+    assert glob_problem("br/[") is not None  # read as a glob, it could match nothing
+
+
+def test_the_filter_is_checked_before_the_query_is_embedded(tree: Path) -> None:
+    class Counting(FakeEngine):
+        calls = 0
+
+        def encode(self, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+            Counting.calls += 1
+            return super().encode(*args, **kwargs)  # type: ignore[arg-type]
+
+    with Index(tree / "i.db", Counting(), readonly=True) as index:
+        with pytest.raises(InputError):
+            index.search("archive", path="[")
+        with pytest.raises(InputError):
+            index.search_many(["archive", "ark"], path="")
+    assert Counting.calls == 0
+
+
 def test_cli(tree: Path) -> None:
     ok = run("search", "archive", "--mode", "keyword", "--db", "i.db", "--json", "--path",
              "br/[draft] ark.md")
     assert ok.exit_code == 0, ok.stderr
     assert [Path(r["path"]).name for r in json.loads(ok.stdout)] == ["[draft] ark.md"]
+    for pattern, fragment in (("[", "no ] closes"), ("[a-", "no ] closes"),
+                              ("", "is empty")):
+        bad = run("search", "archive", "--mode", "keyword", "--db", "i.db", "--path", pattern)
+        assert bad.exit_code != 0 and bad.stdout == ""
+        assert bad.stderr.startswith("Error: ") and bad.stderr.count("\n") == 1, bad.stderr
+        assert "--path" in bad.stderr and fragment in bad.stderr, bad.stderr
 
 
 def test_http_and_mcp_agree(tree: Path) -> None:
@@ -96,6 +145,13 @@ def test_http_and_mcp_agree(tree: Path) -> None:
         body = client.post("/v1/search", json={"query": "archive", "mode": "keyword",
                                                "path": exact}).json()
         assert [r["path"] for r in body["data"]] == [exact]
+        for pattern in ("[a-", ""):
+            bad = client.post("/v1/search", json={"query": "archive", "path": pattern})
+            assert bad.status_code == 400, bad.text
+            assert bad.json()["error"]["param"] == "path"
     service = Service(FakeEngine(), tree / "i.db")
     hits = service.search("archive", mode="keyword", path=exact)["results"]
     assert [h["path"] for h in hits] == [exact]
+    for pattern in ("[a-", ""):
+        with pytest.raises(InputError):
+            service.search("archive", path=pattern)

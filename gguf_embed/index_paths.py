@@ -97,7 +97,8 @@ def glob(path: str | None) -> str | None:
     A path that names an existing file or folder (relative to the current folder) matches
     exactly that file, or the documents under that folder, even when its name holds ``*``,
     ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
-    (``*.md``, ``*/2024/*``; a relative one matches at the end of the full path), and any
+    (``*.md``, ``*/2024/*``; a relative one matches the end of the full path from a folder's
+    start, or starting ``./`` or ``../``, from the current folder), and any
     other path is taken as a file or, ending with ``/``, a folder.  An empty filter and a
     glob that can match nothing (a ``[`` never closed, a range like ``[z-a]``) raise
     :class:`InputError`: both are mistakes, not "every document" or "none"."""
@@ -120,7 +121,22 @@ def glob(path: str | None) -> str | None:
     if problem:
         raise InputError(f"the path filter (--path) {quoted(path)} is not a valid glob: "
                          f"{problem}", param="path")
-    return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
+    if path.startswith(("/", "*")):
+        return path
+    if path.startswith(("./", "../")):  # from the current folder
+        return _from_here(path)
+    return "*" + os.sep + path  # the end of a path, from a folder's start
+
+
+def _from_here(pattern: str) -> str:
+    """A glob starting ``./`` or ``../`` on the absolute paths below the current folder (or
+    the folders above it), whose name is matched literally."""
+    base, rest = os.getcwd(), pattern
+    while rest.startswith(("./", "../")):
+        if rest.startswith("../"):
+            base = os.path.dirname(base)
+        rest = rest.split("/", 1)[1]
+    return literal(base).rstrip(os.sep) + os.sep + rest
 
 
 def literal(path: str) -> str:

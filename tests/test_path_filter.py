@@ -79,6 +79,21 @@ def test_globs_still_work(tree: Path) -> None:
     assert found(tree, "*.nothing") == set()
 
 
+def test_a_relative_glob_starts_at_a_folder_and_dot_slash_at_the_current_one(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "ther/*.md" was "*ther/*.md" (brother/far.md); "./*.md" was "**.md" (every document);
+    # ".x/*.md" lost its dot to lstrip("./") and became "*x/*.md" (br/x/inner.md)
+    assert found(tree, "ther/*.md") == set()
+    assert found(tree, "br/*.md") == {n for n in FILES if n.startswith("br/")}
+    assert found(tree, ".x/*.md") == set()
+    monkeypatch.chdir(tree / "br" / "x")
+    assert found(tree, "./*.md") == {"br/x/inner.md"}
+    assert found(tree, "../*ark.md") == {"br/[draft] ark.md", "br/d ark.md", "br/a ark.md"}
+    assert found(tree, "./../../brother/*") == {"brother/far.md"}
+    monkeypatch.chdir(tree / "br" / "[x]")  # the current folder's name is no glob
+    assert found(tree, "./*.md") == {"br/[x]/inner.md"}
+
+
 @pytest.mark.parametrize("pattern", ["[", "[a-", "*[draft", "br/[]", "[^]", "*[z-a].md"])
 def test_a_glob_that_can_match_nothing_is_refused(tree: Path, pattern: str) -> None:
     with pytest.raises(InputError, match=r"--path") as caught:

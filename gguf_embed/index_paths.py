@@ -119,7 +119,7 @@ def glob(path: str | None) -> str | None:
         return exact.rstrip(os.sep) + os.sep + "*" if folder else exact
     problem = glob_problem(path)
     if problem:
-        raise InputError(f"the path filter (--path) {quoted(path)} is not a valid glob: "
+        raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
                          f"{problem}", param="path")
     if path.startswith(("/", "*")):
         return path

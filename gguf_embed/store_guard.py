@@ -73,7 +73,9 @@ def check_name(path: str | Path) -> None:
     file written beside another index (``X.db-wal``: SQLite takes it for ``X.db``'s log and
     empties it at the next write there), or if a file beside it (``X.db.lock``, ...) is an
     SQLite database: writing this index would overwrite it."""
-    for name in dict.fromkeys((os.fspath(path), os.path.realpath(path))):
+    given = os.fspath(path)
+    real = os.path.realpath(given)
+    for name in [given] if os.path.abspath(given) == real else [given, real]:
         base = os.path.basename(name).lower()  # -WAL is -wal on macOS and Windows
         suffix = next((s for s in BESIDE if base.endswith(s) and len(base) > len(s)), None)
         if suffix:

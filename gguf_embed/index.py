@@ -278,10 +278,12 @@ class Index:
                group: str = "file", rerank: Any | None = None,
                rerank_options: Any | None = None) -> list[SearchResult]:
         """The ``k`` best files for ``query`` (each with its best chunk), or with
-        ``group="chunk"`` the ``k`` best chunks; ``path`` is a glob on document paths.
+        ``group="chunk"`` the ``k`` best chunks; ``path`` limits them to a file or folder, or
+        to a glob on document paths (see :func:`gguf_embed.index_paths.glob`).
         ``rerank`` (a :class:`~gguf_embed.reranker.Reranker`) rescores the top fused
         candidates (``rerank_options``: how many, window size, blend); what it did is in
         ``last_rerank``."""
+        path_glob = index_paths.glob(path)  # a bad filter is refused before any embedding
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
@@ -292,7 +294,7 @@ class Index:
             hook = SearchReranker(rerank, self.store, rerank_options)
         with self._owned(), self._snapshot():
             results = search(self.store, vector, query, k=k, mode=mode,
-                             path_glob=index_paths.glob(path), exact=exact, group=group,
+                             path_glob=path_glob, exact=exact, group=group,
                              rerank=hook, allow=self.bounds().allows)
         if hook is None or rerank is None:
             return results
@@ -304,12 +306,13 @@ class Index:
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
                     path: str | None = None, group: str = "file") -> list[list[SearchResult]]:
         """Several queries, embedded together (one model, one batch)."""
+        path_glob = index_paths.glob(path)
         vectors: list[Any] = [None] * len(queries)
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))
         with self._owned(), self._snapshot():
             allow = self.bounds().allows
-            return [search(self.store, v, q, k=k, mode=mode, path_glob=index_paths.glob(path),
+            return [search(self.store, v, q, k=k, mode=mode, path_glob=path_glob,
                            group=group, allow=allow)
                     for q, v in zip(queries, vectors, strict=True)]
 

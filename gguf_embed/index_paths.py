@@ -92,14 +92,83 @@ def bounds(meta: dict[str, Any]) -> Bounds:
 
 
 def glob(path: str | None) -> str | None:
-    """A user's path filter as a GLOB on the absolute paths stored."""
-    if not path:
+    """A user's path filter as a GLOB on the absolute paths stored (None: no filter).
+
+    A path that names an existing file or folder (relative to the current folder) matches
+    exactly that file, or the documents under that folder, even when its name holds ``*``,
+    ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
+    (``*.md``, ``*/2024/*``; a relative one matches the end of the full path from a folder's
+    start, or starting ``./`` or ``../``, from the current folder), and any
+    other path is taken as a file or, ending with ``/``, a folder.  An empty filter and a
+    glob that can match nothing (a ``[`` never closed, a range like ``[z-a]``) raise
+    :class:`InputError`: both are mistakes, not "every document" or "none"."""
+    if path is None:
         return None
+    if not path.strip():
+        raise InputError("the path filter (--path) is empty; leave it out to search every "
+                         "document", param="path")
     check_text(path, "the path filter", "path")
     if len(path) > MAX_PATH_FILTER:
         raise InputError(f"the path filter is {len(path):,} characters long; at most "
                          f"{MAX_PATH_FILTER:,}", param="path")
-    if any(ch in path for ch in "*?["):
-        return path if path.startswith(("/", "*")) else "*" + path.lstrip("./")
     absolute = os.path.abspath(path)
-    return absolute + ("*" if os.path.isdir(absolute) or path.endswith("/") else "")
+    if os.path.lexists(absolute) or not any(ch in path for ch in "*?["):
+        folder = os.path.isdir(absolute) or (path.endswith(("/", os.sep))
+                                             and not os.path.lexists(absolute))
+        exact = literal(absolute)
+        return exact.rstrip(os.sep) + os.sep + "*" if folder else exact
+    problem = glob_problem(path)
+    if problem:
+        raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
+                         f"{problem}", param="path")
+    if path.startswith(("/", "*")):
+        return path
+    if path.startswith(("./", "../")):  # from the current folder
+        return _from_here(path)
+    return "*" + os.sep + path  # the end of a path, from a folder's start
+
+
+def _from_here(pattern: str) -> str:
+    """A glob starting ``./`` or ``../`` on the absolute paths below the current folder (or
+    the folders above it), whose name is matched literally."""
+    base, rest = os.getcwd(), pattern
+    while rest.startswith(("./", "../")):
+        if rest.startswith("../"):
+            base = os.path.dirname(base)
+        rest = rest.split("/", 1)[1]
+    return literal(base).rstrip(os.sep) + os.sep + rest
+
+
+def literal(path: str) -> str:
+    """``path`` as a GLOB that matches exactly it: ``*``, ``?`` and ``[`` each in a class."""
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
+
+
+def glob_problem(pattern: str) -> str | None:
+    """Why SQLite's GLOB ``pattern`` can match nothing, read as SQLite reads it: a ``[``
+    whose class is never closed by ``]`` (a ``]`` first in it, after an optional ``^``, is a
+    member), or a range whose ends are reversed; None if it is well formed."""
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] != "[":
+            i += 1
+            continue
+        start, i = i, i + 1
+        if i < n and pattern[i] == "^":
+            i += 1
+        if i < n and pattern[i] == "]":
+            i += 1
+        prior = ""
+        while i < n and pattern[i] != "]":
+            if pattern[i] == "-" and prior and i + 1 < n and pattern[i + 1] != "]":
+                if pattern[i + 1] < prior:
+                    return (f"the range {prior}-{pattern[i + 1]} in {pattern[start:]!r} is "
+                            f"reversed, so it matches no character")
+                prior, i = "", i + 2
+                continue
+            prior, i = pattern[i], i + 1
+        if i >= n:
+            return (f"the [ at character {start + 1} opens a class that no ] closes; "
+                    f"write [[] for a [ in a name")
+        i += 1
+    return None

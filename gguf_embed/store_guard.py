@@ -5,7 +5,9 @@
   starting with its magic and a JSON header (:func:`cache_head`, :func:`read_cache_head`).
 * :func:`check_regular`: an index path (or its ``-wal``/``-shm``/``-journal``) that is a FIFO, a
   folder, a device or a socket is refused at once: SQLite would block on a FIFO forever; a side
-  file that is a symbolic link is named (SQLite refuses it with a vague message).
+  file that is a symbolic link is named (SQLite refuses it with a vague message).  So is an
+  index named like another's side file (:data:`BESIDE`: ``X.db-wal``, ``X.db.bits``, ...),
+  and an index whose side file is an index: the next write to ``X.db`` would overwrite it.
 * :func:`write_errors`: the one place where SQLite's disk errors (full disk, file-size limit,
   quota, I/O error, read-only file) become :class:`IndexWriteError`, one line naming the index
   and the cause.  SQLite rolls the transaction back, so the file stays at its last commit.
@@ -32,6 +34,12 @@ from ._vectors import is_finite_blob
 from .errors import IndexFileError, IndexTooNew, IndexWriteError, quoted
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
+# what is written beside an index X: SQLite's side files, then ours (_lock.py, vector_cache.py,
+# store_keyword_file.py); an index given one of these names is another index's side file
+BESIDE = {"-wal": "SQLite's write-ahead log", "-shm": "SQLite's shared-memory file",
+          "-journal": "SQLite's rollback journal", ".lock": "the write-lock file",
+          ".bits": "the search cache", ".keywords": "the keyword cache"}
+SQLITE_MAGIC = b"SQLite format 3\0"
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
@@ -40,7 +48,9 @@ _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
 
 def check_regular(path: str | Path) -> None:
     """Raise :class:`IndexFileError` if the index file or one of SQLite's side files exists
-    and is not a regular file (nothing is opened: a FIFO would block)."""
+    and is not a regular file (nothing is opened: a FIFO would block), if ``path`` is named
+    like another index's side file, or if one of its side files is an index."""
+    check_name(path)
     for suffix in SIDE_FILES:
         name = f"{path}{suffix}"
         if suffix and os.path.islink(side := f"{os.path.realpath(path)}{suffix}"):
@@ -56,6 +66,48 @@ def check_regular(path: str | Path) -> None:
             kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
             raise IndexFileError(f"{quoted(name)} is {kind}, not an index file; pass --db "
                                  f"naming a regular file (or a new one)")
+
+
+def check_name(path: str | Path) -> None:
+    """Raise :class:`IndexFileError` if ``path`` (or the file it links to) is named like a
+    file written beside another index (``X.db-wal``: SQLite takes it for ``X.db``'s log and
+    empties it at the next write there), or if a file beside it (``X.db.lock``, ...) is an
+    SQLite database: writing this index would overwrite it."""
+    given = os.fspath(path)
+    real = os.path.realpath(given)
+    for name in [given] if os.path.abspath(given) == real else [given, real]:
+        base = os.path.basename(name).lower()  # -WAL is -wal on macOS and Windows
+        suffix = next((s for s in BESIDE if base.endswith(s) and len(base) > len(s)), None)
+        if suffix:
+            owner = name[:-len(suffix)]
+            raise IndexFileError(
+                f"cannot use {quoted(name)} as an index: a name ending in {suffix!r} is "
+                f"{BESIDE[suffix]} of the index {quoted(owner)}, and writing that one would "
+                f"overwrite it; pass another name (rename the file if it is an index)")
+        for suffix, what in BESIDE.items():
+            if _is_sqlite(side := name + suffix):
+                raise IndexFileError(
+                    f"{quoted(side)} is an SQLite database, not {what} of the index "
+                    f"{quoted(name)}, and using that index would overwrite it; rename it "
+                    f"(nothing was changed)")
+
+
+def _is_sqlite(path: str) -> bool:
+    """Whether ``path`` is a regular file starting as an SQLite database does (a real
+    ``-wal``, ``-journal``, lock or cache file never does); never blocks or follows a link."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+                     | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
 
 
 def open_cache(path: str | Path) -> BinaryIO:

@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from .. import vector_cache
-from ..errors import GgufEmbedError, NonFiniteVectors, QueryTruncated
+from .. import index_paths, vector_cache
+from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated
 from ..index import Index
 from ..models import parse_ref
 from ..search import MODES, SearchResult, keyword_hits, pool_size
@@ -69,6 +69,7 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     check_argument(query, "the query")
     if path_glob is not None:
         check_argument(path_glob, "--path")
+        _check_path(path_glob)
     queries = stdin_lines("query") if query == "-" else [query]
     if remote_url():  # a missing index fails here, first (its model is the server's)
         Index.model_for(db, "remote", must_exist=True)
@@ -174,6 +175,15 @@ def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
     thread = threading.Thread(target=work, name="gguf-embed search meanwhile")
     thread.start()
     click.get_current_context().call_on_close(thread.join)
+
+
+def _check_path(path_glob: str) -> None:
+    """Refuse a --path that can match nothing (empty, a ``[`` never closed) as a usage
+    error, before the index is opened or a model loaded."""
+    try:
+        index_paths.glob(path_glob)
+    except InputError as exc:
+        raise click.BadParameter(str(exc), param_hint="--path") from exc
 
 
 def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:

@@ -178,12 +178,12 @@ def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
 
 
 def _check_path(path_glob: str) -> None:
-    """Refuse a --path that can match nothing (empty, a ``[`` never closed) as a usage
-    error, before the index is opened or a model loaded."""
+    """Refuse a --path that can match nothing (empty, a ``[`` never closed) or is too long
+    in one line, before the index is opened or a model loaded."""
     try:
         index_paths.glob(path_glob)
     except InputError as exc:
-        raise click.BadParameter(str(exc), param_hint="--path") from exc
+        raise click.ClickException(str(exc)) from exc
 
 
 def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:

@@ -1,11 +1,13 @@
 """One embedding server's HTTP, for :class:`~gguf_embed.remote_engine.RemoteEngine`: the
 client, requests retried with backoff, and the errors, each naming the server's URL.
 
-Connection errors, timeouts, 429 and 5xx are retried ``retries`` times with exponential
-backoff (``Retry-After`` honoured, capped at 30 s), then
-:class:`~gguf_embed.errors.EngineUnavailable` names the URL; 401/403 say the API key was
-refused, 400 that the input was.  A certificate that fails verification is not retried (it
-will not fix itself): the error says why it is not trusted.  The API key goes in the
+Transient failures are retried ``retries`` times with exponential backoff (``Retry-After``
+honoured, capped at 30 s), then :class:`~gguf_embed.errors.EngineUnavailable` names the URL:
+the connection refused, reset or closed, timeouts, 408, 425, 429 and 5xx.  What retrying will
+not fix fails at once, saying what to do: a certificate that fails verification, a failed
+TLS handshake, a host name that is not known, an http:// URL naming a port that speaks HTTPS
+(:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an answer that is not JSON
+(not an embeddings API: check the URL), 400 (the input refused).  The API key goes in the
 ``Authorization`` header to this server only: redirects are not followed (a redirect is an
 error naming where it points), and the environment's proxies and ``SSL_CERT_FILE`` are not
 read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
@@ -17,11 +19,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ._remote_tls import redirect_error, ssl_context, untrusted_error
+from ._remote_tls import (
+    answers_tls,
+    https_error,
+    permanent_error,
+    redirect_error,
+    retry_reason,
+    ssl_context,
+)
 from ._remote_util import server_message
-from .errors import EngineError, EngineUnavailable, InputError, first_line
+from .errors import EngineError, EngineUnavailable, InputError, first_line, quoted
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+NOT_AN_API = ("check that --embed-url is the root of an OpenAI-compatible embeddings API (the "
+              "URL before /v1/embeddings) and that --embed-model names a model it serves")
 
 
 def _httpx() -> Any:
@@ -43,6 +54,10 @@ class ServerClient:
         self.url, self.retries, self.backoff = url, retries, backoff
         self.ca_cert = ca_cert
         self.redirect: EngineUnavailable | None = None  # the last one an optional probe met
+        self.missed = ""  # why the last optional probe answered None
+        self._key_problem, self._key_advice = (("refused the API key", "the right one")
+                                               if api_key else ("needs an API key", "it"))
+        self._transport, self._tls_asked = transport, False
         self._sleep = sleep or time.sleep
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         # An http:// server gets no TLS (redirects are not followed, proxies not read): loading
@@ -51,18 +66,23 @@ class ServerClient:
         verify: Any = url.startswith("https://")
         if ca_cert is not None:
             verify = ssl_context(ca_cert, url)
-        self._client = httpx.Client(base_url=url, headers=headers, transport=transport,
-                                    timeout=httpx.Timeout(timeout, connect=10.0),
-                                    verify=verify, follow_redirects=False, trust_env=False)
+        try:
+            self._client = httpx.Client(base_url=url, headers=headers, transport=transport,
+                                        timeout=httpx.Timeout(timeout, connect=10.0),
+                                        verify=verify, follow_redirects=False, trust_env=False)
+        except httpx.InvalidURL as exc:
+            raise InputError(f"--embed-url {quoted(url)} is not a valid URL "
+                             f"({first_line(exc, limit=100)})", param="embed_url") from exc
 
     def close(self) -> None:
         self._client.close()
 
     def json(self, method: str, path: str, body: Any, *, optional: bool = False) -> Any:
         """The JSON answer of one request, retried as the module docstring says; with
-        ``optional``, None for an answer that is not a 2xx (a probe of what the server is)."""
+        ``optional``, None for an answer that is not a 2xx (a probe of what the server is),
+        and :attr:`missed` says what it was."""
         httpx = _httpx()
-        why, delay = "", 0.0
+        why, delay, self.missed = "", 0.0, ""
         for attempt in range(self.retries):
             if attempt:
                 self._sleep(delay)
@@ -70,10 +90,13 @@ class ServerClient:
             try:
                 response = self._client.request(method, path, json=body)
             except httpx.TransportError as exc:
-                untrusted = untrusted_error(exc, self.url, self.ca_cert)
-                if untrusted is not None:
-                    raise untrusted from exc
-                why = first_line(exc, empty=type(exc).__name__, limit=200)
+                permanent = permanent_error(exc, self.url, self.ca_cert)
+                if permanent is None and not isinstance(
+                        exc, (httpx.ConnectError, httpx.TimeoutException)):
+                    permanent = self._https_instead()  # connected, then closed or garbage
+                if permanent is not None:
+                    raise permanent from exc
+                why = retry_reason(exc)
                 continue
             if response.status_code in RETRY_STATUS:
                 why = f"HTTP {response.status_code}"
@@ -82,31 +105,54 @@ class ServerClient:
                     delay = min(float(after), 30.0)
                 continue
             if response.status_code in (401, 403):
-                raise EngineUnavailable(f"the embedding server at {self.url} refused the API "
-                                        f"key (HTTP {response.status_code}): pass the right "
-                                        f"one with --embed-api-key", url=self.url)
+                raise EngineUnavailable(
+                    f"the embedding server at {self.url} {self._key_problem} (HTTP "
+                    f"{response.status_code}): pass {self._key_advice} with --embed-api-key "
+                    f"or GGUF_EMBED_EMBED_API_KEY", url=self.url)
             if response.has_redirect_location:
                 moved = redirect_error(self.url, path, response)
                 if not optional:
                     raise moved
                 self.redirect = moved
                 return None
-            if response.is_success:
-                try:
-                    return response.json()
-                except ValueError as exc:
-                    if optional:
-                        return None
-                    raise EngineError(f"the server at {self.url} answered {path} with "
-                                      f"something that is not JSON") from exc
+            json_answer = _json_of(response)
+            if response.status_code == 400 and json_answer is _NOT_JSON:
+                https = self._https_instead()  # nginx and Go answer plain HTTP to TLS so
+                if https is not None:
+                    raise https
+            if response.is_success and json_answer is not _NOT_JSON:
+                return json_answer
             if optional:
+                self.missed = (f"HTTP {response.status_code}" if not response.is_success
+                               else "an answer that is not JSON")
                 return None
+            if response.is_success:
+                raise EngineError(f"the server at {self.url} answered {path} with something "
+                                  f"that is not JSON: {NOT_AN_API}")
             message = server_message(response)
             if response.status_code == 400:
                 raise InputError(f"the embedding server at {self.url} refused the input: "
                                  f"{message}", param="input")
+            hint = f"; {NOT_AN_API}" if response.status_code in (404, 405) else ""
             raise EngineUnavailable(f"the embedding server at {self.url} answered {path} with "
-                                    f"HTTP {response.status_code}: {message}", url=self.url)
+                                    f"HTTP {response.status_code}: {message}{hint}", url=self.url)
         raise EngineUnavailable(f"the embedding server at {self.url} cannot be reached "
                                 f"({why}, {self.retries} tries): start it, or check "
                                 f"--embed-url", url=self.url)
+
+    def _https_instead(self) -> EngineUnavailable | None:
+        """The error for an http:// URL whose port speaks HTTPS (asked once per client)."""
+        if self._tls_asked or not self.url.startswith("http://") or self._transport:
+            return None
+        self._tls_asked = True
+        return https_error(self.url) if answers_tls(self.url) else None
+
+
+_NOT_JSON = object()
+
+
+def _json_of(response: Any) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return _NOT_JSON

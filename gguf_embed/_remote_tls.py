@@ -1,6 +1,13 @@
-"""TLS and redirects for :mod:`gguf_embed._remote_http`: the certificates an https:// server
-is verified with (``ca_cert``: a private CA), and the one-line errors for a certificate that
-is not trusted and for a redirect, neither of which retrying would fix.
+"""TLS, names and redirects for :mod:`gguf_embed._remote_http`: the certificates an https://
+server is verified with (``ca_cert``: a private CA), and the one-line errors for failures that
+retrying would not fix: a certificate that is not trusted, a TLS handshake that fails (an
+https:// URL naming a plain-HTTP port), a host name that is not known, an http:// URL naming a
+port that speaks HTTPS, and a redirect.  Found by type (and OpenSSL's and getaddrinfo's codes)
+in the exception's causes, never by message text.
+
+Still retried, as a server that is starting may do them: the connection refused, reset or
+closed (also during the TLS handshake: Docker's port proxy accepts and closes while the
+container starts), a timeout, a name that cannot be looked up *now* (``EAI_AGAIN``).
 
 ``ca_cert`` *replaces* the default bundle for that server: the CA certificates it names are
 the only ones trusted, so that a certificate any public CA issued for the host is not
@@ -10,9 +17,12 @@ enough.  Verification itself can never be turned off.
 from __future__ import annotations
 
 import os
+import socket
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ._remote_util import clean_url
 from .errors import EngineUnavailable, InputError, first_line, quoted
@@ -21,6 +31,12 @@ PEM_MARK = b"-----BEGIN CERTIFICATE-----"
 MAX_BYTES = 16 << 20  # a CA bundle is well under 1 MB
 # OpenSSL's verify codes that call for advice other than "name the CA" (X509_V_ERR_*)
 _NOT_YET_VALID, _EXPIRED, _NAME_MISMATCH = 9, 10, (62, 64)  # 62: host name, 64: IP address
+# ssl errors that are the connection ending, as it may while a server starts: not TLS failing
+_CLOSED = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+# getaddrinfo's answers that the name does not exist (EAI_AGAIN, "try again", is retried)
+_UNKNOWN_NAME = frozenset(code for code in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA",
+                                                                        None)) if code)
+TLS_PROBE_TIMEOUT = 3.0  # seconds for answers_tls's handshake
 
 
 def ssl_context(ca_cert: str | os.PathLike[str], url: str) -> ssl.SSLContext:
@@ -68,22 +84,78 @@ def _read(path: Path) -> bytes:
                          f"({exc.strerror or type(exc).__name__})", param="ca_cert") from exc
 
 
-def untrusted_error(exc: BaseException, url: str, ca_cert: Any) -> EngineUnavailable | None:
-    """The error for a connection refused because the server's certificate failed
-    verification (found by type in the exception's causes), else None."""
-    import httpx
-
-    if not isinstance(exc, httpx.ConnectError):
-        return None
+def _causes(exc: BaseException) -> Iterator[BaseException]:
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            break
+        yield cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    if not isinstance(cause, ssl.SSLCertVerificationError):
-        return None
+
+
+def permanent_error(exc: BaseException, url: str, ca_cert: Any) -> EngineUnavailable | None:
+    """The error for a transport failure that retrying will not fix (the module docstring),
+    else None."""
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _untrusted(cause, url, ca_cert)
+        if isinstance(cause, ssl.SSLError) and not isinstance(cause, _CLOSED):
+            reason = (cause.reason or "").replace("_", " ").lower() or first_line(cause)
+            return EngineUnavailable(
+                f"the embedding server at {url} failed the TLS handshake ({reason}): if it "
+                f"serves plain HTTP on that port, give --embed-url {_swap(url, 'http')}; "
+                f"else check its TLS set-up", url=url)
+        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME:
+            host = urlsplit(url).hostname
+            return EngineUnavailable(
+                f"the embedding server at {url} cannot be found: the host name {host} is not "
+                f"known ({cause.strerror or 'no address'}): check the name in --embed-url",
+                url=url)
+    return None
+
+
+def retry_reason(exc: BaseException) -> str:
+    """What a transient failure is called in the error after the last try."""
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError) and any(  # refused is before any handshake
+            isinstance(c, (ssl.SSLError, ConnectionResetError)) for c in _causes(exc)):
+        return "the server closed the connection during the TLS handshake"
+    return first_line(exc, empty=type(exc).__name__, limit=200)
+
+
+def answers_tls(url: str) -> bool:
+    """Whether the http:// server at ``url`` completes a TLS handshake, so speaks HTTPS on
+    that port (asked after a failure that could mean so).  Nothing is sent but the handshake
+    (no request, no key), so the certificate is not checked: the answer is only advice."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 80
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=TLS_PROBE_TIMEOUT) as sock, \
+                context.wrap_socket(sock):
+            return True
+    except (OSError, ValueError):  # ssl.SSLError is an OSError
+        return False
+
+
+def https_error(url: str) -> EngineUnavailable:
+    return EngineUnavailable(f"the embedding server at {url} speaks HTTPS on that port: give "
+                             f"--embed-url {_swap(url, 'https')}", url=url)
+
+
+def _swap(url: str, scheme: str) -> str:
+    """``url`` with the other scheme and its port kept (the old default port made explicit)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc if parts.port else \
+        f"{parts.netloc}:{443 if parts.scheme == 'https' else 80}"
+    return f"{scheme}://{netloc}{parts.path}"
+
+
+def _untrusted(cause: ssl.SSLCertVerificationError, url: str,
+               ca_cert: Any) -> EngineUnavailable:
+    """The error for a certificate that failed verification."""
     reason = (cause.verify_message or first_line(cause, limit=200) or "unknown").rstrip(".")
     if cause.verify_code in _NAME_MISMATCH:
         advice = "give --embed-url the host name or address the certificate is for"
@@ -120,4 +192,5 @@ def redirect_error(url: str, path: str, response: Any) -> EngineUnavailable:
                              f"that the API key goes nowhere else: {trust}", url=url)
 
 
-__all__ = ["redirect_error", "ssl_context", "untrusted_error"]
+__all__ = ["answers_tls", "https_error", "permanent_error", "redirect_error", "retry_reason",
+           "ssl_context"]

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .errors import EngineError, InputError, first_line
+from .errors import EngineError, InputError, first_line, quoted
 from .models import CATALOG, ModelSpec
 
 BYTES_PER_TOKEN = 3  # the estimate's divisor where the server cannot count tokens
@@ -24,9 +24,21 @@ BYTES_PER_TOKEN = 3  # the estimate's divisor where the server cannot count toke
 def clean_url(url: str) -> str:
     """The server's root: ``http(s)://host[:port][/prefix]`` without a trailing ``/v1`` or
     ``/v1/embeddings``; a key or query string in it is refused (they would be recorded)."""
-    parts = urlsplit(url.strip())
+    shown = quoted(repr(re.sub(r"//[^/?#]*@", "//…@", url)))  # never a key given in it
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # a ValueError unless a number from 0 to 65535
+    except ValueError as exc:
+        raise InputError(f"--embed-url {shown} is not a valid URL "
+                         f"({first_line(exc, limit=100)})", param="embed_url") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InputError(f"--embed-url {url!r} is not an http:// or https:// URL",
+        raise InputError(f"--embed-url {shown} is not an http:// or https:// URL",
+                         param="embed_url")
+    odd = "a space or control character" if any(
+        c.isspace() or not c.isprintable() for c in parts.netloc) else "port 0" if port == 0 \
+        else ""
+    if odd:
+        raise InputError(f"--embed-url {shown} is not a valid URL ({odd})",
                          param="embed_url")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise InputError("--embed-url must not hold a user, key or query string: give the "

@@ -162,8 +162,10 @@ class RemoteEngine(EmbedShortcut):
             return str(data[0]["id"])
         if self._http.redirect is not None:  # the probe was sent elsewhere: say where
             raise self._http.redirect
-        raise InputError(f"the server at {self.url} does not list its models: name the "
-                         f"model with --embed-model", param="embed_model")
+        raise InputError(f"the server at {self.url} does not list its models (GET /v1/models: "
+                         f"{self._http.missed or 'no model in the list'}): if it is an "
+                         f"embeddings API, name the model with --embed-model; else check "
+                         f"--embed-url", param="embed_model")
 
     def _fingerprint_vector(self, spec: ModelSpec) -> tuple[np.ndarray, str | None]:
         """The vector of the fixed text as a document (its prompt applied by whichever side

@@ -2,8 +2,9 @@
 client, requests retried with backoff, and the errors, each naming the server's URL.
 
 Transient failures are retried ``retries`` times with exponential backoff (``Retry-After``
-honoured, capped at 30 s), then :class:`~gguf_embed.errors.EngineUnavailable` names the URL:
-the connection refused, reset or closed, timeouts, 408, 425, 429 and 5xx.  What retrying will
+honoured, in seconds or as a date, capped at 30 s), then
+:class:`~gguf_embed.errors.EngineUnavailable` names the URL: the connection refused, reset or
+closed, timeouts, 408, 425, 429 and 5xx.  What retrying will
 not fix fails at once, saying what to do: a certificate that fails verification, a failed
 TLS handshake, a host name that is not known, an http:// URL naming a port that speaks HTTPS
 (:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an answer that is not JSON
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ._remote_tls import (
@@ -100,9 +103,9 @@ class ServerClient:
                 continue
             if response.status_code in RETRY_STATUS:
                 why = f"HTTP {response.status_code}"
-                after = response.headers.get("retry-after", "")
-                if after.isdigit():
-                    delay = min(float(after), 30.0)
+                after = retry_after(response.headers.get("retry-after", ""))
+                if after is not None:
+                    delay = min(after, 30.0)
                 continue
             if response.status_code in (401, 403):
                 raise EngineUnavailable(
@@ -146,6 +149,21 @@ class ServerClient:
             return None
         self._tls_asked = True
         return https_error(self.url) if answers_tls(self.url) else None
+
+
+def retry_after(value: str) -> float | None:
+    """The seconds a ``Retry-After`` header asks for: a number, or an HTTP date (0 once
+    past); None when it says neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 _NOT_JSON = object()

@@ -7,12 +7,15 @@ certificates from trustme."""
 
 from __future__ import annotations
 
+import email.utils
 import http.server
+import json
 import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -309,3 +312,65 @@ def test_a_web_page_is_not_taken_for_the_api() -> None:
     assert isinstance(named, EngineError)
     assert str(named) == (f"the server at {server.url} answered /v1/embeddings with "
                           f"something that is not JSON: {API_HINT}")
+
+
+# ---------------------------------------------------------------- still retried: Retry-After
+class Busy:
+    """An embeddings server on 127.0.0.1 that answers its first embedding requests with the
+    scripted (status, Retry-After) pairs, then embeds."""
+
+    def __init__(self, script: list[tuple[int, str]]) -> None:
+        self.script = list(script)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                size = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                           ["input"]) if self.path == "/v1/embeddings" else 0
+                if self.path == "/v1/models":
+                    status, headers, body = 200, {}, {"data": [{"id": "m"}]}
+                elif self.path != "/v1/embeddings":
+                    status, headers, body = 404, {}, {"error": {"message": "no"}}
+                elif outer.script:
+                    status, after = outer.script.pop(0)
+                    headers, body = {"Retry-After": after}, {"error": {"message": "busy"}}
+                else:
+                    status, headers = 200, {}
+                    body = {"data": [{"index": i, "embedding": [1.0, float(i)]}
+                                     for i in range(size)]}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json",
+                                    "Content-Length": str(len(data))}.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Busy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_retry_after_in_seconds_or_as_a_date_is_honoured_and_capped() -> None:
+    soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20),
+                                       usegmt=True)
+    past = "Wed, 21 Oct 2015 07:28:00 GMT"
+    with Busy([(503, "3"), (429, soon), (503, "3600"), (429, past), (503, "soon")]) as server:
+        sleeps: list[float] = []
+        with RemoteEngine(server.url, sleep=sleeps.append, retries=6) as engine:
+            assert engine.dims == 2 and server.script == []
+    # 3 s; the date, 20 s away; 3600 capped at 30; a past date: 0; no number: the backoff
+    assert sleeps[0] == 3.0 and 15.0 < sleeps[1] <= 20.0 and sleeps[2:] == [30.0, 0.0, 8.0]

@@ -51,7 +51,7 @@ def apply_changes(store: Store, engine: EmbeddingEngine, settings: ChunkSettings
     """Apply a batch of changed paths under the watched ``roots`` (see ``Index.update``), in
     one transaction."""
     from .indexer import IndexSummary
-    from .watch import plan
+    from .watch_plan import plan
 
     todo = plan(changed, roots, rules)
     if not todo.scopes:

@@ -57,7 +57,7 @@ class Bounds:
         the real path of the folder it is listed in (the bound when there are no roots)."""
         if self.paths:
             return self.inside(real)
-        return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+        return under(real, folder)
 
     def decide(self, path: Path, real: str, root: Path, follow: bool) -> Link:
         """Whether a walk follows the symlink ``path`` (real path ``real``) found in ``root``;
@@ -68,6 +68,11 @@ class Bounds:
             self.paths.add(real)
             self.followed.add(real)
         return Link(path, real, root, outside=True, followed=follow)
+
+
+def under(path: str, folder: str) -> bool:
+    """Whether ``path`` is ``folder`` or inside it (compared as strings, nothing resolved)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def innermost(path: str, paths: Collection[str]) -> str | None:
@@ -85,4 +90,4 @@ def innermost(path: str, paths: Collection[str]) -> str | None:
         probe = up
 
 
-__all__ = ["Bounds", "Link", "innermost"]
+__all__ = ["Bounds", "Link", "innermost", "under"]

@@ -35,7 +35,7 @@ from . import index_paths
 from ._lock import WriteLock
 from ._one_thread import OneThread, one_thread
 from ._text import check_text
-from .bounds import Bounds
+from .bounds import Bounds, under
 from .chunking import ChunkSettings
 from .errors import IndexFileError, InputError, QueryTruncated
 from .index_file import claim, discard
@@ -248,8 +248,7 @@ class Index:
         from .index_write import refresh_search_cache
 
         scopes = [os.path.abspath(p) for p in paths]
-        victims = [p for p in self.store.documents()
-                   if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
+        victims = [p for p in self.store.documents() if any(under(p, s) for s in scopes)]
         with self.store.transaction():
             removed = self.store.delete_documents(victims)
         refresh_search_cache(self.store, vectors=False)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pathspec
 
+from .bounds import under
 from .walk import (
     ALWAYS_SKIP,
     IGNORE_FILES,
@@ -105,9 +106,7 @@ def plan(changed: Iterable[str | Path], roots: Sequence[str | Path], rules: Rule
 def _root_of(path: str, roots: list[Path]) -> Path | None:
     best = None
     for root in roots:
-        r = str(root)
-        if (path == r or path.startswith(r.rstrip(os.sep) + os.sep)) and (
-                best is None or len(r) > len(str(best))):
+        if under(path, str(root)) and (best is None or len(str(root)) > len(str(best))):
             best = root
     return best
 

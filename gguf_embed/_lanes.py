@@ -10,7 +10,8 @@
 - the **long lane**: an input longer than a pack, decoded alone in its own context, chunk by
   chunk for causal last-token models (its state kept between chunks).
 
-The engine loads the model and checks inputs; this module only schedules decodes.
+The engine loads the model and checks inputs; this module only schedules decodes, tuned by
+:class:`EngineOptions` (re-exported by :mod:`gguf_embed.engine`, its public home).
 """
 
 from __future__ import annotations
@@ -28,10 +29,26 @@ from ._context import Context, DecodeLock
 from .errors import EngineError
 from .protocol import Embeddings, Prepared
 
-if TYPE_CHECKING:
-    from .engine import EngineOptions
-
 LONG_FLASH_ATTN_CPU_MAX = 4096  # tokens; see EngineOptions.long_flash_attn
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Tuning knobs; the defaults are what measured fastest (see BENCHMARKS.md)."""
+
+    batch_tokens: int | None = None  # tokens packed per llama_decode (None: 512)
+    ubatch_tokens: int | None = None  # physical batch of causal models (n_ubatch); None: 512
+    max_seqs: int = 64  # sequences packed into one decode
+    # One KV cache for the whole pack.  Without flash attention that makes attention span every
+    # sequence in it (25 % slower at 2k-token packs); with it, masked blocks are skipped and a
+    # shared cache is as fast as one stream per sequence, in a fraction of the memory.
+    kv_unified: bool = True
+    flash_attn: bool | None = True  # None: llama.cpp decides; True skips masked blocks
+    # Inputs longer than a pack are decoded alone, chunk by chunk, in a second context. On the
+    # CPU, ggml's flash-attention kernel wins up to ~4k tokens and loses beyond (0.6B shape:
+    # 2k 168 vs 157 tokens/s, 8k 72 vs 85, 30k 26 vs 32), so by default that context uses it
+    # with a GPU (faster, and no 32k-token attention matrix in memory) or up to 4,096 tokens.
+    long_flash_attn: bool | None = None  # None: as above; True / False: always / never
 
 
 class Lanes:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from . import _llama
 from ._context import POOLING_NAMES
 from ._lanes import LONG_FLASH_ATTN_CPU_MAX as LONG_FLASH_ATTN_CPU_MAX  # re-exported
+from ._lanes import EngineOptions as EngineOptions  # re-exported: the public name's home
 from ._lanes import Lanes
 from ._llama_binding import lc
 from ._text import check_text
@@ -49,26 +50,6 @@ from .protocol import EmbeddingEngine, Embeddings, EmbedShortcut, Input, Prepare
 NON_CAUSAL_ARCHS = {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3",
                     "modern-bert", "neo-bert", "gemma-embedding", "t5encoder"}
 ALL_LAYERS = 0x7FFFFFFF
-
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Tuning knobs; the defaults are what measured fastest (see BENCHMARKS.md)."""
-
-    batch_tokens: int | None = None  # tokens packed per llama_decode (None: 512)
-    ubatch_tokens: int | None = None  # physical batch of causal models (n_ubatch); None: 512
-    max_seqs: int = 64  # sequences packed into one decode
-    # One KV cache for the whole pack.  Without flash attention that makes attention span every
-    # sequence in it (25 % slower at 2k-token packs); with it, masked blocks are skipped and a
-    # shared cache is as fast as one stream per sequence, in a fraction of the memory.
-    kv_unified: bool = True
-    flash_attn: bool | None = True  # None: llama.cpp decides; True skips masked blocks
-    # Inputs longer than a pack are decoded alone, chunk by chunk, in a second context. On the
-    # CPU, ggml's flash-attention kernel wins up to ~4k tokens and loses beyond (0.6B shape:
-    # 2k 168 vs 157 tokens/s, 8k 72 vs 85, 30k 26 vs 32), so by default that context uses it
-    # with a GPU (faster, and no 32k-token attention matrix in memory) or up to 4,096 tokens.
-    long_flash_attn: bool | None = None  # None: as above; True / False: always / never
 
 
 class Engine(Lanes, EmbedShortcut):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,15 +33,14 @@ from typing import TYPE_CHECKING, Any
 from . import index_paths
 from ._lock import WriteLock
 from ._one_thread import OneThread, one_thread
-from ._text import check_text
-from .bounds import Bounds
+from .bounds import Bounds, under
 from .chunking import ChunkSettings
-from .errors import IndexFileError, InputError, QueryTruncated
+from .errors import IndexFileError, InputError
 from .index_file import claim, discard
 from .index_identity import bind, close_engine, identity, load_engine, recorded_model
 from .index_paths import check_roots
 from .models import DEFAULT_MODEL
-from .search import SearchResult, search
+from .search import SearchResult, embed_queries, search
 from .store import Store
 from .store_guard import check_regular
 
@@ -248,8 +246,7 @@ class Index:
         from .index_write import refresh_search_cache
 
         scopes = [os.path.abspath(p) for p in paths]
-        victims = [p for p in self.store.documents()
-                   if any(p == s or p.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)]
+        victims = [p for p in self.store.documents() if any(under(p, s) for s in scopes)]
         with self.store.transaction():
             removed = self.store.delete_documents(victims)
         refresh_search_cache(self.store, vectors=False)
@@ -322,20 +319,8 @@ class Index:
         return self._query_vectors([query])[0]
 
     def _query_vectors(self, queries: list[str]) -> Any:
-        engine = self._need_engine()
-        label = (lambda i: "the query") if len(queries) == 1 else (lambda i: f"query {i}")
-        for i, q in enumerate(queries):
-            if not q.strip():
-                raise InputError(f"{label(i)} is empty", param="query")
-            check_text(q, label(i), "query")
-        result = engine.encode(queries, query=True, dimensions=self.meta.get("dimensions"),
-                               truncate=True)
-        for i in result.truncated:  # cut to fit, and said so (the caller shows or logs it)
-            warnings.warn(QueryTruncated(
-                f"{label(i)} is longer than the model's context; only its first "
-                f"{engine.max_tokens} tokens were searched for", index=i,
-                limit=engine.max_tokens), stacklevel=3)
-        return result.vectors
+        return embed_queries(self._need_engine(), queries, self.meta.get("dimensions"),
+                             stacklevel=3)  # names who called embed_query or search_many
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[None]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .index_paths import remember_links
+from .store_guard import BESIDE
 
 if TYPE_CHECKING:
     from .chunking import ChunkSettings
@@ -29,8 +30,7 @@ def rules_for(path: Path, include: Sequence[str], exclude: Sequence[str],
     """The walk's rules for the index at ``path``: never its own file and side files."""
     from .walk import Rules
 
-    skip = frozenset(os.path.realpath(str(path) + s)
-                     for s in ("", "-wal", "-shm", "-journal", ".lock", ".bits", ".keywords"))
+    skip = frozenset(os.path.realpath(str(path) + s) for s in ("", *BESIDE))
     return Rules(tuple(include), tuple(exclude), use_ignore_files, skip, follow_symlinks)
 
 
@@ -51,7 +51,7 @@ def apply_changes(store: Store, engine: EmbeddingEngine, settings: ChunkSettings
     """Apply a batch of changed paths under the watched ``roots`` (see ``Index.update``), in
     one transaction."""
     from .indexer import IndexSummary
-    from .watch import plan
+    from .watch_plan import plan
 
     todo = plan(changed, roots, rules)
     if not todo.scopes:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._vectors import is_finite_blob, vec_blob
+from .bounds import innermost, under
 from .chunking import Chunk, ChunkSettings, chunk
 from .errors import ClusterError, EngineUnavailable, GgufEmbedError, NonFiniteVector
 from .executor import Executor, LocalExecutor
@@ -134,8 +135,9 @@ class Indexer:
         seen = {str(f.path) for f in found}
         dropped = set(unfollowed)
         gone = {p: v for p, v in existing.items()
-                if p not in seen and _under(p, list(scopes)) and not _under(p, list(unseen))
-                and (prune or _below(p, dropped) or _vanished(p))}
+                if p not in seen and any(under(p, s) for s in scopes)
+                and not any(under(p, s) for s in unseen)
+                and (prune or innermost(p, dropped) is not None or _vanished(p))}
         gone_by_hash = {v[1]: p for p, v in gone.items()}
 
         batch: list[Pending] = []
@@ -381,22 +383,4 @@ def _vanished(path: str) -> bool:
     except OSError as exc:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR)
     return False
-
-
-def _below(path: str, paths: set[str]) -> bool:
-    """Whether ``path`` is one of ``paths`` or inside one (a set: cheap for many)."""
-    if not paths:
-        return False
-    probe = path
-    while True:
-        if probe in paths:
-            return True
-        up = os.path.dirname(probe)
-        if up == probe:
-            return False
-        probe = up
-
-
-def _under(path: str, scopes: list[str]) -> bool:
-    return any(path == s or path.startswith(s.rstrip(os.sep) + os.sep) for s in scopes)
 

@@ -18,7 +18,7 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,10 +28,13 @@ from . import store_keyword_postings as keyword_postings
 from . import store_keyword_topk as keyword_topk
 from ._text import check_text
 from ._vectors import bit_blob, vec_blob
-from .errors import InputError, NonFiniteVectors
+from .errors import InputError, NonFiniteVectors, QueryTruncated
 from .keywords import CJK_COLUMN, CJK_WEIGHT, index_text, query_terms
 from .keywords import fts_query as fts_query
 from .store import Store
+
+if TYPE_CHECKING:
+    from .protocol import EmbeddingEngine
 
 MODES = ("hybrid", "vector", "keyword")
 GROUPS = ("file", "chunk")
@@ -117,6 +120,26 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
                 end_line=row.end_line, snippet=snippet(row.text, terms), chunk_id=chunk_id,
                 start_page=row.start_page, end_page=row.end_page))
     return results
+
+
+def embed_queries(engine: EmbeddingEngine, queries: list[str], dimensions: int | None, *,
+                  stacklevel: int = 2) -> np.ndarray:
+    """The vectors of ``queries`` (each checked: not empty, valid text), embedded together as
+    queries and cut to ``dimensions``.  A query longer than the model's context is cut to fit
+    and said so: a :class:`QueryTruncated` warning (``stacklevel`` as :func:`warnings.warn`'s,
+    counted from the caller), which the caller shows or logs."""
+    label = (lambda i: "the query") if len(queries) == 1 else (lambda i: f"query {i}")
+    for i, q in enumerate(queries):
+        if not q.strip():
+            raise InputError(f"{label(i)} is empty", param="query")
+        check_text(q, label(i), "query")
+    result = engine.encode(queries, query=True, dimensions=dimensions, truncate=True)
+    for i in result.truncated:
+        warnings.warn(QueryTruncated(
+            f"{label(i)} is longer than the model's context; only its first "
+            f"{engine.max_tokens} tokens were searched for", index=i,
+            limit=engine.max_tokens), stacklevel=stacklevel + 1)
+    return result.vectors
 
 
 def chunk_docs(store: Store, ids: list[int]) -> dict[int, int]:

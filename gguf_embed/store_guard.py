@@ -34,8 +34,9 @@ from ._vectors import is_finite_blob
 from .errors import IndexFileError, IndexTooNew, IndexWriteError, quoted
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
-# what is written beside an index X: SQLite's side files, then ours (_lock.py, vector_cache.py,
-# store_keyword_file.py); an index given one of these names is another index's side file
+# what is written beside an index X: SQLite's side files, then ours (_lock.py,
+# vector_cache_file.py, store_keyword_file.py); an index given one of these names is another
+# index's side file, and a walk never indexes them (index_write.rules_for)
 BESIDE = {"-wal": "SQLite's write-ahead log", "-shm": "SQLite's shared-memory file",
           "-journal": "SQLite's rollback journal", ".lock": "the write-lock file",
           ".bits": "the search cache", ".keywords": "the keyword cache"}

@@ -45,6 +45,22 @@ def max_file_size_option(func: Any) -> Any:
                         show_default=True, help="Skip files larger than this many MB.")(func)
 
 
+def walk_options(func: Any) -> Any:
+    """Which files under PATHS a walk reads: ``index`` and ``watch`` take the same options."""
+    for option in reversed((
+            click.option("--include", multiple=True, metavar="GLOB",
+                         help="Only files matching (repeatable)."),
+            click.option("--exclude", multiple=True, metavar="GLOB",
+                         help="Skip files matching (repeatable)."),
+            click.option("--no-ignore", is_flag=True,
+                         help="Do not read .gitignore / .ggufembedignore."),
+            click.option("--follow-symlinks", is_flag=True,
+                         help="Also index what symlinks inside PATHS lead to outside them (not "
+                              "followed by default: see docs/security.md)."))):
+        func = option(func)
+    return func
+
+
 _RAY_ADDRESS = re.compile(r"^(ray://)?[\w.\-\[\]:]+:\d+$")
 
 
@@ -62,12 +78,7 @@ def _check_ray_address(ctx: click.Context, param: click.Parameter,
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @db_option
 @model_options
-@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
-@click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
-@click.option("--follow-symlinks", is_flag=True,
-              help="Also index what symlinks inside PATHS lead to outside them (not followed "
-                   "by default: see docs/security.md).")
+@walk_options
 @click.option("--reindex", is_flag=True, help="Rebuild the index from scratch (needed to "
               "change model, dimensions or chunking).")
 @click.option("-d", "--dimensions", type=DIMENSIONS, default=None,

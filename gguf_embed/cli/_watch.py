@@ -30,6 +30,7 @@ from ._index import (
     default_db,
     max_file_size_option,
     symlinks_line,
+    walk_options,
 )
 from ._remote import remote_engine, remote_options
 from ._serve import check_exposure
@@ -40,12 +41,7 @@ from ._serve import check_exposure
                 type=click.Path(exists=True, path_type=Path))
 @db_option
 @model_options
-@click.option("--include", multiple=True, metavar="GLOB", help="Only files matching (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="Skip files matching (repeatable).")
-@click.option("--no-ignore", is_flag=True, help="Do not read .gitignore / .ggufembedignore.")
-@click.option("--follow-symlinks", is_flag=True,
-              help="Also index what symlinks inside PATHS lead to outside them (not followed "
-                   "by default: see docs/security.md).")
+@walk_options
 @max_file_size_option
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per applied change on stdout (JSON Lines).")

@@ -211,3 +211,33 @@ def test_an_existing_name_with_a_bang_class_or_stars_is_still_itself(tree: Path)
     with Index(tree / "i.db", FakeEngine()) as index:
         index.add([tree / "br"])
     assert found(tree, "br/[!a]**") == {"br/[!a]**/n.md"}
+
+
+def test_cli_http_and_mcp_read_them_alike(tree: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+    from starlette.testclient import TestClient
+
+    from gguf_embed.cli import cli
+    from gguf_embed.mcp_server import Service
+    from gguf_embed.server import ServerConfig, create_app
+
+    want = {str(tree / "br/d ark.md")}
+    patterns = [f"{tree}/br/**/[!a]*ark.md", "br/**/[!a]*ark.md"]
+    for pattern in patterns:
+        out = CliRunner().invoke(cli, ["search", "archive", "--mode", "keyword", "--db",
+                                       "i.db", "--json", "--path", pattern])
+        assert out.exit_code == 0, out.stderr
+        assert {r["path"] for r in json.loads(out.stdout)} == want, pattern
+    app = create_app(FakeEngine(), ServerConfig(model_name="fake", index_path="i.db",
+                                                batch_window=0))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        for pattern in patterns:
+            body = client.post("/v1/search", json={"query": "archive", "mode": "keyword",
+                                                   "path": pattern}).json()
+            assert {r["path"] for r in body["data"]} == want, body
+    service = Service(FakeEngine(), tree / "i.db")
+    for pattern in patterns:
+        hits = service.search("archive", mode="keyword", path=pattern)["results"]
+        assert {h["path"] for h in hits} == want, pattern

@@ -101,7 +101,8 @@ def glob(path: str | None) -> PathGlob | None:
     ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
     (``*.md``, ``*/2024/*``; a relative one matches the end of the full path from a folder's
     start, or starting ``./`` or ``../``, from the current folder), and any
-    other path is taken as a file or, ending with ``/``, a folder.  Globs are read as shells
+    other path is taken as a file or, ending with ``/``, a folder (a glob ending with ``/``
+    too: ``*/2024/`` is what is under any ``2024`` folder).  Globs are read as shells
     read them where SQLite's GLOB differs: ``[!a]`` negates as ``[^a]`` does, and a
     whole-segment ``**/`` is zero or more folders (see :mod:`gguf_embed.path_glob`).  An
     empty filter and a glob that can match nothing (a ``[`` never closed, a range like
@@ -125,6 +126,8 @@ def glob(path: str | None) -> PathGlob | None:
     if problem:
         raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
                          f"{problem}", param="path")
+    if path.endswith("/"):  # a glob's folders, as a path's: the documents under them
+        path += "*"
     if path.startswith(("/", "*")):
         return to_sqlite(path)
     if path.startswith(("./", "../")):  # from the current folder

@@ -178,6 +178,8 @@ def test_a_globstar_is_zero_or_more_folders(tree: Path, mode: str,
     assert found(tree, "br/**", mode) == {n for n in FILES if n.startswith("br/")}
     assert found(tree, f"{tree}/**/deep.md", mode) == {"br/x/y/deep.md"}
     assert found(tree, "br/x/**/*deep.md", mode) == {"br/x/y/deep.md"}
+    assert found(tree, "br/**/", mode) == {n for n in FILES if n.startswith("br/")}
+    assert found(tree, "*/x/", mode) == {"br/x/inner.md", "br/x/y/deep.md"}
     monkeypatch.chdir(tree / "br")
     assert found(tree, "./**/d ark.md", mode) == {"br/d ark.md"}
     assert found(tree, "./x/**/inner.md", mode) == {"br/x/inner.md"}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._text import check_text
 from .bounds import Bounds
 from .errors import InputError, PathError, quoted
+from .path_glob import PathGlob, glob_problem, literal, to_sqlite
 
 if TYPE_CHECKING:
     from .store import Store
@@ -91,17 +92,21 @@ def bounds(meta: dict[str, Any]) -> Bounds:
     return Bounds(roots(meta), [t for targets in links.values() for t in targets])
 
 
-def glob(path: str | None) -> str | None:
-    """A user's path filter as a GLOB on the absolute paths stored (None: no filter).
+def glob(path: str | None) -> PathGlob | None:
+    """A user's path filter as a GLOB on the absolute paths stored, or several any of which
+    may match (None: no filter).
 
     A path that names an existing file or folder (relative to the current folder) matches
     exactly that file, or the documents under that folder, even when its name holds ``*``,
     ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
     (``*.md``, ``*/2024/*``; a relative one matches the end of the full path from a folder's
     start, or starting ``./`` or ``../``, from the current folder), and any
-    other path is taken as a file or, ending with ``/``, a folder.  An empty filter and a
-    glob that can match nothing (a ``[`` never closed, a range like ``[z-a]``) raise
-    :class:`InputError`: both are mistakes, not "every document" or "none"."""
+    other path is taken as a file or, ending with ``/``, a folder (a glob ending with ``/``
+    too: ``*/2024/`` is what is under any ``2024`` folder).  Globs are read as shells
+    read them where SQLite's GLOB differs: ``[!a]`` negates as ``[^a]`` does, and a
+    whole-segment ``**/`` is zero or more folders (see :mod:`gguf_embed.path_glob`).  An
+    empty filter and a glob that can match nothing (a ``[`` never closed, a range like
+    ``[z-a]``) raise :class:`InputError`: both are mistakes, not "every document" or "none"."""
     if path is None:
         return None
     if not path.strip():
@@ -121,54 +126,22 @@ def glob(path: str | None) -> str | None:
     if problem:
         raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
                          f"{problem}", param="path")
+    if path.endswith("/"):  # a glob's folders, as a path's: the documents under them
+        path += "*"
     if path.startswith(("/", "*")):
-        return path
+        return to_sqlite(path)
     if path.startswith(("./", "../")):  # from the current folder
-        return _from_here(path)
-    return "*" + os.sep + path  # the end of a path, from a folder's start
+        base, rest = _from_here(path)
+        return to_sqlite(rest, literal(base).rstrip(os.sep) + os.sep)
+    return to_sqlite(path, "*" + os.sep)  # the end of a path, from a folder's start
 
 
-def _from_here(pattern: str) -> str:
-    """A glob starting ``./`` or ``../`` on the absolute paths below the current folder (or
-    the folders above it), whose name is matched literally."""
+def _from_here(pattern: str) -> tuple[str, str]:
+    """The folder a glob starting ``./`` or ``../`` starts from (the current folder or one
+    above it; its name is matched literally), and the rest of the glob."""
     base, rest = os.getcwd(), pattern
     while rest.startswith(("./", "../")):
         if rest.startswith("../"):
             base = os.path.dirname(base)
         rest = rest.split("/", 1)[1]
-    return literal(base).rstrip(os.sep) + os.sep + rest
-
-
-def literal(path: str) -> str:
-    """``path`` as a GLOB that matches exactly it: ``*``, ``?`` and ``[`` each in a class."""
-    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
-
-
-def glob_problem(pattern: str) -> str | None:
-    """Why SQLite's GLOB ``pattern`` can match nothing, read as SQLite reads it: a ``[``
-    whose class is never closed by ``]`` (a ``]`` first in it, after an optional ``^``, is a
-    member), or a range whose ends are reversed; None if it is well formed."""
-    i, n = 0, len(pattern)
-    while i < n:
-        if pattern[i] != "[":
-            i += 1
-            continue
-        start, i = i, i + 1
-        if i < n and pattern[i] == "^":
-            i += 1
-        if i < n and pattern[i] == "]":
-            i += 1
-        prior = ""
-        while i < n and pattern[i] != "]":
-            if pattern[i] == "-" and prior and i + 1 < n and pattern[i + 1] != "]":
-                if pattern[i + 1] < prior:
-                    return (f"the range {prior}-{pattern[i + 1]} in {pattern[start:]!r} is "
-                            f"reversed, so it matches no character")
-                prior, i = "", i + 2
-                continue
-            prior, i = pattern[i], i + 1
-        if i >= n:
-            return (f"the [ at character {start + 1} opens a class that no ] closes; "
-                    f"write [[] for a [ in a name")
-        i += 1
-    return None
+    return base, rest

@@ -11,7 +11,6 @@ top-level ``mcp`` package.)
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import Field, ValidationError
 
+from . import mcp_paths
 from .errors import GgufEmbedError, InputError, capped, first_line, quoted
 from .extract import DEFAULT_MAX_BYTES, Skip, extract, too_large
 from .index import Index
@@ -110,7 +110,8 @@ class Service:
             raise InputError("no reranker is loaded: start the server with --reranker MODEL",
                              param="rerank")
         with self._open() as index:
-            hits = index.search(query, k=k, mode=mode, path=path, group="file",
+            where = mcp_paths.search_filter(index, path)  # relative: as get reads it
+            hits = index.search(query, k=k, mode=mode, path=where, group="file",
                                 rerank=self.reranker if use else None)
         return {"results": [_hit(h) for h in hits]}
 
@@ -167,19 +168,10 @@ class Service:
         return result
 
     def _resolve(self, index: Index, path: str) -> str:
-        """The indexed document named by ``path`` (as the index lists it); anything else is
-        refused.  Whether it may be read is decided as it is read (:func:`_read`)."""
-        if not path or "\x00" in path:
-            raise InputError("path is empty", param="path")
-        if ".." in Path(path).parts:
-            raise InputError(f"path {quoted(repr(path))} contains '..'; pass the path as "
-                             f"search returned it", param="path")
-        candidates = [os.path.abspath(path)] if os.path.isabs(path) else [
-            os.path.join(root, path) for root in index.roots]
-        known = next((c for c in candidates if index.store.has_document(c)), None)
-        if known is None:
-            raise InputError(f"{quoted(path)} is not in the index; only indexed files can be "
-                             f"read (use a path from search results)", param="path")
+        """The indexed document named by ``path`` (as the index lists it; see
+        :mod:`gguf_embed.mcp_paths`); anything else is refused.  Whether it may be read is
+        decided as it is read (:func:`_read`)."""
+        known = mcp_paths.document(index, path)
         if secret_path(known):
             raise _credentials(path)
         return known
@@ -262,7 +254,9 @@ def create_server(service: Service) -> MCPServer:
                                                "(meaning only) or keyword (exact words)",
                                    json_schema_extra={"enum": list(MODES)})] = "hybrid",
         path: Annotated[str | None, Field(description="Only files under this folder or "
-                                                      "matching this glob, e.g. '*.md'.")
+                                                      "matching this glob, e.g. '*.md' or "
+                                                      "'docs/**/*.md'; absolute, or "
+                                                      "relative to an indexed folder.")
                         ] = None,
         rerank: Annotated[bool | None, Field(description="Rescore the top passages with the "
                                                          "reranker model, if the server has "
@@ -275,7 +269,8 @@ def create_server(service: Service) -> MCPServer:
 
     @server.tool(description=GET_DOC, annotations=read_only)
     def get(
-        path: Annotated[str, Field(description="The file, as search returned it.")],
+        path: Annotated[str, Field(description="The file, as search returned it (or "
+                                               "relative to an indexed folder).")],
         start_line: Annotated[int | None, Field(ge=1, description="First line (1-based).")
                               ] = None,
         end_line: Annotated[int | None, Field(ge=1, description="Last line (inclusive).")

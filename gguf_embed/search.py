@@ -31,6 +31,7 @@ from ._vectors import bit_blob, vec_blob
 from .errors import InputError, NonFiniteVectors, QueryTruncated
 from .keywords import CJK_COLUMN, CJK_WEIGHT, index_text, query_terms
 from .keywords import fts_query as fts_query
+from .path_glob import PathGlob
 from .store import Store
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class SearchResult:
 
 
 def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int = 10,
-           mode: str = "hybrid", path_glob: str | None = None,
+           mode: str = "hybrid", path_glob: PathGlob | None = None,
            exact: bool | None = None, group: str = "file",
            rerank: Callable[[str, list[tuple[int, float]]], list[tuple[int, float]]] | None
            = None, allow: Callable[[str], bool] | None = None) -> list[SearchResult]:
@@ -158,7 +159,7 @@ def pool_size(k: int, mode: str, group: str, rerank_candidates: int = 0) -> int:
 
 
 def candidates(store: Store, query_vector: np.ndarray | None, query: str, mode: str, pool: int,
-               path_glob: str | None = None, exact: bool | None = None,
+               path_glob: PathGlob | None = None, exact: bool | None = None,
                coarse: int | None = None) -> list[list[tuple[int, float]]]:
     """The ranked chunk lists a mode fuses: [vector], [keyword] or [vector, keyword]."""
     lists: list[list[tuple[int, float]]] = []
@@ -202,8 +203,8 @@ def _both_at_once(store: Store, query_vector: np.ndarray, query: str, pool: int,
     return [vector, [(chunk_id, -score) for chunk_id, score in found[0]]]
 
 
-def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str | None = None,
-                *, exact: bool | None = None,
+def vector_hits(store: Store, query_vector: np.ndarray, k: int,
+                path_glob: PathGlob | None = None, *, exact: bool | None = None,
                 coarse: int | None = None) -> list[tuple[int, float]]:
     """(chunk id, cosine similarity), best first.  Chunks whose stored vector holds NaN or
     Inf are left out (with a :class:`~gguf_embed.errors.NonFiniteVectors` warning).
@@ -231,7 +232,7 @@ def vector_hits(store: Store, query_vector: np.ndarray, k: int, path_glob: str |
     return rescore(store, q, bits.nearest(q, count, mask).tolist(), k)
 
 
-def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: str | None,
+def _sqlite_hits(store: Store, q: np.ndarray, k: int, path_glob: PathGlob | None,
                  exact: bool) -> list[tuple[int, float]]:
     """Today's path without the in-memory cache: sqlite-vec's exact cosine scan (small
     indexes, path filters), or its Hamming KNN over sign bits rescored exactly."""
@@ -300,7 +301,7 @@ def _fast_keyword_key(store: Store) -> tuple[str, Any] | None:
     return str(store.path), state
 
 
-def keyword_hits(store: Store, query: str, k: int, path_glob: str | None = None, *,
+def keyword_hits(store: Store, query: str, k: int, path_glob: PathGlob | None = None, *,
                  ahead: bool = False) -> list[tuple[int, float]]:
     """(chunk id, -bm25) best first.  ``ahead``: ranked before the search asks for it (a
     one-shot search's keyword half, beside the model's load): the search's own call, which

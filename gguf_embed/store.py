@@ -40,6 +40,7 @@ from . import store_schema
 from ._vectors import bit_blob, is_finite_blob
 from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61
+from .path_glob import PathGlob, where
 from .store_guard import check_schema, write_errors
 from .store_open import connect, make_parent, probe_extensions
 from .store_schema import (
@@ -291,10 +292,11 @@ class Store:
                 f"SELECT id, doc_id FROM chunks WHERE id IN ({marks})", part).fetchall()))
         return out
 
-    def document_ids(self, path_glob: str) -> np.ndarray:
+    def document_ids(self, path_glob: PathGlob) -> np.ndarray:
         """Ids of the documents whose path matches ``path_glob`` (int64)."""
+        match, globs = where("path", path_glob)
         return np.array([r[0] for r in self.conn.execute(
-            "SELECT id FROM documents WHERE path GLOB ?", (path_glob,))], dtype=np.int64)
+            f"SELECT id FROM documents WHERE {match}", globs)], dtype=np.int64)
 
     # ---------------------------------------------------------------- ranking queries
     def chunk_count(self) -> int:
@@ -302,7 +304,7 @@ class Store:
         return int(cast(int, total))
 
     def nearest(self, vector_blob: bytes, k: int,
-                path_glob: str | None = None) -> list[tuple[int, float]]:
+                path_glob: PathGlob | None = None) -> list[tuple[int, float]]:
         """(chunk id, cosine distance) of the ``k`` closest float vectors, by an exact scan
         (of the chunks under ``path_glob`` only, if given), closest first.  A stored vector
         with NaN/Inf has no distance (NULL, which sorts first): when the first scan meets
@@ -311,12 +313,13 @@ class Store:
         for skip_null in (False, True):
             order = "d IS NULL, d" if skip_null else "d"
             if path_glob:
+                match, globs = where("doc.path", path_glob)
                 rows = self.conn.execute(
                     "SELECT c.id, vec_distance_cosine(v.embedding, ?) AS d FROM chunks c "
                     "JOIN documents doc ON doc.id = c.doc_id "
                     "JOIN chunk_vectors v ON v.chunk_id = c.id "
-                    f"WHERE doc.path GLOB ? ORDER BY {order} LIMIT ?",
-                    (vector_blob, path_glob, k)).fetchall()
+                    f"WHERE {match} ORDER BY {order} LIMIT ?",
+                    (vector_blob, *globs, k)).fetchall()
             else:
                 rows = self.conn.execute(
                     "SELECT chunk_id, vec_distance_cosine(embedding, ?) AS d "
@@ -335,17 +338,18 @@ class Store:
         return [int(cast(int, r[0])) for r in rows]
 
     def keyword_matches(self, match: str, k: int,
-                        path_glob: str | None = None) -> list[tuple[int, float]]:
+                        path_glob: PathGlob | None = None) -> list[tuple[int, float]]:
         """(chunk id, bm25) of the ``k`` best FTS5 matches for the query ``match`` (lower
         bm25 is better), best first."""
         bm25 = f"bm25(fts_chunks, 1.0, {CJK_WEIGHT})" if self.fts_format == CJK_COLUMN \
             else "bm25(fts_chunks)"
         if path_glob:
+            under, globs = where("d.path", path_glob)
             rows = self.conn.execute(
                 f"SELECT f.rowid, {bm25} AS s FROM fts_chunks f "
                 "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
-                "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
-                (match, path_glob, k))
+                f"WHERE fts_chunks MATCH ? AND {under} ORDER BY s LIMIT ?",
+                (match, *globs, k))
         else:
             rows = self.conn.execute(
                 f"SELECT rowid, {bm25} AS s FROM fts_chunks WHERE fts_chunks MATCH ? "

@@ -28,6 +28,7 @@ from typing import Any, cast
 import apsw
 
 from .keywords import keyword_columns
+from .path_glob import PathGlob, where
 
 K1 = 1.2
 B = 0.75
@@ -69,7 +70,7 @@ def single_tokens(tokenizer: Any, terms: Sequence[str]) -> list[str] | None:
 
 
 def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str], k: int,
-         weights: tuple[float, float], path_glob: str | None = None,
+         weights: tuple[float, float], path_glob: PathGlob | None = None,
          share: float = COMMON_SHARE) -> list[tuple[int, float]] | None:
     """(rowid, bm25) of the ``k`` best rows of ``fts_chunks`` (columns text, cjk) for the OR of
     ``terms``, exactly as ``ORDER BY bm25(fts_chunks, *weights) LIMIT k`` returns them; or
@@ -131,7 +132,7 @@ def topk(conn: apsw.Connection, cache_key: tuple[str, Any], terms: Sequence[str]
 
 def _rounds(conn: apsw.Connection, tokenizer: Any, rare: list[str], tokens: list[str],
             idf: list[float], k: int, weights: tuple[float, float], avgdl: float,
-            bound: float, path_glob: str | None, scored: dict[int, float],
+            bound: float, path_glob: PathGlob | None, scored: dict[int, float],
             memo: dict[str, tuple[list[float], int]],
             ) -> tuple[list[tuple[int, float]] | None, float | None]:
     """The top k when the rows the ``rare`` phrases rank first settle it: (best, None); else
@@ -141,11 +142,12 @@ def _rounds(conn: apsw.Connection, tokenizer: Any, rare: list[str], tokens: list
     theta = None
     limit = ROUNDS[-1] * k + 1  # FTS5 scores every match of ``rare`` whatever the limit
     if path_glob:
+        under, globs = where("d.path", path_glob)
         ranked = conn.execute(
             f"SELECT f.rowid, {bm25} AS s FROM fts_chunks f "
             "JOIN chunks c ON c.id = f.rowid JOIN documents d ON d.id = c.doc_id "
-            "WHERE fts_chunks MATCH ? AND d.path GLOB ? ORDER BY s LIMIT ?",
-            (match, path_glob, limit)).fetchall()
+            f"WHERE fts_chunks MATCH ? AND {under} ORDER BY s LIMIT ?",
+            (match, *globs, limit)).fetchall()
     else:
         ranked = conn.execute(f"SELECT rowid, {bm25} AS s FROM fts_chunks "
                               "WHERE fts_chunks MATCH ? ORDER BY s LIMIT ?",

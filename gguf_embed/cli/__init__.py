@@ -16,7 +16,7 @@ try:
     import click
 
     from ._base import cli, interrupted
-    from ._exit import forget, leave
+    from ._exit import leave, started
     from ._streams import results_failed, results_not_written, watch_results
 except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself loads
     if sys.stderr is not None:  # 2>&-
@@ -25,6 +25,20 @@ except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself load
 
 
 def main() -> None:
+    try:
+        _start()
+        try:
+            cli(prog_name="gguf-embed")
+        except SystemExit as exc:  # how click's standalone mode always ends
+            code = _flushed(exc.code)
+            leave(code)  # a finished search: no interpreter teardown (see _exit.py)
+            raise SystemExit(code) from None
+    except KeyboardInterrupt:  # outside a command: before it, option parsing, a prompt, or
+        interrupted()  # after it, while its results are flushed and the process ends
+
+
+def _start() -> None:
+    started()  # the real process: no command has asked to leave yet (see _exit.py)
     # numpy's OpenBLAS starts one spinning thread per core when numpy is imported: ~50 ms of a
     # one-shot search on a busy 2-core host (more with more cores).  The commands' own matrix
     # products are small (rescoring ~1,000 vectors; llama.cpp has its own threads): one
@@ -32,15 +46,6 @@ def main() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _hold_standard_descriptors()
     watch_results()  # a failed write of the results: one line, or 141 for a closed pipe
-    forget()
-    try:
-        cli(prog_name="gguf-embed")
-    except KeyboardInterrupt:  # outside a command (option parsing, a prompt)
-        interrupted()
-    except SystemExit as exc:  # how click's standalone mode always ends
-        code = _flushed(exc.code)
-        leave(code)  # a finished search: no interpreter teardown (see _exit.py)
-        raise SystemExit(code) from None
 
 
 def _flushed(code: object) -> object:

@@ -50,7 +50,85 @@ def complete(stdout: str) -> bool:
 
 # ---- start-up ------------------------------------------------------------------------------
 
+# A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
+# as SIGINT's default handler would.  ``typing`` was imported by gguf_embed/__init__, before
+# the CLI's handling (a traceback and death by SIGINT).
+FINDER = """
+import sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {name!r}:
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupt())
+"""
 SCRIPT = "sys.argv[0] = 'gguf-embed'\nfrom gguf_embed.cli import main\nmain()\n"
+MODULE = "import runpy\nrunpy.run_module('gguf_embed', run_name='__main__', alter_sys=True)\n"
+
+
+@pytest.mark.parametrize("entry", [SCRIPT, MODULE], ids=["script", "python-m"])
+@pytest.mark.parametrize("module", ["typing", "click", "gguf_embed.cli._exit", "numpy"])
+def test_ctrl_c_while_the_cli_starts_is_one_line_and_130(db: Path, entry: str,
+                                                         module: str) -> None:
+    out = run(FINDER.format(name=module) + entry, *search_args(db))
+    assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
+
+
+# A real SIGINT once the CLI's module is imported, as importlib hands ``main`` to the script
+# (``_handle_fromlist``: the package's import is over, main() not yet called).
+AFTER_IMPORT = """
+import os, signal, sys
+def profile(frame, event, arg):
+    if (event == "call" and frame.f_code.co_name == "_handle_fromlist"
+            and getattr(frame.f_locals.get("module"), "__name__", "") == "gguf_embed.cli"):
+        sys.setprofile(None)
+        os.kill(os.getpid(), signal.SIGINT)
+sys.setprofile(profile)
+"""
+
+
+@pytest.mark.parametrize("entry", [SCRIPT, MODULE], ids=["script", "python-m"])
+def test_a_real_sigint_between_the_import_and_main_is_one_line_and_130(db: Path,
+                                                                       entry: str) -> None:
+    out = run(AFTER_IMPORT + entry, *search_args(db))
+    assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
+
+
+def test_the_start_up_handler_is_the_commands_only() -> None:
+    """An application (or a test) that imports the click group keeps Python's handler; a
+    command started with SIGINT ignored (``nohup``, ``&`` in a script) keeps it ignored;
+    main() puts Python's handler back before any command runs."""
+    code = """
+import signal, sys
+import gguf_embed.cli
+print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+sys.argv[0] = "gguf-embed"
+del sys.modules["gguf_embed.cli"]
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+import gguf_embed.cli
+print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+del sys.modules["gguf_embed.cli"]
+import gguf_embed.cli
+print(signal.getsignal(signal.SIGINT) is gguf_embed.cli._at_once)
+sys.argv[1:] = ["--version"]
+try:
+    gguf_embed.cli.main()
+except SystemExit:
+    print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+    out = run(code)
+    assert out.stdout.splitlines() == ["True", "True", "True", "gguf-embed, version 0.1.0",
+                                      "True"], out.stderr
+
+
+def test_ctrl_c_while_the_groups_options_are_parsed_is_one_line_and_130(db: Path) -> None:
+    """click's own handling there printed a blank line, "Aborted!" and exit 1."""
+    code = ("import click\n"
+            "def interrupt(self, ctx, args):\n    raise KeyboardInterrupt\n"
+            "click.Group.parse_args = interrupt\nimport sys\n" + SCRIPT)
+    out = run(code, *search_args(db))
+    assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
 
 
 def test_ctrl_c_while_main_prepares_the_streams_is_one_line_and_130(db: Path) -> None:
@@ -61,17 +139,31 @@ def test_ctrl_c_while_main_prepares_the_streams_is_one_line_and_130(db: Path) ->
     assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
 
 
-# A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
-# as SIGINT's default handler would.
-FINDER = """
-import sys
-class Interrupt:
-    def find_spec(self, name, path=None, target=None):
-        if name == {name!r}:
-            raise KeyboardInterrupt
-        return None
-sys.meta_path.insert(0, Interrupt())
-"""
+# The real process, signalled once Python's own import-time report (-X importtime, on stderr
+# as each import ends) shows that a module is in: wherever after that the signal lands (a
+# loaded host delays it), the outcome is one of the three below.
+@pytest.mark.parametrize("marker", ["click", "gguf_embed.cli", "numpy", "gguf_embed.index"])
+@pytest.mark.parametrize("entry", [["-m", "gguf_embed"], ["-c", "import sys\n" + SCRIPT]],
+                         ids=["python-m", "console-script"])  # what pip's script runs
+def test_a_real_ctrl_c_during_start_up(db: Path, marker: str, entry: list[str]) -> None:
+    process = subprocess.Popen([sys.executable, "-X", "importtime", *entry, *search_args(db)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=ENV, cwd=ROOT)
+    assert process.stderr is not None
+    report: list[str] = []
+    for line in process.stderr:
+        report.append(line)
+        if line.startswith("import time:") and line.rstrip().endswith(f"| {marker}"):
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, rest = process.communicate(timeout=120)
+    said = [x for x in "".join(report).splitlines() + rest.splitlines()
+            if not x.startswith("import time:")]
+    if process.returncode == 130:
+        assert said == ["Interrupted."]
+    else:  # the search had written its results: it ended, or SIGINT's default ended it
+        assert process.returncode in (0, -signal.SIGINT), "\n".join(said)
+        assert said == [] and complete(stdout)
 
 
 # ---- the fast exit (cli/_exit.leave) -------------------------------------------------------

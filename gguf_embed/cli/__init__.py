@@ -2,9 +2,12 @@
 
 Paths, environment variables and terminal concerns are resolved here and nowhere else.
 stdout carries results only; progress, logs and errors go to stderr.  Ctrl-C ends any command
-with ``Interrupted.`` and exit code 130 (see ``_Group`` in _base.py), even while it imports:
-``import gguf_embed`` costs nothing (its names load on first use) and each command's module,
-with numpy, SQLite or llama.cpp behind it, is imported inside the group's Ctrl-C handling.
+with ``Interrupted.`` and exit code 130 (see ``_Group`` in _base.py), even while it starts:
+``import gguf_embed`` runs nothing (its names load on first use), the console script (or
+``python -m gguf_embed``) gets SIGINT's start-up handler here before anything else is
+imported, and each command's module, with numpy, SQLite or llama.cpp behind it, is imported
+inside the group's Ctrl-C handling.  What comes before this module runs (the interpreter's
+own start, ``site``, finding the package) is Python's.
 """
 
 from __future__ import annotations
@@ -12,7 +15,33 @@ from __future__ import annotations
 import os
 import sys
 
+
+def _at_once(signum: int, frame: object) -> None:
+    """SIGINT's handler while the command starts (until ``main()`` is in its ``try``): the
+    ``KeyboardInterrupt`` of Python's own handler would land in import machinery outside
+    any handling of ours (``from gguf_embed.cli import main`` ends in importlib's
+    ``_handle_fromlist``), and a ``SystemExit`` leaves from anywhere without a traceback.
+    A second Ctrl-C ends the process at once, as SIGINT's default does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.stderr is not None:  # 2>&-
+        sys.stderr.write("Interrupted.\n")
+    raise SystemExit(130)
+
+
+def _entry() -> bool:
+    """This process is the command: its console script or ``python -m gguf_embed`` (not an
+    application, or a test, that imports the click group)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    argv = getattr(sys, "argv", None) or [""]
+    return (getattr(spec, "name", None) == f"{__package__.rpartition('.')[0]}.__main__"
+            or os.path.basename(argv[0]).removesuffix(".exe") == "gguf-embed")
+
+
 try:
+    import signal
+
+    if _entry() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _at_once)  # not where SIGINT is ignored (nohup)
     import click
 
     from ._base import cli, interrupted
@@ -26,6 +55,8 @@ except KeyboardInterrupt:  # pragma: no cover - a Ctrl-C while click itself load
 
 def main() -> None:
     try:
+        if signal.getsignal(signal.SIGINT) is _at_once:  # Ctrl-C: KeyboardInterrupt again
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         _start()
         try:
             cli(prog_name="gguf-embed")

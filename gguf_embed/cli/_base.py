@@ -43,6 +43,13 @@ class _Group(click.Group):
                 interrupted()
         return super().get_command(ctx, cmd_name)
 
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:  # the group's options and arguments: click's own handling says "Aborted!", 1
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            interrupted()
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)

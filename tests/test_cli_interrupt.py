@@ -209,6 +209,16 @@ def test_ctrl_c_during_the_last_flush_is_130(db: Path) -> None:
     assert complete(rows + "]") and last == "last line\n"
 
 
+def test_a_ctrl_c_still_pending_at_the_end_is_130_not_lost(db: Path) -> None:
+    """SIGINT blocked on the main thread (here by an atexit handler; C code does that too)
+    is still pending when the process ends: os._exit dropped it (exit 0)."""
+    code = AT_EXIT.format("signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}); "
+                          "os.kill(os.getpid(), signal.SIGINT)")
+    out = run(code, *search_args(db))
+    assert out.returncode == 130, out.stderr
+    assert out.stderr == "Interrupted.\n" and complete(out.stdout)
+
+
 def test_ctrl_c_past_the_last_write_is_sigints_default(db: Path) -> None:
     """Once everything is written, a SIGINT ends the process as it ends any program: killed
     by SIGINT (a shell's 130), nothing printed; before, it was a KeyboardInterrupt in main()'s

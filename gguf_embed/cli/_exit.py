@@ -84,8 +84,8 @@ def leave(code: object) -> None:
         atexit._run_exitfuncs()
         if not _flushed():  # what the handlers printed
             return
-        if held is not None:  # past the last write: SIGINT's default from here on
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if held is not None:
+            held.last()
         if held is None or not held.came():
             os._exit(code or 0)
     finally:
@@ -99,7 +99,8 @@ class _Held:
     """SIGINT noted instead of raised while the ``atexit`` handlers run and the output is
     flushed.  Python's C-level handler writes the number of each signal it takes to the
     wake-up fd, whichever thread takes it: once SIGINT's handler is SIG_DFL, what came before
-    is all in the pipe, even one that landed after Python last looked at its flags."""
+    is all in the pipe (even one that landed after Python last looked at its flags) or still
+    pending (blocked, e.g. by C code on this thread)."""
 
     def __init__(self, read: int, write: int, wakeup: int) -> None:
         self.read, self.write, self.wakeup = read, write, wakeup
@@ -109,7 +110,8 @@ class _Held:
     def start(cls) -> _Held | None:
         """None where SIGINT is not Python's own handler (ignored, as under ``nohup``; an
         application's) or on another thread: the exit then goes on as it would."""
-        if (threading.current_thread() is not threading.main_thread()
+        if (os.name == "nt"  # its wake-up fd is a socket
+                or threading.current_thread() is not threading.main_thread()
                 or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
             return None
         read, write = os.pipe()
@@ -122,6 +124,23 @@ class _Held:
             held.end()
             raise
         return held
+
+    def last(self) -> None:
+        """Past the last write: SIGINT's default from here on (the process ends killed by it,
+        as any program past its last write).  SIGINT is blocked on this thread for the swap:
+        one landing between Python's last look at its flags and the new handler would be
+        reported as "ignored due to race condition"; one that came meanwhile is taken from
+        the pending set and noted."""
+        if not hasattr(signal, "sigtimedwait"):  # macOS
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            return
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if signal.sigtimedwait({signal.SIGINT}, 0) is not None:
+                self.noted = True
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
     def came(self) -> bool:
         with contextlib.suppress(BlockingIOError):  # nothing (more) came

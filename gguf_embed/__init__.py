@@ -10,10 +10,14 @@ imports httpx when one is made (``pip install "gguf-embed[remote]"``).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
+# Nothing is imported here at run time, not even ``typing``: the CLI's Ctrl-C handling
+# (``Interrupted.``, exit 130) starts with ``gguf_embed.cli``, and everything this package's
+# own import runs comes before it (a Ctrl-C there was a traceback).  Type checkers take a
+# name ``TYPE_CHECKING`` as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .chunking import ChunkSettings
     from .engine import Engine, EngineOptions
     from .errors import (
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
     from .remote_engine import RemoteEngine
     from .reranker import Reranker, RerankOptions, RerankScores
     from .search import SearchResult
+del TYPE_CHECKING  # not a name of the package
 
 __version__ = "0.1.0"
 
@@ -74,6 +79,8 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
+        import importlib
+
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value

@@ -20,7 +20,7 @@ import click
 from .._text import unicode_problem
 from ..errors import GgufEmbedError, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
-from ._exit import quickly
+from ._exit import ending, quickly
 from ._remote import remote_engine, remote_options
 from ._streams import need_stdout, results_failed, results_not_written, stderr_is_terminal
 from ._streams import stdin_lines as stdin_lines  # for the commands, as before
@@ -42,6 +42,13 @@ class _Group(click.Group):
             except KeyboardInterrupt:
                 interrupted()
         return super().get_command(ctx, cmd_name)
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: click.Context | None = None, **extra: Any) -> click.Context:
+        try:  # the group's options and arguments: click's own handling says "Aborted!", 1
+            return super().make_context(info_name, args, parent, **extra)
+        except KeyboardInterrupt:
+            interrupted()
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -73,7 +80,9 @@ def interrupted() -> NoReturn:
     """Ctrl-C: one line on stderr and exit 130 (128 + SIGINT), as shells expect.  What the
     interrupt cut short may still report as the process ends (a server's coroutine never
     awaited, its event loop never closed: Python's warnings, uvloop's "deallocating an open
-    event loop" on the asyncio logger) is noise after that line, and is silenced."""
+    event loop" on the asyncio logger) is noise after that line, and is silenced; a second
+    Ctrl-C ends the process at once (``ending``)."""
+    ending()
     with contextlib.suppress(Exception):
         click.echo("Interrupted.", err=True)
     import warnings

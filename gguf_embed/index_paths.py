@@ -112,9 +112,9 @@ def glob(path: str | None) -> PathGlob | None:
     if not path.strip():
         raise InputError("the path filter (--path) is empty; leave it out to search every "
                          "document", param="path")
-    check_text(path, "the path filter", "path")
+    check_text(path, "the path filter (--path)", "path")
     if len(path) > MAX_PATH_FILTER:
-        raise InputError(f"the path filter is {len(path):,} characters long; at most "
+        raise InputError(f"the path filter (--path) is {len(path):,} characters long; at most "
                          f"{MAX_PATH_FILTER:,}", param="path")
     absolute = os.path.abspath(path)
     if os.path.lexists(absolute) or not any(ch in path for ch in "*?["):

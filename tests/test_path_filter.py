@@ -172,3 +172,14 @@ def test_http_and_mcp_agree(tree: Path) -> None:
     for pattern in ("[a-", ""):
         with pytest.raises(InputError):
             service.search("archive", path=pattern)
+
+
+@pytest.mark.parametrize("pattern,fragment", [("*" + "a" * 5000, "characters long"),
+                                              ("br/caf\udce9*", "not valid UTF-8")])
+def test_a_filter_too_long_or_not_utf8_names_the_option(tree: Path, pattern: str,
+                                                        fragment: str) -> None:
+    # "the path filter is 5,001 characters long": every other refusal names --path
+    with pytest.raises(InputError, match=fragment) as caught:
+        found(tree, pattern)
+    assert "the path filter (--path)" in str(caught.value)
+    assert caught.value.param == "path" and "\n" not in str(caught.value)

@@ -117,11 +117,14 @@ def glob(path: str | None) -> PathGlob | None:
         raise InputError(f"the path filter (--path) is {len(path):,} characters long; at most "
                          f"{MAX_PATH_FILTER:,}", param="path")
     absolute = os.path.abspath(path)
-    if os.path.lexists(absolute) or not any(ch in path for ch in "*?["):
-        folder = os.path.isdir(absolute) or (path.endswith(("/", os.sep))
-                                             and not os.path.lexists(absolute))
+    exists = os.path.lexists(absolute)
+    if exists or not any(ch in path for ch in "*?["):
         exact = literal(absolute)
-        return exact.rstrip(os.sep) + os.sep + "*" if folder else exact
+        inside = exact.rstrip(os.sep) + os.sep + "*"
+        if os.path.isdir(absolute) or (not exists and path.endswith(("/", os.sep))):
+            return inside
+        # a path gone from disk (a deleted folder, a file) may still be in the index: either
+        return exact if exists else (exact, inside)
     problem = glob_problem(path)
     if problem:
         raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._text import check_text
 from .bounds import Bounds
 from .errors import InputError, PathError, quoted
-from .path_glob import PathGlob, glob_problem, literal, to_sqlite
+from .path_glob import PathGlob, glob_problem, literal, resolve_dots, to_sqlite
 
 if TYPE_CHECKING:
     from .store import Store
@@ -129,22 +129,21 @@ def glob(path: str | None) -> PathGlob | None:
     if problem:
         raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
                          f"{problem}", param="path")
-    if path.endswith("/"):  # a glob's folders, as a path's: the documents under them
-        path += "*"
-    if path.startswith(("/", "*")):
-        return to_sqlite(path)
-    if path.startswith(("./", "../")):  # from the current folder
-        base, rest = _from_here(path)
-        return to_sqlite(rest, literal(base).rstrip(os.sep) + os.sep)
-    return to_sqlite(path, "*" + os.sep)  # the end of a path, from a folder's start
+    # "." and ".." resolved as in a path; starting "./" or "../", from the current folder
+    resolved = resolve_dots(path, _here() if path.startswith(("./", "../")) else None)
+    if resolved.startswith("../"):  # a relative glob that climbs above its start
+        resolved = resolve_dots(resolved, _here())
+    if resolved.startswith(("/", "*")):
+        return _globs(resolved)
+    return _globs(resolved, "*" + os.sep)  # the end of a path, from a folder's start
 
 
-def _from_here(pattern: str) -> tuple[str, str]:
-    """The folder a glob starting ``./`` or ``../`` starts from (the current folder or one
-    above it; its name is matched literally), and the rest of the glob."""
-    base, rest = os.getcwd(), pattern
-    while rest.startswith(("./", "../")):
-        if rest.startswith("../"):
-            base = os.path.dirname(base)
-        rest = rest.split("/", 1)[1]
-    return base, rest
+def _globs(pattern: str, prefix: str = "") -> PathGlob:
+    if pattern.endswith("/"):  # a glob's folders, as a path's: the documents under them
+        pattern += "*"
+    return to_sqlite(pattern, prefix)
+
+
+def _here() -> list[str]:
+    """The current folder's names, as GLOBs that match them literally."""
+    return [literal(name) for name in os.getcwd().split(os.sep) if name]

@@ -18,7 +18,9 @@ Outside the rewrite, ``*`` and ``?`` keep SQLite's meaning: they cross ``/`` too
 
 from __future__ import annotations
 
-from .errors import InputError
+from collections.abc import Sequence
+
+from .errors import InputError, quoted
 
 PathGlob = str | tuple[str, ...]
 """One SQLite GLOB, or several: a path matching any of them matches."""
@@ -81,6 +83,49 @@ def glob_problem(pattern: str) -> str | None:
                     f"write [[] for a [ in a name")
         i += 1
     return None
+
+
+def resolve_dots(pattern: str, base: Sequence[str] | None = None) -> str:
+    """The well-formed glob ``pattern`` with its ``.`` and ``..`` segments (and empty ones,
+    ``//``) resolved as :func:`os.path.normpath` would, after the folders ``base`` (names
+    already GLOBs that match literally, from the root; ``pattern`` is then relative to them):
+    a ``..`` removes the literal name before it, and one after a segment with a wildcard
+    (``*/..``, ``**/..``) is refused with :class:`InputError`, since which folder it leaves
+    depends on what the wildcard matched.  A glob ending with ``/``, ``/.`` or ``/..`` keeps
+    ending with ``/`` (what is under the folders it names)."""
+    absolute = base is not None or pattern.startswith("/")
+    kept = [(name, False) for name in base or ()]  # (segment, whether it has a wildcard)
+    segments = _segments(pattern)
+    for segment in segments:
+        if segment in ("", "."):
+            continue
+        if segment != "..":
+            kept.append((segment, any(ch in segment for ch in "*?[")))
+        elif kept and kept[-1][1]:
+            raise InputError(f"the path filter (--path) '{quoted(pattern)}' has '..' after "
+                             f"'{quoted(kept[-1][0])}', a folder a wildcard matches: write the "
+                             f"folder it means without '..'", param="path")
+        elif kept and kept[-1][0] != "..":
+            kept.pop()
+        elif not absolute:  # above where a relative glob starts: kept as written
+            kept.append(("..", False))
+    folder = segments[-1] in ("", ".", "..") and bool(kept)
+    return ("/" if absolute else "") + "/".join(s for s, _ in kept) + ("/" if folder else "")
+
+
+def _segments(pattern: str) -> list[str]:
+    """``pattern`` cut at each ``/`` outside a class (``[/]`` is one character)."""
+    segments, start, i, n = [], 0, 0, len(pattern)
+    while i < n:
+        if pattern[i] == "[":
+            i = class_end(pattern, i)
+        elif pattern[i] == "/":
+            segments.append(pattern[start:i])
+            start = i = i + 1
+        else:
+            i += 1
+    segments.append(pattern[start:])
+    return segments
 
 
 def to_sqlite(pattern: str, prefix: str = "") -> PathGlob:

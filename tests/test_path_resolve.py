@@ -69,3 +69,50 @@ def test_cli_a_deleted_folder(tree: Path) -> None:
                                    "--path", "c/notes", "--json"])
     assert out.exit_code == 0, out.stderr
     assert '"path"' in out.stdout and str(tree / "c" / "notes" / "logs.md") in out.stdout
+
+
+NOTES = {"c/notes/logs.md", "c/notes/sub/b.md"}
+
+
+@pytest.mark.parametrize("pattern", [
+    "./c/notes/./*", "c/notes/../notes/*", "./c/../c/notes/*", "c/./notes/*", "c//notes/*",
+    "c/other/../notes/*", "c/notes/sub/../*", "./c/notes/sub/../../notes/",
+    "*/c/./notes/*", "c/notes/./",
+])
+def test_dot_segments_of_a_glob_are_resolved(tree: Path, pattern: str) -> None:
+    # the dots stayed in the GLOB, which no stored (normalised) path matches
+    assert found(tree, pattern) == NOTES
+    if not pattern.startswith("*"):  # the same, absolute (pathlib would drop the dots)
+        assert found(tree, f"{tree}/{pattern}", "vector") == NOTES
+
+
+def test_dots_that_climb_above_a_relative_glob_start_from_the_current_folder(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tree / "c" / "other")
+    assert found(tree, "../notes/*") == NOTES
+    assert found(tree, "x/../../notes/*") == NOTES  # normpath: ../notes/*
+    assert found(tree, "./../notes/../notes-old/*") == {"c/notes-old/x.md"}
+    monkeypatch.chdir(tree / "c" / "notes")
+    assert found(tree, "./sub/../*.md") == NOTES  # * crosses /: sub/b.md too
+
+
+@pytest.mark.parametrize("pattern", ["c/*/../notes/*", "*/../c/notes/*", "c/**/../*.md",
+                                     "c/note?/../*"])
+def test_dots_after_a_wildcard_folder_are_refused(tree: Path, pattern: str) -> None:
+    from gguf_embed.errors import InputError
+
+    with pytest.raises(InputError, match=r"--path.*'\.\.' after") as caught:
+        found(tree, pattern)
+    assert caught.value.param == "path" and "\n" not in str(caught.value)
+
+
+def test_a_name_that_starts_with_dots_is_no_dot_segment(tree: Path) -> None:
+    (tree / "c" / "..x").mkdir()
+    (tree / "c" / "..x" / "d.md").write_text(TEXT)
+    (tree / "c" / ".y").mkdir()
+    (tree / "c" / ".y" / "e.md").write_text(TEXT)
+    with Index(tree / "i.db", FakeEngine()) as index:
+        index.add([tree / "c"])
+    assert found(tree, "c/..x/*") == {"c/..x/d.md"}
+    assert found(tree, "./c/.y/*") == {"c/.y/e.md"}
+    assert found(tree, "c/.y/../..x/*.md") == {"c/..x/d.md"}

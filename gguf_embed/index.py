@@ -280,7 +280,8 @@ class Index:
         ``rerank`` (a :class:`~gguf_embed.reranker.Reranker`) rescores the top fused
         candidates (``rerank_options``: how many, window size, blend); what it did is in
         ``last_rerank``."""
-        path_glob = index_paths.glob(path)  # a bad filter is refused before any embedding
+        # a bad filter is refused before any embedding
+        path_glob = index_paths.glob(path, self.roots)
         vector = None
         if mode != "keyword":
             vector = self.embed_query(query)
@@ -303,7 +304,7 @@ class Index:
     def search_many(self, queries: Sequence[str], *, k: int = 10, mode: str = "hybrid",
                     path: str | None = None, group: str = "file") -> list[list[SearchResult]]:
         """Several queries, embedded together (one model, one batch)."""
-        path_glob = index_paths.glob(path)
+        path_glob = index_paths.glob(path, self.roots)
         vectors: list[Any] = [None] * len(queries)
         if mode != "keyword" and queries:
             vectors = list(self._query_vectors(list(queries)))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._text import check_text
-from .bounds import Bounds
+from .bounds import Bounds, under
 from .errors import InputError, PathError, quoted
 from .path_glob import PathGlob, glob_problem, literal, resolve_dots, to_sqlite
 
@@ -92,17 +92,20 @@ def bounds(meta: dict[str, Any]) -> Bounds:
     return Bounds(roots(meta), [t for targets in links.values() for t in targets])
 
 
-def glob(path: str | None) -> PathGlob | None:
+def glob(path: str | None, roots: Sequence[str] = ()) -> PathGlob | None:
     """A user's path filter as a GLOB on the absolute paths stored, or several any of which
     may match (None: no filter).
 
     A path that names an existing file or folder (relative to the current folder) matches
     exactly that file, or the documents under that folder, even when its name holds ``*``,
-    ``?`` or ``[`` (``notes/[draft] plan.md``); otherwise a path with one of them is a glob
-    (``*.md``, ``*/2024/*``; a relative one matches the end of the full path from a folder's
-    start, or starting ``./`` or ``../``, from the current folder), and any
-    other path is taken as a file or, ending with ``/``, a folder (a glob ending with ``/``
-    too: ``*/2024/`` is what is under any ``2024`` folder).  Globs are read as shells
+    ``?`` or ``[`` (``notes/[draft] plan.md``), under each name the index may hold it by
+    (:func:`spellings`: through a symlink, its target, or the index's ``roots``); otherwise a
+    path with one of them is a glob (``*.md``, ``*/2024/*``; a relative one matches the end
+    of the full path from a folder's start, or starting ``./`` or ``../``, from the current
+    folder; ``.`` and ``..`` are resolved as in a path, see
+    :func:`~gguf_embed.path_glob.resolve_dots`), and any other path (gone from disk) is
+    taken as a file or a folder, only a folder if it ends with ``/`` (a glob ending with
+    ``/`` too: ``*/2024/`` is what is under any ``2024`` folder).  Globs are read as shells
     read them where SQLite's GLOB differs: ``[!a]`` negates as ``[^a]`` does, and a
     whole-segment ``**/`` is zero or more folders (see :mod:`gguf_embed.path_glob`).  An
     empty filter and a glob that can match nothing (a ``[`` never closed, a range like
@@ -119,12 +122,13 @@ def glob(path: str | None) -> PathGlob | None:
     absolute = os.path.abspath(path)
     exists = os.path.lexists(absolute)
     if exists or not any(ch in path for ch in "*?["):
-        exact = literal(absolute)
-        inside = exact.rstrip(os.sep) + os.sep + "*"
+        exact = [literal(name) for name in spellings(absolute, roots)]
+        inside = [name.rstrip(os.sep) + os.sep + "*" for name in exact]
         if os.path.isdir(absolute) or (not exists and path.endswith(("/", os.sep))):
-            return inside
-        # a path gone from disk (a deleted folder, a file) may still be in the index: either
-        return exact if exists else (exact, inside)
+            globs = inside
+        else:  # a path gone from disk (a deleted folder, a file) may still be in the index
+            globs = exact if exists else exact + inside
+        return globs[0] if len(globs) == 1 else tuple(globs)
     problem = glob_problem(path)
     if problem:
         raise InputError(f"the path filter (--path) '{quoted(path)}' is not a valid glob: "
@@ -147,3 +151,18 @@ def _globs(pattern: str, prefix: str = "") -> PathGlob:
 def _here() -> list[str]:
     """The current folder's names, as GLOBs that match them literally."""
     return [literal(name) for name in os.getcwd().split(os.sep) if name]
+
+
+def spellings(path: str, roots: Sequence[str] = ()) -> list[str]:
+    """The names the index may store the file or folder at the absolute ``path`` under
+    (symlinks in them kept, as the walk stores them): ``path`` itself, its real path (a
+    symlink's target is indexed under its own name), and the real path under each of
+    ``roots`` that holds it, spelt from the root as given (a folder indexed through a
+    symlink)."""
+    real = os.path.realpath(path)
+    names = [path, real]
+    for root in roots:
+        root_real = os.path.realpath(root)
+        if under(real, root_real):
+            names.append(os.path.normpath(os.path.join(root, os.path.relpath(real, root_real))))
+    return list(dict.fromkeys(names))

@@ -116,3 +116,50 @@ def test_a_name_that_starts_with_dots_is_no_dot_segment(tree: Path) -> None:
     assert found(tree, "c/..x/*") == {"c/..x/d.md"}
     assert found(tree, "./c/.y/*") == {"c/.y/e.md"}
     assert found(tree, "c/.y/../..x/*.md") == {"c/..x/d.md"}
+
+
+def test_a_symlink_to_an_indexed_folder_means_that_folder(tree: Path) -> None:
+    os.symlink("c/notes", tree / "nl")
+    os.symlink("notes/logs.md", tree / "c" / "ll.md")  # a link inside: its target is indexed
+    for spelling in ("nl", "nl/", str(tree / "nl"), "./nl"):
+        assert found(tree, spelling) == NOTES, spelling
+    assert found(tree, "nl/sub", "vector") == {"c/notes/sub/b.md"}
+    assert found(tree, "c/ll.md") == {"c/notes/logs.md"}
+
+
+def test_a_folder_indexed_through_a_symlink_is_found_by_its_real_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    make(tmp_path / "link", "c")  # stored as .../link/c/...
+    monkeypatch.chdir(tmp_path)
+    base = tmp_path / "link"
+    assert found(base, "link/c/notes") == NOTES
+    assert found(base, "real/c/notes") == NOTES  # matched nothing
+    assert found(base, str(real / "c" / "notes" / "sub")) == {"c/notes/sub/b.md"}
+    monkeypatch.chdir(real / "c")  # os.getcwd() is the real path
+    assert found(base, "notes") == NOTES
+    assert found(base, "notes/logs.md", "hybrid") == {"c/notes/logs.md"}
+    shutil.rmtree(real / "c" / "notes")  # gone from disk, through the link or not
+    assert found(base, "notes") == NOTES
+    assert found(base, str(tmp_path / "link" / "c" / "notes")) == NOTES
+
+
+def test_a_link_filter_never_widens_what_the_index_serves(tree: Path) -> None:
+    # attacker's side: a link planted towards a secret folder outside the index, or to the
+    # index's own folder by another name, only narrows; what is served stays inside the roots
+    secret = tree / "secret"
+    secret.mkdir()
+    (secret / "key.md").write_text(TEXT)
+    os.symlink(secret, tree / "c" / "notes" / "s")  # outside the roots: not followed
+    with Index(tree / "i.db", FakeEngine()) as index:
+        index.add([tree / "c"])
+        every = {h.path for h in index.search("logs", k=50, mode="keyword")}
+    assert not any("secret" in p or "/s/" in p for p in every)
+    os.symlink(tree, tree / "c" / "up")  # a loop back above the root
+    for spelling in ("c/notes/s", "secret", "c/up", "c/up/secret", "c/up/c", "/", tree.name):
+        hits = found(tree, spelling)
+        assert {str(tree / h) for h in hits} <= every, spelling
+        assert not any("secret" in h for h in hits), spelling
+    assert found(tree, "c/up/c/notes") == NOTES  # a real folder inside, named via the loop

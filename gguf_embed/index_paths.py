@@ -26,7 +26,7 @@ def check_roots(paths: Sequence[str | Path]) -> None:
     """Raise :class:`PathError` naming every path that does not exist or cannot be read."""
     from .walk import root_problem
 
-    problems = [f"{quoted(p)}: {why}" for p in paths if (why := root_problem(p))]
+    problems = [f"{quoted(p)}: {why}" for p in once(paths) if (why := root_problem(p))]
     if problems:
         raise PathError(_refusal(problems))
 
@@ -37,7 +37,7 @@ def check_paths(store: Store, paths: Sequence[str | Path]) -> None:
     check_roots(paths)
     problems = []
     docs = None
-    for p in paths:
+    for p in once(paths):
         folder = os.path.abspath(p)
         if not os.path.isdir(folder) or not _is_empty(folder):
             continue
@@ -48,6 +48,14 @@ def check_paths(store: Store, paths: Sequence[str | Path]) -> None:
                             f"documents under it (an unmounted drive?)")
     if problems:
         raise PathError(_refusal(problems))
+
+
+def once(paths: Sequence[str | Path]) -> list[str | Path]:
+    """``paths`` without repeats (``c``, ``./c/`` and the absolute path are one), in order."""
+    first: dict[str, str | Path] = {}
+    for p in paths:
+        first.setdefault(os.path.abspath(p), p)
+    return list(first.values())
 
 
 def _refusal(problems: list[str]) -> str:

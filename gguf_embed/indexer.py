@@ -34,7 +34,7 @@ from .indexer_records import Flight, IndexSummary, Pending, Progress
 from .protocol import EmbeddingEngine
 from .safe_open import Credentials, NotRegular, Outside, TooLarge, Unservable, read_inside
 from .store import Store
-from .walk import SECRET_REASON, Bounds, Found, Link, Refused, Rules, walk
+from .walk import SECRET_REASON, Bounds, Found, Link, Refused, Rules, walk_once
 
 BATCH_CHUNKS = 64
 BATCH_TOKENS = 8192
@@ -98,7 +98,7 @@ class Indexer:
         unseen: list[str] = []  # folders not looked into: their documents stay
         unfollowed: list[str] = []  # symlinks not followed: documents under them go
         followed: dict[str, list[str]] = {}
-        for item in walk(roots, self.rules):
+        for item in walk_once(roots, self.rules):  # overlapping roots: each file once
             if isinstance(item, Link):
                 if item.followed:
                     followed.setdefault(str(item.root), []).append(item.target)

@@ -113,6 +113,27 @@ def walk(roots: Sequence[str | Path], rules: Rules | None = None
             yield from _walk_dir(root, rules, include, exclude, bounds=bounds)
 
 
+def walk_once(roots: Sequence[str | Path], rules: Rules | None = None
+              ) -> list[Found | Refused | Link]:
+    """:func:`walk` over ``roots`` each named once (``c`` and ``./c/`` are one root), with each
+    file, refusal and symlink reported once though roots overlap (``c`` and ``c/notes``): a
+    root inside another is still walked as a root of its own, with its own ignore rules,
+    ``--exclude`` / ``--include`` globs (relative to it) and what naming it means
+    (``c/node_modules``, a folder ``c``'s .gitignore ignores, a ``.env`` file named), so what
+    is indexed is what each root alone would index, but a file both reach is one file; a file
+    refused under one root and found under another (a credential file named) is found."""
+    items = list(walk(list(dict.fromkeys(os.path.abspath(r) for r in roots)), rules))
+    found = {item.path for item in items if isinstance(item, Found)}
+    seen: set[tuple[type, Path]] = set()
+    once: list[Found | Refused | Link] = []
+    for item in items:
+        key = (type(item), item.path)
+        if key not in seen and not (isinstance(item, Refused) and item.path in found):
+            seen.add(key)
+            once.append(item)
+    return once
+
+
 def root_problem(path: str | Path) -> str | None:
     """Why ``path`` cannot be indexed as a root (missing, unreadable), or None."""
     path = os.path.abspath(path)

@@ -163,3 +163,10 @@ def test_a_link_filter_never_widens_what_the_index_serves(tree: Path) -> None:
         assert {str(tree / h) for h in hits} <= every, spelling
         assert not any("secret" in h for h in hits), spelling
     assert found(tree, "c/up/c/notes") == NOTES  # a real folder inside, named via the loop
+
+
+def test_dot_star_is_the_current_folder_and_below_as_the_docs_say(
+        tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docs/searching.md: "./*.md" is not only the files beside you; * crosses /
+    monkeypatch.chdir(tree / "c" / "notes")
+    assert found(tree, "./*.md") == NOTES

@@ -164,13 +164,33 @@ def _here() -> list[str]:
 def spellings(path: str, roots: Sequence[str] = ()) -> list[str]:
     """The names the index may store the file or folder at the absolute ``path`` under
     (symlinks in them kept, as the walk stores them): ``path`` itself, its real path (a
-    symlink's target is indexed under its own name), and the real path under each of
-    ``roots`` that holds it, spelt from the root as given (a folder indexed through a
-    symlink)."""
+    symlink's target is indexed under its own name), the real path under each of ``roots``
+    that really holds it, spelt from the root as given (a folder indexed through a symlink,
+    or named from a current folder that :func:`os.getcwd` gives resolved), and each root
+    that really lies inside it."""
     real = os.path.realpath(path)
     names = [path, real]
-    for root in roots:
-        root_real = os.path.realpath(root)
+    for root, root_real in _real_roots(roots):
+        if root == root_real:
+            continue  # spelt as it really is: ``real`` covers it
         if under(real, root_real):
             names.append(os.path.normpath(os.path.join(root, os.path.relpath(real, root_real))))
+        elif under(root_real, real) and not under(root, path):
+            names.append(root)
     return list(dict.fromkeys(names))
+
+
+def _real_roots(roots: Sequence[str]) -> list[tuple[str, str]]:
+    """Each of ``roots`` with its real path; a folder holding many roots (10,000 files named
+    one by one) is resolved once, and each root then costs one ``lstat``."""
+    folders: dict[str, str] = {}
+    out = []
+    for root in roots:
+        if os.path.islink(root):
+            out.append((root, os.path.realpath(root)))
+            continue
+        folder, name = os.path.split(root)
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder)
+        out.append((root, os.path.join(folders[folder], name)))
+    return out

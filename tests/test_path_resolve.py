@@ -170,3 +170,26 @@ def test_dot_star_is_the_current_folder_and_below_as_the_docs_say(
     # docs/searching.md: "./*.md" is not only the files beside you; * crosses /
     monkeypatch.chdir(tree / "c" / "notes")
     assert found(tree, "./*.md") == NOTES
+
+
+def test_a_root_that_is_itself_a_symlink_is_found_by_its_target(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make(tmp_path, "c/a.md")  # c/notes/ is indexed only through the link below
+    os.symlink(tmp_path / "c" / "notes", tmp_path / "nl")
+    with Index(tmp_path / "i.db", FakeEngine()) as index:
+        index.add([tmp_path / "nl"])  # stored as .../nl/logs.md
+    monkeypatch.chdir(tmp_path)
+    assert found(tmp_path, "nl") == {"nl/logs.md", "nl/sub/b.md"}
+    assert found(tmp_path, "c/notes") == {"nl/logs.md", "nl/sub/b.md"}
+    assert found(tmp_path, "c/notes/sub/b.md") == {"nl/sub/b.md"}
+    # c holds the folder indexed as nl/ (and the file indexed as itself)
+    assert found(tmp_path, "c") == {"c/a.md", "nl/logs.md", "nl/sub/b.md"}
+    assert found(tmp_path, "c/") == {"c/a.md", "nl/logs.md", "nl/sub/b.md"}
+
+
+def test_roots_spelt_as_they_really_are_add_no_globs(tree: Path) -> None:
+    from gguf_embed.index_paths import glob
+
+    roots = [str(tree / name) for name in FILES] + [str(tree / "c")]
+    assert glob("c", roots) == glob("c") == f"{tree}/c/*"  # not one GLOB per root under it
+    assert glob("c/notes/logs.md", roots) == f"{tree}/c/notes/logs.md"

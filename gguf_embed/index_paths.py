@@ -145,15 +145,33 @@ def glob(path: str | None, roots: Sequence[str] = ()) -> PathGlob | None:
     resolved = resolve_dots(path, _here() if path.startswith(("./", "../")) else None)
     if resolved.startswith("../"):  # a relative glob that climbs above its start
         resolved = resolve_dots(resolved, _here())
-    if resolved.startswith(("/", "*")):
-        return _globs(resolved)
-    return _globs(resolved, "*" + os.sep)  # the end of a path, from a folder's start
+    if resolved.endswith("/"):  # a glob's folders, as a path's: the documents under them
+        resolved += "*"
+    if resolved.startswith("/"):
+        return _from_folder(resolved, roots)
+    if resolved.startswith("*"):
+        return to_sqlite(resolved)
+    return to_sqlite(resolved, "*" + os.sep)  # the end of a path, from a folder's start
 
 
-def _globs(pattern: str, prefix: str = "") -> PathGlob:
-    if pattern.endswith("/"):  # a glob's folders, as a path's: the documents under them
-        pattern += "*"
-    return to_sqlite(pattern, prefix)
+def _from_folder(pattern: str, roots: Sequence[str]) -> PathGlob:
+    """The absolute glob ``pattern`` as SQLite GLOBs, its leading folders without wildcards
+    under each name the index may hold them by (:func:`spellings`: ``./*.md`` from a
+    current folder that :func:`os.getcwd` gives resolved while the index holds it through a
+    symlink, ``nl/*.md`` with ``nl`` a symlink to an indexed folder)."""
+    parts = pattern.split("/")
+    n = 1
+    while n < len(parts) - 1 and not any(ch in parts[n] for ch in "*?["):
+        n += 1
+    if n == 1:
+        return to_sqlite(pattern)
+    rest = "/".join(parts[n:])
+    outs: list[str] = []
+    for name in spellings("/".join(parts[:n]), roots, within=False):
+        made = to_sqlite(rest, literal(name) + "/")
+        outs += [made] if isinstance(made, str) else made
+    outs = list(dict.fromkeys(outs))
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def _here() -> list[str]:
@@ -161,13 +179,13 @@ def _here() -> list[str]:
     return [literal(name) for name in os.getcwd().split(os.sep) if name]
 
 
-def spellings(path: str, roots: Sequence[str] = ()) -> list[str]:
+def spellings(path: str, roots: Sequence[str] = (), *, within: bool = True) -> list[str]:
     """The names the index may store the file or folder at the absolute ``path`` under
     (symlinks in them kept, as the walk stores them): ``path`` itself, its real path (a
     symlink's target is indexed under its own name), the real path under each of ``roots``
     that really holds it, spelt from the root as given (a folder indexed through a symlink,
-    or named from a current folder that :func:`os.getcwd` gives resolved), and each root
-    that really lies inside it."""
+    or named from a current folder that :func:`os.getcwd` gives resolved), and with
+    ``within`` each root that really lies inside it (for what is under the folder ``path``)."""
     real = os.path.realpath(path)
     names = [path, real]
     for root, root_real in _real_roots(roots):
@@ -175,7 +193,7 @@ def spellings(path: str, roots: Sequence[str] = ()) -> list[str]:
             continue  # spelt as it really is: ``real`` covers it
         if under(real, root_real):
             names.append(os.path.normpath(os.path.join(root, os.path.relpath(real, root_real))))
-        elif under(root_real, real) and not under(root, path):
+        elif within and under(root_real, real) and not under(root, path):
             names.append(root)
     return list(dict.fromkeys(names))
 

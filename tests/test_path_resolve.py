@@ -193,3 +193,26 @@ def test_roots_spelt_as_they_really_are_add_no_globs(tree: Path) -> None:
     roots = [str(tree / name) for name in FILES] + [str(tree / "c")]
     assert glob("c", roots) == glob("c") == f"{tree}/c/*"  # not one GLOB per root under it
     assert glob("c/notes/logs.md", roots) == f"{tree}/c/notes/logs.md"
+
+
+def test_a_glob_from_a_folder_reached_through_a_symlink(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    os.symlink(real, tmp_path / "link")
+    base = tmp_path / "link"
+    make(base, "c")  # stored as .../link/c/...
+    os.symlink(real / "c" / "notes", real / "nl")
+    monkeypatch.chdir(real / "c")  # os.getcwd() is .../real/c: "./" globs started there
+    assert found(base, "./notes/*") == NOTES
+    assert found(base, "./*/sub/*.md", "vector") == {"c/notes/sub/b.md"}
+    assert found(base, "../nl/*.md") == NOTES  # a symlink to an indexed folder, as a folder
+    assert found(base, f"{real}/c/notes/**/b.md") == {"c/notes/sub/b.md"}
+    assert found(base, f"{base}/c/notes/*.md") == NOTES
+    assert found(base, "./*.md") == {"c/a.md", "c/notes.md", *NOTES, "c/notes-old/x.md",
+                                     "c/other/notes/y.md"}
+    # a root really inside the glob's folder is no spelling of it: .../nl/*.md is not what
+    # .../real/*.md means for the documents of the root nl (.../real/c/notes)
+    from gguf_embed.index_paths import glob
+
+    assert glob(f"{real}/*.md", [str(real / "nl")]) == f"{real}/*.md"

@@ -158,7 +158,7 @@ def _from_folder(pattern: str, roots: Sequence[str]) -> PathGlob:
     """The absolute glob ``pattern`` as SQLite GLOBs, its leading folders without wildcards
     under each name the index may hold them by (:func:`spellings`: ``./*.md`` from a
     current folder that :func:`os.getcwd` gives resolved while the index holds it through a
-    symlink, ``nl/*.md`` with ``nl`` a symlink to an indexed folder)."""
+    symlink, ``./nl/*.md`` with ``nl`` a symlink to an indexed folder)."""
     parts = pattern.split("/")
     n = 1
     while n < len(parts) - 1 and not any(ch in parts[n] for ch in "*?["):

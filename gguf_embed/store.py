@@ -41,7 +41,7 @@ from ._vectors import bit_blob, is_finite_blob
 from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61
 from .path_glob import PathGlob, where
-from .store_guard import check_schema, write_errors
+from .store_guard import DAMAGE_ERRORS, check_schema, damaged, read_errors, write_errors
 from .store_open import connect, make_parent, probe_extensions
 from .store_schema import (
     CHUNK_LOG,
@@ -94,7 +94,13 @@ class Store:
                     f"(or pass --db FILE)")
             make_parent(path)
         conn = connect(path, readonly=readonly)
-        if readonly and store_schema.pending(conn) and os.access(path, os.W_OK):
+        try:
+            pending = readonly and store_schema.pending(conn)
+        except apsw.Error:
+            conn.close()
+            with read_errors(path):  # damaged: one line naming it
+                raise
+        if pending and os.access(path, os.W_OK):
             conn.close()  # an old index we may write: upgrade it once, then read it
             with contextlib.suppress(IndexFileError):  # busy (a long index run): read it as is
                 cls.open(path, create=False).close()
@@ -108,13 +114,16 @@ class Store:
                     store_schema.migrate(conn)
             elif not has_table(conn, "meta"):
                 raise IndexFileError(f"{path} is not a gguf-embed index")
+            return cls(conn, path)  # reads its meta and migrations
+        except DAMAGE_ERRORS as exc:
+            conn.close()
+            raise damaged(path, exc) from exc
         except apsw.Error as exc:
             conn.close()
             raise IndexFileError(f"{path} is not a usable gguf-embed index: {exc}") from exc
         except BaseException:
             conn.close()
             raise
-        return cls(conn, path)
 
     def close(self) -> None:
         with write_errors(self.path, self.conn):

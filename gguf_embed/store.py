@@ -283,13 +283,17 @@ class Store:
         return {"started_at": row[0], "finished_at": row[1],
                 "summary": json.loads(row[2]) if row[2] else None}
 
-    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+    def chunk_rows(self, ids: Sequence[int],
+                   path_glob: PathGlob | None = None) -> dict[int, ChunkRow]:
+        """The rows of these chunks that exist (and whose document's path matches
+        ``path_glob``, when given), by id."""
         rows: dict[int, ChunkRow] = {}
+        match, globs = where("d.path", path_glob) if path_glob else ("1", ())
         for part, marks in _in_batches(ids):
             for row in self.conn.execute(
                     f"SELECT c.id, d.path, c.text, c.start_line, c.end_line, c.start_page, "
                     f"c.end_page FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                    f"WHERE c.id IN ({marks})", part):
+                    f"WHERE c.id IN ({marks}) AND {match}", (*part, *globs)):
                 rows[row[0]] = ChunkRow(row[0], path_out(row[1]), *row[2:])
         return rows
 

@@ -228,9 +228,9 @@ def damaged(path: str | Path, exc: apsw.Error, *, what: str = "index") -> IndexF
                               f"database); name an index file (nothing was written to it)")
     return IndexDamaged(
         f"{what} {name} is damaged (SQLite: {first_line(exc, empty=type(exc).__name__)}); "
-        f"nothing was written to it: restore it from a backup, or build a new index of your "
-        f"files into another file (gguf-embed index --db NEW.db FOLDER); 'sqlite3 {name} "
-        f".recover' may save what is left of it", path=os.fspath(path))
+        f"nothing more is written to it: restore it from a backup, or build a new index of "
+        f"your files into another file (gguf-embed index --db NEW.db FOLDER); 'sqlite3 "
+        f"{name} .recover' may save what is left of it", path=os.fspath(path))
 
 
 @contextlib.contextmanager

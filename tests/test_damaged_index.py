@@ -99,6 +99,15 @@ def test_vector_search_of_a_damaged_index_raises_index_damaged(vectors_damaged: 
     assert digest(vectors_damaged) == before  # nothing written to it
 
 
+def test_adding_to_a_damaged_index_raises_index_damaged(vectors_damaged: Path, qwen: Engine,
+                                                        tmp_path: Path) -> None:
+    docs = write_docs(tmp_path / "more", texts("m", 3))
+    with Index(vectors_damaged, qwen) as index:
+        with pytest.raises(IndexDamaged, match="nothing more is written"):
+            index.add([docs])
+        assert index.status()["documents"] == 24  # the document being added was rolled back
+
+
 def test_cli_search_of_a_damaged_index_is_one_line(vectors_damaged: Path,
                                                    qwen_path: Path) -> None:
     before = digest(vectors_damaged)

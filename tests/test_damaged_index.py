@@ -6,6 +6,7 @@ made), and a damaged output is named as the output."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 from pathlib import Path
@@ -133,6 +134,18 @@ def test_the_server_answers_a_damaged_index_with_the_error_envelope(vectors_dama
     assert error["code"] == "index_damaged" and "is damaged" in error["message"]
     ok = client.post("/v1/search", json={"query": "logrotate", "mode": "keyword"})
     assert ok.status_code == 200 and ok.json()
+
+
+def test_the_mcp_search_tool_reports_a_damaged_index_as_one_line(vectors_damaged: Path,
+                                                                   qwen: Engine) -> None:
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from gguf_embed.mcp_server import Service, create_server
+
+    server = create_server(Service(qwen, vectors_damaged))
+    with pytest.raises(ToolError, match="is damaged") as info:
+        asyncio.run(server.call_tool("search", {"query": "log files", "mode": "vector"}))
+    assert "\n" not in str(info.value) and str(vectors_damaged) in str(info.value)
 
 
 def test_a_damaged_header_or_a_file_that_is_not_sqlite(good: Path, tmp_path: Path) -> None:

@@ -12,7 +12,9 @@
     │   ├── IndexMismatch          the index was built with another model, dimensions or settings
     │   ├── IndexBusy              another process is writing the index (and waiting was off)
     │   ├── IndexTooNew            written by a newer gguf-embed schema: not written by this one
-    │   └── IndexWriteError        the disk is full, a file-size limit, an I/O error on writing
+    │   ├── IndexWriteError        the disk is full, a file-size limit, an I/O error on writing
+    │   └── IndexDamaged           SQLite finds the file damaged (a malformed page, not a
+    │                              database): nothing more is written to it
     ├── EngineError                llama.cpp failed while decoding
     │   ├── EngineUnavailable      a remote embedding server cannot be reached or refuses
     │   │                          (down, wrong URL or key; after retries): ends an index run
@@ -177,3 +179,13 @@ def capped(message: str, limit: int = 2_000) -> str:
     """A whole error message cut to ``limit`` characters (the surfaces' last guard, for
     messages that quote input without :func:`quoted`)."""
     return quoted(message, limit)
+
+
+class IndexDamaged(IndexFileError):
+    """SQLite found the index file damaged (a malformed page, or not a database) while reading
+    it; nothing more is written to it.  The message names the file and what to do (restore a
+    backup, build a new index, ``sqlite3 .recover``); ``path`` is the damaged file."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path

@@ -42,7 +42,7 @@ from .index_paths import check_roots
 from .models import DEFAULT_MODEL
 from .search import SearchResult, embed_queries, search
 from .store import Store
-from .store_guard import check_regular
+from .store_guard import check_regular, read_errors
 
 if TYPE_CHECKING:  # what only writing needs is imported by the methods that write
     from .executor import Executor
@@ -64,7 +64,7 @@ class Index:
         self.path = Path(path)
         self.engine = engine
         self.last_rerank: dict[str, Any] | None = None
-        self._owned = OneThread(  # one thread at a time inside a call: see _one_thread.py
+        self._thread = OneThread(  # one thread at a time inside a call: see _owned
             f"index {self.path} is in use by another thread; open one Index per thread "
             f"(they may share one Engine)")
         self._owned_engine = False  # loaded by Index.open: closed with the index
@@ -227,6 +227,14 @@ class Index:
         from .watch import watch
 
         watch(self, paths, stop_event, on_change, **options)
+
+    @contextlib.contextmanager
+    def _owned(self) -> Iterator[None]:
+        """What every call into the index runs inside: one thread at a time (see
+        _one_thread.py), and SQLite's errors that mean the file is damaged raised as
+        :class:`~gguf_embed.errors.IndexDamaged` naming it (store_guard.read_errors)."""
+        with self._thread(), read_errors(self.path):
+            yield
 
     @property
     def roots(self) -> list[str]:

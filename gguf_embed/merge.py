@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import IndexFileError, IndexMismatch, InputError
 from .store import Store
-from .store_guard import count_non_finite
+from .store_guard import count_non_finite, read_errors
 from .store_merge import ShardCounts, duplicate_paths, merge_shard
 
 MATCH_KEYS = ("model_fingerprint", "dims", "dimensions", "pooling", "eos", "query_prompt",
@@ -119,7 +119,8 @@ def _check_shards(store: Store, shards: list[Path]) -> list[tuple[Path, dict[str
         try:
             meta = dict(probe.meta)
             too_new = probe.too_new
-            bad = count_non_finite(probe.conn)
+            with read_errors(shard, probe.conn, what="shard"):  # it reads every vector
+                bad = count_non_finite(probe.conn)
         finally:
             probe.close()
         if too_new:  # it may hold what this version would not copy

@@ -109,10 +109,12 @@ def search(store: Store, query_vector: np.ndarray | None, query: str, *, k: int 
     while len(results) < k and done < len(order):
         part = order[done:done + k - len(results)]
         done += len(part)
-        rows = store.chunk_rows([chunk_id for chunk_id, _ in part])
+        # the path filter again, from SQLite: a damaged INDEX.bits (a chunk given another
+        # document) changes which candidates are rescored, never which chunks are returned
+        rows = store.chunk_rows([chunk_id for chunk_id, _ in part], path_glob)
         for chunk_id, score in part:
             row = rows.get(chunk_id)
-            if row is None:  # deleted since the ranking (a concurrent index run)
+            if row is None:  # deleted since the ranking (a concurrent index run), or filtered
                 continue
             if allow is not None and not allow(row.path):
                 continue  # outside the indexed roots (a symlink): never served

@@ -24,6 +24,7 @@ from starlette.responses import Response
 
 from .errors import (
     GgufEmbedError,
+    IndexDamaged,
     IndexFileError,
     InputError,
     InputTooLong,
@@ -62,6 +63,8 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param="dimensions", code="invalid_dimensions")
     if isinstance(exc, InputError):
         return ApiError(400, str(exc), param=exc.param, code="invalid_input")
+    if isinstance(exc, IndexDamaged):  # the server's own file: not the request's fault
+        return ApiError(500, str(exc), type_="server_error", code="index_damaged")
     if isinstance(exc, IndexFileError):
         return ApiError(400, str(exc), param=None, code="index_error")
     if isinstance(exc, ModelError):

@@ -41,7 +41,7 @@ from ._vectors import bit_blob, is_finite_blob
 from .errors import IndexFileError, IndexMismatch, NonFiniteVector
 from .keywords import CJK_BIGRAMS, CJK_COLUMN, CJK_WEIGHT, UNICODE61
 from .path_glob import PathGlob, where
-from .store_guard import check_schema, write_errors
+from .store_guard import DAMAGE_ERRORS, check_schema, damaged, read_errors, write_errors
 from .store_open import connect, make_parent, probe_extensions
 from .store_schema import (
     CHUNK_LOG,
@@ -94,7 +94,13 @@ class Store:
                     f"(or pass --db FILE)")
             make_parent(path)
         conn = connect(path, readonly=readonly)
-        if readonly and store_schema.pending(conn) and os.access(path, os.W_OK):
+        try:
+            pending = readonly and store_schema.pending(conn)
+        except apsw.Error:
+            conn.close()
+            with read_errors(path):  # damaged: one line naming it
+                raise
+        if pending and os.access(path, os.W_OK):
             conn.close()  # an old index we may write: upgrade it once, then read it
             with contextlib.suppress(IndexFileError):  # busy (a long index run): read it as is
                 cls.open(path, create=False).close()
@@ -108,13 +114,16 @@ class Store:
                     store_schema.migrate(conn)
             elif not has_table(conn, "meta"):
                 raise IndexFileError(f"{path} is not a gguf-embed index")
+            return cls(conn, path)  # reads its meta and migrations
+        except DAMAGE_ERRORS as exc:
+            conn.close()
+            raise damaged(path, exc) from exc
         except apsw.Error as exc:
             conn.close()
             raise IndexFileError(f"{path} is not a usable gguf-embed index: {exc}") from exc
         except BaseException:
             conn.close()
             raise
-        return cls(conn, path)
 
     def close(self) -> None:
         with write_errors(self.path, self.conn):
@@ -274,13 +283,17 @@ class Store:
         return {"started_at": row[0], "finished_at": row[1],
                 "summary": json.loads(row[2]) if row[2] else None}
 
-    def chunk_rows(self, ids: Sequence[int]) -> dict[int, ChunkRow]:
+    def chunk_rows(self, ids: Sequence[int],
+                   path_glob: PathGlob | None = None) -> dict[int, ChunkRow]:
+        """The rows of these chunks that exist (and whose document's path matches
+        ``path_glob``, when given), by id."""
         rows: dict[int, ChunkRow] = {}
+        match, globs = where("d.path", path_glob) if path_glob else ("1", ())
         for part, marks in _in_batches(ids):
             for row in self.conn.execute(
                     f"SELECT c.id, d.path, c.text, c.start_line, c.end_line, c.start_page, "
                     f"c.end_page FROM chunks c JOIN documents d ON d.id = c.doc_id "
-                    f"WHERE c.id IN ({marks})", part):
+                    f"WHERE c.id IN ({marks}) AND {match}", (*part, *globs)):
                 rows[row[0]] = ChunkRow(row[0], path_out(row[1]), *row[2:])
         return rows
 

@@ -11,6 +11,12 @@
 * :func:`write_errors`: the one place where SQLite's disk errors (full disk, file-size limit,
   quota, I/O error, read-only file) become :class:`IndexWriteError`, one line naming the index
   and the cause.  SQLite rolls the transaction back, so the file stays at its last commit.
+* :func:`read_errors`: the one place where SQLite's errors that mean the file is damaged (a
+  malformed page, not a database) become :class:`IndexDamaged`, and an I/O error while reading
+  becomes :class:`IndexFileError`: one line naming the file and what to do.  Every call into an
+  :class:`~gguf_embed.index.Index` runs inside it (index.py), and so do opening a file
+  (store_open.py, store.py) and reading a shard to merge (merge.py, store_merge.py); nothing is
+  written to a damaged file on the way out.
 * :func:`count_non_finite`: vectors with NaN or Inf an index holds (a shard is not merged).
 * :func:`check_schema`: an index written by a newer schema (a migration this version does not
   know, or a higher recorded version) is :class:`IndexTooNew` for writing.
@@ -31,7 +37,7 @@ from typing import Any, BinaryIO
 import apsw
 
 from ._vectors import is_finite_blob
-from .errors import IndexFileError, IndexTooNew, IndexWriteError, quoted
+from .errors import IndexDamaged, IndexFileError, IndexTooNew, IndexWriteError, first_line, quoted
 
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 # what is written beside an index X: SQLite's side files, then ours (_lock.py,
@@ -207,6 +213,40 @@ def write_errors(path: str | Path, conn: apsw.Connection | None = None) -> Itera
         raise IndexWriteError(
             f"cannot write {quoted(path)}: {disk_cause(exc, conn)}; what was written before "
             f"is kept, and running the same command again goes on from there") from exc
+
+
+DAMAGE_ERRORS = (apsw.CorruptError, apsw.NotADBError)  # the file is damaged (or not SQLite)
+READ_ERRORS = (apsw.IOError, apsw.FullError)  # a failing disk; a full one for a sort's temp files
+
+
+def damaged(path: str | Path, exc: apsw.Error, *, what: str = "index") -> IndexFileError:
+    """The error for a file SQLite found damaged: :class:`IndexDamaged` naming it and what to
+    do, or :class:`IndexFileError` when it is not an SQLite file at all (``--db notes.txt``)."""
+    name = quoted(path)
+    if not _is_sqlite(os.fspath(path)):
+        return IndexFileError(f"{what} {name} is not a gguf-embed index (not an SQLite "
+                              f"database); name an index file (nothing was written to it)")
+    return IndexDamaged(
+        f"{what} {name} is damaged (SQLite: {first_line(exc, empty=type(exc).__name__)}); "
+        f"nothing more is written to it: restore it from a backup, or build a new index of "
+        f"your files into another file (gguf-embed index --db NEW.db FOLDER); 'sqlite3 "
+        f"{name} .recover' may save what is left of it", path=os.fspath(path))
+
+
+@contextlib.contextmanager
+def read_errors(path: str | Path, conn: apsw.Connection | None = None, *,
+                what: str = "index") -> Iterator[None]:
+    """SQLite's errors inside the block that mean the file ``path`` is damaged, as
+    :class:`IndexDamaged` (see :func:`damaged`); an I/O error (a failing disk, a full one for
+    the temporary files of a sort) as :class:`IndexFileError`.  Errors already mapped (a
+    :func:`write_errors` inside) pass through; nothing is written here."""
+    try:
+        yield
+    except DAMAGE_ERRORS as exc:
+        raise damaged(path, exc, what=what) from exc
+    except READ_ERRORS as exc:
+        raise IndexFileError(f"cannot read {what} {quoted(path)}: {disk_cause(exc, conn)}; "
+                             f"check the disk, then try again") from exc
 
 
 def check_schema(conn: apsw.Connection, path: str | Path, applied: set[str],

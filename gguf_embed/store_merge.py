@@ -19,6 +19,7 @@ import apsw
 
 from .errors import IndexFileError
 from .store import Store, add_keywords
+from .store_guard import DAMAGE_ERRORS, damaged
 
 SHARD = "gguf_shard"  # the schema name the shard is attached as
 
@@ -112,6 +113,10 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
                 f"(SELECT c.id FROM {chosen})", shift)
             conn.execute("DROP TABLE temp.merge_docs")
             _copied("bits")
+    except DAMAGE_ERRORS as exc:  # the shard's pages, or the output's: say which
+        which = shard if not _intact(conn) else store.path
+        _detach_quietly(conn)
+        raise damaged(which, exc, what="shard" if which == shard else "index") from exc
     except apsw.Error as exc:
         _detach_quietly(conn)
         raise IndexFileError(f"cannot merge {shard}: {exc}") from exc
@@ -120,6 +125,15 @@ def merge_shard(store: Store, shard: Path) -> ShardCounts:
         raise
     _detach(conn)
     return counts
+
+
+def _intact(conn: apsw.Connection) -> bool:
+    """Whether SQLite's quick check finds the attached shard whole (after a damage error: the
+    shard is to blame, else the output); reads it all, writes nothing."""
+    try:
+        return [tuple(r) for r in conn.execute(f"PRAGMA {SHARD}.quick_check(1)")] == [("ok",)]
+    except apsw.Error:
+        return False
 
 
 def _detach_quietly(conn: apsw.Connection) -> None:

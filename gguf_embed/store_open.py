@@ -12,7 +12,7 @@ from pathlib import Path
 import apsw
 
 from .errors import IndexFileError
-from .store_guard import check_regular
+from .store_guard import DAMAGE_ERRORS, check_regular, damaged
 
 
 def make_parent(path: Path) -> None:
@@ -36,6 +36,8 @@ def connect(path: str | Path, *, readonly: bool = False) -> apsw.Connection:
             if not readonly or os.path.exists(str(path) + "-wal"):
                 raise
             conn = _open(path, readonly=True, immutable=True)
+    except DAMAGE_ERRORS as exc:  # its header or schema: the file is damaged, or not SQLite
+        raise damaged(path, exc) from exc
     except apsw.Error as exc:
         raise IndexFileError(f"cannot open index {path}: {exc}") from exc
     return conn

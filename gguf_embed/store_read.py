@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import apsw
 import numpy as np
 
-from .errors import IndexFileError
+from .errors import IndexDamaged
 from .store_cache import chunk_log
 
 if TYPE_CHECKING:  # imported when the threads first start (~5 ms; a one-shot search
@@ -116,9 +116,11 @@ def _read(conn: apsw.Connection, path: Path, ids: Sequence[int], out: memoryview
                 blob = None
                 continue
             if blob.length() != size:
-                raise IndexFileError(
-                    f"index {path}: chunk {chunk_id}'s vector has {blob.length()} bytes, not "
-                    f"{size} ({size // 4} dims); the file is damaged: re-index with --reindex")
+                raise IndexDamaged(
+                    f"index {path} is damaged: chunk {chunk_id}'s vector has {blob.length()} "
+                    f"bytes, not {size} ({size // 4} dims); build a new index of your files "
+                    f"into another file (gguf-embed index --db NEW.db FOLDER), or restore it "
+                    f"from a backup", path=str(path))
             blob.read_into(out, (row + (len(found) if packed else j)) * size, size)
             found.append((j, chunk_id))
     finally:
@@ -147,7 +149,7 @@ def _parallel(conn: apsw.Connection, path: Path, ids: list[int], matrix: np.ndar
         lo, hi = parts[-1]
         mine = _read(conn, path, ids[lo:hi], out, lo, size, packed=False)
     finally:
-        got = [job.result() for job in jobs]  # an IndexFileError (damaged row) is raised here
+        got = [job.result() for job in jobs]  # an IndexDamaged (a damaged row) is raised here
     got.append(mine)
     if any(part is None for part in got):
         return None

@@ -6,9 +6,15 @@ None (the caller rebuilds it from SQLite).  Loading checks its size, its header 
 checksums of its chunk and document ids and of a sample of its bits (every
 ``QUICK_STRIDE``-th row and the last ``QUICK_TAIL``), not of every bit: that would read the
 whole file (320 MB at 10^6 chunks × 2560 dims, ~40 ms of a one-shot search) before the scan
-reads it again.  A damaged bit elsewhere can only change which candidates are rescored, never
-a score, nor let a deleted or filtered-out chunk through (those come from SQLite and the
-checked ids).
+reads it again.  The ids' and documents' checksum (``order``) weighs each entry by its place,
+so two entries swapped change it (a plain sum, ``check``/``quick``, does not: those are still
+written for older readers; a file without ``order`` is rebuilt).  ~1.5 ms at 10^6 rows.
+
+No checksum stops someone who can write the file, and none is needed for safety: a damaged
+cache can only change which candidates are rescored, never a score, nor let a deleted or
+filtered-out chunk through: scores and vectors come from SQLite, and search.py reads each
+returned chunk's row from SQLite under the path filter (a chunk the cache gave another
+document is dropped there).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ MAGIC = b"GGUFEMBED-BITS\x00\x01"
 QUICK_STRIDE = 1024  # rows: the bits checked on loading (with the last QUICK_TAIL rows)
 QUICK_TAIL = 64
 ALIGN = 64  # bytes: where the arrays of INDEX.bits start (see save)
+ORDER_BLOCK = 32_768  # entries a block when summing ids and documents by place (see _order)
 
 
 def cache_path(db: Path) -> Path:
@@ -43,8 +50,10 @@ def save(bits: Bits, path: Path) -> bool:
     info: dict[str, Any] = {
         "epoch": bits.state.epoch, "inserted": bits.state.inserted,
         "deleted": bits.state.deleted, "dims": bits.dims, "rows": len(bits),
-        "width": int(bits.words.shape[1]), "check": _check(bits.ids, bits.docs, bits.words),
-        "quick": _quick(bits.ids, bits.docs, bits.words),  # "check": for older readers
+        "width": int(bits.words.shape[1]),
+        "check": _check(bits.ids, bits.docs, bits.words),  # for older readers
+        "quick": _quick(bits.ids, bits.docs, bits.words),  # checked, and by older readers
+        "order": _order(bits.ids, bits.docs),  # checked (see the module's docstring)
         "pad": "",
     }
     # the arrays start at a multiple of ALIGN bytes: numpy reads an unaligned memory map
@@ -86,11 +95,8 @@ def load(path: Path, dims: int, *, prefetch: bool = False) -> Bits | None:
                                   shape=(rows, width))
     except (OSError, ValueError, KeyError, TypeError, struct.error):
         return None
-    if "quick" in info:
-        if info["quick"] != _quick(ids, docs, words):
-            return None
-    elif info.get("check") != _check(ids, docs, words):  # written before "quick"
-        return None
+    if info.get("order") != _order(ids, docs) or info.get("quick") != _quick(ids, docs, words):
+        return None  # damaged, or written before "order": rebuilt from SQLite
     from .vector_cache import Bits  # loaded already: it imports this module
 
     state = State(str(info["epoch"]), int(info["inserted"]), int(info["deleted"]))
@@ -106,6 +112,29 @@ def _quick(ids: np.ndarray, docs: np.ndarray, words: np.ndarray) -> list[int]:
     """:func:`_check` of the ids and documents, and of a sample of the bits (see the module's
     docstring): ~2 ms at a million rows, whatever the dimensions."""
     return [_sum(ids), _sum(docs), _sum(words[::QUICK_STRIDE]), _sum(words[-QUICK_TAIL:])]
+
+
+def _order(ids: np.ndarray, docs: np.ndarray) -> list[int]:
+    """Sums of the ids and of the documents, each entry weighed by its place (1, 2, ...),
+    wrapping at 2**64: two entries swapped change it by (j - i) × (a_i - a_j), never 0 mod
+    2**64 while that product is below it (ids and document ids under 2**40, fewer than 2**24
+    rows).  Summed a block at a time in buffers that stay in the CPU's cache (whole-array
+    temporaries cost a one-shot search ~4 ms of page faults at 10^6 rows; a hash of the
+    16 MB ~12 ms)."""
+    weights = np.arange(1, ORDER_BLOCK + 1, dtype=np.uint64)
+    buf = np.empty(ORDER_BLOCK, dtype=np.uint64)
+    out = []
+    for array in (ids, docs):
+        values = np.ascontiguousarray(array).view(np.uint64).ravel()
+        total = 0
+        for start in range(0, len(values), ORDER_BLOCK):
+            part = values[start:start + ORDER_BLOCK]
+            with np.errstate(over="ignore"):  # Σ (start + j + 1) a_j, as Python ints
+                np.multiply(part, weights[:len(part)], out=buf[:len(part)])
+                total += int(np.add.reduce(buf[:len(part)], dtype=np.uint64)) \
+                    + start * int(np.add.reduce(part, dtype=np.uint64))
+        out.append(total % 2**64)
+    return out
 
 
 def _sum(array: np.ndarray) -> int:

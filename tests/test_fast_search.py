@@ -237,11 +237,14 @@ def test_loading_checks_a_sample_of_the_bits_and_bad_bits_never_give_a_wrong_sco
     exact = {int(i): float(v @ q) for i, v in zip(store_ids(store), vectors, strict=True)}
     for chunk_id, score in vector_hits(store, q, 10):
         assert score == pytest.approx(exact[chunk_id], abs=1e-5)
-    # a file from before the sample ("check" alone) is still checked in full: refused
-    path.write_bytes(_with_header(bytes(damaged), lambda info: info.pop("quick")))
-    assert vector_cache.load(path, DIMS) is None
-    path.write_bytes(_with_header(data, lambda info: info.pop("quick")))
-    assert vector_cache.load(path, DIMS) is not None  # undamaged: accepted
+    # a file from before the order-sensitive checksum ("check" alone, or with "quick") is
+    # taken as stale, undamaged or not, and rebuilt from SQLite
+    for old in (("quick", "order"), ("order",)):
+        path.write_bytes(_with_header(data, lambda info, old=old: [info.pop(k) for k in old]))
+        assert vector_cache.load(path, DIMS) is None
+    vector_cache.forget()
+    vector_hits(store, q, 10)
+    assert vector_cache.load(path, DIMS) is not None  # written again, in today's format
 
 
 def store_ids(store: Store) -> list[int]:

@@ -186,11 +186,11 @@ def test_a_search_reads_one_committed_state(tmp_path: Path) -> None:
     reader = Index(db, engine, readonly=True)
     original = reader.store.chunk_rows
 
-    def rows_after_a_commit(ids):  # the writer replaces every document meanwhile
+    def rows_after_a_commit(ids, *args):  # the writer replaces every document meanwhile
         _write_docs(docs, 1, n=3)
         with Index(db, engine) as w:
             assert w.add([docs]).updated == 3
-        return original(ids)
+        return original(ids, *args)
 
     reader.store.chunk_rows = rows_after_a_commit  # type: ignore[method-assign]
     hits = reader.search("codeword1", k=3, mode="keyword")

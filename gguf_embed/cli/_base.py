@@ -293,20 +293,22 @@ def cli(verbose: bool) -> None:
 def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint: str | None,
           cache_dir: str | None, query: bool, task: str | None, dimensions: int | None,
           truncate: bool, as_json: bool) -> None:
-    """Embed TEXTS (or stdin, one text per line) and print the vectors in input order.
+    """Embed TEXTS (or stdin, one text per line; also '-' alone) and print the vectors in
+    input order.
 
     Without --json, each vector is printed as a JSON array on its own line.
     """
     quickly()  # nothing written: the process may end without the interpreter's teardown
     need_stdout()
-    items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
-        else stdin_lines("input")
+    from_stdin = _reads_stdin(texts)
+    items = stdin_lines("input") if from_stdin \
+        else [check_argument(t, f"input {i}") for i, t in enumerate(texts)]
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
     for number, text in enumerate(items):  # numbered from 0, as in the other errors
         if not text.strip():
             raise click.UsageError(f"input {number} is empty; give one non-empty text per "
-                                   f"{'argument' if texts else 'line'}")
+                                   f"{'line' if from_stdin else 'argument'}")
     engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
                                                              cache_dir)
     check_dimensions(engine, dimensions)
@@ -321,6 +323,17 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     else:
         for row in rows:
             click.echo(json.dumps(row))
+
+
+def _reads_stdin(texts: tuple[str, ...]) -> bool:
+    """No TEXT, or ``-`` alone (as ``search -``): the texts are stdin's lines.  A ``-`` among
+    other texts is refused rather than embedded as the text "-"."""
+    if not texts or texts == ("-",):
+        return True
+    if "-" in texts:
+        raise click.UsageError(f"input {texts.index('-')} is '-', which reads stdin: give it "
+                               f"alone (embed -), or put the texts on stdin")
+    return False
 
 
 @cli.group()

@@ -5,13 +5,17 @@ option values, and messages that did not name the option to change."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
 
-from gguf_embed import Engine
+from gguf_embed import Engine, Index
 from gguf_embed.cli import cli
+from gguf_embed.testing import FakeEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,3 +41,36 @@ def test_embed_dash_among_texts_is_a_usage_error(minilm_path: Path) -> None:
     result = CliRunner().invoke(cli, ["embed", "a", "-", "-m", str(minilm_path)], input="x\n")
     assert result.exit_code == 2 and "input 1 is '-', which reads stdin" in result.stderr
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- 2. stderr closed: stdout clean
+def _small_index(tmp_path: Path) -> Path:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+    return db
+
+
+def _cli(*args: str, close_stderr: bool = False, cwd: Path = ROOT,
+         **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    """``python -m gguf_embed ARGS`` in a real child (``2>&-`` when ``close_stderr``)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "gguf_embed", *args], env=env, cwd=cwd,
+                          stdout=subprocess.PIPE,
+                          stderr=None if close_stderr else subprocess.PIPE,
+                          preexec_fn=(lambda: os.close(2)) if close_stderr else None,
+                          timeout=300, **kwargs)  # type: ignore[call-overload]
+
+
+def test_errors_never_reach_stdout_when_stderr_is_closed(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    for args, code in ((["search", "--db", str(db), ""], 1),
+                       (["search", "--db", str(tmp_path / "none.db"), "x"], 1),
+                       (["search", "--bogus"], 2), (["nosuchcommand"], 2)):
+        shown = _cli(*args)
+        assert shown.returncode == code and shown.stderr, args  # the message exists...
+        closed = _cli(*args, close_stderr=True)
+        assert (closed.returncode, closed.stdout) == (code, b""), args  # ...and stays off stdout

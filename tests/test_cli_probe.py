@@ -74,3 +74,21 @@ def test_errors_never_reach_stdout_when_stderr_is_closed(tmp_path: Path) -> None
         assert shown.returncode == code and shown.stderr, args  # the message exists...
         closed = _cli(*args, close_stderr=True)
         assert (closed.returncode, closed.stdout) == (code, b""), args  # ...and stays off stdout
+
+
+# ---------------------------------------------------------------- 3. --reindex keeps the model
+def test_reindex_without_model_uses_the_index_model(tmp_path: Path, minilm_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    db = tmp_path / "i.db"
+    runner = CliRunner()
+    built = runner.invoke(cli, ["index", str(docs), "--db", str(db), "-m", str(minilm_path)])
+    assert built.exit_code == 0, built.stderr
+    empty_cache = tmp_path / "hf"  # the catalog default is not there: never fetched
+    again = runner.invoke(cli, ["index", str(docs), "--db", str(db), "--reindex", "--offline",
+                                "--cache-dir", str(empty_cache), "--json"])
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["added"] == 1
+    status = json.loads(runner.invoke(cli, ["status", "--db", str(db), "--json"]).stdout)
+    assert status["dims"] == 384 and Path(status["model_file"]).name == minilm_path.name

@@ -130,7 +130,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     if ray_address is not None and remote_url():
         raise click.UsageError("--ray and --embed-url: give one (both say where to embed)")
     remote = remote_engine(forbid=("model",))  # a server that is down fails here, first
-    if not reindex and remote is None:
+    if remote is None and not (reindex and model):  # --reindex alone: the index's own model
         model = Index.model_for(db, model)
     executor = None
     if ray_address is not None:  # the model is loaded by the actors; here its tokenizer

@@ -92,3 +92,20 @@ def test_reindex_without_model_uses_the_index_model(tmp_path: Path, minilm_path:
     assert json.loads(again.stdout)["added"] == 1
     status = json.loads(runner.invoke(cli, ["status", "--db", str(db), "--json"]).stdout)
     assert status["dims"] == 384 and Path(status["model_file"]).name == minilm_path.name
+
+
+# ---------------------------------------------------------------- 4. --path errors: escaped
+def test_a_bad_path_filter_never_sends_its_escapes_to_the_terminal(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    result = CliRunner().invoke(cli, ["search", "otters", "--db", str(db), "--mode",
+                                      "keyword", "--path", "\x1b]0;pwned\x07\x1b[2J[z-a]"])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "\\x1b]0;pwned\\x07\\x1b[2J[z-a]" in result.stderr
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1
+
+
+def test_mcp_without_an_index_escapes_the_db_path(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["mcp", "--db", str(tmp_path / "\x1b[2Jx.db")])
+    assert result.exit_code == 1 and "\x1b" not in result.stderr
+    assert "\\x1b[2Jx.db" in result.stderr

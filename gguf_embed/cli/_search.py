@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .. import index_paths, vector_cache
-from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated
+from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated, capped
 from ..index import Index
 from ..models import parse_ref
 from ..search import MODES, SearchResult, keyword_hits, pool_size
@@ -182,8 +182,8 @@ def _check_path(path_glob: str) -> None:
     in one line, before the index is opened or a model loaded."""
     try:
         index_paths.glob(path_glob)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except InputError as exc:  # it quotes the path: escapes shown, never sent to the terminal
+        raise click.ClickException(terminal_text(capped(str(exc)))) from exc
 
 
 def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:

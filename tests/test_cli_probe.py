@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -109,3 +110,31 @@ def test_mcp_without_an_index_escapes_the_db_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["mcp", "--db", str(tmp_path / "\x1b[2Jx.db")])
     assert result.exit_code == 1 and "\x1b" not in result.stderr
     assert "\\x1b[2Jx.db" in result.stderr
+
+
+# ---------------------------------------------------------------- 5. an ignored SIGINT stays so
+def test_index_leaves_an_inherited_ignored_sigint_alone(tmp_path: Path,
+                                                        minilm_path: Path) -> None:
+    """A background job of a script (``gguf-embed index ... &``) starts with SIGINT ignored;
+    a SIGINT that lands while it indexes (sent here by the process itself, just before the
+    files are read) must not stop it, as it does not stop search or embed."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
+    script = ("import os, signal, sys\n"
+              "from gguf_embed.index import Index\n"
+              "add = Index.add\n"
+              "def interrupted_add(self, *a, **k):\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    return add(self, *a, **k)\n"
+              "Index.add = interrupted_add\n"
+              "sys.argv = ['gguf-embed', *sys.argv[1:]]\n"
+              "from gguf_embed.cli import main\n"
+              "main()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-c", script, "index", str(docs), "--db", str(tmp_path / "i.db"),
+         "-m", str(minilm_path), "--json"], env=env, cwd=ROOT, capture_output=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN), timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["added"] == 1

@@ -227,8 +227,10 @@ def _minutes(seconds: float) -> str:
 @contextlib.contextmanager
 def _cancel_on_ctrl_c(cancel: threading.Event) -> Iterator[None]:
     """The first Ctrl-C sets ``cancel`` (the run stops after the batch in flight); a second
-    one raises KeyboardInterrupt at once."""
-    if threading.current_thread() is not threading.main_thread():
+    one raises KeyboardInterrupt at once.  A SIGINT that is not Python's to handle (ignored,
+    as a script's background job ``index ... &`` inherits it; SIG_DFL) is left as it is."""
+    if threading.current_thread() is not threading.main_thread() \
+            or not callable(signal.getsignal(signal.SIGINT)):
         yield
         return
 

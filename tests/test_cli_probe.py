@@ -138,3 +138,30 @@ def test_index_leaves_an_inherited_ignored_sigint_alone(tmp_path: Path,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN), timeout=300)
     assert result.returncode == 0, result.stderr.decode()
     assert json.loads(result.stdout)["added"] == 1
+
+
+# ---------------------------------------------------------------- 6. a deleted current folder
+def test_a_deleted_current_folder_gives_absolute_paths_or_one_line(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+
+    def run(*args: str) -> subprocess.CompletedProcess[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        return subprocess.run([sys.executable, "-m", "gguf_embed", *args], env=env, cwd=gone,
+                              capture_output=True, preexec_fn=lambda: os.rmdir(gone),
+                              timeout=300)
+
+    found = run("search", "otters", "--db", str(db), "--mode", "keyword")
+    assert found.returncode == 0, found.stderr.decode()
+    assert found.stdout.decode().startswith(f"{tmp_path / 'docs' / 'a.md'}:")
+    gone.mkdir()
+    for args in (["search", "otters", "--db", str(db), "--mode", "keyword", "--path", "d/*"],
+                 ["status", "--db", "i.db"],
+                 ["index", "docs", "--db", str(db), "-m", "unused.gguf"]):
+        refused = run(*args)
+        message = refused.stderr.decode()
+        assert refused.returncode == 1 and refused.stdout == b"", (args, message)
+        assert message == ("Error: the current folder no longer exists (deleted while in use): "
+                           "cd to a folder that exists, or give absolute paths\n"), args
+        gone.mkdir()

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -66,9 +67,22 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             interrupted()
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not _current_folder():
+                raise click.ClickException(
+                    "the current folder no longer exists (deleted while in use): cd to a "
+                    "folder that exists, or give absolute paths") from exc
             if not results_failed(exc):  # not a write of the results: as before
                 raise
             results_not_written(exc)
+
+
+def _current_folder() -> bool:
+    """The current folder exists (a shell may sit in one that was deleted)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # command → the module (in this package) that defines it; _base defines embed and models

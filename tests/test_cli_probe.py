@@ -165,3 +165,32 @@ def test_a_deleted_current_folder_gives_absolute_paths_or_one_line(tmp_path: Pat
         assert message == ("Error: the current folder no longer exists (deleted while in use): "
                            "cd to a folder that exists, or give absolute paths\n"), args
         gone.mkdir()
+
+
+# ---------------------------------------------------------------- 7. empty values are refused
+def test_empty_remote_options_are_refused_not_read_as_their_default(tmp_path: Path) -> None:
+    """An empty --embed-url meant a local default model (a multi-GB download); an empty CA
+    file meant the public CAs.  Each is a usage error naming the option or variable, before
+    any model loads or connection is made (127.0.0.1:9 would refuse one)."""
+    offline = ["--offline", "--cache-dir", str(tmp_path / "hf")]
+    url = ["--embed-url", "https://127.0.0.1:9"]
+    cases = [
+        (["--embed-url", ""], {}, "'--embed-url': is empty"),
+        (["--embed-url", " "], {}, "'--embed-url': is empty"),
+        ([*url, "--embed-ca-cert", ""], {}, "'--embed-ca-cert': is empty"),
+        ([*url, "--embed-api-key", ""], {}, "'--embed-api-key': is empty"),
+        ([*url, "--embed-model", ""], {}, "'--embed-model': is empty"),
+        ([], {"GGUF_EMBED_EMBED_URL": ""}, "GGUF_EMBED_EMBED_URL is set but empty"),
+        (url, {"GGUF_EMBED_EMBED_CA_CERT": ""}, "GGUF_EMBED_EMBED_CA_CERT is set but empty"),
+        (url, {"GGUF_EMBED_EMBED_CA_CERT": "  "},
+         "is empty (GGUF_EMBED_EMBED_CA_CERT)"),
+    ]
+    for args, env, message in cases:
+        for command in (["embed", "hi"], ["search", "hi", "--db", str(tmp_path / "i.db")]):
+            result = CliRunner().invoke(cli, [*command, *offline, *args], env=env)
+            assert result.exit_code == 2, (command, args, env, result.stderr)
+            assert message in result.stderr and result.stdout == "", (args, env)
+    assert "GGUF_EMBED_EMBED_CA_CERT" not in os.environ  # the runner set it for a call only
+    unused = CliRunner().invoke(cli, ["embed", "hi", *offline],  # no URL: the CA is unused
+                                env={"GGUF_EMBED_EMBED_CA_CERT": ""})
+    assert "GGUF_EMBED_EMBED_CA_CERT" not in unused.stderr

@@ -122,7 +122,7 @@ def test_non_utf8_stdin_is_a_one_line_error(minilm_path: Path, fake_db: tuple) -
 def test_a_60000_character_path_glob(fake_db: tuple) -> None:
     db, _ = fake_db
     one_line_error(run("search", "alpha", "--db", str(db), "--mode", "keyword", "--path",
-                       "*" + "a" * 60_000), "path filter is 60,001 characters")
+                       "*" + "a" * 60_000), "path filter (--path) is 60,001 characters")
 
 
 # ---------------------------------------------------------------- 6. terminal escapes

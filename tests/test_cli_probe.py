@@ -68,7 +68,7 @@ def _cli(*args: str, close_stderr: bool = False, cwd: Path = ROOT,
 
 def test_errors_never_reach_stdout_when_stderr_is_closed(tmp_path: Path) -> None:
     db = _small_index(tmp_path)
-    for args, code in ((["search", "--db", str(db), ""], 1),
+    for args, code in ((["search", "--db", str(db), ""], 2),
                        (["search", "--db", str(tmp_path / "none.db"), "x"], 1),
                        (["search", "--bogus"], 2), (["nosuchcommand"], 2)):
         shown = _cli(*args)
@@ -194,3 +194,46 @@ def test_empty_remote_options_are_refused_not_read_as_their_default(tmp_path: Pa
     unused = CliRunner().invoke(cli, ["embed", "hi", *offline],  # no URL: the CA is unused
                                 env={"GGUF_EMBED_EMBED_CA_CERT": ""})
     assert "GGUF_EMBED_EMBED_CA_CERT" not in unused.stderr
+
+
+# ---------------------------------------------------------------- 8. messages name the option
+def test_a_too_long_path_filter_names_path(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    result = CliRunner().invoke(cli, ["search", "otters", "--db", str(db), "--mode", "keyword",
+                                      "--path", "*" + "a" * 5_000])
+    assert result.exit_code == 1
+    assert result.stderr == ("Error: the path filter (--path) is 5,001 characters long; "
+                             "at most 4,096\n")
+
+
+def test_a_too_long_input_names_truncate(minilm_path: Path) -> None:
+    long = "word " * 2_000
+    result = CliRunner().invoke(cli, ["embed", "short", long, "-m", str(minilm_path)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("Error: input 1 has ")
+    assert result.stderr.endswith("tokens but the model's context holds 512: split it, or "
+                                  "pass --truncate to cut it to fit\n")
+    cut = CliRunner().invoke(cli, ["embed", "short", long, "--truncate", "-m",
+                                   str(minilm_path)])
+    assert cut.exit_code == 0 and len(cut.stdout.splitlines()) == 2
+
+
+def test_a_folder_as_model_says_it_is_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    for folder, hint in ((tmp_path, " (it holds m.gguf)"), (tmp_path / "sub", "")):
+        result = CliRunner().invoke(cli, ["embed", "hi", "-m", str(folder)])
+        assert result.exit_code == 1
+        assert result.stderr == (f"Error: {folder} is a folder, not a model file: pass the "
+                                 f"path of a .gguf file{hint}\n")
+
+
+def test_an_empty_query_is_a_usage_error_as_an_empty_text_is(tmp_path: Path) -> None:
+    db = _small_index(tmp_path)
+    for query in ("", "   "):
+        result = CliRunner().invoke(cli, ["search", query, "--db", str(db)])
+        assert result.exit_code == 2 and result.stdout == ""
+        assert "Error: the query is empty: give the text to search for" in result.stderr
+    lines = CliRunner().invoke(cli, ["search", "-", "--db", str(db), "--mode", "keyword"],
+                               input="otters\n\n")
+    assert lines.exit_code == 0 and lines.stdout.splitlines()[1] == "[]"

@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from .._text import unicode_problem
-from ..errors import GgufEmbedError, InvalidDimensions, capped
+from ..errors import GgufEmbedError, InputTooLong, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
 from ._exit import ending, quickly
 from ._remote import remote_engine, remote_options
@@ -326,8 +326,13 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
                                                              cache_dir)
     check_dimensions(engine, dimensions)
-    result = engine.encode(items, query=query, task=task, dimensions=dimensions,
-                           truncate=truncate)
+    try:
+        result = engine.encode(items, query=query, task=task, dimensions=dimensions,
+                               truncate=truncate)
+    except InputTooLong as exc:  # the library's advice, in this command's words
+        raise click.ClickException(
+            f"input {exc.index} has {exc.n_tokens:,} tokens but the model's context holds "
+            f"{exc.limit:,}: split it, or pass --truncate to cut it to fit") from exc
     for i in result.truncated:  # inputs are numbered from 0, as in errors and the server
         click.echo(f"warning: input {i} was truncated to {engine.max_tokens} tokens",
                    err=True)

@@ -13,6 +13,7 @@ network.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -190,6 +191,15 @@ def parse_ref(ref: str) -> ModelSpec | Path:
     )
 
 
+def _ggufs_in(folder: Path) -> str:
+    """`` (it holds a.gguf, b.gguf)``: a few of the .gguf files in ``folder``, if any."""
+    try:
+        names = sorted(p.name for p in itertools.islice(folder.glob("*.gguf"), 100))[:3]
+    except OSError:
+        return ""
+    return f" (it holds {', '.join(quoted(n, 80) for n in names)})" if names else ""
+
+
 def resolve_model(
     ref: str | ModelSpec,
     *,
@@ -207,6 +217,9 @@ def resolve_model(
     """
     target = parse_ref(ref) if isinstance(ref, str) else ref
     if isinstance(target, Path):
+        if target.is_dir():
+            raise ModelNotFound(f"{quoted(target)} is a folder, not a model file: pass the path "
+                                f"of a .gguf file{_ggufs_in(target)}")
         if not target.is_file():
             raise ModelNotFound(
                 f"model file not found: {target}; pass an existing .gguf file or a catalog name"

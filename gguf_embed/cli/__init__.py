@@ -84,6 +84,8 @@ def _start() -> None:
     # thread, unless the user set it.  numpy is imported by the command, after this.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _hold_standard_descriptors()
+    if sys.stderr is None:  # 2>&-: click's Error:/Usage: lines fall back to stdout without it
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
     watch_results()  # a failed write of the results: one line, or 141 for a closed pipe
 
 

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import json
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from .._text import unicode_problem
-from ..errors import GgufEmbedError, InvalidDimensions, capped
+from ..errors import GgufEmbedError, InputTooLong, InvalidDimensions, capped
 from ..models import CATALOG, DEFAULT_MODEL, ResolvedModel, resolve_model
 from ._exit import ending, quickly
 from ._remote import remote_engine, remote_options
@@ -66,9 +67,22 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             interrupted()
         except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not _current_folder():
+                raise click.ClickException(
+                    "the current folder no longer exists (deleted while in use): cd to a "
+                    "folder that exists, or give absolute paths") from exc
             if not results_failed(exc):  # not a write of the results: as before
                 raise
             results_not_written(exc)
+
+
+def _current_folder() -> bool:
+    """The current folder exists (a shell may sit in one that was deleted)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # command → the module (in this package) that defines it; _base defines embed and models
@@ -293,25 +307,32 @@ def cli(verbose: bool) -> None:
 def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint: str | None,
           cache_dir: str | None, query: bool, task: str | None, dimensions: int | None,
           truncate: bool, as_json: bool) -> None:
-    """Embed TEXTS (or stdin, one text per line) and print the vectors in input order.
+    """Embed TEXTS (or stdin, one text per line; also '-' alone) and print the vectors in
+    input order.
 
     Without --json, each vector is printed as a JSON array on its own line.
     """
     quickly()  # nothing written: the process may end without the interpreter's teardown
     need_stdout()
-    items = [check_argument(t, f"input {i}") for i, t in enumerate(texts)] if texts \
-        else stdin_lines("input")
+    from_stdin = _reads_stdin(texts)
+    items = stdin_lines("input") if from_stdin \
+        else [check_argument(t, f"input {i}") for i, t in enumerate(texts)]
     if not items:
         raise click.UsageError("no text to embed: pass TEXT arguments or lines on stdin")
     for number, text in enumerate(items):  # numbered from 0, as in the other errors
         if not text.strip():
             raise click.UsageError(f"input {number} is empty; give one non-empty text per "
-                                   f"{'argument' if texts else 'line'}")
+                                   f"{'line' if from_stdin else 'argument'}")
     engine = remote_engine(forbid=("model",)) or load_engine(model, offline, hf_endpoint,
                                                              cache_dir)
     check_dimensions(engine, dimensions)
-    result = engine.encode(items, query=query, task=task, dimensions=dimensions,
-                           truncate=truncate)
+    try:
+        result = engine.encode(items, query=query, task=task, dimensions=dimensions,
+                               truncate=truncate)
+    except InputTooLong as exc:  # the library's advice, in this command's words
+        raise click.ClickException(
+            f"input {exc.index} has {exc.n_tokens:,} tokens but the model's context holds "
+            f"{exc.limit:,}: split it, or pass --truncate to cut it to fit") from exc
     for i in result.truncated:  # inputs are numbered from 0, as in errors and the server
         click.echo(f"warning: input {i} was truncated to {engine.max_tokens} tokens",
                    err=True)
@@ -321,6 +342,17 @@ def embed(texts: tuple[str, ...], model: str | None, offline: bool, hf_endpoint:
     else:
         for row in rows:
             click.echo(json.dumps(row))
+
+
+def _reads_stdin(texts: tuple[str, ...]) -> bool:
+    """No TEXT, or ``-`` alone (as ``search -``): the texts are stdin's lines.  A ``-`` among
+    other texts is refused rather than embedded as the text "-"."""
+    if not texts or texts == ("-",):
+        return True
+    if "-" in texts:
+        raise click.UsageError(f"input {texts.index('-')} is '-', which reads stdin: give it "
+                               f"alone (embed -), or put the texts on stdin")
+    return False
 
 
 @cli.group()

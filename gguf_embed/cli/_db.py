@@ -34,9 +34,10 @@ def db_option(func: Any) -> Any:
 
 
 def display(path: str) -> str:
-    """A path for a terminal: relative when under the current folder, escaped."""
+    """A path for a terminal: relative when under the current folder, escaped; absolute
+    when there is no current folder (deleted while the shell was in it)."""
     try:
         rel = os.path.relpath(path)
-    except ValueError:
+    except (ValueError, OSError):
         rel = path
     return terminal_text(path if rel.startswith("..") else rel)

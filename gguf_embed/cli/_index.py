@@ -130,7 +130,7 @@ def index(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     if ray_address is not None and remote_url():
         raise click.UsageError("--ray and --embed-url: give one (both say where to embed)")
     remote = remote_engine(forbid=("model",))  # a server that is down fails here, first
-    if not reindex and remote is None:
+    if remote is None and not (reindex and model):  # --reindex alone: the index's own model
         model = Index.model_for(db, model)
     executor = None
     if ray_address is not None:  # the model is loaded by the actors; here its tokenizer
@@ -227,8 +227,10 @@ def _minutes(seconds: float) -> str:
 @contextlib.contextmanager
 def _cancel_on_ctrl_c(cancel: threading.Event) -> Iterator[None]:
     """The first Ctrl-C sets ``cancel`` (the run stops after the batch in flight); a second
-    one raises KeyboardInterrupt at once."""
-    if threading.current_thread() is not threading.main_thread():
+    one raises KeyboardInterrupt at once.  A SIGINT that is not Python's to handle (ignored,
+    as a script's background job ``index ... &`` inherits it; SIG_DFL) is left as it is."""
+    if threading.current_thread() is not threading.main_thread() \
+            or not callable(signal.getsignal(signal.SIGINT)):
         yield
         return
 

@@ -8,6 +8,7 @@ only needs ``remote_engine() or load_engine(...)``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -16,9 +17,31 @@ import click
 _KEY = "gguf_embed.remote"
 
 
+# the options whose empty value would silently mean their default (a local model, the public
+# CAs, no key, the server's model): what to give instead
+_NOT_EMPTY = {"embed_url": "the server's URL, or leave it out to use a local model",
+              "embed_model": "a model name, or leave it out for the server's",
+              "embed_api_key": "the key, or leave it out to send none",
+              "embed_ca_cert": "a PEM file or folder, or leave it out for the usual public CAs"}
+
+
 def _keep(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    if param.name in _NOT_EMPTY and isinstance(value, str) and not value.strip():
+        source = ctx.get_parameter_source(param.name)
+        named = (f" ({param.envvar})" if source is click.core.ParameterSource.ENVIRONMENT
+                 else "")
+        raise click.BadParameter(f"is empty{named}: give {_NOT_EMPTY[param.name]}", ctx, param)
     ctx.meta.setdefault(_KEY, {})[param.name] = value
     return value
+
+
+def _set_but_empty(name: str) -> None:
+    """click reads an empty environment variable as unset: for these two that silently means
+    a local model (a multi-GB default download) or the public CAs, so it is refused."""
+    envvar = f"GGUF_EMBED_{name.upper()}"
+    if envvar in os.environ and not os.environ[envvar].strip():
+        what = _NOT_EMPTY[name].replace("leave it out", "unset it")
+        raise click.UsageError(f"{envvar} is set but empty: set it to {what}")
 
 
 def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,7 +93,13 @@ def _options(ctx: click.Context) -> dict[str, Any]:
 
 
 def remote_url() -> str | None:
-    return _options(click.get_current_context()).get("embed_url") or None
+    opts = _options(click.get_current_context())
+    url = opts.get("embed_url") or None
+    if url is None:
+        _set_but_empty("embed_url")
+    elif opts.get("embed_ca_cert") is None:
+        _set_but_empty("embed_ca_cert")
+    return url
 
 
 def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
@@ -79,7 +108,7 @@ def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
     beside it; so are the remote options without --embed-url."""
     ctx = click.get_current_context()
     opts = _options(ctx)
-    url = opts.get("embed_url") or None
+    url = remote_url()
     if url is None:
         for name in ("embed_model", "embed_api_key", "query_prefix", "document_prefix",
                      "embed_context", "embed_ca_cert"):

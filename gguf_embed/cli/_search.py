@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from .. import index_paths, vector_cache
-from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated
+from ..errors import GgufEmbedError, InputError, NonFiniteVectors, QueryTruncated, capped
 from ..index import Index
 from ..models import parse_ref
 from ..search import MODES, SearchResult, keyword_hits, pool_size
@@ -67,6 +67,9 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
     group = "chunk" if chunks else "file"
     db = db or default_db()
     check_argument(query, "the query")
+    if not query.strip():  # a usage error, as embed "" is (a blank line of '-' gives [])
+        raise click.UsageError("the query is empty: give the text to search for, or - to read "
+                               "queries from stdin")
     if path_glob is not None:
         check_argument(path_glob, "--path")
         _check_path(path_glob)
@@ -180,10 +183,13 @@ def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
 def _check_path(path_glob: str) -> None:
     """Refuse a --path that can match nothing (empty, a ``[`` never closed) or is too long
     in one line, before the index is opened or a model loaded."""
+    if len(path_glob) > index_paths.MAX_PATH_FILTER:  # the library's words do not name --path
+        raise click.ClickException(f"the path filter (--path) is {len(path_glob):,} characters "
+                                   f"long; at most {index_paths.MAX_PATH_FILTER:,}")
     try:
         index_paths.glob(path_glob)
-    except InputError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except InputError as exc:  # it quotes the path: escapes shown, never sent to the terminal
+        raise click.ClickException(terminal_text(capped(str(exc)))) from exc
 
 
 def _query_after_rerank(query: str | None, rerank: str | None) -> tuple[str, str | None]:

@@ -160,8 +160,9 @@ def mcp(db: Path | None, model: str | None, offline: bool, hf_endpoint: str | No
         check_exposure(host, api_key, insecure_no_auth)
     db = db or default_db()
     if not watch_paths and not db.exists():
-        raise click.ClickException(f"no index at {db}; build one first with 'gguf-embed index "
-                                   f"PATH' (or pass --db FILE, or --watch PATH)")
+        raise click.ClickException(terminal_text(
+            f"no index at {db}; build one first with 'gguf-embed index PATH' (or pass --db "
+            f"FILE, or --watch PATH)"))
     engine = remote_engine(forbid=("model",))
     if engine is None:
         # an index that is there is opened once now: a FIFO, a foreign or newer file fails here

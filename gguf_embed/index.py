@@ -108,12 +108,11 @@ class Index:
              load: Callable[[str], EmbeddingEngine] | None = None, reindex: bool = False,
              readonly: bool = False, **options: Any) -> Index:
         """The index at ``path`` with its model loaded: ``model``, else the one it records
-        (see :meth:`model_for`; a ``reindex`` without ``model`` takes the default).
+        (see :meth:`model_for`; a ``reindex`` without ``model`` too, as the CLI's).
         ``load`` turns a model reference into an engine (default: ``Engine(resolve_model(
         ref))``); ``options`` go to :class:`Index` (``dimensions``, ``chunking``, ``wait``,
         ...).  Closing the index closes the engine it loaded."""
-        ref = (model or DEFAULT_MODEL) if reindex else cls.model_for(path, model,
-                                                                      must_exist=readonly)
+        ref = cls.model_for(path, model, must_exist=readonly and not reindex)
         engine = (load or load_engine)(ref)
         try:
             index = cls(path, engine, reindex=reindex, readonly=readonly, model_ref=ref,

@@ -59,6 +59,9 @@ def test_open_loads_the_recorded_model(tmp_path: Path) -> None:
     with Index.open(db, "given", load=load) as index:
         assert index.meta["model"] == "my-model"  # same engine identity: the index is kept
     assert asked == ["my-model", "given"]
+    with Index.open(db, load=load, reindex=True) as index:  # a rebuild keeps its model
+        assert index.meta["model"] == "my-model"
+    assert asked[-1] == "my-model"
 
 
 def test_server_holds_one_index_and_reopens_it_after_a_rebuild(

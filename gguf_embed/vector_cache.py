@@ -95,7 +95,7 @@ class Bits:
             np.bitwise_xor(self.words[start:stop], qwords, out=buf[:rows])
             if hasattr(np, "bitwise_count"):  # numpy >= 2
                 np.bitwise_count(buf[:rows], out=cnt[:rows])
-                np.sum(cnt[:rows], axis=1, dtype=np.uint16, out=dist[start:stop])
+                _row_sums(cnt[:rows], dist[start:stop])
             else:
                 np.sum(_POPCOUNT[buf[:rows].view(np.uint8)], axis=1, dtype=np.uint16,
                        out=dist[start:stop])
@@ -120,21 +120,49 @@ class Bits:
         return cast(np.ndarray, table[self.docs])
 
 
+def _row_sums(counts: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = counts[i].sum()``: column by column for rows of up to 16 words (numpy's
+    reduction along a short row pays per row: 10^6 x 6 words, 26 -> 15 ms; x 16, 39 -> 29
+    ms), by ``np.sum`` for wider rows, where the columns' passes cost more."""
+    if counts.shape[1] > 16:
+        np.sum(counts, axis=1, dtype=np.uint16, out=out)
+        return
+    np.copyto(out, counts[:, 0])
+    for column in range(1, counts.shape[1]):
+        np.add(out, counts[:, column], out=out)
+
+
+_import_faiss = True  # False after searching_once(): numpy scans unless faiss is imported
+
+
+def searching_once(once: bool = True) -> None:
+    """Say that this process searches once (a one-shot command): the sign bits are then
+    scanned with numpy (10^6 rows: ~20 ms at 384 dims, ~35 at 1024, ~65 at 2560) instead
+    of importing faiss for a single scan (~70 ms of CPU, most of it holding the GIL, for a
+    scan of 6-15 ms), unless faiss is imported already.  A process that searches again and
+    again (a server, an application) leaves this alone: faiss pays from the second scan.
+    ``searching_once(False)`` undoes it."""
+    global _import_faiss
+    _import_faiss = not once
+
+
 def _scanner(words: np.ndarray) -> Callable[[np.ndarray, np.ndarray, int], np.ndarray] | None:
     """faiss's scan (:func:`_faiss_knn`) where it pays, else None (numpy's): importing faiss
-    costs a fresh process 30-50 ms, more than numpy's scan of fewer than ``FAISS_FROM`` words
-    (~10 ms; 10^5 chunks at 384 dims: ~3 ms), so a one-shot search of a smaller index does
-    without it, unless the process has imported it already."""
-    if words.size < FAISS_FROM and "faiss" not in sys.modules:
+    costs a fresh process ~70 ms, more than numpy's scan of fewer than ``FAISS_FROM`` words
+    (~10 ms; 10^5 chunks at 384 dims: ~3 ms), or than any one scan (:func:`searching_once`),
+    so those do without it, unless the process has imported it already."""
+    if "faiss" not in sys.modules and (words.size < FAISS_FROM or not _import_faiss):
         return None
     return _faiss_knn()
 
 
 def prepare(db: str | Path) -> None:
     """Import what a vector search of the index at ``db`` will scan its sign bits with: faiss,
-    for an ``INDEX.bits`` of about ``FAISS_FROM`` words or more.  A one-shot search calls it
-    in a thread while the model loads (llama.cpp lets go of the GIL), so that faiss's import
-    (30-50 ms) costs no wall time.  Never raises: the search itself says what is wrong."""
+    for an ``INDEX.bits`` of about ``FAISS_FROM`` words or more (nothing after
+    :func:`searching_once`).  Meant for a thread while the model loads (llama.cpp lets go of
+    the GIL).  Never raises: the search itself says what is wrong."""
+    if not _import_faiss:
+        return
     with contextlib.suppress(Exception):
         if os.path.getsize(cache_path(Path(db))) >= 8 * FAISS_FROM:
             _faiss_knn()

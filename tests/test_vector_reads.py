@@ -91,3 +91,29 @@ def test_a_mask_with_no_rows_finds_nothing(tmp_path: Path, monkeypatch: pytest.M
     none = np.zeros(len(bits), dtype=bool)
     assert bits.nearest(vectors[0], 10, none).tolist() == []
     assert bits.nearest(vectors[0], 10).tolist()  # the same bits find rows without a mask
+
+
+@pytest.mark.parametrize("dims", [64, 384, 1024, 1088, 2560])
+def test_numpys_scan_finds_the_rows_fewest_bits_away(dims: int,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy scan (rows of up to 16 words summed column by column, wider ones by
+    np.sum) keeps every row nearer than the cut-off, at every width, as a plain popcount
+    over the whole rows says, with and without a mask."""
+    monkeypatch.setattr(vector_cache, "_scanner", lambda words: None)
+    rng = np.random.default_rng(dims)
+    n = 3_000
+    signs = rng.standard_normal((n, dims)).astype(np.float32)
+    words = vector_cache._words(np.packbits(signs > 0, axis=1, bitorder="little"))
+    bits = vector_cache.Bits(state=None, dims=dims, ids=np.arange(n, dtype=np.int64) * 3,  # type: ignore[arg-type]
+                             docs=np.zeros(n, dtype=np.int64), words=words)
+    query = rng.standard_normal(dims).astype(np.float32)
+    distance = ((signs > 0) != (query > 0)).sum(axis=1)
+    mask = rng.random(n) < 0.5
+    for allowed in (None, mask):
+        got = bits.nearest(query, 20, allowed) // 3
+        pool = np.flatnonzero(allowed) if allowed is not None else np.arange(n)
+        cut = np.sort(distance[pool])[19]
+        assert set(pool[distance[pool] < cut]) <= set(got.tolist())
+        assert (distance[got] <= cut).all() and 20 <= len(got) <= 40
+        if allowed is not None:
+            assert allowed[got].all()

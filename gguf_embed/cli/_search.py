@@ -74,6 +74,9 @@ def search(query: str | None, db: Path | None, model: str | None, offline: bool,
         check_argument(path_glob, "--path")
         _check_path(path_glob)
     queries = stdin_lines("query") if query == "-" else [query]
+    if len(queries) == 1:  # one scan: numpy's, not faiss's ~70 ms import
+        vector_cache.searching_once()
+        click.get_current_context().call_on_close(lambda: vector_cache.searching_once(False))
     if remote_url():  # a missing index fails here, first (its model is the server's)
         Index.model_for(db, "remote", must_exist=True)
         model = None

@@ -131,6 +131,17 @@ def test_ctrl_c_while_the_groups_options_are_parsed_is_one_line_and_130(db: Path
     assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
 
 
+def test_ctrl_c_while_the_groups_context_closes_is_one_line_and_130(db: Path) -> None:
+    """After the command, click closes the group's context inside its own try, where a
+    KeyboardInterrupt became a blank line, "Aborted!" and exit 1."""
+    code = ("import click\n"
+            "def interrupt(self):\n    raise KeyboardInterrupt\n"
+            "click.Context.close = interrupt\nimport sys\n" + SCRIPT)
+    out = run(code, *search_args(db))
+    assert (out.returncode, out.stderr) == (130, "Interrupted.\n"), out.stderr
+    assert complete(out.stdout)
+
+
 def test_ctrl_c_while_main_prepares_the_streams_is_one_line_and_130(db: Path) -> None:
     code = ("import sys, gguf_embed.cli as c\n"
             "def interrupt():\n    raise KeyboardInterrupt\n"

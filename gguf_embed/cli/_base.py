@@ -27,11 +27,24 @@ from ._streams import need_stdout, results_failed, results_not_written, stderr_i
 from ._streams import stdin_lines as stdin_lines  # for the commands, as before
 
 
+class _Context(click.Context):
+    """The group's context: a Ctrl-C while it closes (after the command, in click's own
+    code) is ``Interrupted.`` and 130, not click's blank line, "Aborted!" and exit 1."""
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except KeyboardInterrupt:
+            interrupted()
+
+
 class _Group(click.Group):
     """Maps the library's exception hierarchy to ``Error: ...`` with exit code 1, and Ctrl-C
     to ``Interrupted.`` with exit code 130, once for every command.  A command's module is
     imported when the command is asked for (``LAZY``): ``gguf-embed search`` does not pay for
     the server, the watcher or llama.cpp's diagnostics."""
+
+    context_class = _Context
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*self.commands, *LAZY}) if self is cli else super().list_commands(ctx)

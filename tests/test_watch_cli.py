@@ -30,11 +30,16 @@ WAIT = 60.0  # seconds: generous bounds for a loaded 2-core host; never asserted
 class Watcher:
     """`gguf-embed watch DOCS --json`: its JSON Lines events, read on a thread."""
 
-    def __init__(self, docs: Path, db: Path, model: Path, *extra: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", MAIN, "watch", str(docs), "--db", str(db), "-m", str(model),
-             "--json", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+    def __init__(self, docs: Path, db: Path, model: Path, *extra: str,
+                 ignoring: signal.Signals | None = None) -> None:
+        command = [sys.executable, "-c", MAIN, "watch", str(docs), "--db", str(db), "-m",
+                   str(model), "--json", *extra]
+        if ignoring is not None:  # started with the signal ignored, as nohup-like wrappers do
+            command = ["sh", "-c", f'trap "" {ignoring.name.removeprefix("SIG")}; exec "$@"',
+                       "sh", *command]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()  # None: stdout ended
         self.seen: list[dict[str, Any]] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -42,6 +47,7 @@ class Watcher:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self.events.put(json.loads(line))
+        self.events.put(None)
 
     def next_event(self, timeout: float = WAIT) -> dict[str, Any]:
         try:
@@ -49,6 +55,11 @@ class Watcher:
         except queue.Empty:
             self.stop()
             raise AssertionError(f"no event in {timeout} s; stderr: {self.stderr()}") from None
+        if event is None:  # exited (or closed stdout): no more events will come
+            self.events.put(None)
+            self.stop()
+            raise AssertionError(f"watch ended (exit {self.proc.returncode}); stderr: "
+                                 f"{self.stderr()}")
         self.seen.append(event)
         return event
 
@@ -162,6 +173,29 @@ def test_kill_nine_then_the_next_run_catches_up(docs: Path, tmp_path: Path,
     finally:
         assert w.stop(signal.SIGTERM) == 143
     assert str(docs / "while-down.md") in documents(db)
+
+
+@pytest.mark.parametrize(("ignored", "stop", "code"), [
+    (signal.SIGTERM, signal.SIGINT, 130), (signal.SIGINT, signal.SIGTERM, 143)])
+def test_an_inherited_ignored_signal_stays_ignored(
+        docs: Path, tmp_path: Path, minilm_path: Path, ignored: signal.Signals,
+        stop: signal.Signals, code: int) -> None:
+    """A watch started with SIGTERM (or SIGINT) ignored keeps ignoring it; the other one still
+    stops it gracefully."""
+    db = tmp_path / "i.db"
+    w = Watcher(docs, db, minilm_path, ignoring=ignored)
+    try:
+        assert w.next_event()["kind"] == "catch-up"  # watching: its handlers are in place
+        w.proc.send_signal(ignored)
+        # a change made after the signal was sent, applied and reported: watch lived on past it
+        (docs / "after.md").write_text("# After the signal\n\nStill watching.\n")
+        w.until(lambda e: str(docs / "after.md") in e["paths"])
+        assert w.proc.poll() is None
+    finally:
+        got = w.stop(stop)
+    assert got == code, w.stderr()
+    assert "stopped" in w.stderr()
+    assert str(docs / "after.md") in documents(db)
 
 
 def free_port() -> int:

@@ -62,7 +62,8 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
     if engine is None:
         model = Index.model_for(db, model)
         engine = load_engine(model, offline, hf_endpoint, cache_dir, unload_after=unload_after)
-    signal.signal(signal.SIGTERM, _interrupt)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # not an inherited SIG_IGN
+        signal.signal(signal.SIGTERM, _interrupt)  # (or an application's handler)
 
     def report(event: WatchEvent) -> None:
         if as_json:

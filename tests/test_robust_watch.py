@@ -197,3 +197,34 @@ def test_a_second_watcher_says_who_holds_the_index(tmp_path: Path, qwen_path: Pa
             proc.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_sigterm_while_watch_waits_for_the_index_is_a_graceful_stop(
+        tmp_path: Path, minilm_path: Path) -> None:
+    """SIGTERM while watch waits for another writer's lock: 143 and 'stopped', as once it
+    watches (not 'Interrupted.' and Ctrl-C's 130); nothing was written."""
+    docs = write_docs(tmp_path / "docs")
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()):
+        pass
+    lock = WriteLock(db)
+    lock.acquire()
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, "watch", str(docs), "--db", str(db),
+                             "-m", str(minilm_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines = Lines(proc.stderr)
+    try:
+        assert lines.wait_for(f"index {db} is being written by PID {os.getpid()}", WAIT), \
+            lines.text
+        proc.terminate()
+        code = proc.wait(timeout=WAIT)
+    finally:
+        lock.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 143, lines.text
+    assert lines.wait_for("stopped", WAIT), lines.text
+    assert "Interrupted" not in lines.text
+    assert documents(db) == set()

@@ -72,18 +72,18 @@ def watch(paths: tuple[Path, ...], db: Path | None, model: str | None, offline: 
                 sys.stdout.flush()
         click.echo(event_line(event), err=True)
 
-    with Index(db, engine, model_ref=_model_ref(model, engine),
-               on_wait=_tell_waiting(db)) as index:
-        click.echo(f"watching {', '.join(_display(str(p)) for p in paths)} → {db} "
-                   f"(Ctrl-C to stop)", err=True)
-        try:
+    try:  # from the open on: a SIGTERM while it waits for the write lock is 143 too
+        with Index(db, engine, model_ref=_model_ref(model, engine),
+                   on_wait=_tell_waiting(db)) as index:
+            click.echo(f"watching {', '.join(_display(str(p)) for p in paths)} → {db} "
+                       f"(Ctrl-C to stop)", err=True)
             index.watch(list(paths), None, report, include=include, exclude=exclude,
                         use_ignore_files=not no_ignore, follow_symlinks=follow_symlinks,
                         max_file_bytes=int(max_file_size * 1e6))
-        except KeyboardInterrupt:
-            click.echo("stopped (a batch in progress was rolled back; the next run picks it "
-                       "up)", err=True)
-            sys.exit(128 + _stopped_by[0])  # 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt:
+        click.echo("stopped (a batch in progress was rolled back; the next run picks it "
+                   "up)", err=True)
+        sys.exit(128 + _stopped_by[0])  # 130 for Ctrl-C, 143 for SIGTERM
 
 
 _stopped_by = [int(signal.SIGINT)]

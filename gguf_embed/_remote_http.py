@@ -7,14 +7,17 @@ honoured, in seconds or as a date, capped at 30 s), then
 closed, a connect timeout, 408, 425, 429 and 5xx.  A server that took the request and did not
 answer within the timeout (``probe_timeout`` for the start-up probes, ``timeout`` for the rest)
 is not retried: the same request would wait as long again (5 tries of 300 s were 25 minutes
-of silence), so the error says so at once, naming the request and the seconds.  What retrying will
-not fix fails at once, saying what to do: a certificate that fails verification, a failed
-TLS handshake, a host name that is not known, an http:// URL naming a port that speaks HTTPS
-(:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an answer that is not JSON
-(not an embeddings API: check the URL), 400 (the input refused).  The API key goes in the
-``Authorization`` header to this server only: redirects are not followed (a redirect is an
-error naming where it points), and the environment's proxies and ``SSL_CERT_FILE`` are not
-read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
+of silence), so the error says so at once, naming the request and the seconds; so is an
+https:// server that takes the TCP connection and never answers the TLS handshake (httpx's
+connect timeout: :func:`~gguf_embed._remote_tls.accepts_connections` tells it apart).
+What retrying will not fix fails at once, saying what to do: a certificate that fails
+verification, a failed TLS handshake, a host name that is not known, an http:// URL naming a
+port that speaks HTTPS (:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an
+answer that is not JSON (not an embeddings API: check the URL), 400 (the input refused).  The
+API key goes in the ``Authorization`` header to this server only: redirects are not followed (a
+redirect is an error naming where it points), and the environment's proxies and
+``SSL_CERT_FILE`` are not read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported
+when a client is made.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ._remote_tls import (
+    accepts_connections,
     answers_tls,
     https_error,
     permanent_error,
@@ -100,7 +104,8 @@ class ServerClient:
         and :attr:`missed` says what it was; with ``probe``, waited for ``probe_timeout``."""
         httpx = _httpx()
         why, delay, self.missed = "", 0.0, ""
-        timeout = (httpx.Timeout(self.probe_timeout, connect=CONNECT_TIMEOUT) if probe
+        connect = min(CONNECT_TIMEOUT, self.probe_timeout) if probe else CONNECT_TIMEOUT
+        timeout = (httpx.Timeout(self.probe_timeout, connect=connect) if probe
                    else httpx.USE_CLIENT_DEFAULT)
         for attempt in range(self.retries):
             if attempt:
@@ -109,7 +114,14 @@ class ServerClient:
             try:
                 response = self._client.request(method, path, json=body, timeout=timeout)
             except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
-                raise self._silent(method, path, probe) from exc
+                raise self._silent(f"{method} {path}", self.probe_timeout if probe
+                                   else self.timeout, probe) from exc
+            except httpx.ConnectTimeout as exc:  # for https://: TCP, or the TLS handshake
+                if self.url.startswith("https://") and not self._transport \
+                        and accepts_connections(self.url, connect):
+                    raise self._silent("the TLS handshake", connect, probe) from exc
+                why = retry_reason(exc)
+                continue
             except httpx.TransportError as exc:
                 permanent = permanent_error(exc, self.url, self.ca_cert)
                 if permanent is None and not isinstance(
@@ -161,15 +173,15 @@ class ServerClient:
                                 f"({why}, {self.retries} tries): start it, or check "
                                 f"--embed-url", url=self.url)
 
-    def _silent(self, method: str, path: str, probe: bool) -> EngineUnavailable:
+    def _silent(self, what: str, seconds: float, probe: bool) -> EngineUnavailable:
         """The error for a request that was taken and not answered in time (not retried)."""
-        seconds = self.probe_timeout if probe else self.timeout
         advice = ("check that --embed-url points at an embeddings server (not another "
-                  "service on that port) and that it is running, not stopped or stuck"
-                  if probe else "if it is busy or slow (a big batch on a CPU), give a longer "
-                  "--embed-timeout or a smaller --embed-batch; else check that it is not stuck")
+                  "service on that port) and that it is up (not still starting, stopped or "
+                  "stuck)" if probe else
+                  "if it is busy or slow (a big batch on a CPU), give a longer --embed-timeout "
+                  "or a smaller --embed-batch; else check that it is not stuck")
         return EngineUnavailable(f"the embedding server at {self.url} accepted the connection "
-                                 f"but did not answer {method} {path} within {seconds:g} s: "
+                                 f"but did not answer {what} within {seconds:g} s: "
                                  f"{advice}", url=self.url)
 
     def _https_instead(self) -> EngineUnavailable | None:

@@ -23,7 +23,7 @@ from gguf_embed.cli import cli
 from tests.test_remote_failures import engine_error, raw_server
 
 PROBE_ADVICE = ("check that --embed-url points at an embeddings server (not another service "
-                "on that port) and that it is running, not stopped or stuck")
+                "on that port) and that it is up (not still starting, stopped or stuck)")
 EMBED_ADVICE = ("if it is busy or slow (a big batch on a CPU), give a longer --embed-timeout "
                 "or a smaller --embed-batch; else check that it is not stuck")
 
@@ -52,6 +52,18 @@ def test_a_server_that_never_answers_is_one_line_after_the_probe_timeout() -> No
     assert str(error) == (f"the embedding server at {url} accepted the connection but did "
                           f"not answer GET /health within 0.2 s: {PROBE_ADVICE}")
     assert sleeps == [] and len(heard) == 1 and heard[0].startswith(b"GET /health ")
+
+
+def test_an_https_server_that_never_answers_the_handshake_is_one_line() -> None:
+    """For https://, the silence comes in the TLS handshake (a connect timeout to httpx): a
+    port that takes connections is told from one that cannot be reached, and not retried."""
+    with silent_server() as (url, heard):
+        url = url.replace("http://", "https://")
+        error, sleeps = engine_error(url, probe_timeout=0.2)
+    assert isinstance(error, EngineUnavailable)
+    assert str(error) == (f"the embedding server at {url} accepted the connection but did "
+                          f"not answer the TLS handshake within 0.2 s: {PROBE_ADVICE}")
+    assert sleeps == [] and heard[0].startswith(b"\x16")  # a TLS ClientHello
 
 
 @pytest.mark.parametrize("how", ["flag", "env"])

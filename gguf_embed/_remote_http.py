@@ -4,14 +4,20 @@ client, requests retried with backoff, and the errors, each naming the server's 
 Transient failures are retried ``retries`` times with exponential backoff (``Retry-After``
 honoured, in seconds or as a date, capped at 30 s), then
 :class:`~gguf_embed.errors.EngineUnavailable` names the URL: the connection refused, reset or
-closed, timeouts, 408, 425, 429 and 5xx.  What retrying will
-not fix fails at once, saying what to do: a certificate that fails verification, a failed
-TLS handshake, a host name that is not known, an http:// URL naming a port that speaks HTTPS
-(:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an answer that is not JSON
-(not an embeddings API: check the URL), 400 (the input refused).  The API key goes in the
-``Authorization`` header to this server only: redirects are not followed (a redirect is an
-error naming where it points), and the environment's proxies and ``SSL_CERT_FILE`` are not
-read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported when a client is made.
+closed, a connect timeout, 408, 425, 429 and 5xx.  A server that took the request and did not
+answer within the timeout (``probe_timeout`` for the start-up probes, ``timeout`` for the rest)
+is not retried: the same request would wait as long again (5 tries of 300 s were 25 minutes
+of silence), so the error says so at once, naming the request and the seconds; so is an
+https:// server that takes the TCP connection and never answers the TLS handshake (httpx's
+connect timeout: :func:`~gguf_embed._remote_tls.accepts_connections` tells it apart).
+What retrying will not fix fails at once, saying what to do: a certificate that fails
+verification, a failed TLS handshake, a host name that is not known, an http:// URL naming a
+port that speaks HTTPS (:mod:`gguf_embed._remote_tls`), 401/403 (the API key), 404/405 and an
+answer that is not JSON (not an embeddings API: check the URL), 400 (the input refused).  The
+API key goes in the ``Authorization`` header to this server only: redirects are not followed (a
+redirect is an error naming where it points), and the environment's proxies and
+``SSL_CERT_FILE`` are not read.  Needs httpx (``pip install "gguf-embed[remote]"``), imported
+when a client is made.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ._remote_tls import (
+    accepts_connections,
     answers_tls,
     https_error,
     permanent_error,
@@ -34,6 +41,8 @@ from ._remote_util import server_message
 from .errors import EngineError, EngineUnavailable, InputError, first_line, quoted
 
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CONNECT_TIMEOUT = 10.0  # seconds to connect (a firewall that drops packets: retried)
+PROBE_TIMEOUT = 10.0  # seconds for a start-up probe's answer (see ServerClient)
 NOT_AN_API = ("check that --embed-url is the root of an OpenAI-compatible embeddings API (the "
               "URL before /v1/embeddings) and that --embed-model names a model it serves")
 
@@ -48,13 +57,21 @@ def _httpx() -> Any:
 
 
 class ServerClient:
-    """Requests to the server at ``url`` (its root, already checked by ``clean_url``)."""
+    """Requests to the server at ``url`` (its root, already checked by ``clean_url``).
+
+    ``timeout``: the seconds to wait for an answer (an embedding request may take long: a
+    big batch on a CPU server).  ``probe_timeout`` (at most ``timeout``): the same for the
+    start-up probes (``/health``, ``/tokenize``, ``/v1/models``), which every server answers
+    in milliseconds without touching its model (llama-server answers 503 while it loads, and
+    that is retried), so that a port that accepts connections and never answers (a stopped
+    or stuck server, another service) is one line after seconds, not a silent wait."""
 
     def __init__(self, url: str, *, api_key: str | None, retries: int, backoff: float,
-                 timeout: float, transport: Any = None, ca_cert: Any = None,
-                 sleep: Callable[[float], None] | None = None) -> None:
+                 timeout: float, probe_timeout: float = PROBE_TIMEOUT, transport: Any = None,
+                 ca_cert: Any = None, sleep: Callable[[float], None] | None = None) -> None:
         httpx = _httpx()
         self.url, self.retries, self.backoff = url, retries, backoff
+        self.timeout, self.probe_timeout = timeout, min(probe_timeout, timeout)
         self.ca_cert = ca_cert
         self.redirect: EngineUnavailable | None = None  # the last one an optional probe met
         self.missed = ""  # why the last optional probe answered None
@@ -71,7 +88,7 @@ class ServerClient:
             verify = ssl_context(ca_cert, url)
         try:
             self._client = httpx.Client(base_url=url, headers=headers, transport=transport,
-                                        timeout=httpx.Timeout(timeout, connect=10.0),
+                                        timeout=httpx.Timeout(timeout, connect=CONNECT_TIMEOUT),
                                         verify=verify, follow_redirects=False, trust_env=False)
         except httpx.InvalidURL as exc:
             raise InputError(f"--embed-url {quoted(url)} is not a valid URL "
@@ -80,18 +97,31 @@ class ServerClient:
     def close(self) -> None:
         self._client.close()
 
-    def json(self, method: str, path: str, body: Any, *, optional: bool = False) -> Any:
+    def json(self, method: str, path: str, body: Any, *, optional: bool = False,
+             probe: bool = False) -> Any:
         """The JSON answer of one request, retried as the module docstring says; with
         ``optional``, None for an answer that is not a 2xx (a probe of what the server is),
-        and :attr:`missed` says what it was."""
+        and :attr:`missed` says what it was; with ``probe``, waited for ``probe_timeout``."""
         httpx = _httpx()
         why, delay, self.missed = "", 0.0, ""
+        connect = min(CONNECT_TIMEOUT, self.probe_timeout) if probe else CONNECT_TIMEOUT
+        timeout = (httpx.Timeout(self.probe_timeout, connect=connect) if probe
+                   else httpx.USE_CLIENT_DEFAULT)
         for attempt in range(self.retries):
             if attempt:
                 self._sleep(delay)
             delay = min(self.backoff * 2 ** attempt, 30.0)
             try:
-                response = self._client.request(method, path, json=body)
+                response = self._client.request(method, path, json=body, timeout=timeout)
+            except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+                raise self._silent(f"{method} {path}", self.probe_timeout if probe
+                                   else self.timeout, probe) from exc
+            except httpx.ConnectTimeout as exc:  # for https://: TCP, or the TLS handshake
+                if self.url.startswith("https://") and not self._transport \
+                        and accepts_connections(self.url, connect):
+                    raise self._silent("the TLS handshake", connect, probe) from exc
+                why = retry_reason(exc)
+                continue
             except httpx.TransportError as exc:
                 permanent = permanent_error(exc, self.url, self.ca_cert)
                 if permanent is None and not isinstance(
@@ -142,6 +172,17 @@ class ServerClient:
         raise EngineUnavailable(f"the embedding server at {self.url} cannot be reached "
                                 f"({why}, {self.retries} tries): start it, or check "
                                 f"--embed-url", url=self.url)
+
+    def _silent(self, what: str, seconds: float, probe: bool) -> EngineUnavailable:
+        """The error for a request that was taken and not answered in time (not retried)."""
+        advice = ("check that --embed-url points at an embeddings server (not another "
+                  "service on that port) and that it is up (not still starting, stopped or "
+                  "stuck)" if probe else
+                  "if it is busy or slow (a big batch on a CPU), give a longer --embed-timeout "
+                  "or a smaller --embed-batch; else check that it is not stuck")
+        return EngineUnavailable(f"the embedding server at {self.url} accepted the connection "
+                                 f"but did not answer {what} within {seconds:g} s: "
+                                 f"{advice}", url=self.url)
 
     def _https_instead(self) -> EngineUnavailable | None:
         """The error for an http:// URL whose port speaks HTTPS (asked once per client)."""

@@ -140,6 +140,19 @@ def answers_tls(url: str) -> bool:
         return False
 
 
+def accepts_connections(url: str, timeout: float) -> bool:
+    """Whether the server at ``url`` accepts a TCP connection within ``timeout`` seconds
+    (asked after an https:// connect timeout: if it does, the TLS handshake went unanswered;
+    nothing is sent)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def https_error(url: str) -> EngineUnavailable:
     return EngineUnavailable(f"the embedding server at {url} speaks HTTPS on that port: give "
                              f"--embed-url {_swap(url, 'https')}", url=url)
@@ -192,5 +205,5 @@ def redirect_error(url: str, path: str, response: Any) -> EngineUnavailable:
                              f"that the API key goes nowhere else: {trust}", url=url)
 
 
-__all__ = ["answers_tls", "https_error", "permanent_error", "redirect_error", "retry_reason",
-           "ssl_context"]
+__all__ = ["accepts_connections", "answers_tls", "https_error", "permanent_error",
+           "redirect_error", "retry_reason", "ssl_context"]

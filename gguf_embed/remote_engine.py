@@ -26,8 +26,11 @@ Qwen3-Embedding-0.6B``, ``qwen3-embedding:0.6b`` → ``qwen3-embedding-0.6b``), 
 
 Requests: ``batch_size`` inputs each, ``concurrency`` at once, retried with backoff as
 :mod:`gguf_embed._remote_http` says; :class:`~gguf_embed.errors.EngineUnavailable` names the
-URL.  An https:// server is verified with the default CA bundle or, given ``ca_cert`` (a PEM
-file or a folder of them), with those CA certificates only (:mod:`gguf_embed._remote_tls`).
+URL.  An answer is waited for ``timeout`` seconds (an embedding request), or ``probe_timeout``
+(the start-up probes: what the server is and serves), and a request not answered in time is
+an error at once, not retried.  An https:// server is verified with the default CA bundle
+or, given ``ca_cert`` (a PEM file or a folder of them), with those CA certificates only
+(:mod:`gguf_embed._remote_tls`).
 The API key goes in the ``Authorization`` header to this server only and is never in a
 message.  Vectors come back in full and are cut (Matryoshka) and normalized here.  Needs httpx
 (``pip install "gguf-embed[remote]"``), imported when an engine is made.
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._remote_http import ServerClient
+from ._remote_http import PROBE_TIMEOUT, ServerClient
 from ._remote_util import (
     BYTES_PER_TOKEN,
     Answer,
@@ -89,6 +92,7 @@ class RemoteEngine(EmbedShortcut):
     def __init__(self, url: str, *, model: str | None = None, api_key: str | None = None,
                  batch_size: int = 64, concurrency: int = 2, retries: int = 5,
                  backoff: float | None = None, timeout: float = 300.0,
+                 probe_timeout: float = PROBE_TIMEOUT,
                  context: int | None = None, query_prefix: str | None = None,
                  document_prefix: str | None = None,
                  ca_cert: str | os.PathLike[str] | None = None, transport: Any = None,
@@ -99,7 +103,8 @@ class RemoteEngine(EmbedShortcut):
         self.batch_size, self.concurrency = batch_size, concurrency
         self._http = ServerClient(self.url, api_key=api_key, retries=retries,
                                   backoff=BACKOFF if backoff is None else backoff,
-                                  timeout=timeout, transport=transport, ca_cert=ca_cert,
+                                  timeout=timeout, probe_timeout=probe_timeout,
+                                  transport=transport, ca_cert=ca_cert,
                                   sleep=sleep)
         self._json = self._http.json
         self._pool: ThreadPoolExecutor | None = None
@@ -114,7 +119,7 @@ class RemoteEngine(EmbedShortcut):
     # ---------------------------------------------------------------- the probe
     def _probe(self, model: str | None, context: int | None, query_prefix: str | None,
                document_prefix: str | None) -> None:
-        health = self._json("GET", "/health", None, optional=True)
+        health = self._json("GET", "/health", None, optional=True, probe=True)
         if isinstance(health, dict) and health.get("server") == "gguf-embed":
             self.kind = "gguf-embed"
             if query_prefix is not None or document_prefix is not None:
@@ -132,7 +137,7 @@ class RemoteEngine(EmbedShortcut):
             self._fingerprint = str(health.get("fingerprint") or "")
         else:
             tokens = self._json("POST", "/tokenize", {"content": "probe", "add_special": True},
-                                optional=True)
+                                optional=True, probe=True)
             self.kind = "llama-server" if isinstance(tokens, dict) and isinstance(
                 tokens.get("tokens"), list) else "openai"
             self.model = model or self._served_model()
@@ -156,7 +161,7 @@ class RemoteEngine(EmbedShortcut):
                 self.server_model.encode("utf-8")).hexdigest()[:32]
 
     def _served_model(self) -> str:
-        listing = self._json("GET", "/v1/models", None, optional=True)
+        listing = self._json("GET", "/v1/models", None, optional=True, probe=True)
         data = listing.get("data") if isinstance(listing, dict) else None
         if isinstance(data, list) and data and isinstance(data[0], dict) and data[0].get("id"):
             return str(data[0]["id"])

@@ -68,6 +68,12 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
         _option("--embed-concurrency", type=click.IntRange(1, 64), default=2,
                      show_default=True, metavar="N",
                      help="With --embed-url: requests in flight at once."),
+        _option("--embed-timeout", envvar="GGUF_EMBED_EMBED_TIMEOUT",
+                     type=click.FloatRange(0, min_open=True), default=300.0,
+                     show_default=True, metavar="SECONDS",
+                     help="With --embed-url: how long to wait for the answer to one request "
+                          "(a batch of --embed-batch inputs); the start-up checks wait at "
+                          "most 10 s [env: GGUF_EMBED_EMBED_TIMEOUT]."),
         _option("--embed-context", type=click.IntRange(16), default=None, metavar="TOKENS",
                      help="With --embed-url: the most tokens one input may have [default: "
                           "what a gguf-embed server says, else the catalog's, else 512]."),
@@ -111,7 +117,7 @@ def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
     url = remote_url()
     if url is None:
         for name in ("embed_model", "embed_api_key", "query_prefix", "document_prefix",
-                     "embed_context", "embed_ca_cert"):
+                     "embed_context", "embed_ca_cert", "embed_timeout"):
             if opts.get(name) is not None and ctx.get_parameter_source(name) \
                     is click.core.ParameterSource.COMMANDLINE:
                 raise click.UsageError(f"--{name.replace('_', '-')} needs --embed-url")
@@ -125,6 +131,7 @@ def remote_engine(*, forbid: tuple[str, ...] = ()) -> Any:
     return RemoteEngine(url, model=opts.get("embed_model"), api_key=opts.get("embed_api_key"),
                         batch_size=opts.get("embed_batch") or 64,
                         concurrency=opts.get("embed_concurrency") or 2,
+                        timeout=opts.get("embed_timeout") or 300.0,
                         context=opts.get("embed_context"),
                         query_prefix=opts.get("query_prefix"),
                         document_prefix=opts.get("document_prefix"),

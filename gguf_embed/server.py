@@ -34,9 +34,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import signal
 import socket
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,6 +355,19 @@ def run_app(app: Any, sock: socket.socket, *, log_level: str = "warning",
     import uvicorn
 
     class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            """uvicorn's handlers, but a signal the process was started with ignored (SIGINT
+            in a background job, SIGTERM under a supervisor that stops it otherwise) stays
+            ignored: uvicorn took it over and stopped the server, exit 0."""
+            main = threading.current_thread() is threading.main_thread()
+            ignored = [sig for sig in (signal.SIGINT, signal.SIGTERM)
+                       if main and signal.getsignal(sig) is signal.SIG_IGN]
+            with super().capture_signals():
+                for sig in ignored:
+                    signal.signal(sig, signal.SIG_IGN)
+                yield
+
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=sockets)
             if self.started and ready is not None:

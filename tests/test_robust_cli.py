@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import apsw
@@ -288,6 +290,38 @@ def test_ctrl_c_on_a_server_exits_130(tmp_path: Path, docs: Path, qwen_path: Pat
     assert "Traceback" not in err
     # announced only once uvicorn runs with its signal handlers: never a half-started loop
     assert "never awaited" not in err and "event loop" not in err, err
+
+
+@pytest.mark.parametrize("command", ["serve", "mcp"])
+def test_a_server_started_with_sigterm_ignored_keeps_ignoring_it(
+        tmp_path: Path, docs: Path, qwen_path: Path, command: str) -> None:
+    """uvicorn installs its own handlers whatever the process inherited: a SIGTERM ignored
+    by the parent (a supervisor that stops the server another way) stopped it, exit 0."""
+    db = tmp_path / "i.db"
+    with Index(db, FakeEngine()) as index:
+        index.add([docs])
+    args = ["serve", "--port", "0"] if command == "serve" else ["mcp", "--http", "--port", "0"]
+    proc = subprocess.Popen(["sh", "-c", 'trap "" TERM; exec "$@"', "sh", sys.executable, "-c",
+                             MAIN, *args, "--db", str(db), "-m", str(qwen_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    lines = Lines(proc.stderr)
+    try:
+        assert lines.wait_for("serving" if command == "serve" else "MCP server on", 120), \
+            lines.text
+        url = re.search(r"http://127\.0\.0\.1:\d+", lines.text)
+        assert url is not None, lines.text
+        proc.send_signal(signal.SIGTERM)
+        with pytest.raises(subprocess.TimeoutExpired):  # uvicorn's stop took well under this
+            proc.wait(5)
+        path = "/health" if command == "serve" else "/mcp"
+        with urllib.request.urlopen(url.group() + path, timeout=30) as answer:
+            assert answer.status < 500
+    except urllib.error.HTTPError as exc:  # /mcp without MCP's headers: answered all the same
+        assert exc.code < 500
+    finally:
+        proc.send_signal(signal.SIGINT)
+        err = lines.rest(proc, 60)
+    assert proc.returncode == 130 and err.rstrip().endswith("Interrupted."), err
 
 
 LEFTOVERS = """

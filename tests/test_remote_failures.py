@@ -2,19 +2,14 @@
 either way, a host name that is not known, a bad URL, a key missing or refused, a URL that is
 not an embeddings API) stops at once with one line saying what to do; what a starting server
 does (closing connections, a name lookup that may work later) is still retried.  Servers are
-little threads on 127.0.0.1: http.server stubs (tests.test_remote_tls.Server) and raw sockets;
+little threads on 127.0.0.1: http.server stubs (tests.support.local_servers) and raw sockets;
 certificates from trustme."""
 
 from __future__ import annotations
 
 import email.utils
-import http.server
 import json
 import socket
-import ssl
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -26,63 +21,22 @@ from click.testing import CliRunner
 from gguf_embed import EngineUnavailable, RemoteEngine
 from gguf_embed.cli import cli
 from gguf_embed.errors import EngineError, InputError
-from tests.test_remote_tls import DIMS, KEY, Server
+from tests.support import local_servers
+from tests.support.local_servers import (
+    DIMS,
+    KEY,
+    LocalHTTPServer,
+    QuietHandler,
+    Server,
+    engine_error,
+    raw_server,
+    tls_context,
+)
+
+ca, ca_file = local_servers.ca, local_servers.ca_file  # the private CA fixtures, shared
 
 API_HINT = ("check that --embed-url is the root of an OpenAI-compatible embeddings API (the URL "
             "before /v1/embeddings) and that --embed-model names a model it serves")
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture()
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "private-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
-def tls_context(ca: trustme.CA) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    return context
-
-
-@contextmanager
-def raw_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
-    """A TCP server on a free 127.0.0.1 port that gives each connection to ``handle``."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
-
-    def serve_one(conn: socket.socket) -> None:
-        with conn, suppress(OSError):
-            handle(conn)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield int(listener.getsockname()[1])
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)  # wakes accept()
-        listener.close()
-        thread.join(5)
-
-
-def engine_error(url: str, **kwargs: Any) -> tuple[Exception, list[float]]:
-    """The error making an engine for ``url`` raises, and the backoff sleeps before it."""
-    sleeps: list[float] = []
-    with pytest.raises((EngineUnavailable, EngineError, InputError)) as caught:
-        RemoteEngine(url, sleep=sleeps.append, **kwargs)
-    return caught.value, sleeps
 
 
 # ---------------------------------------------------------------- TLS either way
@@ -243,14 +197,14 @@ def test_a_bad_url_never_echoes_a_key_in_it() -> None:
 
 
 # ---------------------------------------------------------------- answers that are not the API
-class Answering:
+class Answering(LocalHTTPServer):
     """An HTTP server on 127.0.0.1 that answers every request with ``status`` and ``body``."""
 
     def __init__(self, status: int, body: bytes = b"", kind: str = "text/html") -> None:
         self.heard: list[str] = []
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 outer.heard.append(self.path)
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -262,20 +216,7 @@ class Answering:
 
             do_POST = do_GET
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Answering:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.mark.parametrize(("key", "status", "said"), [
@@ -315,7 +256,7 @@ def test_a_web_page_is_not_taken_for_the_api() -> None:
 
 
 # ---------------------------------------------------------------- still retried: Retry-After
-class Busy:
+class Busy(LocalHTTPServer):
     """An embeddings server on 127.0.0.1 that answers its first embedding requests with the
     scripted (status, Retry-After) pairs, then embeds."""
 
@@ -323,10 +264,12 @@ class Busy:
         self.script = list(script)
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 size = len(json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                            ["input"]) if self.path == "/v1/embeddings" else 0
+                headers: dict[str, str]
+                body: Any
                 if self.path == "/v1/models":
                     status, headers, body = 200, {}, {"data": [{"id": "m"}]}
                 elif self.path != "/v1/embeddings":
@@ -338,30 +281,11 @@ class Busy:
                     status, headers = 200, {}
                     body = {"data": [{"index": i, "embedding": [1.0, float(i)]}
                                      for i in range(size)]}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {**headers, "Content-Type": "application/json",
-                                    "Content-Length": str(len(data))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(body, status, headers)
 
             do_GET = do_POST
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Busy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 def test_retry_after_in_seconds_or_as_a_date_is_honoured_and_capped() -> None:

@@ -7,7 +7,6 @@ measures time."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import threading
@@ -20,7 +19,7 @@ from click.testing import CliRunner
 
 from gguf_embed import EngineUnavailable, RemoteEngine
 from gguf_embed.cli import cli
-from tests.test_remote_failures import engine_error, raw_server
+from tests.support.local_servers import LocalHTTPServer, QuietHandler, engine_error, raw_server
 
 PROBE_ADVICE = ("check that --embed-url points at an embeddings server (not another service "
                 "on that port) and that it is up (not still starting, stopped or stuck)")
@@ -89,7 +88,7 @@ def test_embed_timeout_needs_the_url_and_a_positive_number() -> None:
     assert zero.exit_code == 2 and "--embed-timeout" in zero.stderr
 
 
-class Stalling:
+class Stalling(LocalHTTPServer):
     """An embeddings server on 127.0.0.1 that answers its model list and the first
     ``answered`` embedding requests, then takes embedding requests and never answers them."""
 
@@ -97,7 +96,7 @@ class Stalling:
         self.embeddings, self.release = 0, threading.Event()
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path == "/v1/embeddings":
@@ -115,30 +114,15 @@ class Stalling:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(answer)
 
             do_GET = do_POST
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Stalling:
-        self.thread.start()
-        return self
+        super().__init__(Handler)
 
     def __exit__(self, *exc: object) -> None:
         self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
 
 def test_an_embedding_request_not_answered_in_time_is_one_line_and_not_retried() -> None:

@@ -6,10 +6,7 @@ Servers are little http.server stubs on 127.0.0.1, certificates from trustme."""
 from __future__ import annotations
 
 import datetime
-import http.server
 import json
-import ssl
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -22,84 +19,10 @@ from gguf_embed import EngineUnavailable, RemoteEngine
 from gguf_embed._remote_tls import ssl_context
 from gguf_embed.cli import cli
 from gguf_embed.errors import InputError
+from tests.support import local_servers
+from tests.support.local_servers import DIMS, KEY, Server
 
-KEY = "sk-test-0123456789-secret"
-DIMS = 4
-
-
-class Server:
-    """An OpenAI-style embeddings server on a free 127.0.0.1 port (https with ``cert``), or
-    one that answers every request with a redirect to ``redirect`` + the path; it records
-    each request as (method, path, Authorization header)."""
-
-    def __init__(self, *, cert: trustme.LeafCert | None = None, redirect: str | None = None,
-                 status: int = 301) -> None:
-        self.heard: list[tuple[str, str, str | None]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.heard.append((self.command, self.path,
-                                    self.headers.get("Authorization")))
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length)) if length else {}
-                if redirect is not None:
-                    self.send_response(status)
-                    self.send_header("Location", redirect + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                if self.path == "/v1/models":
-                    answer: Any = {"data": [{"id": "stub"}]}
-                elif self.path == "/v1/embeddings":
-                    answer = {"data": [{"index": i, "embedding": [1.0, 0.0, 0.0, float(i)]}
-                                       for i in range(len(body["input"]))], "model": "stub"}
-                else:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                data = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_POST = do_GET
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.scheme = "http"
-        if cert is not None:
-            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            cert.configure_cert(context)
-            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
-            self.scheme = "https"
-        self.url = f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture()
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "private-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
+ca, ca_file = local_servers.ca, local_servers.ca_file  # the private CA fixtures, shared
 
 
 # ---------------------------------------------------------------- a private CA (ca_cert)

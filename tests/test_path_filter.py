@@ -6,7 +6,6 @@ HTTP, MCP), before any query is embedded."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from gguf_embed.errors import InputError
 from gguf_embed.index import Index
 from gguf_embed.index_paths import glob, glob_problem
 from gguf_embed.testing import FakeEngine
+from tests.support import path_tree
 
 TEXT = "the archive of the ark\n"
 FILES = ("br/[draft] ark.md", "br/d ark.md", "br/a ark.md", "br/[x]/inner.md",
@@ -27,19 +27,13 @@ FILES = ("br/[draft] ark.md", "br/d ark.md", "br/a ark.md", "br/[x]/inner.md",
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The index ``i.db`` of ``br/`` and ``brother/``, with the current folder at their
     parent (the CLI resolves --path from there)."""
-    for name in FILES:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(TEXT)
-    with Index(tmp_path / "i.db", FakeEngine()) as index:
-        index.add([tmp_path / "br", tmp_path / "brother"])
+    path_tree.make_index(tmp_path, FILES, TEXT, ("br", "brother"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def found(base: Path, path: str, mode: str = "keyword") -> set[str]:
-    with Index(base / "i.db", FakeEngine(), readonly=True) as index:
-        return {os.path.relpath(h.path, base)
-                for h in index.search("archive", k=50, mode=mode, path=path)}
+    return path_tree.found(base, path, mode, "archive")
 
 
 def run(*args: str) -> Result:

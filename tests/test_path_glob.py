@@ -23,6 +23,7 @@ from gguf_embed.index_paths import glob, glob_problem
 from gguf_embed.search import keyword_hits, search, vector_hits
 from gguf_embed.store import Store
 from gguf_embed.testing import FakeEngine
+from tests.support import path_tree
 
 DIMS = 64
 PER_DOC = 5
@@ -138,19 +139,13 @@ FILES = ("br/d ark.md", "br/a ark.md", "br/!.md", "br/x/inner.md", "br/x/y/deep.
 
 @pytest.fixture
 def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in FILES:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(TEXT)
-    with Index(tmp_path / "i.db", FakeEngine()) as index:
-        index.add([tmp_path / "br", tmp_path / "brother"])
+    path_tree.make_index(tmp_path, FILES, TEXT, ("br", "brother"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
 def found(base: Path, path: str, mode: str = "keyword") -> set[str]:
-    with Index(base / "i.db", FakeEngine(), readonly=True) as index:
-        return {os.path.relpath(h.path, base)
-                for h in index.search("archive", k=50, mode=mode, path=path)}
+    return path_tree.found(base, path, mode, "archive")
 
 
 @pytest.mark.parametrize("mode", ["keyword", "vector", "hybrid"])

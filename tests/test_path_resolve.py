@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from gguf_embed.cli import cli
 from gguf_embed.index import Index
 from gguf_embed.testing import FakeEngine
+from tests.support import path_tree
 
 TEXT = "logs of the day\n"
 FILES = ("c/a.md", "c/notes/logs.md", "c/notes/sub/b.md", "c/notes-old/x.md", "c/notes.md",
@@ -21,11 +22,7 @@ FILES = ("c/a.md", "c/notes/logs.md", "c/notes/sub/b.md", "c/notes-old/x.md", "c
 
 
 def make(base: Path, *roots: str) -> None:
-    for name in FILES:
-        (base / name).parent.mkdir(parents=True, exist_ok=True)
-        (base / name).write_text(TEXT)
-    with Index(base / "i.db", FakeEngine()) as index:
-        index.add([base / r for r in roots or ("c",)])
+    path_tree.make_index(base, FILES, TEXT, roots or ("c",))
 
 
 @pytest.fixture
@@ -37,9 +34,7 @@ def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def found(base: Path, path: str, mode: str = "keyword") -> set[str]:
-    with Index(base / "i.db", FakeEngine(), readonly=True) as index:
-        return {os.path.relpath(h.path, base)
-                for h in index.search("logs", k=50, mode=mode, path=path)}
+    return path_tree.found(base, path, mode, "logs")
 
 
 @pytest.mark.parametrize("mode", ["keyword", "vector", "hybrid"])

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from gguf_embed import Engine, Index
+from gguf_embed import Engine
 from gguf_embed.cli import cli
-from gguf_embed.testing import FakeEngine
+from tests.support.small_index import small_index
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,16 +45,6 @@ def test_embed_dash_among_texts_is_a_usage_error(minilm_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- 2. stderr closed: stdout clean
-def _small_index(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
-    db = tmp_path / "i.db"
-    with Index(db, FakeEngine()) as index:
-        index.add([docs])
-    return db
-
-
 def _cli(*args: str, close_stderr: bool = False, cwd: Path = ROOT,
          **kwargs: object) -> subprocess.CompletedProcess[bytes]:
     """``python -m gguf_embed ARGS`` in a real child (``2>&-`` when ``close_stderr``)."""
@@ -67,7 +57,7 @@ def _cli(*args: str, close_stderr: bool = False, cwd: Path = ROOT,
 
 
 def test_errors_never_reach_stdout_when_stderr_is_closed(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     for args, code in ((["search", "--db", str(db), ""], 2),
                        (["search", "--db", str(tmp_path / "none.db"), "x"], 1),
                        (["search", "--bogus"], 2), (["nosuchcommand"], 2)):
@@ -97,7 +87,7 @@ def test_reindex_without_model_uses_the_index_model(tmp_path: Path, minilm_path:
 
 # ---------------------------------------------------------------- 4. --path errors: escaped
 def test_a_bad_path_filter_never_sends_its_escapes_to_the_terminal(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     result = CliRunner().invoke(cli, ["search", "otters", "--db", str(db), "--mode",
                                       "keyword", "--path", "\x1b]0;pwned\x07\x1b[2J[z-a]"])
     assert result.exit_code == 1 and result.stdout == ""
@@ -142,7 +132,7 @@ def test_index_leaves_an_inherited_ignored_sigint_alone(tmp_path: Path,
 
 # ---------------------------------------------------------------- 6. a deleted current folder
 def test_a_deleted_current_folder_gives_absolute_paths_or_one_line(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     gone = tmp_path / "gone"
     gone.mkdir()
 
@@ -198,7 +188,7 @@ def test_empty_remote_options_are_refused_not_read_as_their_default(tmp_path: Pa
 
 # ---------------------------------------------------------------- 8. messages name the option
 def test_a_too_long_path_filter_names_path(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     result = CliRunner().invoke(cli, ["search", "otters", "--db", str(db), "--mode", "keyword",
                                       "--path", "*" + "a" * 5_000])
     assert result.exit_code == 1
@@ -229,7 +219,7 @@ def test_a_folder_as_model_says_it_is_a_folder(tmp_path: Path) -> None:
 
 
 def test_an_empty_query_is_a_usage_error_as_an_empty_text_is(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     for query in ("", "   "):
         result = CliRunner().invoke(cli, ["search", query, "--db", str(db)])
         assert result.exit_code == 2 and result.stdout == ""

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 import gguf_embed
-from gguf_embed.index import Index
-from gguf_embed.testing import FakeEngine
+from tests.support.small_index import small_index
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -61,7 +60,7 @@ AT_EXIT = ("import atexit, sys, json; from gguf_embed.cli import main; sys.argv[
 
 
 def test_a_keyword_search_imports_neither_llama_cpp_nor_the_server(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     code = AT_EXIT.format(
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
         "('llama_cpp', 'faiss', 'uvicorn', 'starlette', 'mcp', 'watchfiles') or m in "
@@ -86,16 +85,6 @@ NOT_FOR_SEARCH = ["gguf_embed.indexer", "gguf_embed.executor", "gguf_embed.proto
 LOADED = ("print('LOADED ' + json.dumps([m for m in {names!r} if m in sys.modules]))")
 
 
-def _small_index(tmp_path: Path) -> Path:
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    (docs / "a.md").write_text("# Otters\n\nOtters hold hands while they sleep.\n")
-    db = tmp_path / "i.db"
-    with Index(db, FakeEngine()) as index:
-        index.add([docs])
-    return db
-
-
 def _loaded(out: subprocess.CompletedProcess[str]) -> list[str]:
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if x.startswith("LOADED "))
@@ -103,7 +92,7 @@ def _loaded(out: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def test_a_cli_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     code = AT_EXIT.format(LOADED.format(names=NOT_FOR_SEARCH))
     out = run(code, "search", "otters", "--db", str(db), "--mode", "keyword")
     assert "a.md" in out.stdout
@@ -111,7 +100,7 @@ def test_a_cli_keyword_search_imports_only_what_searching_needs(tmp_path: Path) 
 
 
 def test_a_library_keyword_search_imports_only_what_searching_needs(tmp_path: Path) -> None:
-    db = _small_index(tmp_path)
+    db = small_index(tmp_path)
     code = ("import sys, json; from gguf_embed import Index\n"
             "with Index(sys.argv[1], readonly=True) as index:\n"
             "    print([h.path for h in index.search('otters', mode='keyword')])\n"

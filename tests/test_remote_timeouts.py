@@ -110,9 +110,7 @@ class Stalling(LocalHTTPServer):
                 elif self.path == "/v1/models":
                     answer = {"data": [{"id": "m"}]}
                 else:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.send_empty(404)
                     return
                 self.send_json(answer)
 

@@ -97,6 +97,12 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def send_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for name, value in {**(headers or {}), "Content-Length": "0"}.items():
+            self.send_header(name, value)
+        self.end_headers()
+
     def log_message(self, *args: Any) -> None:
         pass
 
@@ -142,10 +148,7 @@ class Server(LocalHTTPServer):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else {}
                 if redirect is not None:
-                    self.send_response(status)
-                    self.send_header("Location", redirect + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.send_empty(status, {"Location": redirect + self.path})
                     return
                 if self.path == "/v1/models":
                     answer: Any = {"data": [{"id": "stub"}]}
@@ -153,9 +156,7 @@ class Server(LocalHTTPServer):
                     answer = {"data": [{"index": i, "embedding": [1.0, 0.0, 0.0, float(i)]}
                                        for i in range(len(body["input"]))], "model": "stub"}
                 else:
-                    self.send_response(404)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                    self.send_empty(404)
                     return
                 self.send_json(answer)
 

@@ -16,6 +16,7 @@ import pytest
 
 from gguf_embed.index import Index
 from gguf_embed.testing import FakeEngine
+from tests.support.interrupt_scripts import FINDER, SCRIPT
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
@@ -50,19 +51,8 @@ def complete(stdout: str) -> bool:
 
 # ---- start-up ------------------------------------------------------------------------------
 
-# A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
-# as SIGINT's default handler would.  ``typing`` was imported by gguf_embed/__init__, before
-# the CLI's handling (a traceback and death by SIGINT).
-FINDER = """
-import sys
-class Interrupt:
-    def find_spec(self, name, path=None, target=None):
-        if name == {name!r}:
-            raise KeyboardInterrupt
-        return None
-sys.meta_path.insert(0, Interrupt())
-"""
-SCRIPT = "sys.argv[0] = 'gguf-embed'\nfrom gguf_embed.cli import main\nmain()\n"
+# A Ctrl-C at the moment a module is imported (FINDER).  ``typing`` was imported by
+# gguf_embed/__init__, before the CLI's handling (a traceback and death by SIGINT).
 MODULE = "import runpy\nrunpy.run_module('gguf_embed', run_name='__main__', alter_sys=True)\n"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import gguf_embed
+from tests.support.interrupt_scripts import FINDER, SCRIPT
 from tests.support.small_index import small_index
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,18 +168,7 @@ def test_the_engine_works_where_the_app_imported_llama_cpp_first(qwen_path: Path
 
 # A Ctrl-C at the moment a module is imported: a finder that raises KeyboardInterrupt there,
 # where SIGINT's default handler would raise it.
-INTERRUPT = """
-import sys
-class Interrupt:
-    def find_spec(self, name, path=None, target=None):
-        if name == {name!r}:
-            raise KeyboardInterrupt
-        return None
-sys.meta_path.insert(0, Interrupt())
-sys.argv[0] = 'gguf-embed'
-from gguf_embed.cli import main
-main()
-"""
+INTERRUPT = FINDER + SCRIPT
 
 
 @pytest.mark.parametrize("module", ["click", "numpy", "gguf_embed.index",

@@ -112,31 +112,31 @@ except SystemExit:
                                       "True"], out.stderr
 
 
+def interrupting(module: str, target: str, params: str) -> str:
+    """main() as the console script runs it, with ``target`` (in ``module``) replaced by a
+    function of ``params`` that raises KeyboardInterrupt, as a Ctrl-C landing there would."""
+    return (f"import sys, {module}\ndef interrupt({params}):\n    raise KeyboardInterrupt\n"
+            f"{target} = interrupt\n" + SCRIPT)
+
+
 def test_ctrl_c_while_the_groups_options_are_parsed_is_one_line_and_130(db: Path) -> None:
     """click's own handling there printed a blank line, "Aborted!" and exit 1."""
-    code = ("import click\n"
-            "def interrupt(self, ctx, args):\n    raise KeyboardInterrupt\n"
-            "click.Group.parse_args = interrupt\nimport sys\n" + SCRIPT)
-    out = run(code, *search_args(db))
+    out = run(interrupting("click", "click.Group.parse_args", "self, ctx, args"),
+              *search_args(db))
     assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
 
 
 def test_ctrl_c_while_the_groups_context_closes_is_one_line_and_130(db: Path) -> None:
     """After the command, click closes the group's context inside its own try, where a
     KeyboardInterrupt became a blank line, "Aborted!" and exit 1."""
-    code = ("import click\n"
-            "def interrupt(self):\n    raise KeyboardInterrupt\n"
-            "click.Context.close = interrupt\nimport sys\n" + SCRIPT)
-    out = run(code, *search_args(db))
+    out = run(interrupting("click", "click.Context.close", "self"), *search_args(db))
     assert (out.returncode, out.stderr) == (130, "Interrupted.\n"), out.stderr
     assert complete(out.stdout)
 
 
 def test_ctrl_c_while_main_prepares_the_streams_is_one_line_and_130(db: Path) -> None:
-    code = ("import sys, gguf_embed.cli as c\n"
-            "def interrupt():\n    raise KeyboardInterrupt\n"
-            "c.watch_results = interrupt\n" + SCRIPT)
-    out = run(code, *search_args(db))
+    out = run(interrupting("gguf_embed.cli", "gguf_embed.cli.watch_results", ""),
+              *search_args(db))
     assert (out.returncode, out.stderr, out.stdout) == (130, "Interrupted.\n", "")
 
 

@@ -4,6 +4,7 @@ waits for."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -170,33 +171,45 @@ def test_background_watch_pauses_a_gone_root(tmp_path: Path) -> None:
         watcher.stop()
 
 
-@pytest.mark.parametrize("command", ["watch", "serve"])
-def test_a_second_watcher_says_who_holds_the_index(tmp_path: Path, qwen_path: Path,
-                                                   command: str) -> None:
-    docs = write_docs(tmp_path / "docs")
+@contextlib.contextmanager
+def waiting_for_the_lock(tmp_path: Path, args: list[str]) -> Iterator[
+        tuple[Path, subprocess.Popen[str], Lines]]:
+    """``gguf-embed ARGS --db DB -m MODEL`` started while this test holds the write lock of
+    the empty index DB, once it says whose lock it waits for; the lock is released and the
+    process ended (terminated, killed after WAIT) as the block ends."""
     db = tmp_path / "i.db"
     with Index(db, FakeEngine()):
         pass
     lock = WriteLock(db)
     lock.acquire()
-    args = ["watch", str(docs)] if command == "watch" else [
-        "serve", "--port", "0", "--watch", str(docs)]
-    proc = subprocess.Popen([sys.executable, "-c", MAIN, *args, "--db", str(db), "-m",
-                             str(qwen_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen([sys.executable, "-c", MAIN, *args, "--db", str(db)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     lines = Lines(proc.stderr)
     try:
         assert lines.wait_for(f"index {db} is being written by PID {os.getpid()}", WAIT), \
             lines.text
-        if command == "serve":  # it serves meanwhile
-            assert lines.wait_for("serving", WAIT), lines.text
+        yield db, proc, lines
     finally:
         lock.release()
-        proc.terminate()
-        try:
-            proc.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.mark.parametrize("command", ["watch", "serve"])
+def test_a_second_watcher_says_who_holds_the_index(tmp_path: Path, qwen_path: Path,
+                                                   command: str) -> None:
+    docs = write_docs(tmp_path / "docs")
+    args = ["watch", str(docs)] if command == "watch" else [
+        "serve", "--port", "0", "--watch", str(docs)]
+    with waiting_for_the_lock(tmp_path, [*args, "-m", str(qwen_path)]) as (_, _, lines):
+        if command == "serve":  # it serves meanwhile
+            assert lines.wait_for("serving", WAIT), lines.text
 
 
 def test_sigterm_while_watch_waits_for_the_index_is_a_graceful_stop(
@@ -204,26 +217,10 @@ def test_sigterm_while_watch_waits_for_the_index_is_a_graceful_stop(
     """SIGTERM while watch waits for another writer's lock: 143 and 'stopped', as once it
     watches (not 'Interrupted.' and Ctrl-C's 130); nothing was written."""
     docs = write_docs(tmp_path / "docs")
-    db = tmp_path / "i.db"
-    with Index(db, FakeEngine()):
-        pass
-    lock = WriteLock(db)
-    lock.acquire()
-    proc = subprocess.Popen([sys.executable, "-c", MAIN, "watch", str(docs), "--db", str(db),
-                             "-m", str(minilm_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
-    lines = Lines(proc.stderr)
-    try:
-        assert lines.wait_for(f"index {db} is being written by PID {os.getpid()}", WAIT), \
-            lines.text
+    with waiting_for_the_lock(tmp_path, ["watch", str(docs), "-m", str(minilm_path)]) as (
+            db, proc, lines):
         proc.terminate()
         code = proc.wait(timeout=WAIT)
-    finally:
-        lock.release()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert code == 143, lines.text
     assert lines.wait_for("stopped", WAIT), lines.text
     assert "Interrupted" not in lines.text

@@ -186,9 +186,6 @@ def _ready_meanwhile(db: Path, hybrid_query: str | None, pool: int) -> None:
 def _check_path(path_glob: str) -> None:
     """Refuse a --path that can match nothing (empty, a ``[`` never closed) or is too long
     in one line, before the index is opened or a model loaded."""
-    if len(path_glob) > index_paths.MAX_PATH_FILTER:  # the library's words do not name --path
-        raise click.ClickException(f"the path filter (--path) is {len(path_glob):,} characters "
-                                   f"long; at most {index_paths.MAX_PATH_FILTER:,}")
     try:
         index_paths.glob(path_glob)
     except InputError as exc:  # it quotes the path: escapes shown, never sent to the terminal

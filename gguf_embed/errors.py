@@ -123,6 +123,12 @@ class QueryTruncated(UserWarning):
         self.index = index
         self.limit = limit
 
+    @staticmethod
+    def text(label: str, limit: int) -> str:
+        """The warning's words for the query ``label`` ("the query", "query 2")."""
+        return (f"{label} is longer than the model's context; only its first {limit} tokens "
+                f"were searched for")
+
 
 class NonFiniteVectors(UserWarning):
     """The index holds vectors with NaN or infinite values: vector search left those chunks

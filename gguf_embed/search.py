@@ -138,10 +138,8 @@ def embed_queries(engine: EmbeddingEngine, queries: list[str], dimensions: int |
         check_text(q, label(i), "query")
     result = engine.encode(queries, query=True, dimensions=dimensions, truncate=True)
     for i in result.truncated:
-        warnings.warn(QueryTruncated(
-            f"{label(i)} is longer than the model's context; only its first "
-            f"{engine.max_tokens} tokens were searched for", index=i,
-            limit=engine.max_tokens), stacklevel=stacklevel + 1)
+        warnings.warn(QueryTruncated(QueryTruncated.text(label(i), engine.max_tokens), index=i,
+                                     limit=engine.max_tokens), stacklevel=stacklevel + 1)
     return result.vectors
 
 

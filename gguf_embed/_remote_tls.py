@@ -22,7 +22,7 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ._remote_util import clean_url
 from .errors import EngineUnavailable, InputError, first_line, quoted
@@ -128,12 +128,11 @@ def answers_tls(url: str) -> bool:
     """Whether the http:// server at ``url`` completes a TLS handshake, so speaks HTTPS on
     that port (asked after a failure that could mean so).  Nothing is sent but the handshake
     (no request, no key), so the certificate is not checked: the answer is only advice."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or 80
+    address = _address(url)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=TLS_PROBE_TIMEOUT) as sock, \
+        with socket.create_connection(address, timeout=TLS_PROBE_TIMEOUT) as sock, \
                 context.wrap_socket(sock):
             return True
     except (OSError, ValueError):  # ssl.SSLError is an OSError
@@ -144,10 +143,9 @@ def accepts_connections(url: str, timeout: float) -> bool:
     """Whether the server at ``url`` accepts a TCP connection within ``timeout`` seconds
     (asked after an https:// connect timeout: if it does, the TLS handshake went unanswered;
     nothing is sent)."""
-    parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = _address(url)
     try:
-        with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+        with socket.create_connection(address, timeout=timeout):
             return True
     except (OSError, ValueError):
         return False
@@ -158,11 +156,21 @@ def https_error(url: str) -> EngineUnavailable:
                              f"--embed-url {_swap(url, 'https')}", url=url)
 
 
+def _port(parts: SplitResult) -> int:
+    """The URL's port, or its scheme's default."""
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def _address(url: str) -> tuple[str, int]:
+    """(host, port) to connect to for ``url`` (a malformed port raises ValueError)."""
+    parts = urlsplit(url)
+    return parts.hostname or "", _port(parts)
+
+
 def _swap(url: str, scheme: str) -> str:
     """``url`` with the other scheme and its port kept (the old default port made explicit)."""
     parts = urlsplit(url)
-    netloc = parts.netloc if parts.port else \
-        f"{parts.netloc}:{443 if parts.scheme == 'https' else 80}"
+    netloc = parts.netloc if parts.port else f"{parts.netloc}:{_port(parts)}"
     return f"{scheme}://{netloc}{parts.path}"
 
 

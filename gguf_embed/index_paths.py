@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ._text import check_text
 from .bounds import Bounds, under
 from .errors import InputError, PathError, quoted
-from .path_glob import PathGlob, glob_problem, literal, resolve_dots, to_sqlite
+from .path_glob import PathGlob, glob_problem, has_wildcard, literal, resolve_dots, to_sqlite
 
 if TYPE_CHECKING:
     from .store import Store
@@ -129,7 +129,7 @@ def glob(path: str | None, roots: Sequence[str] = ()) -> PathGlob | None:
                          f"{MAX_PATH_FILTER:,}", param="path")
     absolute = os.path.abspath(path)
     exists = os.path.lexists(absolute)
-    if exists or not any(ch in path for ch in "*?["):
+    if exists or not has_wildcard(path):
         exact = [literal(name) for name in spellings(absolute, roots)]
         inside = [name.rstrip(os.sep) + os.sep + "*" for name in exact]
         if os.path.isdir(absolute) or (not exists and path.endswith(("/", os.sep))):
@@ -161,7 +161,7 @@ def _from_folder(pattern: str, roots: Sequence[str]) -> PathGlob:
     symlink, ``./nl/*.md`` with ``nl`` a symlink to an indexed folder)."""
     parts = pattern.split("/")
     n = 1
-    while n < len(parts) - 1 and not any(ch in parts[n] for ch in "*?["):
+    while n < len(parts) - 1 and not has_wildcard(parts[n]):
         n += 1
     if n == 1:
         return to_sqlite(pattern)

@@ -14,9 +14,7 @@ from pathlib import PurePath
 
 from .errors import InputError, quoted
 from .index import Index
-from .path_glob import glob_problem, literal
-
-_GLOB = "*?["
+from .path_glob import glob_problem, has_wildcard, literal
 
 
 def document(index: Index, path: str) -> str:
@@ -57,7 +55,7 @@ def search_filter(index: Index, path: str | None) -> str | None:
     if held:
         _one(path, held)
         return held[0]
-    if any(ch in rel for ch in _GLOB):
+    if has_wildcard(rel):
         # a glob the library refuses keeps the caller's spelling in the error
         return path if glob_problem(rel) else "*" + os.sep + rel
     on_disk = [c for c in candidates if os.path.lexists(c)]

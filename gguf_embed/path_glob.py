@@ -35,9 +35,17 @@ def where(column: str, path_glob: PathGlob) -> tuple[str, tuple[str, ...]]:
     return "(" + " OR ".join([f"{column} GLOB ?"] * len(globs)) + ")", globs
 
 
+WILDCARDS = "*?["  # what makes a GLOB more than the text it is
+
+
+def has_wildcard(text: str) -> bool:
+    """Whether ``text`` holds ``*``, ``?`` or ``[``, so is a glob rather than a name."""
+    return any(ch in text for ch in WILDCARDS)
+
+
 def literal(path: str) -> str:
     """``path`` as a GLOB that matches exactly it: ``*``, ``?`` and ``[`` each in a class."""
-    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in path)
+    return "".join(f"[{ch}]" if ch in WILDCARDS else ch for ch in path)
 
 
 def class_end(pattern: str, start: int) -> int:
@@ -100,7 +108,7 @@ def resolve_dots(pattern: str, base: Sequence[str] | None = None) -> str:
         if segment in ("", "."):
             continue
         if segment != "..":
-            kept.append((segment, any(ch in segment for ch in "*?[")))
+            kept.append((segment, has_wildcard(segment)))
         elif kept and kept[-1][1]:
             raise InputError(f"the path filter (--path) '{quoted(pattern)}' has '..' after "
                              f"'{quoted(kept[-1][0])}', a folder a wildcard matches: write the "

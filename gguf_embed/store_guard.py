@@ -57,10 +57,11 @@ def check_regular(path: str | Path) -> None:
     """Raise :class:`IndexFileError` if the index file or one of SQLite's side files exists
     and is not a regular file (nothing is opened: a FIFO would block), if ``path`` is named
     like another index's side file, or if one of its side files is an index."""
-    check_name(path)
+    real = os.path.realpath(path)
+    check_name(path, real)
     for suffix in SIDE_FILES:
         name = f"{path}{suffix}"
-        if suffix and os.path.islink(side := f"{os.path.realpath(path)}{suffix}"):
+        if suffix and os.path.islink(side := f"{real}{suffix}"):
             # SQLite refuses it ("unable to open database file"); say what and where
             raise IndexFileError(f"{quoted(side)} is a symbolic link; SQLite never follows "
                                  f"one for the index's side files: remove it if you did not "
@@ -75,13 +76,14 @@ def check_regular(path: str | Path) -> None:
                                  f"naming a regular file (or a new one)")
 
 
-def check_name(path: str | Path) -> None:
+def check_name(path: str | Path, real: str | None = None) -> None:
     """Raise :class:`IndexFileError` if ``path`` (or the file it links to) is named like a
     file written beside another index (``X.db-wal``: SQLite takes it for ``X.db``'s log and
     empties it at the next write there), or if a file beside it (``X.db.lock``, ...) is an
-    SQLite database: writing this index would overwrite it."""
+    SQLite database: writing this index would overwrite it.  ``real``: ``path``'s realpath,
+    when the caller has it."""
     given = os.fspath(path)
-    real = os.path.realpath(given)
+    real = os.path.realpath(given) if real is None else real
     for name in [given] if os.path.abspath(given) == real else [given, real]:
         base = os.path.basename(name).lower()  # -WAL is -wal on macOS and Windows
         suffix = next((s for s in BESIDE if base.endswith(s) and len(base) > len(s)), None)
